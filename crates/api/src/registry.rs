@@ -1,0 +1,729 @@
+//! The kinds the management API serves: names, scope, validation and table
+//! columns, as data the API server, the CLI and `shoal crds` share.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::resources::{
+    BareMetalMachine, Cluster, Host, KeyPair, Machine, NodePool, Organization, Release,
+};
+use crate::validate::{
+    validate_dns1123_label, validate_dns1123_subdomain, FieldCause, FieldErrors,
+};
+
+/// Shoal's own API group.
+pub const GROUP: &str = "shoal.io";
+/// Shoal's API version.
+pub const VERSION: &str = "v1alpha1";
+
+/// A column of `kubectl get` output.
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// The header, e.g. `STATUS`.
+    pub name: &'static str,
+    /// The OpenAPI type: `string`, `integer`, `boolean` or `date`.
+    pub type_: &'static str,
+    /// A dotted path into the object, e.g. `.status.phase`.
+    pub json_path: &'static str,
+    /// What the column shows.
+    pub description: &'static str,
+}
+
+/// Checks an object of one kind, reporting every invalid field.
+pub type Validator = fn(&Value) -> Result<(), Vec<FieldCause>>;
+
+/// One kind served by the API.
+#[derive(Clone, Copy, Debug)]
+pub struct KindInfo {
+    /// The API group; empty for the core group.
+    pub group: &'static str,
+    /// The version, e.g. `v1alpha1`.
+    pub version: &'static str,
+    /// The kind, e.g. `Cluster`.
+    pub kind: &'static str,
+    /// The URL plural, e.g. `clusters`.
+    pub plural: &'static str,
+    /// The singular name.
+    pub singular: &'static str,
+    /// Short names for `kubectl get`.
+    pub short_names: &'static [&'static str],
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// Has a `/status` subresource; spec and status are then written separately.
+    pub has_status: bool,
+    /// Bumps `metadata.generation` on spec changes.
+    pub has_spec: bool,
+    /// Readable and writable only by cluster admins, and encrypted at rest.
+    pub sensitive: bool,
+    /// The storage this kind shares with others (both Event views share `events`).
+    pub storage: &'static str,
+    /// Columns after NAME for table output (AGE comes from the server).
+    pub columns: &'static [Column],
+    /// Checks an incoming object.
+    pub validate: Validator,
+}
+
+impl KindInfo {
+    /// `group/version`, or just `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The URL prefix of this kind's group and version: `/api/v1` or `/apis/g/v`.
+    pub fn group_version_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// Deserializes `obj` as `T`, naming the field of the first error.
+pub fn decode_typed<T: DeserializeOwned>(obj: &Value) -> Result<T, Vec<FieldCause>> {
+    serde_path_to_error::deserialize::<_, T>(obj).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        vec![cause_from_serde(&path, &message)]
+    })
+}
+
+fn cause_from_serde(path: &str, message: &str) -> FieldCause {
+    let path = if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let field = join_field(&path, name);
+        return FieldCause::not_supported(
+            field.clone(),
+            format!("unknown field {field:?}: remove it, or check its spelling ({message})"),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let field = join_field(&path, name);
+        return FieldCause::required(field, format!("{name} is required"));
+    }
+    FieldCause::invalid(path, message.to_owned())
+}
+
+fn join_field(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else if path == name || path.ends_with(&format!(".{name}")) {
+        path.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// The top-level fields every object may have.
+const TOP_LEVEL: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Rejects unknown top-level fields: Shoal refuses what it would otherwise drop.
+pub fn check_top_level(obj: &Value, allowed_extra: &[&str]) -> Result<(), Vec<FieldCause>> {
+    let Some(map) = obj.as_object() else {
+        return Err(vec![FieldCause::invalid(
+            "",
+            "the body must be a JSON or YAML object",
+        )]);
+    };
+    let unknown: Vec<FieldCause> = map
+        .keys()
+        .filter(|k| !TOP_LEVEL.contains(&k.as_str()) && !allowed_extra.contains(&k.as_str()))
+        .map(|k| {
+            FieldCause::not_supported(
+                k.clone(),
+                format!("unknown field {k:?}: remove it, or check its spelling"),
+            )
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(unknown)
+    }
+}
+
+/// Checks `metadata.name`, labels and annotations.
+pub fn check_metadata(obj: &Value, label_name: bool) -> Result<(), Vec<FieldCause>> {
+    let mut errs = FieldErrors::default();
+    let meta = obj.get("metadata");
+    match meta.and_then(|m| m.get("name")).and_then(Value::as_str) {
+        Some(name) => {
+            let checked = if label_name {
+                validate_dns1123_label(name)
+            } else {
+                validate_dns1123_subdomain(name)
+            };
+            errs.check("metadata.name", checked);
+        }
+        None => {
+            let generate = meta.and_then(|m| m.get("generateName")).is_some();
+            if !generate {
+                errs.push(FieldCause::required(
+                    "metadata.name",
+                    "name or generateName is required",
+                ));
+            }
+        }
+    }
+    if let Some(labels) = meta
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+    {
+        for (k, v) in labels {
+            errs.check(
+                &format!("metadata.labels[{k}]"),
+                crate::validate::validate_label_key(k),
+            );
+            match v.as_str() {
+                Some(v) => errs.check(
+                    &format!("metadata.labels[{k}]"),
+                    crate::validate::validate_label_value(v),
+                ),
+                None => errs.check(
+                    &format!("metadata.labels[{k}]"),
+                    Err("label values must be strings".into()),
+                ),
+            }
+        }
+    }
+    errs.into_result()
+}
+
+/// A Shoal resource's own checks beyond its types.
+pub trait Validate {
+    /// Records every invalid field.
+    fn validate(&self, errs: &mut FieldErrors);
+}
+
+macro_rules! impl_validate {
+    ($($kind:ty),*) => {$(
+        impl Validate for $kind {
+            fn validate(&self, errs: &mut FieldErrors) {
+                self.spec.validate(errs);
+            }
+        }
+    )*};
+}
+impl_validate!(
+    Organization,
+    Release,
+    Cluster,
+    NodePool,
+    Machine,
+    Host,
+    KeyPair,
+    BareMetalMachine
+);
+
+fn validate_shoal<T: DeserializeOwned + Validate>(obj: &Value) -> Result<(), Vec<FieldCause>> {
+    check_top_level(obj, &[])?;
+    check_metadata(obj, true)?;
+    if obj.get("spec").is_none() {
+        return Err(vec![FieldCause::required("spec", "spec is required")]);
+    }
+    let typed: T = decode_typed(obj)?;
+    let mut errs = FieldErrors::default();
+    typed.validate(&mut errs);
+    errs.into_result()
+}
+
+fn validate_k8s<T: DeserializeOwned>(
+    extra: &'static [&'static str],
+) -> impl Fn(&Value) -> Result<(), Vec<FieldCause>> {
+    move |obj| {
+        check_top_level(obj, extra)?;
+        check_metadata(obj, false)?;
+        decode_typed::<T>(obj).map(|_| ())
+    }
+}
+
+fn validate_lease(obj: &Value) -> Result<(), Vec<FieldCause>> {
+    validate_k8s::<k8s_openapi::api::coordination::v1::Lease>(&[])(obj)
+}
+
+fn validate_core_event(obj: &Value) -> Result<(), Vec<FieldCause>> {
+    const EXTRA: &[&str] = &[
+        "involvedObject",
+        "reason",
+        "message",
+        "source",
+        "firstTimestamp",
+        "lastTimestamp",
+        "count",
+        "type",
+        "eventTime",
+        "series",
+        "action",
+        "related",
+        "reportingComponent",
+        "reportingInstance",
+    ];
+    validate_k8s::<k8s_openapi::api::core::v1::Event>(EXTRA)(obj)
+}
+
+fn validate_events_event(obj: &Value) -> Result<(), Vec<FieldCause>> {
+    const EXTRA: &[&str] = &[
+        "regarding",
+        "related",
+        "note",
+        "reason",
+        "type",
+        "action",
+        "eventTime",
+        "series",
+        "reportingController",
+        "reportingInstance",
+        "deprecatedSource",
+        "deprecatedFirstTimestamp",
+        "deprecatedLastTimestamp",
+        "deprecatedCount",
+    ];
+    validate_k8s::<k8s_openapi::api::events::v1::Event>(EXTRA)(obj)
+}
+
+fn validate_namespace(obj: &Value) -> Result<(), Vec<FieldCause>> {
+    check_top_level(obj, &[])?;
+    check_metadata(obj, true)?;
+    decode_typed::<k8s_openapi::api::core::v1::Namespace>(obj).map(|_| ())
+}
+
+fn validate_secret(obj: &Value) -> Result<(), Vec<FieldCause>> {
+    validate_k8s::<k8s_openapi::api::core::v1::Secret>(&["data", "stringData", "type", "immutable"])(
+        obj,
+    )
+}
+
+const fn col(
+    name: &'static str,
+    type_: &'static str,
+    json_path: &'static str,
+    description: &'static str,
+) -> Column {
+    Column {
+        name,
+        type_,
+        json_path,
+        description,
+    }
+}
+
+/// Every kind the API serves.
+pub static KINDS: &[KindInfo] = &[
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "Organization",
+        plural: "organizations",
+        singular: "organization",
+        short_names: &["org"],
+        namespaced: false,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "organizations",
+        columns: &[
+            col(
+                "DISPLAY NAME",
+                "string",
+                ".spec.displayName",
+                "A human-friendly name",
+            ),
+            col(
+                "NAMESPACE",
+                "string",
+                ".status.namespace",
+                "The organization's namespace",
+            ),
+        ],
+        validate: validate_shoal::<Organization>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "Release",
+        plural: "releases",
+        singular: "release",
+        short_names: &["rel"],
+        namespaced: false,
+        has_status: false,
+        has_spec: true,
+        sensitive: false,
+        storage: "releases",
+        columns: &[
+            col(
+                "KUBERNETES",
+                "string",
+                ".spec.kubernetesVersion",
+                "Kubernetes version",
+            ),
+            col("STATE", "string", ".spec.state", "active or deprecated"),
+        ],
+        validate: validate_shoal::<Release>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "Cluster",
+        plural: "clusters",
+        singular: "cluster",
+        short_names: &["cl"],
+        namespaced: true,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "clusters",
+        columns: &[
+            col("STATUS", "string", ".status.phase", "The cluster's phase"),
+            col("RELEASE", "string", ".spec.release", "The release it runs"),
+            col(
+                "NODES",
+                "string",
+                ".status.nodes",
+                "Ready over desired nodes",
+            ),
+        ],
+        validate: validate_shoal::<Cluster>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "NodePool",
+        plural: "nodepools",
+        singular: "nodepool",
+        short_names: &["np"],
+        namespaced: true,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "nodepools",
+        columns: &[
+            col("CLUSTER", "string", ".spec.cluster", "The pool's cluster"),
+            col("DESIRED", "integer", ".spec.replicas", "Desired machines"),
+            col(
+                "READY",
+                "integer",
+                ".status.readyReplicas",
+                "Ready machines",
+            ),
+        ],
+        validate: validate_shoal::<NodePool>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "Machine",
+        plural: "machines",
+        singular: "machine",
+        short_names: &["ma"],
+        namespaced: true,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "machines",
+        columns: &[
+            col(
+                "CLUSTER",
+                "string",
+                ".spec.cluster",
+                "The machine's cluster",
+            ),
+            col("ROLE", "string", ".spec.role", "control-plane or worker"),
+            col("HOST", "string", ".spec.hostName", "The host it runs on"),
+            col("IP", "string", ".spec.ip", "Its cluster-network address"),
+            col("PHASE", "string", ".status.phase", "The machine's phase"),
+        ],
+        validate: validate_shoal::<Machine>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "Host",
+        plural: "hosts",
+        singular: "host",
+        short_names: &[],
+        namespaced: false,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "hosts",
+        columns: &[
+            col(
+                "UNDERLAY",
+                "string",
+                ".status.underlayIp",
+                "The VXLAN underlay address",
+            ),
+            col("KVM", "boolean", ".status.kvm", "Whether KVM is usable"),
+            col(
+                "UNSCHEDULABLE",
+                "boolean",
+                ".spec.unschedulable",
+                "Cordoned",
+            ),
+        ],
+        validate: validate_shoal::<Host>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "KeyPair",
+        plural: "keypairs",
+        singular: "keypair",
+        short_names: &["kp"],
+        namespaced: true,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "keypairs",
+        columns: &[
+            col(
+                "CLUSTER",
+                "string",
+                ".spec.cluster",
+                "The cluster it is for",
+            ),
+            col(
+                "EXPIRES",
+                "string",
+                ".status.notAfter",
+                "Certificate expiry",
+            ),
+            col(
+                "DESCRIPTION",
+                "string",
+                ".spec.description",
+                "Why it was issued",
+            ),
+        ],
+        validate: validate_shoal::<KeyPair>,
+    },
+    KindInfo {
+        group: GROUP,
+        version: VERSION,
+        kind: "BareMetalMachine",
+        plural: "baremetalmachines",
+        singular: "baremetalmachine",
+        short_names: &["bmm"],
+        namespaced: false,
+        has_status: true,
+        has_spec: true,
+        sensitive: false,
+        storage: "baremetalmachines",
+        columns: &[
+            col("MAC", "string", ".spec.mac", "PXE MAC address"),
+            col("ROLE", "string", ".spec.role", "What it becomes"),
+            col("STATE", "string", ".status.state", "Provisioning state"),
+        ],
+        validate: validate_shoal::<BareMetalMachine>,
+    },
+    KindInfo {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        short_names: &[],
+        namespaced: true,
+        has_status: false,
+        has_spec: false,
+        sensitive: false,
+        storage: "leases",
+        columns: &[col(
+            "HOLDER",
+            "string",
+            ".spec.holderIdentity",
+            "The current holder",
+        )],
+        validate: validate_lease,
+    },
+    KindInfo {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        namespaced: true,
+        has_status: false,
+        has_spec: false,
+        sensitive: false,
+        storage: "events",
+        columns: &[
+            col("TYPE", "string", ".type", "Normal or Warning"),
+            col("REASON", "string", ".reason", "Why"),
+            col(
+                "OBJECT",
+                "string",
+                ".regarding.name",
+                "The object it is about",
+            ),
+            col("MESSAGE", "string", ".note", "What happened"),
+        ],
+        validate: validate_events_event,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        namespaced: true,
+        has_status: false,
+        has_spec: false,
+        sensitive: false,
+        storage: "events",
+        columns: &[
+            col("TYPE", "string", ".type", "Normal or Warning"),
+            col("REASON", "string", ".reason", "Why"),
+            col(
+                "OBJECT",
+                "string",
+                ".involvedObject.name",
+                "The object it is about",
+            ),
+            col("MESSAGE", "string", ".message", "What happened"),
+        ],
+        validate: validate_core_event,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        short_names: &["ns"],
+        namespaced: false,
+        has_status: true,
+        has_spec: false,
+        sensitive: false,
+        storage: "namespaces",
+        columns: &[col(
+            "STATUS",
+            "string",
+            ".status.phase",
+            "Active or Terminating",
+        )],
+        validate: validate_namespace,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        namespaced: true,
+        has_status: false,
+        has_spec: false,
+        sensitive: true,
+        storage: "secrets",
+        columns: &[col("TYPE", "string", ".type", "The secret's type")],
+        validate: validate_secret,
+    },
+];
+
+/// Finds a kind by group, version and URL plural.
+pub fn find_by_plural(group: &str, version: &str, plural: &str) -> Option<&'static KindInfo> {
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
+}
+
+/// Every group and version served, in a stable order.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for k in KINDS {
+        if !out.contains(&(k.group, k.version)) {
+            out.push((k.group, k.version));
+        }
+    }
+    out
+}
+
+/// Reads a dotted path such as `.status.phase` from an object.
+pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    path.trim_start_matches('.')
+        .split('.')
+        .try_fold(obj, |v, part| v.get(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster() -> Value {
+        json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "demo", "namespace": "org-acme"},
+            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}}
+        })
+    }
+
+    fn kind(name: &str) -> &'static KindInfo {
+        KINDS
+            .iter()
+            .find(|k| k.kind == name && k.group == GROUP)
+            .expect("known kind")
+    }
+
+    #[test]
+    fn accepts_a_valid_cluster() {
+        assert_eq!((kind("Cluster").validate)(&cluster()), Ok(()));
+    }
+
+    #[test]
+    fn names_unknown_and_invalid_fields() {
+        let mut c = cluster();
+        c["spec"]["controlPlane"]["colour"] = json!("red");
+        let errs = (kind("Cluster").validate)(&c).expect_err("unknown field");
+        assert_eq!(errs[0].field, "spec.controlPlane.colour");
+        assert_eq!(errs[0].reason, "FieldValueNotSupported");
+
+        let mut c = cluster();
+        c["spec"]["controlPlane"]["replicas"] = json!(2);
+        let errs = (kind("Cluster").validate)(&c).expect_err("replicas");
+        assert_eq!(errs[0].field, "spec.controlPlane.replicas");
+
+        let mut c = cluster();
+        c["spec"]["controlPlane"]["memory"] = json!("2GB");
+        let errs = (kind("Cluster").validate)(&c).expect_err("quantity");
+        assert_eq!(errs[0].field, "spec.controlPlane.memory");
+
+        let mut c = cluster();
+        c["spec"]["network"] = json!({"podCidr": "10.0.0.1/8"});
+        let errs = (kind("Cluster").validate)(&c).expect_err("cidr");
+        assert_eq!(errs[0].field, "spec.network.podCidr");
+
+        let mut c = cluster();
+        c["metadata"]["name"] = json!("Bad_Name");
+        let errs = (kind("Cluster").validate)(&c).expect_err("name");
+        assert_eq!(errs[0].field, "metadata.name");
+
+        let mut c = cluster();
+        c["extra"] = json!(1);
+        let errs = (kind("Cluster").validate)(&c).expect_err("top level");
+        assert_eq!(errs[0].field, "extra");
+    }
+
+    #[test]
+    fn every_plural_is_unique_per_group_version() {
+        for k in KINDS {
+            assert_eq!(
+                find_by_plural(k.group, k.version, k.plural).map(|f| f.kind),
+                Some(k.kind)
+            );
+        }
+    }
+}

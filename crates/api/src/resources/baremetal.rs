@@ -1,0 +1,78 @@
+//! BareMetalMachine: a physical machine found or registered for PXE bootstrap.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::resources::common::MachineRole;
+use crate::validate::FieldErrors;
+
+/// What users set on a BareMetalMachine.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "shoal.io",
+    version = "v1alpha1",
+    kind = "BareMetalMachine",
+    status = "BareMetalMachineStatus",
+    shortname = "bmm",
+    category = "shoal",
+    printcolumn = r#"{"name":"MAC","type":"string","jsonPath":".spec.mac"}"#,
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BareMetalMachineSpec {
+    /// The MAC address it PXE-boots from.
+    pub mac: String,
+    /// What it becomes.
+    pub role: MachineRole,
+    /// The provisioning profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+/// Provisioning state of a bare-metal machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BareMetalState {
+    /// Seen on the provisioning network.
+    #[default]
+    Discovered,
+    /// Installing.
+    Provisioning,
+    /// Installed.
+    Provisioned,
+    /// Joined the host cluster.
+    Joined,
+}
+
+/// What Shoal reports on a BareMetalMachine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BareMetalMachineStatus {
+    /// The provisioning state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BareMetalState>,
+    /// The address it was last seen at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+impl BareMetalMachineSpec {
+    /// Checks the MAC address.
+    pub fn validate(&self, errs: &mut FieldErrors) {
+        let parts: Vec<&str> = self.mac.split(':').collect();
+        let ok = parts.len() == 6
+            && parts
+                .iter()
+                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+        if !ok {
+            errs.check(
+                "spec.mac",
+                Err(format!(
+                    "{:?} is not a MAC address: use e.g. '52:54:00:12:34:56'",
+                    self.mac
+                )),
+            );
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Cluster: a guest Kubernetes cluster.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::resources::common::{Condition, MachineSize};
+use crate::validate::{validate_dns1123_label, Cidr, FieldCause, FieldErrors, Quantity};
+
+/// Where a cluster's machines run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    /// QEMU/KVM virtual machines on the host cluster's workers.
+    #[default]
+    Kvm,
+    /// EC2 instances in a VPC of the cluster's own.
+    Aws,
+}
+
+/// AWS settings of a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsProviderSpec {
+    /// The AWS region, e.g. `eu-west-1`.
+    pub region: String,
+    /// Availability zones for the private subnets; empty picks them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub availability_zones: Vec<String>,
+    /// The VPC CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_cidr: Option<Cidr>,
+    /// EC2 instance type for control-plane nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_instance_type: Option<String>,
+    /// The Route 53 zone for the cluster's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_zone: Option<String>,
+}
+
+/// The provider and its settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// `kvm` or `aws`.
+    #[serde(rename = "type", default)]
+    pub type_: ProviderType,
+    /// Settings for `aws`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsProviderSpec>,
+}
+
+/// The guest control plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlaneSpec {
+    /// 1, or 3 for high availability.
+    pub replicas: u8,
+    /// vCPUs of each control-plane machine.
+    pub cpu: Quantity,
+    /// Memory of each control-plane machine.
+    pub memory: Quantity,
+    /// Root disk of each control-plane machine.
+    pub disk: Quantity,
+}
+
+impl ControlPlaneSpec {
+    /// The size of each control-plane machine.
+    pub fn size(&self) -> MachineSize {
+        MachineSize {
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            disk: self.disk.clone(),
+        }
+    }
+}
+
+/// The guest cluster's networks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterNetwork {
+    /// Pod addresses.
+    #[serde(default = "default_pod_cidr")]
+    pub pod_cidr: Cidr,
+    /// Service addresses.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: Cidr,
+}
+
+impl Default for ClusterNetwork {
+    fn default() -> Self {
+        Self {
+            pod_cidr: default_pod_cidr(),
+            service_cidr: default_service_cidr(),
+        }
+    }
+}
+
+fn default_pod_cidr() -> Cidr {
+    Cidr::from_str_const("10.244.0.0/16")
+}
+
+fn default_service_cidr() -> Cidr {
+    Cidr::from_str_const("10.96.0.0/12")
+}
+
+/// OIDC settings of the guest API server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcSpec {
+    /// The issuer URL (https).
+    pub issuer_url: String,
+    /// The client ID tokens are issued for.
+    pub client_id: String,
+    /// The claim that names the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
+    /// The claim that lists the groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+}
+
+/// What users set on a Cluster.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "shoal.io",
+    version = "v1alpha1",
+    kind = "Cluster",
+    namespaced,
+    status = "ClusterStatus",
+    shortname = "cl",
+    category = "shoal",
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Release","type":"string","jsonPath":".spec.release"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// The name of the Release to run.
+    pub release: String,
+    /// Where the machines run.
+    #[serde(default)]
+    pub provider: ProviderSpec,
+    /// The control plane.
+    pub control_plane: ControlPlaneSpec,
+    /// The guest networks.
+    #[serde(default)]
+    pub network: ClusterNetwork,
+    /// OIDC for the guest API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcSpec>,
+}
+
+/// The phase of a cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ClusterPhase {
+    /// Accepted, not yet being built.
+    #[default]
+    Pending,
+    /// Machines are being created.
+    Provisioning,
+    /// The API answers through the gateway.
+    Ready,
+    /// Something needs a person; see the conditions.
+    Failed,
+    /// Being removed.
+    Deleting,
+}
+
+/// What Shoal reports on a Cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClusterPhase>,
+    /// Conditions, each with a reason a person can act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The guest API's URL, through the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_endpoint: Option<String>,
+    /// Ready nodes over desired nodes, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    /// The cluster's VXLAN network identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The node network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cidr: Option<String>,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl ClusterSpec {
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self, errs: &mut FieldErrors) {
+        errs.check("spec.release", validate_dns1123_label(&self.release));
+        if !matches!(self.control_plane.replicas, 1 | 3) {
+            errs.check(
+                "spec.controlPlane.replicas",
+                Err(format!(
+                    "{} is not supported: use 1, or 3 for a highly available control plane",
+                    self.control_plane.replicas
+                )),
+            );
+        }
+        self.control_plane
+            .size()
+            .validate("spec.controlPlane", errs);
+        if self.network.pod_cidr.overlaps(&self.network.service_cidr) {
+            errs.check(
+                "spec.network.serviceCidr",
+                Err(format!(
+                    "{} overlaps the pod network {}: choose disjoint ranges",
+                    self.network.service_cidr, self.network.pod_cidr
+                )),
+            );
+        }
+        match (self.provider.type_, &self.provider.aws) {
+            (ProviderType::Aws, None) => errs.push(FieldCause::required(
+                "spec.provider.aws",
+                "provider type aws needs spec.provider.aws.region",
+            )),
+            (ProviderType::Kvm, Some(_)) => errs.push(FieldCause::forbidden(
+                "spec.provider.aws",
+                "aws settings are only allowed with provider type aws",
+            )),
+            _ => {}
+        }
+        if let Some(oidc) = &self.oidc {
+            if !oidc.issuer_url.starts_with("https://") {
+                errs.check(
+                    "spec.oidc.issuerUrl",
+                    Err("the issuer URL must use https://".into()),
+                );
+            }
+        }
+    }
+}

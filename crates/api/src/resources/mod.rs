@@ -1,0 +1,25 @@
+//! The `shoal.io/v1alpha1` resources.
+
+pub mod baremetal;
+pub mod cluster;
+pub mod common;
+pub mod host;
+pub mod keypair;
+pub mod machine;
+pub mod nodepool;
+pub mod organization;
+pub mod release;
+
+pub use baremetal::{
+    BareMetalMachine, BareMetalMachineSpec, BareMetalMachineStatus, BareMetalState,
+};
+pub use cluster::{
+    Cluster, ClusterPhase, ClusterSpec, ClusterStatus, ControlPlaneSpec, ProviderType,
+};
+pub use common::{Condition, MachineRole, MachineSize, ResourceTotals};
+pub use host::{Host, HostSpec, HostStatus};
+pub use keypair::{KeyPair, KeyPairSpec, KeyPairStatus};
+pub use machine::{Machine, MachinePhase, MachineSpec, MachineStatus};
+pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
+pub use organization::{OrgRole, Organization, OrganizationSpec, OrganizationStatus};
+pub use release::{Release, ReleaseSpec, ReleaseState};

@@ -1,0 +1,165 @@
+//! IP network prefixes such as `10.244.0.0/16`.
+
+use std::{borrow::Cow, fmt, net::IpAddr, str::FromStr};
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// A validated CIDR: an address whose host bits are zero, and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// True when the two networks share any address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        let shorter = self.prefix.min(other.prefix);
+        match (self.addr, other.addr) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                mask_v4(u32::from(a), shorter) == mask_v4(u32::from(b), shorter)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                mask_v6(u128::from(a), shorter) == mask_v6(u128::from(b), shorter)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(a: u32, prefix: u8) -> u32 {
+    a.checked_shr(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn mask_v6(a: u128, prefix: u8) -> u128 {
+    a.checked_shr(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hint = "use an address and a prefix length, e.g. '10.244.0.0/16'";
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR: {hint}"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} has an invalid address: {hint}"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("{s:?} has an invalid prefix length: {hint}"))?;
+        let (max, host_bits_zero) = match addr {
+            IpAddr::V4(a) => (
+                32,
+                prefix <= 32
+                    && u32::from(a) & !u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+                        == 0,
+            ),
+            IpAddr::V6(a) => (
+                128,
+                prefix <= 128
+                    && u128::from(a) & !u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+                        == 0,
+            ),
+        };
+        if prefix > max {
+            return Err(format!("{s:?} has a prefix longer than {max} bits"));
+        }
+        if !host_bits_zero {
+            return Err(format!(
+                "{s:?} has host bits set: use the network address of the prefix"
+            ));
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Cidr {
+    fn schema_name() -> Cow<'static, str> {
+        "Cidr".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An IP prefix such as '10.244.0.0/16'.",
+            "type": "string"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_checks_host_bits() {
+        assert!("10.244.0.0/16".parse::<Cidr>().is_ok());
+        assert!("fd00::/64".parse::<Cidr>().is_ok());
+        assert!("0.0.0.0/0".parse::<Cidr>().is_ok());
+        for bad in [
+            "10.244.0.1/16",
+            "10.0.0.0/33",
+            "10.0.0.0",
+            "x/8",
+            "10.0.0.0/x",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlap() -> Result<(), String> {
+        let a: Cidr = "10.0.0.0/8".parse()?;
+        let b: Cidr = "10.1.0.0/16".parse()?;
+        let c: Cidr = "192.168.0.0/16".parse()?;
+        assert!(a.overlaps(&b) && b.overlaps(&a));
+        assert!(!a.overlaps(&c));
+        Ok(())
+    }
+}
+
+impl Cidr {
+    /// Parses a CIDR written in the source code.
+    ///
+    /// # Panics
+    /// When the literal is not a CIDR: that is a bug in Shoal, caught by the unit tests.
+    pub fn from_str_const(s: &str) -> Self {
+        s.parse()
+            .expect("CIDR literals in Shoal's source are valid")
+    }
+}

@@ -1,0 +1,14 @@
+//! Validation as pure functions: names, quantities, CIDRs and the field errors
+//! they produce.
+
+mod cidr;
+mod field;
+mod name;
+mod quantity;
+
+pub use cidr::Cidr;
+pub use field::{FieldCause, FieldErrors};
+pub use name::{
+    validate_dns1123_label, validate_dns1123_subdomain, validate_label_key, validate_label_value,
+};
+pub use quantity::Quantity;

@@ -1,0 +1,110 @@
+//! DNS-1123 names and Kubernetes label syntax.
+
+const LABEL_MAX: usize = 63;
+const SUBDOMAIN_MAX: usize = 253;
+
+fn is_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= LABEL_MAX
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Checks a DNS-1123 label: at most 63 lower-case alphanumerics or '-', starting
+/// and ending with an alphanumeric. Cluster and organization names are labels,
+/// because they become parts of host names.
+pub fn validate_dns1123_label(s: &str) -> Result<(), String> {
+    if is_label(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid DNS-1123 label: use at most {LABEL_MAX} lower-case letters, digits or '-', starting and ending with a letter or digit (e.g. 'my-name')"
+        ))
+    }
+}
+
+/// Checks a DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn validate_dns1123_subdomain(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= SUBDOMAIN_MAX && s.split('.').all(is_label) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid DNS-1123 subdomain: use lower-case letters, digits, '-' and '.', at most {SUBDOMAIN_MAX} characters (e.g. 'example.com')"
+        ))
+    }
+}
+
+fn is_label_value_chars(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.len() <= LABEL_MAX
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes.first().is_none_or(|b| b.is_ascii_alphanumeric())
+        && bytes.last().is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+/// Checks a label value: empty, or at most 63 alphanumerics, '-', '_' or '.',
+/// starting and ending with an alphanumeric.
+pub fn validate_label_value(s: &str) -> Result<(), String> {
+    if is_label_value_chars(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid label value: use at most {LABEL_MAX} letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Checks a label key: an optional DNS-1123 subdomain prefix and '/', then a name
+/// like a label value (not empty).
+pub fn validate_label_key(s: &str) -> Result<(), String> {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    let prefix_ok = prefix.is_none_or(|p| validate_dns1123_subdomain(p).is_ok());
+    if prefix_ok && !name.is_empty() && is_label_value_chars(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid label key: use an optional DNS subdomain prefix and '/', then at most {LABEL_MAX} letters, digits, '-', '_' or '.' (e.g. 'shoal.io/role')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert!(validate_dns1123_label("acme").is_ok());
+        assert!(validate_dns1123_label("a-1").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(validate_dns1123_label(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subdomains() {
+        assert!(validate_dns1123_subdomain("api.demo.acme.shoal.local").is_ok());
+        assert!(validate_dns1123_subdomain("a..b").is_err());
+        assert!(validate_dns1123_subdomain(&"a.".repeat(130)).is_err());
+    }
+
+    #[test]
+    fn label_keys_and_values() {
+        assert!(validate_label_key("shoal.io/role").is_ok());
+        assert!(validate_label_key("app").is_ok());
+        assert!(validate_label_key("Bad_Prefix/x").is_err());
+        assert!(validate_label_key("x/").is_err());
+        assert!(validate_label_value("").is_ok());
+        assert!(validate_label_value("v1.2_3").is_ok());
+        assert!(validate_label_value("-x").is_err());
+    }
+}
