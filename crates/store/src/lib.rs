@@ -145,8 +145,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError>;
 
     /// Replaces a key's value if its `mod_revision` is still `expected`.
-    async fn update(&self, key: &str, value: Bytes, expected: Revision)
-        -> Result<KeyValue, StoreError>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError>;
 
     /// Deletes a key, if its `mod_revision` is `expected` when one is given.
     /// Returns the value it held and the revision of the delete.
