@@ -1,0 +1,176 @@
+//! The authorization rules, as one function over (identity, verb, kind, namespace, name).
+
+use shoal_api::resources::organization::{namespace_org, org_namespace};
+use shoal_api::{KindInfo, OrgRole};
+
+use crate::auth::{Identity, Role};
+use crate::error::ApiError;
+
+/// A request verb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Read one.
+    Get,
+    /// Read many.
+    List,
+    /// Stream changes.
+    Watch,
+    /// Create.
+    Create,
+    /// Replace.
+    Update,
+    /// Patch.
+    Patch,
+    /// Delete.
+    Delete,
+}
+
+impl Verb {
+    /// The Kubernetes name of the verb.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+
+    /// True for verbs that change state.
+    pub fn is_write(self) -> bool {
+        matches!(self, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete)
+    }
+}
+
+/// A narrowing the caller's request must get, so a list or watch returns only
+/// what the caller may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restriction {
+    /// Nothing to narrow.
+    None,
+    /// Only this namespace.
+    Namespace(String),
+    /// Only the object of this name (cluster-scoped kinds).
+    Name(String),
+}
+
+fn forbidden(id: &Identity, verb: Verb, kind: &KindInfo, ns: Option<&str>, why: &str) -> ApiError {
+    let resource = if kind.group.is_empty() {
+        kind.plural.to_owned()
+    } else {
+        format!("{}.{}", kind.plural, kind.group)
+    };
+    ApiError::Forbidden {
+        user: id.user.clone(),
+        verb: verb.as_str().to_owned(),
+        resource,
+        scope: match ns {
+            Some(ns) => format!("in the namespace {ns:?}"),
+            None => "at the cluster scope".to_owned(),
+        },
+        why: why.to_owned(),
+    }
+}
+
+/// Decides a request. `ns` is the request's namespace (`None` for cluster-scoped
+/// kinds and for lists across all namespaces); `name` is the object's.
+pub fn authorize(
+    id: &Identity,
+    verb: Verb,
+    kind: &KindInfo,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> Result<Restriction, ApiError> {
+    let (org, role) = match &id.role {
+        Role::ClusterAdmin => return Ok(Restriction::None),
+        Role::Org { org, role } => (org.as_str(), *role),
+    };
+    let deny = |why: &str| Err(forbidden(id, verb, kind, ns, why));
+    let own_ns = org_namespace(org);
+    let reading = !verb.is_write();
+    let writer = matches!(role, OrgRole::Owner | OrgRole::Member);
+    let collection = matches!(verb, Verb::List | Verb::Watch | Verb::Create);
+
+    match (kind.group, kind.kind) {
+        ("", "Secret") | ("coordination.k8s.io", _) | (_, "Host") | (_, "BareMetalMachine") => {
+            deny("only cluster admins may use this resource")
+        }
+        (_, "Release") => {
+            if reading {
+                Ok(Restriction::None)
+            } else {
+                deny("releases are managed by cluster admins")
+            }
+        }
+        (_, "Organization") | ("", "Namespace") => {
+            let own_name = if kind.kind == "Namespace" { own_ns.clone() } else { org.to_owned() };
+            match (verb, name) {
+                (Verb::List | Verb::Watch, _) => Ok(Restriction::Name(own_name)),
+                (_, Some(n)) if n != own_name => deny(&format!("tokens of organization {org:?} may only see {own_name:?}")),
+                (Verb::Get, Some(_)) => Ok(Restriction::None),
+                (Verb::Update | Verb::Patch, Some(_)) if kind.kind == "Organization" && role == OrgRole::Owner => Ok(Restriction::None),
+                _ => deny("only owners may change their organization, and only cluster admins create or delete organizations"),
+            }
+        }
+        _ if kind.namespaced => {
+            match ns {
+                Some(n) if n != own_ns => {
+                    let whose = namespace_org(n).map(|o| format!("organization {o:?}")).unwrap_or_else(|| "no organization of yours".into());
+                    return deny(&format!("the namespace belongs to {whose}; your token is for organization {org:?} ({own_ns})"));
+                }
+                None if !collection || verb == Verb::Create => {
+                    return deny("give a namespace");
+                }
+                _ => {}
+            }
+            let restriction = if ns.is_none() { Restriction::Namespace(own_ns) } else { Restriction::None };
+            if reading {
+                return Ok(restriction);
+            }
+            let writable = matches!(kind.kind, "Cluster" | "NodePool" | "KeyPair" | "Event");
+            if !writable {
+                return deny("this resource is written by Shoal's controllers only");
+            }
+            if writer {
+                Ok(restriction)
+            } else {
+                deny("viewers may only read; ask an owner for the member role")
+            }
+        }
+        _ => deny("only cluster admins may use this resource"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::KINDS;
+
+    fn kind(name: &str) -> &'static KindInfo {
+        KINDS.iter().find(|k| k.kind == name && k.group != "events.k8s.io").expect("kind")
+    }
+
+    fn org(role: OrgRole) -> Identity {
+        Identity { user: "u".into(), role: Role::Org { org: "acme".into(), role } }
+    }
+
+    #[test]
+    fn org_roles() {
+        let cl = kind("Cluster");
+        let own = Some("org-acme");
+        let other = Some("org-beta");
+        for role in [OrgRole::Owner, OrgRole::Member, OrgRole::Viewer] {
+            let id = org(role);
+            assert!(authorize(&id, Verb::Get, cl, own, Some("x")).is_ok());
+            assert!(authorize(&id, Verb::Get, cl, other, Some("x")).is_err());
+            assert_eq!(authorize(&id, Verb::List, cl, None, None).ok(), Some(Restriction::Namespace("org-acme".into())));
+            let can_write = role != OrgRole::Viewer;
+            assert_eq!(authorize(&id, Verb::Create, cl, own, None).is_ok(), can_write);
+            assert!(authorize(&id, Verb::Delete, cl, other, Some("x")).is_err());
+            assert!(authorize(&id, Verb::Get, kind("Secret"), own, Some("s")).is_err());
+        }
+    }
+}

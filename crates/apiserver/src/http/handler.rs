@@ -1,0 +1,278 @@
+//! The resource handler: authenticate, parse, authorize, run, render, audit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, Response};
+use serde_json::Value;
+
+use crate::audit::AuditRecord;
+use crate::auth::{authorize, Identity, Restriction, Verb};
+use crate::error::ApiError;
+use crate::http::discovery;
+use crate::http::request::{decode_body, decode_patch, flag, list_options, parse_path, parse_query, Target};
+use crate::http::response::{error_response, json_response, list_document};
+use crate::http::table::{self, wants_table, IncludeObject};
+use crate::http::watch::{watch_response, WatchFormat};
+use crate::http::AppState;
+use crate::metrics::RequestLabels;
+use crate::resource::meta::parse_resource_version;
+use crate::resource::{ListOptions, WatchOptions};
+use crate::selector::FieldSelector;
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.limits.body_bytes;
+    let declared = header_str(headers, header::CONTENT_LENGTH).parse::<usize>().ok();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::BadRequest(format!("the request body could not be read: {e}"))
+        }
+    })
+}
+
+/// Every authenticated request outside the health and metrics endpoints.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let identity = match authenticate(&state, &parts.headers).await {
+        Ok(id) => id,
+        Err(e) => return error_response(&e),
+    };
+    let path = parts.uri.path().to_owned();
+    if let Some(resp) = discovery_response(&parts.method, &path, &parts.headers) {
+        return resp;
+    }
+    let target = match parse_path(&path) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
+    let query = parse_query(parts.uri.query());
+    let verb = match verb_of(&parts.method, &target, &query) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let result = run(&state, &identity, verb, &target, &query, &parts.headers, body).await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e),
+    };
+    let code = resp.status().as_u16();
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            verb: verb.as_str().to_owned(),
+            resource: target.kind.plural.to_owned(),
+            code,
+        })
+        .inc();
+    if verb != Verb::Watch {
+        state.metrics.latency.observe(started.elapsed().as_secs_f64());
+    }
+    if verb.is_write() {
+        let resource = format!("{}/{}", target.kind.api_version(), target.kind.plural);
+        let result = if code < 300 { "Success".to_owned() } else { format!("Failure {code}") };
+        state.audit.record(&AuditRecord {
+            user: &identity.user,
+            verb: verb.as_str(),
+            resource: &resource,
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
+            code,
+            result: &result,
+        });
+    }
+    resp
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let auth = header_str(headers, header::AUTHORIZATION);
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("no bearer token: use the admin.kubeconfig written by 'shoal server', or 'shoal login'".into()))?;
+    state.auth.authenticate(token).await
+}
+
+fn discovery_response(method: &Method, path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
+    if method != Method::GET {
+        return None;
+    }
+    let doc = match path.trim_end_matches('/') {
+        "/api" => discovery::core_versions(),
+        "/apis" => discovery::group_list(),
+        "/api/v1" => discovery::resource_list("", "v1")?,
+        "/openapi/v2" => {
+            let accept = header_str(headers, header::ACCEPT);
+            if accept.contains("protobuf") {
+                let mut resp = Response::new(Body::from(discovery::openapi_protobuf()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(discovery::OPENAPI_PROTOBUF),
+                );
+                return Some(resp);
+            }
+            discovery::openapi_json()
+        }
+        p => {
+            let segs: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+            match segs.as_slice() {
+                ["apis", g] => discovery::group(g)?,
+                ["apis", g, v] => discovery::resource_list(g, v)?,
+                _ => return None,
+            }
+        }
+    };
+    Some(json_response(200, &doc))
+}
+
+fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<Verb, ApiError> {
+    let named = t.name.is_some();
+    let verb = match (method.as_str(), named) {
+        ("GET", true) if flag(q, "watch") => Verb::Watch,
+        ("GET", true) => Verb::Get,
+        ("GET", false) if flag(q, "watch") => Verb::Watch,
+        ("GET", false) => Verb::List,
+        ("POST", false) => Verb::Create,
+        ("PUT", true) => Verb::Update,
+        ("PATCH", true) => Verb::Patch,
+        ("DELETE", true) => Verb::Delete,
+        (m, _) => {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "{m} is not supported on {}{}: use GET/POST on a collection, or GET/PUT/PATCH/DELETE on a named object",
+                t.kind.plural,
+                if named { " with a name" } else { "" }
+            )))
+        }
+    };
+    if t.kind.namespaced && t.namespace.is_none() && verb == Verb::Create {
+        return Err(ApiError::BadRequest(format!(
+            "{} are namespaced: POST to {}/namespaces/<namespace>/{}",
+            t.kind.plural,
+            t.kind.group_version_path(),
+            t.kind.plural
+        )));
+    }
+    Ok(verb)
+}
+
+fn narrow(restriction: &Restriction, ns: Option<String>, opts: &mut ListOptions) -> Result<Option<String>, ApiError> {
+    match restriction {
+        Restriction::None => Ok(ns),
+        Restriction::Namespace(own) => Ok(Some(own.clone())),
+        Restriction::Name(own) => {
+            let extra = FieldSelector::parse(&format!("metadata.name={own}"), &["metadata.name"]).map_err(ApiError::BadRequest)?;
+            opts.fields = opts.fields.clone().and(extra);
+            Ok(ns)
+        }
+    }
+}
+
+async fn run(
+    state: &AppState,
+    identity: &Identity,
+    verb: Verb,
+    t: &Target,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response<Body>, ApiError> {
+    let kind = t.kind;
+    let ns = t.namespace.as_deref();
+    let name = t.name.as_deref();
+    let restriction = authorize(identity, verb, kind, ns, name)?;
+    let res = &state.resources;
+    let accept = header_str(headers, header::ACCEPT);
+    let as_table = wants_table(accept);
+    let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
+    let content_type = header_str(headers, header::CONTENT_TYPE).to_owned();
+    match verb {
+        Verb::Get => {
+            let obj = res.get(kind, ns, name.unwrap_or_default()).await?;
+            if as_table {
+                return Ok(json_response(200, &table::table(kind, &[obj], include, true, None, None)));
+            }
+            Ok(json_response(200, &obj))
+        }
+        Verb::List => {
+            let mut opts = list_options(kind, q)?;
+            let ns = narrow(&restriction, t.namespace.clone(), &mut opts)?;
+            let page = res.list(kind, ns.as_deref(), &opts).await?;
+            if as_table {
+                let doc = table::table(kind, &page.items, include, true, Some(page.resource_version), page.continue_token.as_deref());
+                return Ok(json_response(200, &doc));
+            }
+            Ok(json_response(200, &list_document(kind, page.items, page.resource_version, page.continue_token)))
+        }
+        Verb::Watch => {
+            let mut opts = list_options(kind, q)?;
+            if let Some(n) = name {
+                let by_name = FieldSelector::parse(&format!("metadata.name={n}"), &["metadata.name"]).map_err(ApiError::BadRequest)?;
+                opts.fields = opts.fields.clone().and(by_name);
+            }
+            let ns = narrow(&restriction, t.namespace.clone(), &mut opts)?;
+            let resource_version = match q.get("resourceVersion").map(String::as_str) {
+                None | Some("") | Some("0") => None,
+                Some(rv) => Some(parse_resource_version(rv)?),
+            };
+            let bookmarks = flag(q, "allowWatchBookmarks").then_some(state.limits.bookmark_interval);
+            let timeout = q
+                .get("timeoutSeconds")
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs);
+            let items = res
+                .watch(kind, ns, WatchOptions { list: opts, resource_version, bookmarks })
+                .await?;
+            let format = WatchFormat { table: as_table.then_some(include) };
+            Ok(watch_response(kind, items, format, timeout, state.metrics.clone()))
+        }
+        Verb::Create => {
+            let bytes = read_body(state, body, headers).await?;
+            let obj = decode_body(&content_type, &bytes)?;
+            let created = res.create(kind, ns, obj).await?;
+            Ok(json_response(201, &created))
+        }
+        Verb::Update => {
+            let bytes = read_body(state, body, headers).await?;
+            let obj = decode_body(&content_type, &bytes)?;
+            let updated = res.update(kind, ns, name.unwrap_or_default(), obj, t.sub).await?;
+            Ok(json_response(200, &updated))
+        }
+        Verb::Patch => {
+            let bytes = read_body(state, body, headers).await?;
+            let (patch_kind, patch) = decode_patch(&content_type, &bytes)?;
+            let patched = res.patch(kind, ns, name.unwrap_or_default(), patch_kind, patch, t.sub).await?;
+            Ok(json_response(200, &patched))
+        }
+        Verb::Delete => {
+            let bytes = read_body(state, body, headers).await?;
+            let precondition = if bytes.is_empty() {
+                None
+            } else {
+                let opts: Value = decode_body(&content_type, &bytes)?;
+                opts.pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(parse_resource_version)
+                    .transpose()?
+            };
+            let deleted = res.delete(kind, ns, name.unwrap_or_default(), precondition).await?;
+            Ok(json_response(200, &deleted))
+        }
+    }
+}

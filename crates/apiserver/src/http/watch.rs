@@ -1,0 +1,94 @@
+//! Streaming a watch as newline-delimited JSON events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Response};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+use shoal_api::KindInfo;
+
+use crate::http::table::{self, IncludeObject};
+use crate::metrics::Metrics;
+use crate::resource::WatchItem;
+
+/// How watch events are rendered.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchFormat {
+    /// Objects as Table rows (kubectl get -w).
+    pub table: Option<IncludeObject>,
+}
+
+struct OpenWatch(Arc<Metrics>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.watches.dec();
+    }
+}
+
+fn encode(kind: &KindInfo, item: WatchItem, format: WatchFormat, first: &mut bool) -> Value {
+    match item {
+        WatchItem::Event(ty, obj) => {
+            let object = match format.table {
+                Some(include) => {
+                    let t = table::table(kind, std::slice::from_ref(&obj), include, *first, None, None);
+                    *first = false;
+                    t
+                }
+                None => obj,
+            };
+            json!({ "type": ty.as_str(), "object": object })
+        }
+        WatchItem::Bookmark(rv) => json!({
+            "type": "BOOKMARK",
+            "object": {
+                "kind": kind.kind, "apiVersion": kind.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()},
+            },
+        }),
+        WatchItem::Error(e) => json!({ "type": "ERROR", "object": e.to_status() }),
+    }
+}
+
+/// The streaming response of a watch, ending after `timeout`.
+pub fn watch_response(
+    kind: &'static KindInfo,
+    items: impl Stream<Item = WatchItem> + Send + 'static,
+    format: WatchFormat,
+    timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
+) -> Response<Body> {
+    metrics.watches.inc();
+    let guard = OpenWatch(metrics);
+    let deadline = async move {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let mut first = true;
+    let mut ended = false;
+    let body = items
+        .take_until(deadline)
+        .take_while(move |item| {
+            let go = !ended;
+            ended = matches!(item, WatchItem::Error(_));
+            futures::future::ready(go)
+        })
+        .map(move |item| {
+            let _keep = &guard;
+            let mut line = serde_json::to_vec(&encode(kind, item, format, &mut first)).unwrap_or_default();
+            line.push(b'\n');
+            Ok::<_, Infallible>(Bytes::from(line))
+        });
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp
+}

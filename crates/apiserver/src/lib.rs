@@ -1,0 +1,205 @@
+//! Shoal's management API: a Kubernetes-compatible HTTPS API for the
+//! `shoal.io/v1alpha1` resources and the supporting core kinds.
+//!
+//! It owns authentication, authorization, admission (validation) and storage of
+//! objects through the `shoal-store` trait. It must not run controllers or talk
+//! to hosts: everything else reaches it as an ordinary API client.
+
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod kubeconfig;
+pub mod metrics;
+pub mod resource;
+pub mod selector;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use shoal_store::Store;
+use tokio::net::TcpListener;
+
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::bootstrap::DataDir;
+use crate::crypto::Sealer;
+use crate::http::{AppState, Limits};
+use crate::metrics::Metrics;
+use crate::resource::codec::Codec;
+use crate::resource::Resources;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data dir could not be read or written.
+    #[error("data dir {0}: {1}")]
+    DataDir(PathBuf, #[source] std::io::Error),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[source] shoal_store::StoreError),
+    /// Certificates could not be made or loaded.
+    #[error("certificates: {0}")]
+    Pki(String),
+    /// TLS setup failed.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// First-start setup failed.
+    #[error("first-start setup failed: {0}")]
+    Bootstrap(String),
+    /// The encryption key is unusable.
+    #[error("encryption key: {0}")]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where keys, certificates, the store and the admin kubeconfig live.
+    pub data_dir: PathBuf,
+    /// The HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Request limits.
+    pub limits: Limits,
+    /// How many revisions of change history watches can resume from.
+    pub watch_history: i64,
+    /// How often old history is compacted.
+    pub compaction_interval: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a data dir and listen address.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            tls_sans: Vec::new(),
+            limits: Limits::default(),
+            watch_history: 100_000,
+            compaction_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A started server: bound, bootstrapped, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    config: ServerConfig,
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    /// The admin kubeconfig's path.
+    pub admin_kubeconfig: PathBuf,
+}
+
+fn server_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn rustls_config(material: &bootstrap::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(material.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+impl Server {
+    /// Prepares the data dir, opens the embedded store, binds and bootstraps.
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let dir = DataDir::create(&config.data_dir)?;
+        let store = shoal_store::redb::RedbStore::open(&dir.path("store.redb")).map_err(ServerError::Store)?;
+        Self::start_with_store(config, Arc::new(store)).await
+    }
+
+    /// Like [`Server::start`], on a store the caller opened.
+    pub async fn start_with_store(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        let dir = DataDir::create(&config.data_dir)?;
+        let sealer = Sealer::new(&bootstrap::encryption_key(&dir)?)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Bind(config.listen, e))?;
+        let local_addr = listener.local_addr().map_err(|e| ServerError::Bind(config.listen, e))?;
+        let material = bootstrap::tls_material(&dir, local_addr, &config.tls_sans)?;
+        let tls = rustls_config(&material)?;
+        let resources = Resources::new(store, Codec::new(sealer));
+        bootstrap::ensure_system(&resources, &dir, &server_url(local_addr), &material.ca_pem).await?;
+        let audit = AuditLog::open(&dir.path("audit.log")).map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
+        let state = AppState {
+            auth: Authenticator::new(resources.clone()),
+            resources,
+            audit,
+            metrics: Arc::new(Metrics::default()),
+            limits: config.limits,
+        };
+        Ok(Self {
+            listener,
+            tls,
+            state,
+            admin_kubeconfig: dir.admin_kubeconfig(),
+            config,
+            local_addr,
+        })
+    }
+
+    /// The HTTPS URL clients use.
+    pub fn url(&self) -> String {
+        server_url(self.local_addr)
+    }
+
+    /// Serves until `shutdown` resolves, then drains for up to five seconds.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let compactor = tokio::spawn(compact_forever(
+            self.state.resources.store().clone(),
+            self.config.watch_history,
+            self.config.compaction_interval,
+        ));
+        let router = http::router(self.state);
+        http::serve_tls(self.listener, self.tls, router, shutdown, Duration::from_secs(5)).await;
+        compactor.abort();
+    }
+}
+
+/// Keeps `history` revisions of change history, compacting the rest.
+async fn compact_forever(store: Arc<dyn Store>, history: i64, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await) else {
+            continue;
+        };
+        let target = current - history;
+        if target > compacted {
+            match store.compact(target).await {
+                Ok(()) => tracing::debug!(revision = target, "compacted watch history"),
+                Err(e) => tracing::warn!(error = %e, "compaction failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Prometheus metrics of the API server.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The verb.
+    pub verb: String,
+    /// The resource plural.
+    pub resource: String,
+    /// The HTTP code.
+    pub code: u16,
+}
+
+/// The API server's metrics.
+pub struct Metrics {
+    /// The registry they are exposed from.
+    pub registry: Registry,
+    /// Requests by verb, resource and code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency in seconds.
+    pub latency: Histogram,
+    /// Open watches.
+    pub watches: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("shoal_apiserver");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let watches = Gauge::default();
+        registry.register("requests", "API requests by verb, resource and code", requests.clone());
+        registry.register("request_duration_seconds", "API request latency", latency.clone());
+        registry.register("watches", "Open watch streams", watches.clone());
+        Self { registry, requests, latency, watches }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

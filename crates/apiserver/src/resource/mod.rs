@@ -1,0 +1,11 @@
+//! Resource semantics on top of the store: Kubernetes metadata rules, optimistic
+//! concurrency, finalizers, selectors, paging and watches. No HTTP here.
+
+pub mod codec;
+pub mod meta;
+mod service;
+pub mod view;
+mod watch;
+
+pub use service::{ListOptions, ListPage, PatchKind, Resources, Subresource};
+pub use watch::{WatchEventType, WatchItem, WatchOptions};

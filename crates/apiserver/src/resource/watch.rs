@@ -1,0 +1,168 @@
+//! Watches: the store's change feed turned into Kubernetes watch events, with
+//! selectors applied as Kubernetes does (an object leaving the selection is
+//! DELETED, one entering it is ADDED).
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use shoal_api::KindInfo;
+use shoal_store::{EventKind, StoreError};
+
+use crate::error::ApiError;
+use crate::resource::codec::prefix;
+use crate::resource::service::{ListOptions, Resources};
+use crate::resource::view;
+use crate::selector::labels_of;
+
+/// The type of a watch event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchEventType {
+    /// The object appeared (or entered the selection).
+    Added,
+    /// The object changed.
+    Modified,
+    /// The object went away (or left the selection).
+    Deleted,
+    /// No object: the stream has seen everything up to this resourceVersion.
+    Bookmark,
+}
+
+impl WatchEventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchEventType::Added => "ADDED",
+            WatchEventType::Modified => "MODIFIED",
+            WatchEventType::Deleted => "DELETED",
+            WatchEventType::Bookmark => "BOOKMARK",
+        }
+    }
+}
+
+/// One item of a watch stream.
+#[derive(Debug)]
+pub enum WatchItem {
+    /// An event with its object (the object already carries its resourceVersion).
+    Event(WatchEventType, Value),
+    /// A bookmark at this revision.
+    Bookmark(i64),
+    /// The watch ended with an error; the client must list again for a 410.
+    Error(ApiError),
+}
+
+/// How a watch starts and what it sends.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOptions {
+    /// Filters.
+    pub list: ListOptions,
+    /// Start after this revision; `None` first sends the current objects as ADDED.
+    pub resource_version: Option<i64>,
+    /// Send BOOKMARK events at this interval.
+    pub bookmarks: Option<Duration>,
+}
+
+impl Resources {
+    /// Streams changes of one kind, in one namespace or all.
+    pub async fn watch(
+        &self,
+        kind: &'static KindInfo,
+        ns: Option<String>,
+        opts: WatchOptions,
+    ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, ApiError> {
+        let mut initial = Vec::new();
+        let start = match opts.resource_version {
+            Some(rv) => rv,
+            None => {
+                let mut list_opts = opts.list.clone();
+                list_opts.limit = None;
+                list_opts.continue_token = None;
+                let page = self.list(kind, ns.as_deref(), &list_opts).await?;
+                initial = page
+                    .items
+                    .into_iter()
+                    .map(|o| WatchItem::Event(WatchEventType::Added, o))
+                    .collect();
+                page.resource_version
+            }
+        };
+        let feed = match self.store.watch(&prefix(kind, ns.as_deref()), start).await {
+            Ok(feed) => feed,
+            Err(e @ StoreError::Compacted { .. }) => {
+                let err = futures::stream::once(async move { WatchItem::Error(e.into()) });
+                return Ok(err.boxed());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let codec = self.codec.clone();
+        let filter = opts.list.clone();
+        let matches = move |obj: &Value| filter.labels.matches(&labels_of(obj)) && filter.fields.matches(obj);
+        let events = feed.filter_map(move |ev| {
+            let item = match ev {
+                Err(e) => Some(WatchItem::Error(e.into())),
+                Ok(ev) => {
+                    let decode = |bytes: &[u8], rv| codec.decode_at(kind, bytes, rv).map(|o| view::from_storage(kind, o));
+                    let now = match ev.kind {
+                        EventKind::Put => decode(&ev.kv.value, ev.revision),
+                        EventKind::Delete => decode(&ev.kv.value, ev.revision),
+                    };
+                    let before = ev.prev.as_ref().map(|p| decode(&p.value, p.mod_revision));
+                    match (now, before.transpose()) {
+                        (Err(e), _) | (_, Err(e)) => Some(WatchItem::Error(e)),
+                        (Ok(now), Ok(before)) => {
+                            let was = before.as_ref().is_some_and(&matches);
+                            let is = matches(&now);
+                            let ty = match (ev.kind, was, is) {
+                                (EventKind::Delete, _, true) => Some(WatchEventType::Deleted),
+                                (EventKind::Delete, _, false) => None,
+                                (EventKind::Put, false, true) => Some(WatchEventType::Added),
+                                (EventKind::Put, true, true) => Some(WatchEventType::Modified),
+                                (EventKind::Put, true, false) => Some(WatchEventType::Deleted),
+                                (EventKind::Put, false, false) => None,
+                            };
+                            ty.map(|t| WatchItem::Event(t, now))
+                        }
+                    }
+                }
+            };
+            futures::future::ready(item)
+        });
+        let stream = futures::stream::iter(initial).chain(events);
+        Ok(match opts.bookmarks {
+            None => stream.boxed(),
+            Some(every) => with_bookmarks(stream, start, every).boxed(),
+        })
+    }
+}
+
+/// Interleaves BOOKMARK items into a watch stream when it is idle, carrying the
+/// revision of the last event delivered (never one the client has not seen).
+fn with_bookmarks(
+    inner: impl Stream<Item = WatchItem> + Send + 'static,
+    start: i64,
+    every: Duration,
+) -> impl Stream<Item = WatchItem> + Send + 'static {
+    let inner = inner.boxed();
+    futures::stream::unfold((inner, start, false), move |(mut inner, mut last, done)| async move {
+        if done {
+            return None;
+        }
+        match tokio::time::timeout(every, inner.next()).await {
+            Ok(Some(item)) => {
+                if let WatchItem::Event(_, obj) = &item {
+                    if let Some(rv) = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<i64>().ok())
+                    {
+                        last = last.max(rv);
+                    }
+                }
+                let end = matches!(item, WatchItem::Error(_));
+                Some((item, (inner, last, end)))
+            }
+            Ok(None) => None,
+            Err(_) => Some((WatchItem::Bookmark(last), (inner, last, false))),
+        }
+    })
+}

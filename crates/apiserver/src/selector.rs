@@ -1,0 +1,212 @@
+//! Label and field selectors, parsed once per request.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// One requirement of a selector.
+#[derive(Clone, Debug, PartialEq)]
+enum Req {
+    Eq(String, String),
+    NotEq(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector: every requirement must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelSelector(Vec<Req>);
+
+/// Splits on commas that are not inside parentheses.
+fn split_top(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn parse_set(key: &str, rest: &str, raw: &str) -> Result<Vec<String>, String> {
+    let inner = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("{raw:?}: the values of {key:?} must be in parentheses, e.g. 'env in (a,b)'"))?;
+    Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
+}
+
+impl LabelSelector {
+    /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for raw in split_top(s) {
+            let part = raw.trim();
+            if part.is_empty() {
+                continue;
+            }
+            let req = if let Some((k, v)) = part.split_once("!=") {
+                Req::NotEq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==") {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once('=') {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, rest)) = part.split_once(" notin ") {
+                Req::NotIn(k.trim().into(), parse_set(k, rest, part)?)
+            } else if let Some((k, rest)) = part.split_once(" in ") {
+                Req::In(k.trim().into(), parse_set(k, rest, part)?)
+            } else if let Some(k) = part.strip_prefix('!') {
+                Req::NotExists(k.trim().into())
+            } else {
+                Req::Exists(part.into())
+            };
+            let key = match &req {
+                Req::Eq(k, _) | Req::NotEq(k, _) | Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::NotExists(k) => k,
+            };
+            if key.is_empty() || key.contains(char::is_whitespace) || key.contains(['(', ')', '!', '=']) {
+                return Err(format!("invalid label selector {s:?} at {part:?}: use e.g. 'app=web,tier in (a,b),!legacy'"));
+            }
+            reqs.push(req);
+        }
+        Ok(Self(reqs))
+    }
+
+    /// True when the labels satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Req::Eq(k, v) => labels.get(k) == Some(v),
+            Req::NotEq(k, v) => labels.get(k) != Some(v),
+            Req::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
+            Req::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
+            Req::Exists(k) => labels.contains_key(k),
+            Req::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A parsed field selector: `path=value` and `path!=value` terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, String, bool)>);
+
+impl FieldSelector {
+    /// Parses a field selector, allowing only the given field paths.
+    pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, value, equal) = if let Some((f, v)) = part.split_once("!=") {
+                (f, v, false)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, v, true)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, v, true)
+            } else {
+                return Err(format!("invalid field selector {part:?}: use 'field=value' or 'field!=value'"));
+            };
+            let field = field.trim();
+            if !allowed.contains(&field) {
+                return Err(format!(
+                    "field label not supported: {field:?}; supported fields are {}",
+                    allowed.join(", ")
+                ));
+            }
+            terms.push((field.to_owned(), value.trim().to_owned(), equal));
+        }
+        Ok(Self(terms))
+    }
+
+    /// True when the object satisfies every term. Missing fields compare as "".
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0.iter().all(|(field, value, equal)| {
+            let actual = shoal_api::registry::json_path(obj, field);
+            let actual = match actual {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (actual == *value) == *equal
+        })
+    }
+
+    /// The value required for `field` by an equality term, if any.
+    pub fn required(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _, eq)| f == field && *eq)
+            .map(|(_, v, _)| v.as_str())
+    }
+
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Reads `metadata.labels` as a map.
+pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn label_selectors() -> Result<(), String> {
+        let l = labels(&[("env", "prod"), ("tier", "web")]);
+        assert!(LabelSelector::parse("env=prod")?.matches(&l));
+        assert!(LabelSelector::parse("env==prod,tier")?.matches(&l));
+        assert!(!LabelSelector::parse("env!=prod")?.matches(&l));
+        assert!(LabelSelector::parse("tier in (web, db),!legacy")?.matches(&l));
+        assert!(!LabelSelector::parse("tier notin (web)")?.matches(&l));
+        assert!(LabelSelector::parse("")?.is_empty());
+        assert!(LabelSelector::parse("a in x").is_err());
+        assert!(LabelSelector::parse("a b=c").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn field_selectors() -> Result<(), String> {
+        let obj = json!({"metadata": {"name": "x", "namespace": "n"}, "involvedObject": {"kind": "Cluster"}});
+        let allowed = ["metadata.name", "metadata.namespace", "involvedObject.kind"];
+        assert!(FieldSelector::parse("metadata.name=x,involvedObject.kind=Cluster", &allowed)?.matches(&obj));
+        assert!(!FieldSelector::parse("metadata.name!=x", &allowed)?.matches(&obj));
+        assert!(FieldSelector::parse("spec.x=1", &allowed).is_err());
+        Ok(())
+    }
+}
+
+impl FieldSelector {
+    /// Both selectors must hold.
+    pub fn and(mut self, other: FieldSelector) -> FieldSelector {
+        self.0.extend(other.0);
+        self
+    }
+}
