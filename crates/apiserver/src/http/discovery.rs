@@ -89,8 +89,10 @@ pub fn version() -> Value {
     })
 }
 
-/// The media type kubectl asks `/openapi/v2` for.
-pub const OPENAPI_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The media type of the protobuf `/openapi/v2` answer. Clients ask for the
+/// `...spec.v2@v1.0+protobuf` spelling, but `@` is not valid in a Content-Type,
+/// so the answer uses the dotted form, as Kubernetes does.
+pub const OPENAPI_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// A protobuf OpenAPI v2 document with no definitions: clients then skip
 /// client-side validation of Shoal's kinds and leave it to the server, which

@@ -1,0 +1,264 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Shoal: Kubernetes clusters as a service, on your machines or on AWS.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about)]
+pub struct Cli {
+    /// The kubeconfig to use (default: $KUBECONFIG, then ~/.config/shoal/config, then ~/.kube/config).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Override the API server URL of the kubeconfig.
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Columns, as kubectl prints them.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the management API server.
+    Server(ServerArgs),
+    /// Show objects: `shoal get clusters [NAME] [-n NS | -A]`.
+    Get(GetArgs),
+    /// Create or update the objects in a YAML or JSON file.
+    Apply(FileArgs),
+    /// Delete objects, from a file (-f) or by type and name.
+    Delete(DeleteArgs),
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Guest clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// API tokens (cluster admins only).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Save a server URL and token to Shoal's own config file (never ~/.kube/config).
+    Login(LoginArgs),
+    /// Print CustomResourceDefinitions for Shoal's kinds, for a real Kubernetes.
+    Crds,
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `shoal server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where the store, keys and admin.kubeconfig live.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    pub data_dir: PathBuf,
+    /// The HTTPS listen address.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Extra DNS names or IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+    /// Revisions of change history kept for watches to resume from.
+    #[arg(long, default_value_t = 100_000)]
+    pub watch_history: i64,
+    /// Seconds between history compactions.
+    #[arg(long, default_value_t = 60)]
+    pub compaction_interval: u64,
+    /// Seconds between BOOKMARK events on idle watches.
+    #[arg(long, default_value_t = 10)]
+    pub bookmark_interval: u64,
+}
+
+/// `shoal get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The resource type: plural, singular, kind or short name.
+    pub resource: String,
+    /// One object's name.
+    pub name: Option<String>,
+    /// The namespace.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Label selector.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// A file of objects.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// The YAML or JSON file ('-' for stdin).
+    #[arg(short, long)]
+    pub filename: PathBuf,
+    /// The namespace for objects that name none.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+/// `shoal delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Delete the objects in this file.
+    #[arg(short, long)]
+    pub filename: Option<PathBuf>,
+    /// The resource type.
+    pub resource: Option<String>,
+    /// The name.
+    pub name: Option<String>,
+    /// The namespace.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+/// `shoal org`.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization (and its namespace org-NAME).
+    Create {
+        /// The name.
+        name: String,
+        /// A display name.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List organizations.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// `shoal cluster create`.
+#[derive(Debug, Args)]
+pub struct ClusterCreateArgs {
+    /// The cluster's name.
+    #[arg(long)]
+    pub name: String,
+    /// The organization.
+    #[arg(long)]
+    pub org: String,
+    /// The release.
+    #[arg(long)]
+    pub release: String,
+    /// Control-plane machines: 1 or 3.
+    #[arg(long, default_value_t = 1)]
+    pub control_plane: u8,
+    /// Workers in the default node pool.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// vCPUs per machine.
+    #[arg(long, default_value = "2")]
+    pub cpu: String,
+    /// Memory per machine.
+    #[arg(long, default_value = "2Gi")]
+    pub memory: String,
+    /// Disk per machine.
+    #[arg(long, default_value = "10Gi")]
+    pub disk: String,
+}
+
+/// `shoal cluster`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster and its default node pool.
+    Create(ClusterCreateArgs),
+    /// List clusters.
+    List {
+        /// Only this organization's.
+        #[arg(long)]
+        org: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one cluster.
+    Get {
+        /// The name.
+        name: String,
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Output,
+    },
+    /// Delete a cluster and its node pools.
+    Delete {
+        /// The name.
+        name: String,
+        /// The organization.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+/// `shoal token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for an organization role; prints it once.
+    Create {
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// owner, member or viewer.
+        #[arg(long)]
+        role: String,
+        /// The user name it authenticates as (default: ROLE@ORG).
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime, e.g. 8h or 30d (default: no expiry).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Why it exists.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by its id.
+    Revoke {
+        /// The id (the part after 'shoal.' in the token).
+        id: String,
+    },
+}
+
+/// `shoal login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The bearer token.
+    #[arg(long)]
+    pub token: String,
+    /// The CA certificate (PEM) that signs the server's certificate.
+    #[arg(long)]
+    pub certificate_authority: Option<PathBuf>,
+    /// Where to write the config (default ~/.config/shoal/config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}

@@ -1,0 +1,73 @@
+//! The `shoal` binary: parses arguments and hands off to one subcommand.
+
+mod args;
+mod client;
+mod commands;
+mod output;
+
+use clap::{CommandFactory, Parser};
+
+use crate::args::{Cli, Command};
+use crate::client::{connect, CliError};
+
+/// Exit code when the server fails to start or stops with an error.
+const EXIT_SERVER: i32 = 10;
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn client_command(cli: &Cli) -> Result<(), CliError> {
+    let chosen = || connect(cli.kubeconfig.as_ref(), cli.server.as_deref());
+    match &cli.command {
+        Command::Get(a) => commands::objects::get(&chosen().await?, a).await,
+        Command::Apply(a) => commands::objects::apply(&chosen().await?, a).await,
+        Command::Delete(a) => commands::objects::delete(&chosen().await?, a).await,
+        Command::Org(c) => commands::org::run(&chosen().await?, c).await,
+        Command::Cluster(c) => commands::cluster::run(&chosen().await?, c).await,
+        Command::Token(c) => commands::token::run(&chosen().await?, c).await,
+        Command::Login(a) => {
+            let path = commands::login::run(a, cli.server.as_deref())?;
+            let client = connect(Some(&path), None).await?;
+            client.apiserver_version().await?;
+            println!("logged in; config written to {}", path.display());
+            Ok(())
+        }
+        Command::Crds => {
+            let crds = shoal_api::crd::all().map_err(|e| CliError::Usage(e.to_string()))?;
+            for crd in crds {
+                println!("---\n{}", serde_yaml::to_string(&crd).unwrap_or_default().trim_end());
+            }
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Server(_) => Ok(()),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    if let Command::Server(args) = &cli.command {
+        if let Err(e) = commands::server::run(args).await {
+            eprintln!("shoal server: {e}");
+            std::process::exit(EXIT_SERVER);
+        }
+        return;
+    }
+    if let Err(e) = client_command(&cli).await {
+        eprintln!("{e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,91 @@
+//! Printing objects as columns, JSON or YAML.
+
+use serde_json::Value;
+use shoal_api::KindInfo;
+use shoal_apiserver::http::table::{table, IncludeObject};
+
+use crate::args::Output;
+
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.is_empty() => "<none>".into(),
+        Value::String(s) => s.clone(),
+        Value::Null => "<none>".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders objects as aligned columns, with a NAMESPACE column when asked.
+pub fn render_table(kind: &KindInfo, items: &[Value], with_namespace: bool) -> String {
+    let t = table(kind, items, IncludeObject::Metadata, true, None, None);
+    let mut header: Vec<String> = t["columnDefinitions"]
+        .as_array()
+        .map(|cols| cols.iter().map(|c| c["name"].as_str().unwrap_or("").to_uppercase()).collect())
+        .unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = t["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| r["cells"].as_array().map(|c| c.iter().map(cell_text).collect()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    if with_namespace {
+        header.insert(0, "NAMESPACE".into());
+        for (row, obj) in rows.iter_mut().zip(items) {
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+            row.insert(0, ns.to_owned());
+        }
+    }
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.len());
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(&header);
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints objects in the chosen format.
+pub fn print(kind: &KindInfo, items: &[Value], single: bool, with_namespace: bool, format: Output) {
+    match format {
+        Output::Table => {
+            if items.is_empty() {
+                eprintln!("No resources found.");
+            } else {
+                print!("{}", render_table(kind, items, with_namespace));
+            }
+        }
+        Output::Json | Output::Yaml => {
+            let doc = if single && items.len() == 1 {
+                items[0].clone()
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+            };
+            let text = if format == Output::Json {
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            } else {
+                serde_yaml::to_string(&doc).unwrap_or_default()
+            };
+            println!("{}", text.trim_end());
+        }
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Shoal's build, tests and demo need. Idempotent: safe to run again.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+# Debian's kubernetes-client (kubectl 1.20) is the kubectl the tests use. Some images
+# ship another package owning /usr/bin/kubectl, so Shoal unpacks Debian's into its own
+# directory instead of replacing a binary the machine already has.
+KUBECTL_DIR=/opt/shoal/kubernetes-client
+if [ ! -x "$KUBECTL_DIR/usr/bin/kubectl" ]; then
+  log "fetching Debian's kubernetes-client"
+  apt-get update -qq
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq kubernetes-client)
+  mkdir -p "$KUBECTL_DIR"
+  dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$KUBECTL_DIR"
+  rm -rf "$tmp"
+fi
+"$KUBECTL_DIR/usr/bin/kubectl" version --client >/dev/null
+
+for tool in cc pkg-config; do
+  command -v "$tool" >/dev/null || need_apt+=(build-essential pkg-config)
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain"; exit 1; }
+log "ok: kubectl $("$KUBECTL_DIR/usr/bin/kubectl" version --client --short 2>/dev/null || true)"
