@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod meta;
 mod service;
+mod tenancy;
 pub mod view;
 mod watch;
 

@@ -292,7 +292,7 @@ impl Resources {
         };
         let mut out = stored;
         crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
-        Ok(view::from_storage(kind, out))
+        Box::pin(self.after_create(kind, view::from_storage(kind, out))).await
     }
 
     /// Replaces an object, or its status.

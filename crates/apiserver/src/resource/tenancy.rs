@@ -1,0 +1,42 @@
+//! Tenancy: an Organization owns the namespace `org-<name>`, made with it.
+
+use serde_json::{json, Value};
+use shoal_api::resources::organization::org_namespace;
+use shoal_api::{KindInfo, KINDS};
+
+use crate::error::ApiError;
+use crate::resource::meta::meta_str;
+use crate::resource::{Resources, Subresource};
+
+fn core(kind: &str) -> &'static KindInfo {
+    KINDS
+        .iter()
+        .find(|k| k.group.is_empty() && k.kind == kind)
+        .expect("the registry serves this core kind")
+}
+
+impl Resources {
+    /// Work that follows a create: an Organization gets its namespace, and its
+    /// status names it. Returns the object as it now is.
+    pub(crate) async fn after_create(&self, kind: &KindInfo, created: Value) -> Result<Value, ApiError> {
+        if !(kind.group == shoal_api::GROUP && kind.kind == "Organization") {
+            return Ok(created);
+        }
+        let org = meta_str(&created, "name").unwrap_or_default().to_owned();
+        let ns = org_namespace(&org);
+        let namespace = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"shoal.io/org": org}},
+        });
+        match self.create(core("Namespace"), None, namespace).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut status = created.clone();
+        status["status"] = json!({ "namespace": ns });
+        if let Some(meta) = status.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        self.update(kind, None, &org, status, Subresource::Status).await
+    }
+}
