@@ -1,0 +1,230 @@
+//! `cargo bench -p shoal-e2e --bench api` (or `make bench`): Shoal's API figures
+//! next to their baselines, measured in one run.
+//!
+//! 1. API create throughput over HTTPS, divided by raw `Store::create`
+//!    throughput on the same embedded backend with the same durability.
+//! 2. Latency of one event delivered to 1,000 concurrent API watchers, next to
+//!    the same fan-out through 1,000 raw store watchers.
+//! 3. Idle RSS of `shoal server`.
+//!
+//! Set SHOAL_BIN to a release build (make bench does) for meaningful numbers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+use shoal_api::Cluster;
+use shoal_e2e::ServerProc;
+use shoal_store::redb::RedbStore;
+use shoal_store::Store;
+
+const CREATES: usize = 4000;
+const CONCURRENCY: usize = 64;
+const WATCHERS: usize = 1000;
+const EVENTS: usize = 20;
+
+fn cluster(name: &str) -> Cluster {
+    serde_json::from_value(json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": "org-bench", "labels": {"bench": "true"}},
+        "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+    }))
+    .expect("a valid cluster literal")
+}
+
+async fn throughput<F, Fut>(total: usize, concurrency: usize, op: F) -> Result<f64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut i = t;
+                while i < total {
+                    op(i).await?;
+                    i += concurrency;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn api_creates(server: &ServerProc) -> Result<f64> {
+    let client = server.client().await?;
+    let api: Api<Cluster> = Api::namespaced(client, "org-bench");
+    throughput(CREATES, CONCURRENCY, move |i| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &cluster(&format!("c{i}"))).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn store_creates(dir: &std::path::Path) -> Result<f64> {
+    let store = Arc::new(RedbStore::open(&dir.join("raw.redb"))?);
+    let value = Bytes::from(serde_json::to_vec(&cluster("template"))?);
+    throughput(CREATES, CONCURRENCY, move |i| {
+        let (store, value) = (store.clone(), value.clone());
+        async move {
+            store.create(&format!("/registry/clusters/org-bench/c{i}"), value).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Starts WATCHERS API watches, then patches one object EVENTS times and
+/// records how long each delivery took.
+async fn api_watch_latency(server: &ServerProc) -> Result<Vec<f64>> {
+    let client = server.client().await?;
+    let api: Api<Cluster> = Api::namespaced(client.clone(), "org-bench");
+    let target = api.create(&PostParams::default(), &cluster("watched")).await?;
+    let rv = target.metadata.resource_version.clone().context("resourceVersion")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let ready = Arc::new(tokio::sync::Barrier::new(WATCHERS + 1));
+    for _ in 0..WATCHERS {
+        let api = api.clone();
+        let (tx, rv, ready) = (tx.clone(), rv.clone(), ready.clone());
+        tokio::spawn(async move {
+            let wp = WatchParams::default().fields("metadata.name=watched").timeout(290);
+            let stream = api.watch(&wp, &rv).await;
+            ready.wait().await;
+            let Ok(stream) = stream else { return };
+            let mut stream = stream.boxed();
+            while let Some(Ok(ev)) = stream.next().await {
+                if let WatchEvent::Modified(c) = ev {
+                    let seq = c
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("seq"))
+                        .and_then(|s| s.parse::<usize>().ok());
+                    if let Some(seq) = seq {
+                        let _ = tx.send((seq, Instant::now()));
+                    }
+                }
+            }
+        });
+    }
+    ready.wait().await;
+    // The watch requests are sent before the barrier; give the server a moment to register them all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::new();
+    for seq in 0..EVENTS {
+        let sent = Instant::now();
+        let patch = json!({"metadata": {"annotations": {"seq": seq.to_string()}}});
+        api.patch("watched", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let mut got = 0;
+        let deadline = sent + Duration::from_secs(10);
+        while got < WATCHERS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((s, at))) if s == seq => {
+                    latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!("event {seq} reached only {got} of {WATCHERS} watchers in 10 s"),
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+/// The same fan-out through raw store watches: the floor under the API's figure.
+async fn store_watch_latency(dir: &std::path::Path) -> Result<Vec<f64>> {
+    let store = Arc::new(RedbStore::open(&dir.join("watch.redb"))?);
+    let key = "/registry/clusters/org-bench/watched";
+    let kv = store.create(key, Bytes::from_static(b"{}")).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    for _ in 0..WATCHERS {
+        let mut feed = store.watch(key, kv.mod_revision).await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(ev)) = feed.next().await {
+                let _ = tx.send((ev.revision, Instant::now()));
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut rev = kv.mod_revision;
+    for _ in 0..EVENTS {
+        let sent = Instant::now();
+        rev = store.update(key, Bytes::from_static(b"{\"x\":1}"), rev).await?.mod_revision;
+        let mut got = 0;
+        while got < WATCHERS {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some((r, at))) if r == rev => {
+                    latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!("store event reached only {got} watchers"),
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS missing")
+}
+
+fn summarize(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    println!("Shoal API benchmark ({} creates x {} tasks, {} watchers x {} events)", CREATES, CONCURRENCY, WATCHERS, EVENTS);
+
+    let server = ServerProc::start()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_kib(server.pid())?;
+    let out = server.shoal(&["org", "create", "bench"])?;
+    anyhow::ensure!(out.status.success(), "org create failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let raw = store_creates(tmp.path()).await?;
+    let api = api_creates(&server).await?;
+    let (api_p50, api_p99) = summarize(api_watch_latency(&server).await?);
+    let (raw_p50, raw_p99) = summarize(store_watch_latency(tmp.path()).await?);
+
+    println!();
+    println!("| figure | Shoal | baseline | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    println!("| create throughput (API over HTTPS vs raw Store::create, redb, fsync per commit) | {api:.0}/s | {raw:.0}/s | {:.2} | >= 0.5 |", api / raw);
+    println!("| 1 event to {WATCHERS} watchers, p50 (API vs raw store watch) | {api_p50:.1} ms | {raw_p50:.1} ms | {:.1}x | |", api_p50 / raw_p50.max(0.001));
+    println!("| 1 event to {WATCHERS} watchers, p99 (API vs raw store watch) | {api_p99:.1} ms | {raw_p99:.1} ms | {:.1}x | p99 <= 50 ms |", api_p99 / raw_p99.max(0.001));
+    println!("| idle RSS of shoal server | {:.1} MB | goal 50 MB | {:.2} | <= 50 MB |", idle_rss as f64 / 1024.0, idle_rss as f64 / 1024.0 / 50.0);
+    Ok(())
+}

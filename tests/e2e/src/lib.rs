@@ -1,0 +1,268 @@
+//! The harness for Shoal's end-to-end tests: it runs the real `shoal` binary on
+//! loopback with a temporary data dir, and Debian's kubectl against it.
+//!
+//! Processes are stopped by the PID recorded when they were started.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `shoal` binary under test: `$SHOAL_BIN`, or the workspace's debug build.
+pub fn shoal_bin() -> Result<PathBuf> {
+    let path = std::env::var_os("SHOAL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/shoal"));
+    if !path.exists() {
+        bail!("{} is missing: run 'cargo build --bin shoal' first (make test does)", path.display());
+    }
+    Ok(path)
+}
+
+/// Debian's kubectl 1.20, as `scripts/setup.sh` installs it.
+pub fn kubectl_bin() -> Result<PathBuf> {
+    let path = std::env::var_os("SHOAL_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/shoal/kubernetes-client/usr/bin/kubectl"));
+    if !path.exists() {
+        bail!("{} is missing: run scripts/setup.sh (make test does)", path.display());
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running `shoal server`.
+pub struct ServerProc {
+    child: Child,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl ServerProc {
+    /// Starts a server on a fresh data dir.
+    pub fn start() -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data = tmp.path().join("data");
+        let mut s = Self::start_at(&data, free_port()?, &[])?;
+        s._tmp = Some(tmp);
+        Ok(s)
+    }
+
+    /// Starts a server with extra flags on a fresh data dir.
+    pub fn start_with(args: &[&str]) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data = tmp.path().join("data");
+        let mut s = Self::start_at(&data, free_port()?, args)?;
+        s._tmp = Some(tmp);
+        Ok(s)
+    }
+
+    /// Starts a server on a given data dir and port.
+    pub fn start_at(data_dir: &Path, port: u16, args: &[&str]) -> Result<Self> {
+        let log = std::fs::File::create(data_dir.with_extension("log")).or_else(|_| {
+            std::fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/tmp")))?;
+            std::fs::File::create(data_dir.with_extension("log"))
+        })?;
+        let child = Command::new(shoal_bin()?)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting shoal server")?;
+        let mut s = Self { child, data_dir: data_dir.to_owned(), port, _tmp: None };
+        s.wait_ready()?;
+        Ok(s)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
+                bail!("shoal server exited with {status}: {log}");
+            }
+            let up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if up && self.kubeconfig().exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("shoal server did not become ready in 30 s")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// A kube-rs client with the admin credential.
+    pub async fn client(&self) -> Result<Client> {
+        client_for(&self.kubeconfig()).await
+    }
+
+    /// Runs kubectl with the admin kubeconfig and returns its output.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(kubectl_bin()?)
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .output()?)
+    }
+
+    /// Runs kubectl and fails unless it succeeds; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs the shoal CLI with the admin kubeconfig.
+    pub fn shoal(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(shoal_bin()?)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()?)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> Result<()> {
+        signal(self.pid(), "TERM")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!("shoal server ignored SIGTERM for 10 s")
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Restarts on the same data dir and port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        let fresh = Self::start_at(&self.data_dir, self.port, &[])?;
+        let old = std::mem::replace(self, fresh);
+        self._tmp = old.into_tmp();
+        Ok(())
+    }
+
+    fn into_tmp(mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal to a process by PID.
+pub fn signal(pid: u32, sig: &str) -> Result<()> {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+    if !status.success() {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}
+
+/// A kube-rs client for a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The admin bearer token in a kubeconfig.
+pub fn token_of(kubeconfig: &Path) -> Result<String> {
+    let v: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    v.pointer("/users/0/user/token")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .context("no token in the kubeconfig")
+}
+
+/// Writes a kubeconfig like the admin one but with another token.
+pub fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) -> Result<()> {
+    let mut v: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(admin)?)?;
+    v["users"][0]["user"]["token"] = serde_json::Value::String(token.to_owned());
+    std::fs::write(out, serde_yaml::to_string(&v)?)?;
+    Ok(())
+}
+
+/// Raw HTTP against the API with a bearer token: (status, parsed JSON body).
+pub async fn raw(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(u16, serde_json::Value)> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Content-Type", content_type)
+        .header("Accept", "application/json")
+        .body(body)?;
+    let resp = client.send(req.map(kube::client::Body::from)).await?;
+    let status = resp.status().as_u16();
+    let bytes = http_body_util_collect(resp.into_body()).await?;
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, v))
+}
+
+async fn http_body_util_collect(body: kube::client::Body) -> Result<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    Ok(body.collect().await.map_err(|e| anyhow::anyhow!("reading the body: {e}"))?.to_bytes())
+}
