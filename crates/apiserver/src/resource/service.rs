@@ -402,7 +402,9 @@ impl Resources {
                 }
             }
             if next == current {
-                return Ok(view::from_storage(kind, current));
+                let mut out = current;
+                crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
+                return Ok(view::from_storage(kind, out));
             }
             let bytes = self.codec.encode(kind, &next)?;
             match self.store.update(&key, bytes, kv.mod_revision).await {
