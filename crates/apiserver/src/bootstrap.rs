@@ -30,8 +30,11 @@ pub struct DataDir {
 impl DataDir {
     /// The data dir at `root`, created if missing.
     pub fn create(root: &Path) -> Result<Self, ServerError> {
-        fs::create_dir_all(root.join("tls")).map_err(|e| ServerError::DataDir(root.to_owned(), e))?;
-        Ok(Self { root: root.to_owned() })
+        fs::create_dir_all(root.join("tls"))
+            .map_err(|e| ServerError::DataDir(root.to_owned(), e))?;
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     /// A path inside the data dir.
@@ -88,11 +91,19 @@ pub struct TlsMaterial {
 }
 
 /// Loads the CA and serving certificate, making them on first start.
-pub fn tls_material(dir: &DataDir, listen: SocketAddr, extra_sans: &[String]) -> Result<TlsMaterial, ServerError> {
+pub fn tls_material(
+    dir: &DataDir,
+    listen: SocketAddr,
+    extra_sans: &[String],
+) -> Result<TlsMaterial, ServerError> {
     let pki = |e: shoal_pki::PkiError| ServerError::Pki(e.to_string());
     let (ca_crt, ca_key) = (dir.path("tls/ca.crt"), dir.path("tls/ca.key"));
     let ca = match (read(&ca_crt)?, read(&ca_key)?) {
-        (Some(c), Some(k)) => CertificateAuthority::from_pem(&String::from_utf8_lossy(&c), &String::from_utf8_lossy(&k)).map_err(pki)?,
+        (Some(c), Some(k)) => CertificateAuthority::from_pem(
+            &String::from_utf8_lossy(&c),
+            &String::from_utf8_lossy(&k),
+        )
+        .map_err(pki)?,
         _ => {
             let ca = CertificateAuthority::generate("shoal-management-ca").map_err(pki)?;
             write_private(&ca_key, ca.key_pem().as_bytes())?;
@@ -120,7 +131,12 @@ pub fn tls_material(dir: &DataDir, listen: SocketAddr, extra_sans: &[String]) ->
         }
     }
     let issued = ca
-        .issue_server("shoal-apiserver", &dns, &ips, Duration::from_secs(3 * 365 * 86400))
+        .issue_server(
+            "shoal-apiserver",
+            &dns,
+            &ips,
+            Duration::from_secs(3 * 365 * 86400),
+        )
         .map_err(pki)?;
     write_private(&key, issued.key_pem.as_bytes())?;
     write_private(&crt, issued.cert_pem.as_bytes())?;
@@ -132,8 +148,16 @@ pub fn tls_material(dir: &DataDir, listen: SocketAddr, extra_sans: &[String]) ->
 }
 
 /// Creates the system namespaces and, when missing, the admin token and its kubeconfig.
-pub async fn ensure_system(res: &Resources, dir: &DataDir, server_url: &str, ca_pem: &str) -> Result<(), ServerError> {
-    let ns_kind = KINDS.iter().find(|k| k.group.is_empty() && k.kind == "Namespace").expect("Namespaces are served");
+pub async fn ensure_system(
+    res: &Resources,
+    dir: &DataDir,
+    server_url: &str,
+    ca_pem: &str,
+) -> Result<(), ServerError> {
+    let ns_kind = KINDS
+        .iter()
+        .find(|k| k.group.is_empty() && k.kind == "Namespace")
+        .expect("Namespaces are served");
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match res.create(ns_kind, None, obj).await {
@@ -141,9 +165,15 @@ pub async fn ensure_system(res: &Resources, dir: &DataDir, server_url: &str, ca_
             Err(e) => return Err(ServerError::Bootstrap(e.to_string())),
         }
     }
-    let secret_kind = KINDS.iter().find(|k| k.group.is_empty() && k.kind == "Secret").expect("Secrets are served");
+    let secret_kind = KINDS
+        .iter()
+        .find(|k| k.group.is_empty() && k.kind == "Secret")
+        .expect("Secrets are served");
     let token_name = format!("token-{ADMIN_TOKEN_NAME}");
-    let have_secret = match res.get(secret_kind, Some(TOKEN_NAMESPACE), &token_name).await {
+    let have_secret = match res
+        .get(secret_kind, Some(TOKEN_NAMESPACE), &token_name)
+        .await
+    {
         Ok(_) => true,
         Err(ApiError::NotFound { .. }) => false,
         Err(e) => return Err(ServerError::Bootstrap(e.to_string())),
@@ -176,9 +206,17 @@ pub async fn ensure_system(res: &Resources, dir: &DataDir, server_url: &str, ca_
 
 /// Keeps an existing admin kubeconfig's server URL current (the port may change).
 fn point_kubeconfig_at(path: &Path, text: &[u8], server_url: &str) -> Result<(), ServerError> {
-    let mut doc: serde_json::Value = serde_yaml::from_slice(text)
-        .map_err(|e| ServerError::Bootstrap(format!("{} is not a kubeconfig: {e}; delete it to get a new one", path.display())))?;
-    if doc.pointer("/clusters/0/cluster/server").and_then(serde_json::Value::as_str) == Some(server_url) {
+    let mut doc: serde_json::Value = serde_yaml::from_slice(text).map_err(|e| {
+        ServerError::Bootstrap(format!(
+            "{} is not a kubeconfig: {e}; delete it to get a new one",
+            path.display()
+        ))
+    })?;
+    if doc
+        .pointer("/clusters/0/cluster/server")
+        .and_then(serde_json::Value::as_str)
+        == Some(server_url)
+    {
         return Ok(());
     }
     if let Some(server) = doc.pointer_mut("/clusters/0/cluster/server") {

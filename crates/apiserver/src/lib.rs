@@ -113,11 +113,14 @@ fn server_url(addr: SocketAddr) -> String {
     format!("https://{}", SocketAddr::new(ip, addr.port()))
 }
 
-fn rustls_config(material: &bootstrap::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+fn rustls_config(
+    material: &bootstrap::TlsMaterial,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(material.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(&e))?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(material.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&e))?;
     let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes()).map_err(|e| tls(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -134,23 +137,31 @@ impl Server {
     /// Prepares the data dir, opens the embedded store, binds and bootstraps.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         let dir = DataDir::create(&config.data_dir)?;
-        let store = shoal_store::redb::RedbStore::open(&dir.path("store.redb")).map_err(ServerError::Store)?;
+        let store = shoal_store::redb::RedbStore::open(dir.path("store.redb"))
+            .map_err(ServerError::Store)?;
         Self::start_with_store(config, Arc::new(store)).await
     }
 
     /// Like [`Server::start`], on a store the caller opened.
-    pub async fn start_with_store(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+    pub async fn start_with_store(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ServerError> {
         let dir = DataDir::create(&config.data_dir)?;
         let sealer = Sealer::new(&bootstrap::encryption_key(&dir)?)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Bind(config.listen, e))?;
-        let local_addr = listener.local_addr().map_err(|e| ServerError::Bind(config.listen, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Bind(config.listen, e))?;
         let material = bootstrap::tls_material(&dir, local_addr, &config.tls_sans)?;
         let tls = rustls_config(&material)?;
         let resources = Resources::new(store, Codec::new(sealer));
-        bootstrap::ensure_system(&resources, &dir, &server_url(local_addr), &material.ca_pem).await?;
-        let audit = AuditLog::open(&dir.path("audit.log")).map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
+        bootstrap::ensure_system(&resources, &dir, &server_url(local_addr), &material.ca_pem)
+            .await?;
+        let audit = AuditLog::open(&dir.path("audit.log"))
+            .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
         let state = AppState {
             auth: Authenticator::new(resources.clone()),
             resources,
@@ -181,7 +192,14 @@ impl Server {
             self.config.compaction_interval,
         ));
         let router = http::router(self.state);
-        http::serve_tls(self.listener, self.tls, router, shutdown, Duration::from_secs(5)).await;
+        http::serve_tls(
+            self.listener,
+            self.tls,
+            router,
+            shutdown,
+            Duration::from_secs(5),
+        )
+        .await;
         compactor.abort();
     }
 }
@@ -191,7 +209,10 @@ async fn compact_forever(store: Arc<dyn Store>, history: i64, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await) else {
+        let (Ok(current), Ok(compacted)) = (
+            store.current_revision().await,
+            store.compacted_revision().await,
+        ) else {
             continue;
         };
         let target = current - history;

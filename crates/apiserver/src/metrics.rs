@@ -36,10 +36,23 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let watches = Gauge::default();
-        registry.register("requests", "API requests by verb, resource and code", requests.clone());
-        registry.register("request_duration_seconds", "API request latency", latency.clone());
+        registry.register(
+            "requests",
+            "API requests by verb, resource and code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "API request latency",
+            latency.clone(),
+        );
         registry.register("watches", "Open watch streams", watches.clone());
-        Self { registry, requests, latency, watches }
+        Self {
+            registry,
+            requests,
+            latency,
+            watches,
+        }
     }
 }
 

@@ -43,7 +43,9 @@ fn parse_set(key: &str, rest: &str, raw: &str) -> Result<Vec<String>, String> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("{raw:?}: the values of {key:?} must be in parentheses, e.g. 'env in (a,b)'"))?;
+        .ok_or_else(|| {
+            format!("{raw:?}: the values of {key:?} must be in parentheses, e.g. 'env in (a,b)'")
+        })?;
     Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
 }
 
@@ -72,9 +74,17 @@ impl LabelSelector {
                 Req::Exists(part.into())
             };
             let key = match &req {
-                Req::Eq(k, _) | Req::NotEq(k, _) | Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::NotExists(k) => k,
+                Req::Eq(k, _)
+                | Req::NotEq(k, _)
+                | Req::In(k, _)
+                | Req::NotIn(k, _)
+                | Req::Exists(k)
+                | Req::NotExists(k) => k,
             };
-            if key.is_empty() || key.contains(char::is_whitespace) || key.contains(['(', ')', '!', '=']) {
+            if key.is_empty()
+                || key.contains(char::is_whitespace)
+                || key.contains(['(', ')', '!', '='])
+            {
                 return Err(format!("invalid label selector {s:?} at {part:?}: use e.g. 'app=web,tier in (a,b),!legacy'"));
             }
             reqs.push(req);
@@ -116,7 +126,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, true)
             } else {
-                return Err(format!("invalid field selector {part:?}: use 'field=value' or 'field!=value'"));
+                return Err(format!(
+                    "invalid field selector {part:?}: use 'field=value' or 'field!=value'"
+                ));
             };
             let field = field.trim();
             if !allowed.contains(&field) {
@@ -169,13 +181,24 @@ pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+impl FieldSelector {
+    /// Both selectors must hold.
+    pub fn and(mut self, other: FieldSelector) -> FieldSelector {
+        self.0.extend(other.0);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -196,17 +219,12 @@ mod tests {
     fn field_selectors() -> Result<(), String> {
         let obj = json!({"metadata": {"name": "x", "namespace": "n"}, "involvedObject": {"kind": "Cluster"}});
         let allowed = ["metadata.name", "metadata.namespace", "involvedObject.kind"];
-        assert!(FieldSelector::parse("metadata.name=x,involvedObject.kind=Cluster", &allowed)?.matches(&obj));
+        assert!(
+            FieldSelector::parse("metadata.name=x,involvedObject.kind=Cluster", &allowed)?
+                .matches(&obj)
+        );
         assert!(!FieldSelector::parse("metadata.name!=x", &allowed)?.matches(&obj));
         assert!(FieldSelector::parse("spec.x=1", &allowed).is_err());
         Ok(())
-    }
-}
-
-impl FieldSelector {
-    /// Both selectors must hold.
-    pub fn and(mut self, other: FieldSelector) -> FieldSelector {
-        self.0.extend(other.0);
-        self
     }
 }

@@ -87,7 +87,10 @@ fn resolve_kubeconfig(explicit: Option<&PathBuf>) -> Result<PathBuf, CliError> {
 }
 
 /// A client for the kubeconfig (and server override) the user chose.
-pub async fn connect(kubeconfig: Option<&PathBuf>, server: Option<&str>) -> Result<Client, CliError> {
+pub async fn connect(
+    kubeconfig: Option<&PathBuf>,
+    server: Option<&str>,
+) -> Result<Client, CliError> {
     let path = resolve_kubeconfig(kubeconfig)?;
     let kc = Kubeconfig::read_from(&path)
         .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))?;
@@ -133,10 +136,16 @@ pub fn find_kind(name: &str) -> Result<&'static KindInfo, CliError> {
         .iter()
         .filter(|k| group.as_deref().is_none_or(|g| k.group == g))
         .find(|k| {
-            k.plural == base || k.singular == base || k.kind.to_lowercase() == base || k.short_names.contains(&base.as_str())
+            k.plural == base
+                || k.singular == base
+                || k.kind.to_lowercase() == base
+                || k.short_names.contains(&base.as_str())
         })
         .ok_or_else(|| {
             let known: Vec<&str> = shoal_api::KINDS.iter().map(|k| k.plural).collect();
-            CliError::Usage(format!("unknown resource type {name:?}; known types: {}", known.join(", ")))
+            CliError::Usage(format!(
+                "unknown resource type {name:?}; known types: {}",
+                known.join(", ")
+            ))
         })
 }

@@ -16,7 +16,9 @@ const EXIT_SERVER: i32 = 10;
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -43,7 +45,10 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
         Command::Crds => {
             let crds = shoal_api::crd::all().map_err(|e| CliError::Usage(e.to_string()))?;
             for crd in crds {
-                println!("---\n{}", serde_yaml::to_string(&crd).unwrap_or_default().trim_end());
+                println!(
+                    "---\n{}",
+                    serde_yaml::to_string(&crd).unwrap_or_default().trim_end()
+                );
             }
             Ok(())
         }

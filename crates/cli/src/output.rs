@@ -20,20 +20,32 @@ pub fn render_table(kind: &KindInfo, items: &[Value], with_namespace: bool) -> S
     let t = table(kind, items, IncludeObject::Metadata, true, None, None);
     let mut header: Vec<String> = t["columnDefinitions"]
         .as_array()
-        .map(|cols| cols.iter().map(|c| c["name"].as_str().unwrap_or("").to_uppercase()).collect())
+        .map(|cols| {
+            cols.iter()
+                .map(|c| c["name"].as_str().unwrap_or("").to_uppercase())
+                .collect()
+        })
         .unwrap_or_default();
     let mut rows: Vec<Vec<String>> = t["rows"]
         .as_array()
         .map(|rows| {
             rows.iter()
-                .map(|r| r["cells"].as_array().map(|c| c.iter().map(cell_text).collect()).unwrap_or_default())
+                .map(|r| {
+                    r["cells"]
+                        .as_array()
+                        .map(|c| c.iter().map(cell_text).collect())
+                        .unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default();
     if with_namespace {
         header.insert(0, "NAMESPACE".into());
         for (row, obj) in rows.iter_mut().zip(items) {
-            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+            let ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             row.insert(0, ns.to_owned());
         }
     }

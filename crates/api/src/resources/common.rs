@@ -44,7 +44,7 @@ impl MachineSize {
     /// Checks the size is usable: at least 1 vCPU in whole cores, 256 MiB of memory and 1 GiB of disk.
     pub fn validate(&self, path: &str, errs: &mut FieldErrors) {
         let millis = self.cpu.as_millis();
-        if millis < 1000 || millis % 1000 != 0 {
+        if millis < 1000 || !millis.is_multiple_of(1000) {
             errs.check(
                 &format!("{path}.cpu"),
                 Err(format!(

@@ -122,6 +122,17 @@ impl JsonSchema for Cidr {
     }
 }
 
+impl Cidr {
+    /// Parses a CIDR written in the source code.
+    ///
+    /// # Panics
+    /// When the literal is not a CIDR: that is a bug in Shoal, caught by the unit tests.
+    pub fn from_str_const(s: &str) -> Self {
+        s.parse()
+            .expect("CIDR literals in Shoal's source are valid")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,16 +161,5 @@ mod tests {
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(!a.overlaps(&c));
         Ok(())
-    }
-}
-
-impl Cidr {
-    /// Parses a CIDR written in the source code.
-    ///
-    /// # Panics
-    /// When the literal is not a CIDR: that is a bug in Shoal, caught by the unit tests.
-    pub fn from_str_const(s: &str) -> Self {
-        s.parse()
-            .expect("CIDR literals in Shoal's source are valid")
     }
 }

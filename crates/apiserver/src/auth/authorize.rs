@@ -41,7 +41,10 @@ impl Verb {
 
     /// True for verbs that change state.
     pub fn is_write(self) -> bool {
-        matches!(self, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete)
+        matches!(
+            self,
+            Verb::Create | Verb::Update | Verb::Patch | Verb::Delete
+        )
     }
 }
 
@@ -106,7 +109,11 @@ pub fn authorize(
             }
         }
         (_, "Organization") | ("", "Namespace") => {
-            let own_name = if kind.kind == "Namespace" { own_ns.clone() } else { org.to_owned() };
+            let own_name = if kind.kind == "Namespace" {
+                own_ns.clone()
+            } else {
+                org.to_owned()
+            };
             match (verb, name) {
                 (Verb::List | Verb::Watch, _) => Ok(Restriction::Name(own_name)),
                 (_, Some(n)) if n != own_name => deny(&format!("tokens of organization {org:?} may only see {own_name:?}")),
@@ -118,7 +125,9 @@ pub fn authorize(
         _ if kind.namespaced => {
             match ns {
                 Some(n) if n != own_ns => {
-                    let whose = namespace_org(n).map(|o| format!("organization {o:?}")).unwrap_or_else(|| "no organization of yours".into());
+                    let whose = namespace_org(n)
+                        .map(|o| format!("organization {o:?}"))
+                        .unwrap_or_else(|| "no organization of yours".into());
                     return deny(&format!("the namespace belongs to {whose}; your token is for organization {org:?} ({own_ns})"));
                 }
                 None if !collection || verb == Verb::Create => {
@@ -126,7 +135,11 @@ pub fn authorize(
                 }
                 _ => {}
             }
-            let restriction = if ns.is_none() { Restriction::Namespace(own_ns) } else { Restriction::None };
+            let restriction = if ns.is_none() {
+                Restriction::Namespace(own_ns)
+            } else {
+                Restriction::None
+            };
             if reading {
                 return Ok(restriction);
             }
@@ -150,11 +163,20 @@ mod tests {
     use shoal_api::KINDS;
 
     fn kind(name: &str) -> &'static KindInfo {
-        KINDS.iter().find(|k| k.kind == name && k.group != "events.k8s.io").expect("kind")
+        KINDS
+            .iter()
+            .find(|k| k.kind == name && k.group != "events.k8s.io")
+            .expect("kind")
     }
 
     fn org(role: OrgRole) -> Identity {
-        Identity { user: "u".into(), role: Role::Org { org: "acme".into(), role } }
+        Identity {
+            user: "u".into(),
+            role: Role::Org {
+                org: "acme".into(),
+                role,
+            },
+        }
     }
 
     #[test]
@@ -166,9 +188,15 @@ mod tests {
             let id = org(role);
             assert!(authorize(&id, Verb::Get, cl, own, Some("x")).is_ok());
             assert!(authorize(&id, Verb::Get, cl, other, Some("x")).is_err());
-            assert_eq!(authorize(&id, Verb::List, cl, None, None).ok(), Some(Restriction::Namespace("org-acme".into())));
+            assert_eq!(
+                authorize(&id, Verb::List, cl, None, None).ok(),
+                Some(Restriction::Namespace("org-acme".into()))
+            );
             let can_write = role != OrgRole::Viewer;
-            assert_eq!(authorize(&id, Verb::Create, cl, own, None).is_ok(), can_write);
+            assert_eq!(
+                authorize(&id, Verb::Create, cl, own, None).is_ok(),
+                can_write
+            );
             assert!(authorize(&id, Verb::Delete, cl, other, Some("x")).is_err());
             assert!(authorize(&id, Verb::Get, kind("Secret"), own, Some("s")).is_err());
         }

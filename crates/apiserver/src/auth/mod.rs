@@ -9,7 +9,9 @@ mod authorize;
 mod token;
 
 pub use authorize::{authorize, Restriction, Verb};
-pub use token::{Authenticator, TokenRequest, ADMIN_TOKEN_NAME, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
+pub use token::{
+    Authenticator, TokenRequest, ADMIN_TOKEN_NAME, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE,
+};
 
 use shoal_api::OrgRole;
 

@@ -93,8 +93,12 @@ impl TokenRequest {
             }
         }
         if let Some(ttl) = self.ttl {
-            let expires = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2));
-            annotations.insert(ANN_EXPIRES.to_owned(), expires.to_rfc3339_opts(SecondsFormat::Secs, true));
+            let expires = Utc::now()
+                + chrono::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2));
+            annotations.insert(
+                ANN_EXPIRES.to_owned(),
+                expires.to_rfc3339_opts(SecondsFormat::Secs, true),
+            );
         }
         if let Some(d) = &self.description {
             annotations.insert(ANN_DESCRIPTION.to_owned(), d.clone());
@@ -133,7 +137,8 @@ impl Authenticator {
     /// Resolves a bearer token to an identity.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, ApiError> {
         let mut parts = token.splitn(3, '.');
-        let (Some("shoal"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some("shoal"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(unauthorized());
         };
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -161,8 +166,16 @@ impl Authenticator {
         if !constant_time_eq(&stored, given.as_bytes()) {
             return Err(unauthorized());
         }
-        let ann = |k: &str| obj.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str);
-        let label = |k: &str| obj.pointer("/metadata/labels").and_then(|a| a.get(k)).and_then(Value::as_str);
+        let ann = |k: &str| {
+            obj.pointer("/metadata/annotations")
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+        };
+        let label = |k: &str| {
+            obj.pointer("/metadata/labels")
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+        };
         if let Some(exp) = ann(ANN_EXPIRES) {
             let exp = DateTime::parse_from_rfc3339(exp).map_err(|_| unauthorized())?;
             if exp < Utc::now() {

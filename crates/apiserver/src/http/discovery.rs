@@ -47,13 +47,18 @@ pub fn group(group: &str) -> Option<Value> {
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let kinds: Vec<_> = KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
+    let kinds: Vec<_> = KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .collect();
     if kinds.is_empty() {
         return None;
     }
     let mut resources = Vec::new();
     for k in kinds {
-        let mut verbs = vec!["create", "delete", "get", "list", "patch", "update", "watch"];
+        let mut verbs = vec![
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
         verbs.sort_unstable();
         let mut res = json!({
             "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
@@ -73,7 +78,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources,
     }))
@@ -103,7 +112,11 @@ pub fn openapi_protobuf() -> Vec<u8> {
         out.extend_from_slice(bytes);
         out
     }
-    let info = [field(0x0a, b"Shoal"), field(0x12, shoal_api::VERSION.as_bytes())].concat();
+    let info = [
+        field(0x0a, b"Shoal"),
+        field(0x12, shoal_api::VERSION.as_bytes()),
+    ]
+    .concat();
     [field(0x0a, b"2.0"), field(0x12, &info)].concat()
 }
 
@@ -112,7 +125,10 @@ pub fn openapi_json() -> Value {
     let mut definitions = serde_json::Map::new();
     if let Ok(crds) = shoal_api::crd::all() {
         for crd in crds {
-            let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default().to_owned();
+            let kind = crd["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
             schema["x-kubernetes-group-version-kind"] = json!([{
                 "group": shoal_api::GROUP, "version": shoal_api::VERSION, "kind": kind,

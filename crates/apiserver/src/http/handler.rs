@@ -12,7 +12,9 @@ use crate::audit::AuditRecord;
 use crate::auth::{authorize, Identity, Restriction, Verb};
 use crate::error::ApiError;
 use crate::http::discovery;
-use crate::http::request::{decode_body, decode_patch, flag, list_options, parse_path, parse_query, Target};
+use crate::http::request::{
+    decode_body, decode_patch, flag, list_options, parse_path, parse_query, Target,
+};
 use crate::http::response::{error_response, json_response, list_document};
 use crate::http::table::{self, wants_table, IncludeObject};
 use crate::http::watch::{watch_response, WatchFormat};
@@ -22,13 +24,22 @@ use crate::resource::meta::parse_resource_version;
 use crate::resource::{ListOptions, WatchOptions};
 use crate::selector::FieldSelector;
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> &'a str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
-async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(
+    state: &AppState,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<bytes::Bytes, ApiError> {
     let limit = state.limits.body_bytes;
-    let declared = header_str(headers, header::CONTENT_LENGTH).parse::<usize>().ok();
+    let declared = header_str(headers, header::CONTENT_LENGTH)
+        .parse::<usize>()
+        .ok();
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
@@ -64,7 +75,16 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
         Ok(v) => v,
         Err(e) => return error_response(&e),
     };
-    let result = run(&state, &identity, verb, &target, &query, &parts.headers, body).await;
+    let result = run(
+        &state,
+        &identity,
+        verb,
+        &target,
+        &query,
+        &parts.headers,
+        body,
+    )
+    .await;
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
@@ -80,11 +100,18 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
         })
         .inc();
     if verb != Verb::Watch {
-        state.metrics.latency.observe(started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
     }
     if verb.is_write() {
         let resource = format!("{}/{}", target.kind.api_version(), target.kind.plural);
-        let result = if code < 300 { "Success".to_owned() } else { format!("Failure {code}") };
+        let result = if code < 300 {
+            "Success".to_owned()
+        } else {
+            format!("Failure {code}")
+        };
         state.audit.record(&AuditRecord {
             user: &identity.user,
             verb: verb.as_str(),
@@ -171,12 +198,17 @@ fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<V
     Ok(verb)
 }
 
-fn narrow(restriction: &Restriction, ns: Option<String>, opts: &mut ListOptions) -> Result<Option<String>, ApiError> {
+fn narrow(
+    restriction: &Restriction,
+    ns: Option<String>,
+    opts: &mut ListOptions,
+) -> Result<Option<String>, ApiError> {
     match restriction {
         Restriction::None => Ok(ns),
         Restriction::Namespace(own) => Ok(Some(own.clone())),
         Restriction::Name(own) => {
-            let extra = FieldSelector::parse(&format!("metadata.name={own}"), &["metadata.name"]).map_err(ApiError::BadRequest)?;
+            let extra = FieldSelector::parse(&format!("metadata.name={own}"), &["metadata.name"])
+                .map_err(ApiError::BadRequest)?;
             opts.fields = opts.fields.clone().and(extra);
             Ok(ns)
         }
@@ -205,7 +237,10 @@ async fn run(
         Verb::Get => {
             let obj = res.get(kind, ns, name.unwrap_or_default()).await?;
             if as_table {
-                return Ok(json_response(200, &table::table(kind, &[obj], include, true, None, None)));
+                return Ok(json_response(
+                    200,
+                    &table::table(kind, &[obj], include, true, None, None),
+                ));
             }
             Ok(json_response(200, &obj))
         }
@@ -214,15 +249,27 @@ async fn run(
             let ns = narrow(&restriction, t.namespace.clone(), &mut opts)?;
             let page = res.list(kind, ns.as_deref(), &opts).await?;
             if as_table {
-                let doc = table::table(kind, &page.items, include, true, Some(page.resource_version), page.continue_token.as_deref());
+                let doc = table::table(
+                    kind,
+                    &page.items,
+                    include,
+                    true,
+                    Some(page.resource_version),
+                    page.continue_token.as_deref(),
+                );
                 return Ok(json_response(200, &doc));
             }
-            Ok(json_response(200, &list_document(kind, page.items, page.resource_version, page.continue_token)))
+            Ok(json_response(
+                200,
+                &list_document(kind, page.items, page.resource_version, page.continue_token),
+            ))
         }
         Verb::Watch => {
             let mut opts = list_options(kind, q)?;
             if let Some(n) = name {
-                let by_name = FieldSelector::parse(&format!("metadata.name={n}"), &["metadata.name"]).map_err(ApiError::BadRequest)?;
+                let by_name =
+                    FieldSelector::parse(&format!("metadata.name={n}"), &["metadata.name"])
+                        .map_err(ApiError::BadRequest)?;
                 opts.fields = opts.fields.clone().and(by_name);
             }
             let ns = narrow(&restriction, t.namespace.clone(), &mut opts)?;
@@ -230,17 +277,34 @@ async fn run(
                 None | Some("") | Some("0") => None,
                 Some(rv) => Some(parse_resource_version(rv)?),
             };
-            let bookmarks = flag(q, "allowWatchBookmarks").then_some(state.limits.bookmark_interval);
+            let bookmarks =
+                flag(q, "allowWatchBookmarks").then_some(state.limits.bookmark_interval);
             let timeout = q
                 .get("timeoutSeconds")
                 .and_then(|s| s.parse::<u64>().ok())
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs);
             let items = res
-                .watch(kind, ns, WatchOptions { list: opts, resource_version, bookmarks })
+                .watch(
+                    kind,
+                    ns,
+                    WatchOptions {
+                        list: opts,
+                        resource_version,
+                        bookmarks,
+                    },
+                )
                 .await?;
-            let format = WatchFormat { table: as_table.then_some(include) };
-            Ok(watch_response(kind, items, format, timeout, state.metrics.clone()))
+            let format = WatchFormat {
+                table: as_table.then_some(include),
+            };
+            Ok(watch_response(
+                kind,
+                items,
+                format,
+                timeout,
+                state.metrics.clone(),
+            ))
         }
         Verb::Create => {
             let bytes = read_body(state, body, headers).await?;
@@ -251,13 +315,17 @@ async fn run(
         Verb::Update => {
             let bytes = read_body(state, body, headers).await?;
             let obj = decode_body(&content_type, &bytes)?;
-            let updated = res.update(kind, ns, name.unwrap_or_default(), obj, t.sub).await?;
+            let updated = res
+                .update(kind, ns, name.unwrap_or_default(), obj, t.sub)
+                .await?;
             Ok(json_response(200, &updated))
         }
         Verb::Patch => {
             let bytes = read_body(state, body, headers).await?;
             let (patch_kind, patch) = decode_patch(&content_type, &bytes)?;
-            let patched = res.patch(kind, ns, name.unwrap_or_default(), patch_kind, patch, t.sub).await?;
+            let patched = res
+                .patch(kind, ns, name.unwrap_or_default(), patch_kind, patch, t.sub)
+                .await?;
             Ok(json_response(200, &patched))
         }
         Verb::Delete => {
@@ -271,7 +339,9 @@ async fn run(
                     .map(parse_resource_version)
                     .transpose()?
             };
-            let deleted = res.delete(kind, ns, name.unwrap_or_default(), precondition).await?;
+            let deleted = res
+                .delete(kind, ns, name.unwrap_or_default(), precondition)
+                .await?;
             Ok(json_response(200, &deleted))
         }
     }

@@ -43,15 +43,31 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
         _ => return Err(unknown(path)),
     };
     let (namespace, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !(group.is_empty() && tail.is_empty() && *plural == "status") => {
-            (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied())
+        ["namespaces", ns, plural, tail @ ..]
+            if !(group.is_empty() && tail.is_empty() && *plural == "status") =>
+        {
+            (
+                Some(*ns),
+                *plural,
+                tail.first().copied(),
+                tail.get(1).copied(),
+            )
         }
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return Err(unknown(path)),
     };
     // `/api/v1/namespaces/<name>` and `/api/v1/namespaces/<name>/status` are the Namespace itself.
-    let (namespace, plural, name, sub) = if group.is_empty() && rest.first() == Some(&"namespaces") && rest.len() <= 3 && (rest.len() < 3 || rest[2] == "status") {
-        (None, "namespaces", rest.get(1).copied(), rest.get(2).copied())
+    let (namespace, plural, name, sub) = if group.is_empty()
+        && rest.first() == Some(&"namespaces")
+        && rest.len() <= 3
+        && (rest.len() < 3 || rest[2] == "status")
+    {
+        (
+            None,
+            "namespaces",
+            rest.get(1).copied(),
+            rest.get(2).copied(),
+        )
     } else {
         (namespace, plural, name, sub)
     };
@@ -115,7 +131,9 @@ pub fn list_options(kind: &KindInfo, q: &HashMap<String, String>) -> Result<List
             l.parse::<usize>()
                 .ok()
                 .and_then(NonZeroUsize::new)
-                .ok_or_else(|| ApiError::BadRequest(format!("limit {l:?} is not a positive integer")))?,
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("limit {l:?} is not a positive integer"))
+                })?,
         ),
     };
     let continue_token = q.get("continue").filter(|c| !c.is_empty()).cloned();
@@ -136,16 +154,17 @@ pub fn flag(q: &HashMap<String, String>, name: &str) -> bool {
 pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     match ct {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| ApiError::MalformedBody {
-            format: "JSON",
-            message: e.to_string(),
-        }),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_yaml::from_slice(body).map_err(|e| ApiError::MalformedBody {
-                format: "YAML",
+        "" | "application/json" | "*/*" => {
+            serde_json::from_slice(body).map_err(|e| ApiError::MalformedBody {
+                format: "JSON",
                 message: e.to_string(),
             })
         }
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::MalformedBody {
+                format: "YAML",
+                message: e.to_string(),
+            }),
         "application/vnd.kubernetes.protobuf" => Err(ApiError::UnsupportedMediaType(
             "protobuf is not supported: send application/json or application/yaml".into(),
         )),
@@ -187,17 +206,34 @@ mod tests {
     #[test]
     fn paths() -> Result<(), ApiError> {
         let t = parse_path("/apis/shoal.io/v1alpha1/namespaces/org-a/clusters/demo/status")?;
-        assert_eq!((t.kind.kind, t.namespace.as_deref(), t.name.as_deref(), t.sub), ("Cluster", Some("org-a"), Some("demo"), Subresource::Status));
+        assert_eq!(
+            (
+                t.kind.kind,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub
+            ),
+            ("Cluster", Some("org-a"), Some("demo"), Subresource::Status)
+        );
         let t = parse_path("/apis/shoal.io/v1alpha1/clusters")?;
         assert_eq!((t.kind.kind, t.namespace, t.name), ("Cluster", None, None));
         let t = parse_path("/api/v1/namespaces/org-a")?;
-        assert_eq!((t.kind.kind, t.name.as_deref()), ("Namespace", Some("org-a")));
+        assert_eq!(
+            (t.kind.kind, t.name.as_deref()),
+            ("Namespace", Some("org-a"))
+        );
         let t = parse_path("/api/v1/namespaces")?;
         assert_eq!(t.kind.kind, "Namespace");
         let t = parse_path("/api/v1/namespaces/org-a/events")?;
-        assert_eq!((t.kind.kind, t.namespace.as_deref()), ("Event", Some("org-a")));
+        assert_eq!(
+            (t.kind.kind, t.namespace.as_deref()),
+            ("Event", Some("org-a"))
+        );
         let t = parse_path("/apis/shoal.io/v1alpha1/organizations/acme")?;
-        assert_eq!((t.kind.kind, t.name.as_deref()), ("Organization", Some("acme")));
+        assert_eq!(
+            (t.kind.kind, t.name.as_deref()),
+            ("Organization", Some("acme"))
+        );
         assert!(parse_path("/apis/shoal.io/v1alpha1/widgets").is_err());
         assert!(parse_path("/apis/shoal.io/v1alpha1/clusters/x").is_err());
         assert!(parse_path("/apis/shoal.io/v1alpha1/namespaces/a/organizations").is_err());

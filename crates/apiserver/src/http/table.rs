@@ -85,7 +85,11 @@ pub fn column_definitions(kind: &KindInfo) -> Value {
         "description": "Name must be unique within a namespace.",
     })];
     for c in kind.columns {
-        let (ty, format) = if c.type_ == "date" { ("string", "date") } else { (c.type_, "") };
+        let (ty, format) = if c.type_ == "date" {
+            ("string", "date")
+        } else {
+            (c.type_, "")
+        };
         cols.push(json!({
             "name": title(c.name), "type": ty, "format": format, "priority": 0,
             "description": c.description,
@@ -101,7 +105,11 @@ pub fn column_definitions(kind: &KindInfo) -> Value {
 /// One row for one object.
 pub fn row(kind: &KindInfo, obj: &Value, include: IncludeObject, now: DateTime<Utc>) -> Value {
     let mut cells = vec![cell(obj.pointer("/metadata/name"))];
-    cells.extend(kind.columns.iter().map(|c| cell(json_path(obj, c.json_path))));
+    cells.extend(
+        kind.columns
+            .iter()
+            .map(|c| cell(json_path(obj, c.json_path))),
+    );
     cells.push(age_of(obj, now));
     let object = match include {
         IncludeObject::None => Value::Null,
@@ -115,7 +123,14 @@ pub fn row(kind: &KindInfo, obj: &Value, include: IncludeObject, now: DateTime<U
 }
 
 /// A Table of objects.
-pub fn table(kind: &KindInfo, objs: &[Value], include: IncludeObject, headers: bool, rv: Option<i64>, cont: Option<&str>) -> Value {
+pub fn table(
+    kind: &KindInfo,
+    objs: &[Value],
+    include: IncludeObject,
+    headers: bool,
+    rv: Option<i64>,
+    cont: Option<&str>,
+) -> Value {
     let now = Utc::now();
     let mut meta = serde_json::Map::new();
     if let Some(rv) = rv {

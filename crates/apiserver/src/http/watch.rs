@@ -35,7 +35,14 @@ fn encode(kind: &KindInfo, item: WatchItem, format: WatchFormat, first: &mut boo
         WatchItem::Event(ty, obj) => {
             let object = match format.table {
                 Some(include) => {
-                    let t = table::table(kind, std::slice::from_ref(&obj), include, *first, None, None);
+                    let t = table::table(
+                        kind,
+                        std::slice::from_ref(&obj),
+                        include,
+                        *first,
+                        None,
+                        None,
+                    );
                     *first = false;
                     t
                 }
@@ -81,14 +88,19 @@ pub fn watch_response(
         })
         .map(move |item| {
             let _keep = &guard;
-            let mut line = serde_json::to_vec(&encode(kind, item, format, &mut first)).unwrap_or_default();
+            let mut line =
+                serde_json::to_vec(&encode(kind, item, format, &mut first)).unwrap_or_default();
             line.push(b'\n');
             Ok::<_, Infallible>(Bytes::from(line))
         });
     let mut resp = Response::new(Body::from_stream(body));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     resp
 }

@@ -35,7 +35,11 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -58,12 +62,9 @@ pub fn set_resource_version(obj: &mut Value, rv: i64) {
 
 /// Parses a resourceVersion the client sent.
 pub fn parse_resource_version(rv: &str) -> Result<i64, ApiError> {
-    rv.parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "resourceVersion {rv:?} is not valid: send back a resourceVersion the server returned"
-            ))
-        })
+    rv.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "resourceVersion {rv:?} is not valid: send back a resourceVersion the server returned"
+        ))
+    })
 }

@@ -110,7 +110,10 @@ fn decode_continue(token: &str) -> Result<String, ApiError> {
         .decode(token)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    v.get("k").and_then(Value::as_str).map(str::to_owned).ok_or_else(bad)
+    v.get("k")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(bad)
 }
 
 impl Resources {
@@ -125,7 +128,12 @@ impl Resources {
     }
 
     /// Reads one object.
-    pub async fn get(&self, kind: &KindInfo, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let kv = self
             .store
             .get(&object_key(kind, ns, name))
@@ -135,7 +143,12 @@ impl Resources {
     }
 
     /// Lists objects, filtered and paged.
-    pub async fn list(&self, kind: &KindInfo, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
+    pub async fn list(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
         let mut start_after = match &opts.continue_token {
             Some(t) => Some(decode_continue(t)?),
             None => None,
@@ -168,7 +181,11 @@ impl Resources {
             let consumed_all = last_key.as_ref() == page.items.last().map(|kv| &kv.key);
             if full {
                 let more = page.more || !consumed_all;
-                let token = if more { last_key.map(|k| encode_continue(&k)) } else { None };
+                let token = if more {
+                    last_key.map(|k| encode_continue(&k))
+                } else {
+                    None
+                };
                 return Ok(ListPage {
                     items,
                     resource_version: revision.unwrap_or(page.revision),
@@ -207,7 +224,9 @@ impl Resources {
     /// Checks that apiVersion, kind and namespace agree with the request.
     fn check_identity(kind: &KindInfo, ns: Option<&str>, obj: &Value) -> Result<(), ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest("the body must be a JSON or YAML object".into()));
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON or YAML object".into(),
+            ));
         }
         let api_version = kind.api_version();
         match obj.get("apiVersion").and_then(Value::as_str) {
@@ -240,26 +259,46 @@ impl Resources {
     }
 
     /// Creates an object.
-    pub async fn create(&self, kind: &KindInfo, ns: Option<&str>, obj: Value) -> Result<Value, ApiError> {
+    pub async fn create(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
         Self::check_identity(kind, ns, &obj)?;
         let mut obj = obj;
-        let map = obj.as_object_mut().ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
+        let map = obj
+            .as_object_mut()
+            .ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
         map.insert("apiVersion".into(), Value::String(kind.api_version()));
         map.insert("kind".into(), Value::String(kind.kind.to_owned()));
         if kind.has_status && kind.kind != "Namespace" {
             map.remove("status");
         }
         let meta = meta_mut(&mut obj)?;
-        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
                 let name = generated_name(prefix);
                 meta.insert("name".into(), Value::String(name));
             }
         }
-        for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+        for server_owned in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
             meta.remove(server_owned);
         }
-        meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        meta.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
         meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
         if kind.has_spec {
             meta.insert("generation".into(), Value::from(1));
@@ -331,7 +370,11 @@ impl Resources {
         patch: Value,
         sub: Subresource,
     ) -> Result<Value, ApiError> {
-        if patch_kind == PatchKind::Strategic && !kind.group.is_empty() && kind.group != "coordination.k8s.io" && kind.group != "events.k8s.io" {
+        if patch_kind == PatchKind::Strategic
+            && !kind.group.is_empty()
+            && kind.group != "coordination.k8s.io"
+            && kind.group != "events.k8s.io"
+        {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "strategic merge patch is not supported for {}: use --type merge or --type json",
                 resource_name(kind)
@@ -350,18 +393,20 @@ impl Resources {
                     let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
                         ApiError::BadRequest(format!("the JSON patch is not valid: {e}; send an array of RFC 6902 operations"))
                     })?;
-                    json_patch::patch(&mut doc, &ops).map_err(|e| {
-                        ApiError::Invalid {
-                            kind: kind.kind.to_owned(),
-                            name: name.to_owned(),
-                            causes: vec![shoal_api::validate::FieldCause::invalid("", format!("the JSON patch cannot be applied: {e}"))],
-                        }
+                    json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::Invalid {
+                        kind: kind.kind.to_owned(),
+                        name: name.to_owned(),
+                        causes: vec![shoal_api::validate::FieldCause::invalid(
+                            "",
+                            format!("the JSON patch cannot be applied: {e}"),
+                        )],
                     })?;
                 }
             }
             Ok(view::to_storage(kind, doc))
         };
-        self.read_modify_write(kind, ns, name, expected, apply, sub).await
+        self.read_modify_write(kind, ns, name, expected, apply, sub)
+            .await
     }
 
     /// The shared update path: read, merge by the subresource's rules, validate,
@@ -378,7 +423,11 @@ impl Resources {
     ) -> Result<Value, ApiError> {
         let key = object_key(kind, ns, name);
         for _ in 0..CAS_RETRIES {
-            let kv = self.store.get(&key).await?.ok_or_else(|| not_found(kind, name))?;
+            let kv = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found(kind, name))?;
             if expected.is_some_and(|e| e != kv.mod_revision) {
                 return Err(conflict(kind, name));
             }
@@ -387,7 +436,9 @@ impl Resources {
             let incoming = change(&current)?;
             let next = merge_for_update(kind, &current, incoming, sub)?;
             Self::validate(kind, &view::from_storage(kind, next.clone()))?;
-            let deleting = next.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let deleting = next
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
             if deleting && finalizers(&next).is_empty() {
                 match self.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
@@ -433,7 +484,11 @@ impl Resources {
     ) -> Result<Value, ApiError> {
         let key = object_key(kind, ns, name);
         for _ in 0..CAS_RETRIES {
-            let kv = self.store.get(&key).await?.ok_or_else(|| not_found(kind, name))?;
+            let kv = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found(kind, name))?;
             if precondition_rv.is_some_and(|e| e != kv.mod_revision) {
                 return Err(conflict(kind, name));
             }
@@ -449,7 +504,10 @@ impl Resources {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if current.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+            if current
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null())
+            {
                 return Ok(view::from_storage(kind, current));
             }
             let meta = meta_mut(&mut current)?;
@@ -472,7 +530,12 @@ impl Resources {
 
 /// Builds the next stored object from the current one and the client's, by the
 /// subresource's rules. Server-owned metadata always comes from `current`.
-fn merge_for_update(kind: &KindInfo, current: &Value, incoming: Value, sub: Subresource) -> Result<Value, ApiError> {
+fn merge_for_update(
+    kind: &KindInfo,
+    current: &Value,
+    incoming: Value,
+    sub: Subresource,
+) -> Result<Value, ApiError> {
     let mut next = match sub {
         Subresource::Status => {
             let mut next = current.clone();
@@ -504,20 +567,41 @@ fn merge_for_update(kind: &KindInfo, current: &Value, incoming: Value, sub: Subr
     let map = next
         .as_object_mut()
         .ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
-    map.insert("apiVersion".into(), current.get("apiVersion").cloned().unwrap_or(Value::Null));
-    map.insert("kind".into(), current.get("kind").cloned().unwrap_or(Value::Null));
-    let cur_meta = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    map.insert(
+        "apiVersion".into(),
+        current.get("apiVersion").cloned().unwrap_or(Value::Null),
+    );
+    map.insert(
+        "kind".into(),
+        current.get("kind").cloned().unwrap_or(Value::Null),
+    );
+    let cur_meta = current
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let meta = meta_mut(&mut next)?;
     meta.remove("resourceVersion");
     meta.remove("managedFields");
-    for owned in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for owned in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match cur_meta.get(owned) {
             Some(v) => meta.insert(owned.into(), v.clone()),
             None => meta.remove(owned),
         };
     }
     if kind.has_spec && sub == Subresource::Main && next.get("spec") != current.get("spec") {
-        let generation = cur_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation = cur_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         meta_mut(&mut next)?.insert("generation".into(), Value::from(generation));
     }
     Ok(next)

@@ -18,7 +18,11 @@ fn core(kind: &str) -> &'static KindInfo {
 impl Resources {
     /// Work that follows a create: an Organization gets its namespace, and its
     /// status names it. Returns the object as it now is.
-    pub(crate) async fn after_create(&self, kind: &KindInfo, created: Value) -> Result<Value, ApiError> {
+    pub(crate) async fn after_create(
+        &self,
+        kind: &KindInfo,
+        created: Value,
+    ) -> Result<Value, ApiError> {
         if !(kind.group == shoal_api::GROUP && kind.kind == "Organization") {
             return Ok(created);
         }
@@ -37,6 +41,7 @@ impl Resources {
         if let Some(meta) = status.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
-        self.update(kind, None, &org, status, Subresource::Status).await
+        self.update(kind, None, &org, status, Subresource::Status)
+            .await
     }
 }

@@ -96,12 +96,17 @@ impl Resources {
         };
         let codec = self.codec.clone();
         let filter = opts.list.clone();
-        let matches = move |obj: &Value| filter.labels.matches(&labels_of(obj)) && filter.fields.matches(obj);
+        let matches =
+            move |obj: &Value| filter.labels.matches(&labels_of(obj)) && filter.fields.matches(obj);
         let events = feed.filter_map(move |ev| {
             let item = match ev {
                 Err(e) => Some(WatchItem::Error(e.into())),
                 Ok(ev) => {
-                    let decode = |bytes: &[u8], rv| codec.decode_at(kind, bytes, rv).map(|o| view::from_storage(kind, o));
+                    let decode = |bytes: &[u8], rv| {
+                        codec
+                            .decode_at(kind, bytes, rv)
+                            .map(|o| view::from_storage(kind, o))
+                    };
                     let now = match ev.kind {
                         EventKind::Put => decode(&ev.kv.value, ev.revision),
                         EventKind::Delete => decode(&ev.kv.value, ev.revision),
@@ -143,26 +148,29 @@ fn with_bookmarks(
     every: Duration,
 ) -> impl Stream<Item = WatchItem> + Send + 'static {
     let inner = inner.boxed();
-    futures::stream::unfold((inner, start, false), move |(mut inner, mut last, done)| async move {
-        if done {
-            return None;
-        }
-        match tokio::time::timeout(every, inner.next()).await {
-            Ok(Some(item)) => {
-                if let WatchItem::Event(_, obj) = &item {
-                    if let Some(rv) = obj
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse::<i64>().ok())
-                    {
-                        last = last.max(rv);
-                    }
-                }
-                let end = matches!(item, WatchItem::Error(_));
-                Some((item, (inner, last, end)))
+    futures::stream::unfold(
+        (inner, start, false),
+        move |(mut inner, mut last, done)| async move {
+            if done {
+                return None;
             }
-            Ok(None) => None,
-            Err(_) => Some((WatchItem::Bookmark(last), (inner, last, false))),
-        }
-    })
+            match tokio::time::timeout(every, inner.next()).await {
+                Ok(Some(item)) => {
+                    if let WatchItem::Event(_, obj) = &item {
+                        if let Some(rv) = obj
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                            .and_then(|s| s.parse::<i64>().ok())
+                        {
+                            last = last.max(rv);
+                        }
+                    }
+                    let end = matches!(item, WatchItem::Error(_));
+                    Some((item, (inner, last, end)))
+                }
+                Ok(None) => None,
+                Err(_) => Some((WatchItem::Bookmark(last), (inner, last, false))),
+            }
+        },
+    )
 }

@@ -36,10 +36,14 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
         ClusterCommand::Create(a) => {
             for obj in cluster_objects(a) {
                 let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 let ns = org_namespace(&a.org);
                 let api = dynamic_api(client, find_kind(&kind)?, Some(&ns));
-                let dynamic = serde_json::from_value(obj).map_err(|e| CliError::Usage(e.to_string()))?;
+                let dynamic =
+                    serde_json::from_value(obj).map_err(|e| CliError::Usage(e.to_string()))?;
                 api.create(&PostParams::default(), &dynamic).await?;
                 println!("{}.shoal.io/{name} created", kind.to_lowercase());
             }
@@ -48,11 +52,17 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
             let ns = org.as_deref().map(org_namespace);
             let api = dynamic_api(client, clusters, ns.as_deref());
             let list = api.list(&ListParams::default()).await?;
-            let items: Vec<Value> = list.items.iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
+            let items: Vec<Value> = list
+                .items
+                .iter()
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect();
             print(clusters, &items, false, ns.is_none(), *output);
         }
         ClusterCommand::Get { name, org, output } => {
-            let obj = dynamic_api(client, clusters, Some(&org_namespace(org))).get(name).await?;
+            let obj = dynamic_api(client, clusters, Some(&org_namespace(org)))
+                .get(name)
+                .await?;
             let v = serde_json::to_value(&obj).map_err(|e| CliError::Usage(e.to_string()))?;
             print(clusters, &[v], true, false, *output);
         }
@@ -66,7 +76,9 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
                     println!("nodepool.shoal.io/{pool_name} deleted");
                 }
             }
-            dynamic_api(client, clusters, Some(&ns)).delete(name, &DeleteParams::default()).await?;
+            dynamic_api(client, clusters, Some(&ns))
+                .delete(name, &DeleteParams::default())
+                .await?;
             println!("cluster.shoal.io/{name} deleted");
         }
     }

@@ -3,8 +3,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::api::DynamicObject;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,7 +38,13 @@ pub async fn get(client: &Client, args: &GetArgs) -> Result<(), CliError> {
     }
     let list = api.list(&lp).await?;
     let items: Vec<Value> = list.items.iter().map(to_value).collect();
-    print(kind, &items, false, args.all_namespaces && kind.namespaced, args.output);
+    print(
+        kind,
+        &items,
+        false,
+        args.all_namespaces && kind.namespaced,
+        args.output,
+    );
     Ok(())
 }
 
@@ -50,14 +56,23 @@ pub fn read_objects(path: &Path) -> Result<Vec<Value>, CliError> {
     } else {
         std::fs::read_to_string(path).map(|t| text = t)
     };
-    read.map_err(|source| CliError::File { path: PathBuf::from(path), source })?;
+    read.map_err(|source| CliError::File {
+        path: PathBuf::from(path),
+        source,
+    })?;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v = Value::deserialize(doc).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        let v = Value::deserialize(doc)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
         match v {
             Value::Null => {}
             Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
-                out.extend(m.get("items").and_then(Value::as_array).cloned().unwrap_or_default());
+                out.extend(
+                    m.get("items")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
             }
             other => out.push(other),
         }
@@ -71,7 +86,11 @@ fn kind_of(obj: &Value) -> Result<&'static KindInfo, CliError> {
     shoal_api::KINDS
         .iter()
         .find(|k| k.api_version() == api_version && k.kind == kind)
-        .ok_or_else(|| CliError::Usage(format!("unknown apiVersion/kind {api_version:?}/{kind:?} in the file")))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "unknown apiVersion/kind {api_version:?}/{kind:?} in the file"
+            ))
+        })
 }
 
 fn name_of(obj: &Value) -> Result<String, CliError> {
@@ -100,7 +119,11 @@ fn label(kind: &KindInfo, name: &str) -> String {
 }
 
 /// Creates an object, or merges it into the existing one. Returns what happened.
-pub async fn apply_one(client: &Client, obj: Value, default_ns: Option<&str>) -> Result<String, CliError> {
+pub async fn apply_one(
+    client: &Client,
+    obj: Value,
+    default_ns: Option<&str>,
+) -> Result<String, CliError> {
     let kind = kind_of(&obj)?;
     let name = name_of(&obj)?;
     let ns = namespace_of(kind, &obj, default_ns);
@@ -113,9 +136,15 @@ pub async fn apply_one(client: &Client, obj: Value, default_ns: Option<&str>) ->
             Ok(format!("{} created", label(kind, &name)))
         }
         Some(before) => {
-            let after = api.patch(&name, &PatchParams::default(), &Patch::Merge(&obj)).await?;
+            let after = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&obj))
+                .await?;
             let changed = before.metadata.resource_version != after.metadata.resource_version;
-            Ok(format!("{} {}", label(kind, &name), if changed { "configured" } else { "unchanged" }))
+            Ok(format!(
+                "{} {}",
+                label(kind, &name),
+                if changed { "configured" } else { "unchanged" }
+            ))
         }
     }
 }
@@ -123,30 +152,46 @@ pub async fn apply_one(client: &Client, obj: Value, default_ns: Option<&str>) ->
 /// `shoal apply -f`.
 pub async fn apply(client: &Client, args: &FileArgs) -> Result<(), CliError> {
     for obj in read_objects(&args.filename)? {
-        println!("{}", apply_one(client, obj, args.namespace.as_deref()).await?);
+        println!(
+            "{}",
+            apply_one(client, obj, args.namespace.as_deref()).await?
+        );
     }
     Ok(())
 }
 
 /// `shoal delete`.
 pub async fn delete(client: &Client, args: &DeleteArgs) -> Result<(), CliError> {
-    let targets: Vec<(&'static KindInfo, String, Option<String>)> = match (&args.filename, &args.resource, &args.name) {
-        (Some(f), None, None) => read_objects(f)?
-            .iter()
-            .map(|o| {
-                let kind = kind_of(o)?;
-                Ok((kind, name_of(o)?, namespace_of(kind, o, args.namespace.as_deref())))
-            })
-            .collect::<Result<_, CliError>>()?,
-        (None, Some(r), Some(n)) => {
-            let kind = find_kind(r)?;
-            let ns = kind.namespaced.then(|| args.namespace.clone().unwrap_or_else(|| "default".into()));
-            vec![(kind, n.clone(), ns)]
-        }
-        _ => return Err(CliError::Usage("use 'shoal delete -f FILE' or 'shoal delete TYPE NAME'".into())),
-    };
+    let targets: Vec<(&'static KindInfo, String, Option<String>)> =
+        match (&args.filename, &args.resource, &args.name) {
+            (Some(f), None, None) => read_objects(f)?
+                .iter()
+                .map(|o| {
+                    let kind = kind_of(o)?;
+                    Ok((
+                        kind,
+                        name_of(o)?,
+                        namespace_of(kind, o, args.namespace.as_deref()),
+                    ))
+                })
+                .collect::<Result<_, CliError>>()?,
+            (None, Some(r), Some(n)) => {
+                let kind = find_kind(r)?;
+                let ns = kind
+                    .namespaced
+                    .then(|| args.namespace.clone().unwrap_or_else(|| "default".into()));
+                vec![(kind, n.clone(), ns)]
+            }
+            _ => {
+                return Err(CliError::Usage(
+                    "use 'shoal delete -f FILE' or 'shoal delete TYPE NAME'".into(),
+                ))
+            }
+        };
     for (kind, name, ns) in targets {
-        dynamic_api(client, kind, ns.as_deref()).delete(&name, &DeleteParams::default()).await?;
+        dynamic_api(client, kind, ns.as_deref())
+            .delete(&name, &DeleteParams::default())
+            .await?;
         println!("{} deleted", label(kind, &name));
     }
     Ok(())

@@ -26,7 +26,11 @@ pub async fn run(client: &Client, cmd: &OrgCommand) -> Result<(), CliError> {
         }
         OrgCommand::List { output } => {
             let list = api.list(&ListParams::default()).await?;
-            let items: Vec<Value> = list.items.iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
+            let items: Vec<Value> = list
+                .items
+                .iter()
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect();
             print(find_kind("organizations")?, &items, false, false, *output);
         }
     }

@@ -16,7 +16,9 @@ fn parse_role(s: &str) -> Result<shoal_api::OrgRole, CliError> {
         "owner" => Ok(shoal_api::OrgRole::Owner),
         "member" => Ok(shoal_api::OrgRole::Member),
         "viewer" => Ok(shoal_api::OrgRole::Viewer),
-        other => Err(CliError::Usage(format!("--role {other:?} is not a role: use owner, member or viewer"))),
+        other => Err(CliError::Usage(format!(
+            "--role {other:?} is not a role: use owner, member or viewer"
+        ))),
     }
 }
 
@@ -24,11 +26,21 @@ fn parse_role(s: &str) -> Result<shoal_api::OrgRole, CliError> {
 pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
     let secrets = dynamic_api(client, find_kind("secrets")?, Some(TOKEN_NAMESPACE));
     match cmd {
-        TokenCommand::Create { org, role, user, ttl, description } => {
+        TokenCommand::Create {
+            org,
+            role,
+            user,
+            ttl,
+            description,
+        } => {
             let role_v = parse_role(role)?;
             let ttl = ttl
                 .as_deref()
-                .map(|t| parse_ttl(t).map(Duration::from_secs).map_err(|e| CliError::Usage(format!("--ttl: {e}"))))
+                .map(|t| {
+                    parse_ttl(t)
+                        .map(Duration::from_secs)
+                        .map_err(|e| CliError::Usage(format!("--ttl: {e}")))
+                })
                 .transpose()?;
             let req = TokenRequest {
                 org: Some((org.clone(), role_v)),
@@ -37,17 +49,30 @@ pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
                 description: description.clone(),
             };
             let (token, secret) = req.mint(None);
-            let dynamic = serde_json::from_value(secret).map_err(|e| CliError::Usage(e.to_string()))?;
+            let dynamic =
+                serde_json::from_value(secret).map_err(|e| CliError::Usage(e.to_string()))?;
             secrets.create(&PostParams::default(), &dynamic).await?;
             println!("{token}");
         }
         TokenCommand::List => {
-            let list = secrets.list(&ListParams::default().labels("shoal.io/token=true")).await?;
-            println!("{:<16} {:<16} {:<14} {:<22} DESCRIPTION", "ID", "ORG", "ROLE", "EXPIRES");
+            let list = secrets
+                .list(&ListParams::default().labels("shoal.io/token=true"))
+                .await?;
+            println!(
+                "{:<16} {:<16} {:<14} {:<22} DESCRIPTION",
+                "ID", "ORG", "ROLE", "EXPIRES"
+            );
             for s in list.items {
                 let v = serde_json::to_value(&s).unwrap_or(Value::Null);
-                let get = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
-                let id = get("/metadata/name").trim_start_matches("token-").to_owned();
+                let get = |p: &str| {
+                    v.pointer(p)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                let id = get("/metadata/name")
+                    .trim_start_matches("token-")
+                    .to_owned();
                 println!(
                     "{:<16} {:<16} {:<14} {:<22} {}",
                     id,
@@ -59,7 +84,9 @@ pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
             }
         }
         TokenCommand::Revoke { id } => {
-            secrets.delete(&format!("token-{id}"), &DeleteParams::default()).await?;
+            secrets
+                .delete(&format!("token-{id}"), &DeleteParams::default())
+                .await?;
             println!("token {id} revoked");
         }
     }
