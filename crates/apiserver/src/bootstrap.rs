@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
 use serde_json::json;
 use shoal_api::KINDS;
 use shoal_pki::CertificateAuthority;
@@ -70,7 +71,20 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, ServerError> {
 }
 
 /// The encryption key for Secrets at rest, made on first start.
-pub fn encryption_key(dir: &DataDir) -> Result<Vec<u8>, ServerError> {
+///
+/// Replicas sharing one store must share the key: give each the same file.
+pub fn encryption_key(dir: &DataDir, file: Option<&Path>) -> Result<Vec<u8>, ServerError> {
+    if let Some(file) = file {
+        return read(file)?.ok_or_else(|| {
+            ServerError::DataDir(
+                file.to_owned(),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the encryption key file does not exist",
+                ),
+            )
+        });
+    }
     let path = dir.path("encryption.key");
     if let Some(key) = read(&path)? {
         return Ok(key);
@@ -90,35 +104,111 @@ pub struct TlsMaterial {
     pub key_pem: String,
 }
 
-/// Loads the CA and serving certificate, making them on first start.
-pub fn tls_material(
+const CA_SECRET: &str = "management-ca";
+const ADMIN_SECRET: &str = "admin-credential";
+
+fn core_kind(kind: &str) -> &'static shoal_api::KindInfo {
+    KINDS
+        .iter()
+        .find(|k| k.group.is_empty() && k.kind == kind)
+        .expect("the registry serves this core kind")
+}
+
+fn boot_err(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Bootstrap(e.to_string())
+}
+
+/// Reads a system Secret's decoded `data` fields, if the Secret exists.
+async fn read_system_secret(
+    res: &Resources,
+    name: &str,
+    fields: &[&str],
+) -> Result<Option<Vec<String>>, ServerError> {
+    let obj = match res
+        .get(core_kind("Secret"), Some(TOKEN_NAMESPACE), name)
+        .await
+    {
+        Ok(obj) => obj,
+        Err(ApiError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(boot_err(e)),
+    };
+    fields
+        .iter()
+        .map(|f| {
+            obj.pointer(&format!("/data/{}", f.replace('/', "~1")))
+                .and_then(serde_json::Value::as_str)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| boot_err(format!("the system secret {name} has no field {f}")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Stores a system Secret unless another replica stored one first; returns the
+/// fields that won.
+async fn create_system_secret(
+    res: &Resources,
+    name: &str,
+    fields: &[(&str, String)],
+) -> Result<Vec<String>, ServerError> {
+    let data: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                json!(base64::engine::general_purpose::STANDARD.encode(v)),
+            )
+        })
+        .collect();
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": TOKEN_NAMESPACE},
+        "data": data,
+    });
+    match res
+        .create(core_kind("Secret"), Some(TOKEN_NAMESPACE), obj)
+        .await
+    {
+        Ok(_) => Ok(fields.iter().map(|(_, v)| v.clone()).collect()),
+        Err(ApiError::AlreadyExists { .. }) => {
+            let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+            read_system_secret(res, name, &names).await?.ok_or_else(|| {
+                boot_err(format!("the system secret {name} vanished during start-up"))
+            })
+        }
+        Err(e) => Err(boot_err(e)),
+    }
+}
+
+/// The management CA, shared through the store so that every replica serves
+/// certificates clients of any replica trust.
+async fn shared_ca(res: &Resources) -> Result<CertificateAuthority, ServerError> {
+    let pki = |e: shoal_pki::PkiError| ServerError::Pki(e.to_string());
+    let fields = match read_system_secret(res, CA_SECRET, &["tls.crt", "tls.key"]).await? {
+        Some(f) => f,
+        None => {
+            let ca = CertificateAuthority::generate("shoal-management-ca").map_err(pki)?;
+            let fields = [
+                ("tls.crt", ca.cert_pem().to_owned()),
+                ("tls.key", ca.key_pem().to_owned()),
+            ];
+            create_system_secret(res, CA_SECRET, &fields).await?
+        }
+    };
+    CertificateAuthority::from_pem(&fields[0], &fields[1]).map_err(pki)
+}
+
+/// The serving certificate of this replica, issued from the shared CA at every
+/// start (so names and addresses are always current), and the CA written to
+/// `tls/ca.crt` for clients.
+async fn serving_material(
+    res: &Resources,
     dir: &DataDir,
     listen: SocketAddr,
     extra_sans: &[String],
 ) -> Result<TlsMaterial, ServerError> {
-    let pki = |e: shoal_pki::PkiError| ServerError::Pki(e.to_string());
-    let (ca_crt, ca_key) = (dir.path("tls/ca.crt"), dir.path("tls/ca.key"));
-    let ca = match (read(&ca_crt)?, read(&ca_key)?) {
-        (Some(c), Some(k)) => CertificateAuthority::from_pem(
-            &String::from_utf8_lossy(&c),
-            &String::from_utf8_lossy(&k),
-        )
-        .map_err(pki)?,
-        _ => {
-            let ca = CertificateAuthority::generate("shoal-management-ca").map_err(pki)?;
-            write_private(&ca_key, ca.key_pem().as_bytes())?;
-            write_private(&ca_crt, ca.cert_pem().as_bytes())?;
-            ca
-        }
-    };
-    let (crt, key) = (dir.path("tls/server.crt"), dir.path("tls/server.key"));
-    if let (Some(c), Some(k)) = (read(&crt)?, read(&key)?) {
-        return Ok(TlsMaterial {
-            ca_pem: ca.cert_pem().to_owned(),
-            cert_pem: String::from_utf8_lossy(&c).into_owned(),
-            key_pem: String::from_utf8_lossy(&k).into_owned(),
-        });
-    }
+    let ca = shared_ca(res).await?;
     let mut dns = vec!["localhost".to_owned(), "shoal".to_owned()];
     let mut ips: Vec<IpAddr> = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     if !listen.ip().is_unspecified() && !ips.contains(&listen.ip()) {
@@ -135,11 +225,12 @@ pub fn tls_material(
             "shoal-apiserver",
             &dns,
             &ips,
-            Duration::from_secs(3 * 365 * 86400),
+            Duration::from_secs(365 * 86400),
         )
-        .map_err(pki)?;
-    write_private(&key, issued.key_pem.as_bytes())?;
-    write_private(&crt, issued.cert_pem.as_bytes())?;
+        .map_err(|e| ServerError::Pki(e.to_string()))?;
+    write_private(&dir.path("tls/ca.crt"), ca.cert_pem().as_bytes())?;
+    write_private(&dir.path("tls/server.crt"), issued.cert_pem.as_bytes())?;
+    write_private(&dir.path("tls/server.key"), issued.key_pem.as_bytes())?;
     Ok(TlsMaterial {
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: issued.cert_pem,
@@ -147,46 +238,11 @@ pub fn tls_material(
     })
 }
 
-/// Creates the system namespaces and, when missing, the admin token and its kubeconfig.
-pub async fn ensure_system(
-    res: &Resources,
-    dir: &DataDir,
-    server_url: &str,
-    ca_pem: &str,
-) -> Result<(), ServerError> {
-    let ns_kind = KINDS
-        .iter()
-        .find(|k| k.group.is_empty() && k.kind == "Namespace")
-        .expect("Namespaces are served");
-    for ns in SYSTEM_NAMESPACES {
-        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match res.create(ns_kind, None, obj).await {
-            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(ServerError::Bootstrap(e.to_string())),
-        }
-    }
-    let secret_kind = KINDS
-        .iter()
-        .find(|k| k.group.is_empty() && k.kind == "Secret")
-        .expect("Secrets are served");
-    let token_name = format!("token-{ADMIN_TOKEN_NAME}");
-    let have_secret = match res
-        .get(secret_kind, Some(TOKEN_NAMESPACE), &token_name)
-        .await
-    {
-        Ok(_) => true,
-        Err(ApiError::NotFound { .. }) => false,
-        Err(e) => return Err(ServerError::Bootstrap(e.to_string())),
-    };
-    if have_secret {
-        if let Some(text) = read(&dir.admin_kubeconfig())? {
-            return point_kubeconfig_at(&dir.admin_kubeconfig(), &text, server_url);
-        }
-    }
-    if have_secret {
-        res.delete(secret_kind, Some(TOKEN_NAMESPACE), &token_name, None)
-            .await
-            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+/// The admin token, shared through the store: minted by the first replica to
+/// start, read by the others, so one admin.kubeconfig works with all of them.
+async fn shared_admin_token(res: &Resources) -> Result<String, ServerError> {
+    if let Some(f) = read_system_secret(res, ADMIN_SECRET, &["token"]).await? {
+        return Ok(f[0].clone());
     }
     let (token, secret) = TokenRequest {
         org: None,
@@ -195,33 +251,55 @@ pub async fn ensure_system(
         description: Some("bootstrap admin credential".into()),
     }
     .mint(Some(ADMIN_TOKEN_NAME));
-    res.create(secret_kind, Some(TOKEN_NAMESPACE), secret)
+    let stored = create_system_secret(res, ADMIN_SECRET, &[("token", token)]).await?;
+    // Only the replica whose credential won registers its hash.
+    if let Err(e) = res
+        .create(core_kind("Secret"), Some(TOKEN_NAMESPACE), secret)
         .await
-        .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
-    let text = render_token_kubeconfig("shoal", server_url, ca_pem, "admin", &token);
-    write_private(&dir.admin_kubeconfig(), text.as_bytes())?;
-    tracing::info!(path = %dir.admin_kubeconfig().display(), "wrote the admin kubeconfig");
-    Ok(())
+    {
+        match e {
+            ApiError::AlreadyExists { .. } => {}
+            other => return Err(boot_err(other)),
+        }
+    }
+    Ok(stored[0].clone())
 }
 
-/// Keeps an existing admin kubeconfig's server URL current (the port may change).
-fn point_kubeconfig_at(path: &Path, text: &[u8], server_url: &str) -> Result<(), ServerError> {
-    let mut doc: serde_json::Value = serde_yaml::from_slice(text).map_err(|e| {
-        ServerError::Bootstrap(format!(
-            "{} is not a kubeconfig: {e}; delete it to get a new one",
-            path.display()
-        ))
-    })?;
-    if doc
-        .pointer("/clusters/0/cluster/server")
-        .and_then(serde_json::Value::as_str)
-        == Some(server_url)
-    {
-        return Ok(());
+/// Everything a start needs from the store: system namespaces, the shared CA
+/// and this replica's serving certificate, and the admin kubeconfig.
+pub async fn bootstrap(
+    res: &Resources,
+    dir: &DataDir,
+    listen: SocketAddr,
+    extra_sans: &[String],
+) -> Result<TlsMaterial, ServerError> {
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match res.create(core_kind("Namespace"), None, obj).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(boot_err(e)),
+        }
     }
-    if let Some(server) = doc.pointer_mut("/clusters/0/cluster/server") {
-        *server = json!(server_url);
-    }
-    let text = serde_yaml::to_string(&doc).map_err(|e| ServerError::Bootstrap(e.to_string()))?;
-    write_private(path, text.as_bytes())
+    let material = serving_material(res, dir, listen, extra_sans).await?;
+    let token = shared_admin_token(res).await?;
+    let text = render_token_kubeconfig(
+        "shoal",
+        &server_url(listen),
+        &material.ca_pem,
+        "admin",
+        &token,
+    );
+    write_private(&dir.admin_kubeconfig(), text.as_bytes())?;
+    tracing::info!(path = %dir.admin_kubeconfig().display(), "wrote the admin kubeconfig");
+    Ok(material)
+}
+
+/// The HTTPS URL of a listen address (loopback for a wildcard address).
+pub fn server_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
 }

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub watch_history: i64,
     /// How often old history is compacted.
     pub compaction_interval: Duration,
+    /// A 32-byte key file for Secrets at rest, shared by replicas; default
+    /// `<data-dir>/encryption.key`, made on first start.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -88,6 +91,7 @@ impl ServerConfig {
             limits: Limits::default(),
             watch_history: 100_000,
             compaction_interval: Duration::from_secs(60),
+            encryption_key_file: None,
         }
     }
 }
@@ -102,15 +106,6 @@ pub struct Server {
     pub local_addr: SocketAddr,
     /// The admin kubeconfig's path.
     pub admin_kubeconfig: PathBuf,
-}
-
-fn server_url(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-    } else {
-        addr.ip()
-    };
-    format!("https://{}", SocketAddr::new(ip, addr.port()))
 }
 
 fn rustls_config(
@@ -148,18 +143,19 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Self, ServerError> {
         let dir = DataDir::create(&config.data_dir)?;
-        let sealer = Sealer::new(&bootstrap::encryption_key(&dir)?)?;
+        let sealer = Sealer::new(&bootstrap::encryption_key(
+            &dir,
+            config.encryption_key_file.as_deref(),
+        )?)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Bind(config.listen, e))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| ServerError::Bind(config.listen, e))?;
-        let material = bootstrap::tls_material(&dir, local_addr, &config.tls_sans)?;
-        let tls = rustls_config(&material)?;
         let resources = Resources::new(store, Codec::new(sealer));
-        bootstrap::ensure_system(&resources, &dir, &server_url(local_addr), &material.ca_pem)
-            .await?;
+        let material = bootstrap::bootstrap(&resources, &dir, local_addr, &config.tls_sans).await?;
+        let tls = rustls_config(&material)?;
         let audit = AuditLog::open(&dir.path("audit.log"))
             .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
         let state = AppState {
@@ -181,7 +177,7 @@ impl Server {
 
     /// The HTTPS URL clients use.
     pub fn url(&self) -> String {
-        server_url(self.local_addr)
+        bootstrap::server_url(self.local_addr)
     }
 
     /// Serves until `shutdown` resolves, then drains for up to five seconds.

@@ -84,6 +84,9 @@ pub struct ServerArgs {
     /// Seconds between history compactions.
     #[arg(long, default_value_t = 60)]
     pub compaction_interval: u64,
+    /// A 32-byte key file encrypting Secrets at rest; replicas sharing a store need the same one.
+    #[arg(long)]
+    pub encryption_key_file: Option<PathBuf>,
     /// Seconds between BOOKMARK events on idle watches.
     #[arg(long, default_value_t = 10)]
     pub bookmark_interval: u64,

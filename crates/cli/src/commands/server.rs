@@ -11,6 +11,7 @@ use crate::args::ServerArgs;
 pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
     let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
     config.tls_sans = args.tls_sans.clone();
+    config.encryption_key_file = args.encryption_key_file.clone();
     config.watch_history = args.watch_history.max(1);
     config.compaction_interval = Duration::from_secs(args.compaction_interval.max(1));
     config.limits = Limits {
