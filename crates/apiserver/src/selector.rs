@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use shoal_api::validate::{validate_label_key, validate_label_value};
 
 /// One requirement of a selector.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,19 +74,15 @@ impl LabelSelector {
             } else {
                 Req::Exists(part.into())
             };
-            let key = match &req {
-                Req::Eq(k, _)
-                | Req::NotEq(k, _)
-                | Req::In(k, _)
-                | Req::NotIn(k, _)
-                | Req::Exists(k)
-                | Req::NotExists(k) => k,
+            let (key, values): (&str, &[String]) = match &req {
+                Req::Eq(k, v) | Req::NotEq(k, v) => (k, std::slice::from_ref(v)),
+                Req::In(k, vs) | Req::NotIn(k, vs) => (k, vs),
+                Req::Exists(k) | Req::NotExists(k) => (k, &[]),
             };
-            if key.is_empty()
-                || key.contains(char::is_whitespace)
-                || key.contains(['(', ')', '!', '='])
-            {
-                return Err(format!("invalid label selector {s:?} at {part:?}: use e.g. 'app=web,tier in (a,b),!legacy'"));
+            let checked = validate_label_key(key)
+                .and_then(|()| values.iter().try_for_each(|v| validate_label_value(v)));
+            if let Err(why) = checked {
+                return Err(format!("invalid label selector {s:?} at {part:?}: {why}; use e.g. 'app=web,tier in (a,b),!legacy'"));
             }
             reqs.push(req);
         }
@@ -212,6 +209,10 @@ mod tests {
         assert!(LabelSelector::parse("")?.is_empty());
         assert!(LabelSelector::parse("a in x").is_err());
         assert!(LabelSelector::parse("a b=c").is_err());
+        assert!(LabelSelector::parse("a===b").is_err());
+        assert!(LabelSelector::parse("a in (b, c d)").is_err());
+        assert!(LabelSelector::parse("shoal.io/cluster=demo,env=")?
+            .matches(&labels(&[("shoal.io/cluster", "demo"), ("env", "")])));
         Ok(())
     }
 

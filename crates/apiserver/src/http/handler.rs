@@ -31,28 +31,48 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
         .unwrap_or("")
 }
 
+/// Reads the request body, refusing one over the limit. An oversized body is
+/// still read (and dropped) up to [`DRAIN_FACTOR`] times the limit, so the
+/// client finishes sending and can read the 413; closing the connection on
+/// unread data would reset it and lose the response.
 async fn read_body(
     state: &AppState,
     body: Body,
     headers: &HeaderMap,
 ) -> Result<bytes::Bytes, ApiError> {
+    use futures::StreamExt;
+
     let limit = state.limits.body_bytes;
+    let drain_cap = limit.saturating_mul(DRAIN_FACTOR);
     let declared = header_str(headers, header::CONTENT_LENGTH)
         .parse::<usize>()
         .ok();
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > drain_cap) {
         return Err(ApiError::TooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::TooLarge { limit }
-        } else {
+    let mut chunks = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
             ApiError::BadRequest(format!("the request body could not be read: {e}"))
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > drain_cap {
+            break;
         }
-    })
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(buf.freeze())
 }
+
+/// How much of an oversized body is drained, as a multiple of the limit.
+const DRAIN_FACTOR: usize = 2;
 
 /// Every authenticated request outside the health and metrics endpoints.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Body> {

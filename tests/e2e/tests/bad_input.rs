@@ -1,0 +1,446 @@
+//! Every kind of bad request gets a `metav1.Status` with the right HTTP code,
+//! reason and field, never a 500; and afterwards nothing is lost.
+
+use anyhow::{bail, ensure, Context, Result};
+use kube::Client;
+use serde_json::{json, Value};
+use shoal_e2e::{client_for, kubeconfig_with_token, raw, ServerProc};
+
+const CLUSTERS: &str = "/apis/shoal.io/v1alpha1/namespaces/org-acme/clusters";
+const JSON: &str = "application/json";
+
+fn cluster(name: &str) -> Value {
+    json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": "org-acme"},
+        "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+    })
+}
+
+/// A valid cluster with one change made at a JSON pointer.
+fn cluster_with(name: &str, pointer: &str, value: Value) -> Result<Value> {
+    let mut c = cluster(name);
+    let (parent, key) = pointer
+        .rsplit_once('/')
+        .context("pointer without a slash")?;
+    let slot = if parent.is_empty() {
+        &mut c
+    } else {
+        if c.pointer(parent).is_none() {
+            // Create the missing parent object (e.g. spec.network).
+            let (gp, pk) = parent.rsplit_once('/').context("pointer")?;
+            c.pointer_mut(gp).context("grandparent")?[pk] = json!({});
+        }
+        c.pointer_mut(parent).context("parent")?
+    };
+    slot[key] = value;
+    Ok(c)
+}
+
+/// What a failed request must look like.
+struct Expect<'a> {
+    code: u16,
+    reason: &'a str,
+    /// A field that one of `details.causes[].field` must name (prefix match for maps).
+    field: Option<&'a str>,
+}
+
+/// Checks that a response is a proper Status for the expected failure.
+fn check_status(case: &str, got: (u16, Value), want: Expect<'_>) -> Result<()> {
+    let (code, body) = got;
+    ensure!(code != 500, "{case}: the server answered 500: {body}");
+    ensure!(
+        code == want.code,
+        "{case}: HTTP {code}, want {}: {body}",
+        want.code
+    );
+    ensure!(
+        body["kind"] == "Status",
+        "{case}: the body is not a Status: {body}"
+    );
+    ensure!(
+        body["apiVersion"] == "v1",
+        "{case}: Status apiVersion: {body}"
+    );
+    ensure!(body["status"] == "Failure", "{case}: Status.status: {body}");
+    ensure!(
+        body["code"] == want.code,
+        "{case}: Status.code differs from the HTTP code: {body}"
+    );
+    ensure!(
+        body["reason"] == want.reason,
+        "{case}: reason {}, want {}: {body}",
+        body["reason"],
+        want.reason
+    );
+    let message = body["message"].as_str().unwrap_or("");
+    ensure!(
+        !message.is_empty(),
+        "{case}: the Status has no message: {body}"
+    );
+    if let Some(field) = want.field {
+        let causes = body
+            .pointer("/details/causes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let named = causes.iter().filter_map(|c| c["field"].as_str()).any(|f| {
+            f == field || f.starts_with(&format!("{field}.")) || f.starts_with(&format!("{field}["))
+        });
+        ensure!(named, "{case}: no cause names the field {field}: {body}");
+        ensure!(
+            message.contains(field),
+            "{case}: the message does not mention {field}: {message}"
+        );
+    }
+    Ok(())
+}
+
+fn expect(code: u16, reason: &str) -> Expect<'_> {
+    Expect {
+        code,
+        reason,
+        field: None,
+    }
+}
+
+fn invalid(field: &str) -> Expect<'_> {
+    Expect {
+        code: 422,
+        reason: "Invalid",
+        field: Some(field),
+    }
+}
+
+async fn post(client: &Client, body: &Value) -> Result<(u16, Value)> {
+    raw(client, "POST", CLUSTERS, JSON, serde_json::to_vec(body)?).await
+}
+
+/// A client whose kubeconfig has the given token, or none at all.
+async fn client_with_token(
+    server: &ServerProc,
+    dir: &std::path::Path,
+    token: Option<&str>,
+) -> Result<Client> {
+    let path = dir.join(format!("kubeconfig-{}", token.map_or("none", |_| "token")));
+    match token {
+        Some(t) => kubeconfig_with_token(&server.kubeconfig(), t, &path)?,
+        None => {
+            let mut v: Value =
+                serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
+            v["users"][0]["user"] = json!({});
+            std::fs::write(&path, serde_yaml::to_string(&v)?)?;
+        }
+    }
+    client_for(&path).await
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
+    let server = ServerProc::start()?;
+    let client = server.client().await?;
+    let tmp = tempfile::tempdir()?;
+
+    let (code, org) = raw(
+        &client,
+        "POST",
+        "/apis/shoal.io/v1alpha1/organizations",
+        JSON,
+        serde_json::to_vec(&json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}}))?,
+    )
+    .await?;
+    ensure!(code == 201, "creating organization acme: {code} {org}");
+    let (code, before) = post(&client, &cluster("demo")).await?;
+    ensure!(code == 201, "creating the valid cluster: {code} {before}");
+    let demo = format!("{CLUSTERS}/demo");
+
+    // Bodies that do not parse.
+    check_status(
+        "malformed JSON",
+        raw(
+            &client,
+            "POST",
+            CLUSTERS,
+            JSON,
+            br#"{"apiVersion": "shoal.io/v1alpha1", "kind": "#.to_vec(),
+        )
+        .await?,
+        expect(400, "BadRequest"),
+    )?;
+    check_status(
+        "malformed YAML",
+        raw(
+            &client,
+            "POST",
+            CLUSTERS,
+            "application/yaml",
+            b"kind: Cluster\nmetadata: {name: [unclosed\n  - : :\n".to_vec(),
+        )
+        .await?,
+        expect(400, "BadRequest"),
+    )?;
+
+    // Objects that parse but are invalid, field by field.
+    let cases: Vec<(&str, Value, Expect<'_>)> = vec![
+        (
+            "unknown spec field",
+            cluster_with("c1", "/spec/controlPlane/colour", json!("blue"))?,
+            invalid("spec.controlPlane.colour"),
+        ),
+        (
+            "unknown top-level field",
+            cluster_with("c2", "/colour", json!("blue"))?,
+            invalid("colour"),
+        ),
+        (
+            "invalid name",
+            cluster("Bad_Name"),
+            invalid("metadata.name"),
+        ),
+        (
+            "invalid quantity",
+            cluster_with("c3", "/spec/controlPlane/memory", json!("2GB"))?,
+            invalid("spec.controlPlane.memory"),
+        ),
+        (
+            "two control-plane replicas",
+            cluster_with("c4", "/spec/controlPlane/replicas", json!(2))?,
+            invalid("spec.controlPlane.replicas"),
+        ),
+        (
+            "bad pod CIDR",
+            cluster_with("c5", "/spec/network/podCidr", json!("10.0.0.1/8"))?,
+            invalid("spec.network.podCidr"),
+        ),
+        (
+            "invalid label value",
+            cluster_with(
+                "c6",
+                "/metadata/labels",
+                json!({"team": "not a valid value!"}),
+            )?,
+            invalid("metadata.labels"),
+        ),
+        (
+            "kind differs from the URL",
+            cluster_with("c7", "/kind", json!("NodePool"))?,
+            expect(400, "BadRequest"),
+        ),
+        (
+            "wrong apiVersion",
+            cluster_with("c8", "/apiVersion", json!("shoal.io/v1"))?,
+            expect(400, "BadRequest"),
+        ),
+        (
+            "namespace differs from the URL",
+            cluster_with("c9", "/metadata/namespace", json!("org-beta"))?,
+            expect(400, "BadRequest"),
+        ),
+        (
+            "duplicate create",
+            cluster("demo"),
+            expect(409, "AlreadyExists"),
+        ),
+    ];
+    for (case, body, want) in cases {
+        check_status(case, post(&client, &body).await?, want)?;
+    }
+    check_status(
+        "namespace that does not exist",
+        raw(
+            &client,
+            "POST",
+            "/apis/shoal.io/v1alpha1/namespaces/org-nope/clusters",
+            JSON,
+            serde_json::to_vec(&cluster_with(
+                "c10",
+                "/metadata/namespace",
+                json!("org-nope"),
+            )?)?,
+        )
+        .await?,
+        expect(404, "NotFound"),
+    )?;
+
+    // Content types and sizes.
+    check_status(
+        "protobuf body",
+        raw(
+            &client,
+            "POST",
+            CLUSTERS,
+            "application/vnd.kubernetes.protobuf",
+            b"k8s\x00\x0a\x04".to_vec(),
+        )
+        .await?,
+        expect(415, "UnsupportedMediaType"),
+    )?;
+    let mut huge = cluster("huge");
+    huge["metadata"]["annotations"] =
+        json!({"e2e.shoal.io/padding": "x".repeat(3 * 1024 * 1024 + 16)});
+    check_status(
+        "body over 3 MiB",
+        post(&client, &huge).await?,
+        expect(413, "RequestEntityTooLarge"),
+    )?;
+    check_status(
+        "server-side apply",
+        raw(
+            &client,
+            "PATCH",
+            &demo,
+            "application/apply-patch+yaml",
+            b"spec:\n  release: test-2\n".to_vec(),
+        )
+        .await?,
+        expect(415, "UnsupportedMediaType"),
+    )?;
+    check_status(
+        "strategic merge patch on a Cluster",
+        raw(
+            &client,
+            "PATCH",
+            &demo,
+            "application/strategic-merge-patch+json",
+            br#"{"spec":{"release":"test-2"}}"#.to_vec(),
+        )
+        .await?,
+        expect(415, "UnsupportedMediaType"),
+    )?;
+
+    // Optimistic concurrency: a PUT with a resourceVersion that is no longer current.
+    let (code, victim) = post(&client, &cluster("victim")).await?;
+    ensure!(code == 201, "creating victim: {code} {victim}");
+    let mut changed = victim.clone();
+    changed["metadata"]["labels"] = json!({"step": "one"});
+    let (code, after) = raw(
+        &client,
+        "PUT",
+        &format!("{CLUSTERS}/victim"),
+        JSON,
+        serde_json::to_vec(&changed)?,
+    )
+    .await?;
+    ensure!(code == 200, "first update of victim: {code} {after}");
+    ensure!(
+        after["metadata"]["resourceVersion"] != victim["metadata"]["resourceVersion"],
+        "the update did not move resourceVersion"
+    );
+    let mut stale = victim.clone();
+    stale["metadata"]["labels"] = json!({"step": "stale"});
+    check_status(
+        "stale resourceVersion on PUT",
+        raw(
+            &client,
+            "PUT",
+            &format!("{CLUSTERS}/victim"),
+            JSON,
+            serde_json::to_vec(&stale)?,
+        )
+        .await?,
+        expect(409, "Conflict"),
+    )?;
+    let (_, now) = raw(&client, "GET", &format!("{CLUSTERS}/victim"), JSON, vec![]).await?;
+    ensure!(
+        now["metadata"]["labels"]["step"] == "one",
+        "the stale PUT changed victim: {now}"
+    );
+
+    // Paths and queries.
+    check_status(
+        "unknown resource",
+        raw(
+            &client,
+            "GET",
+            "/apis/shoal.io/v1alpha1/widgets",
+            JSON,
+            vec![],
+        )
+        .await?,
+        expect(404, "NotFound"),
+    )?;
+    check_status(
+        "unknown resource, namespaced",
+        raw(
+            &client,
+            "POST",
+            "/apis/shoal.io/v1alpha1/namespaces/org-acme/widgets",
+            JSON,
+            b"{}".to_vec(),
+        )
+        .await?,
+        expect(404, "NotFound"),
+    )?;
+    for (case, query) in [
+        ("bad label selector", "labelSelector=team+in+(a"),
+        (
+            "bad label selector operator",
+            "labelSelector=team%3D%3D%3Da",
+        ),
+        ("bad field selector", "fieldSelector=spec.colour%3Dblue"),
+        ("limit=abc", "limit=abc"),
+        ("negative limit", "limit=-1"),
+    ] {
+        check_status(
+            case,
+            raw(&client, "GET", &format!("{CLUSTERS}?{query}"), JSON, vec![]).await?,
+            expect(400, "BadRequest"),
+        )?;
+    }
+
+    // Authentication.
+    let anonymous = client_with_token(&server, tmp.path(), None).await?;
+    check_status(
+        "no token",
+        raw(&anonymous, "GET", CLUSTERS, JSON, vec![]).await?,
+        expect(401, "Unauthorized"),
+    )?;
+    let forged = client_with_token(
+        &server,
+        tmp.path(),
+        Some("shoal.admin.0000000000000000000000000000000000000000"),
+    )
+    .await?;
+    check_status(
+        "wrong token",
+        raw(&forged, "GET", CLUSTERS, JSON, vec![]).await?,
+        expect(401, "Unauthorized"),
+    )?;
+    let garbage = client_with_token(&server, tmp.path(), Some("not-a-shoal-token")).await?;
+    check_status(
+        "garbage token",
+        raw(&garbage, "GET", &demo, JSON, vec![]).await?,
+        expect(401, "Unauthorized"),
+    )?;
+    check_status(
+        "wrong token on a write",
+        raw(&forged, "DELETE", &demo, JSON, vec![]).await?,
+        expect(401, "Unauthorized"),
+    )?;
+
+    // Nothing was lost, nothing invalid was stored, and the server still serves.
+    let (code, after) = raw(&client, "GET", &demo, JSON, vec![]).await?;
+    ensure!(code == 200, "the valid cluster is gone: {code} {after}");
+    ensure!(
+        after == before,
+        "the valid cluster changed:\nbefore {before}\nafter  {after}"
+    );
+    let (code, list) = raw(&client, "GET", CLUSTERS, JSON, vec![]).await?;
+    ensure!(code == 200, "listing after the bad requests: {code} {list}");
+    let mut names: Vec<&str> = list["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    if names != ["demo", "victim"] {
+        bail!("bad requests stored objects: {names:?}");
+    }
+    let (code, created) = post(&client, &cluster("still-serving")).await?;
+    ensure!(
+        code == 201,
+        "the server no longer accepts a valid create: {code} {created}"
+    );
+    Ok(())
+}
