@@ -175,6 +175,11 @@ impl Server {
         })
     }
 
+    /// The server's metrics, for components wired in beside it.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics.clone()
+    }
+
     /// The HTTPS URL clients use.
     pub fn url(&self) -> String {
         bootstrap::server_url(self.local_addr)

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Open watches.
     pub watches: Gauge,
+    /// 1 while this replica's controllers hold the leader Lease.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -36,6 +38,7 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let watches = Gauge::default();
+        let leader = Gauge::default();
         registry.register(
             "requests",
             "API requests by verb, resource and code",
@@ -47,11 +50,17 @@ impl Default for Metrics {
             latency.clone(),
         );
         registry.register("watches", "Open watch streams", watches.clone());
+        registry.register(
+            "leader",
+            "1 while this replica leads the controllers",
+            leader.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             watches,
+            leader,
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct ServerArgs {
     /// A 32-byte key file encrypting Secrets at rest; replicas sharing a store need the same one.
     #[arg(long)]
     pub encryption_key_file: Option<PathBuf>,
+    /// Run the controllers (behind leader election); false serves the API only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub controllers: bool,
+    /// Seconds a leader Lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration: u64,
     /// Seconds between BOOKMARK events on idle watches.
     #[arg(long, default_value_t = 10)]
     pub bookmark_interval: u64,

@@ -1,14 +1,18 @@
-//! `shoal server`.
+//! `shoal server`: the API, and the controllers behind leader election.
 
 use std::time::Duration;
 
 use shoal_apiserver::http::Limits;
 use shoal_apiserver::{Server, ServerConfig, ServerError};
+use shoal_controllers::leader::{LeaderElector, LeaseConfig};
+use tokio::sync::{oneshot, watch};
 
 use crate::args::ServerArgs;
 
-/// Starts the server and serves until SIGTERM or SIGINT; a second signal exits at once.
-pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
+/// The Lease the controllers of all replicas compete for.
+const LEADER_LEASE: &str = "shoal-controllers";
+
+fn config(args: &ServerArgs) -> ServerConfig {
     let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
     config.tls_sans = args.tls_sans.clone();
     config.encryption_key_file = args.encryption_key_file.clone();
@@ -18,11 +22,64 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
         ..Limits::default()
     };
-    let server = Server::start(config).await?;
+    config
+}
+
+/// Starts the server and serves until SIGTERM or SIGINT; a second signal exits at once.
+/// On shutdown the leader Lease is released first, then the API drains.
+pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
+    let server = Server::start(config(args)).await?;
     tracing::info!(url = %server.url(), kubeconfig = %server.admin_kubeconfig.display(), "shoal server is ready");
     println!("shoal server listening on {}", server.url());
     println!("admin kubeconfig: {}", server.admin_kubeconfig.display());
-    server.serve(shutdown_signal()).await;
+
+    let (stop_controllers, controllers_stopped) = watch::channel(false);
+    let elector = if args.controllers {
+        let identity = format!("{}-{}", server.local_addr, std::process::id());
+        let mut lease = LeaseConfig::new("shoal-system", LEADER_LEASE, &identity);
+        lease.lease_duration = Duration::from_secs(args.lease_duration.max(2));
+        lease.renew_deadline = lease.lease_duration * 2 / 3;
+        lease.retry_period = (lease.lease_duration / 4).max(Duration::from_millis(500));
+        let client = crate::client::connect(Some(&server.admin_kubeconfig), None)
+            .await
+            .map_err(|e| {
+                ServerError::Bootstrap(format!("controllers cannot reach the API: {e}"))
+            })?;
+        let (leading_tx, mut leading) = watch::channel(false);
+        let gauge = server.metrics().leader.clone();
+        tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                gauge.set(i64::from(*leading.borrow()));
+            }
+        });
+        let mut stop = controllers_stopped.clone();
+        let elector = LeaderElector::new(client, lease);
+        Some(tokio::spawn(elector.run(leading_tx, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })))
+    } else {
+        None
+    };
+
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_controllers.send(true);
+        if let Some(elector) = elector {
+            if tokio::time::timeout(Duration::from_secs(3), elector)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the leader elector did not stop in 3 s");
+            }
+        }
+        let _ = stop_api.send(());
+    });
+    server
+        .serve(async move {
+            let _ = api_stopped.await;
+        })
+        .await;
     Ok(())
 }
 
