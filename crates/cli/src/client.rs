@@ -29,6 +29,9 @@ pub enum CliError {
     /// The user's input is wrong.
     #[error("{0}")]
     Usage(String),
+    /// Standard output could not be written (other than a closed pipe).
+    #[error("cannot write to standard output: {0}")]
+    Output(#[source] std::io::Error),
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     File {
@@ -49,6 +52,7 @@ impl CliError {
             CliError::Connect(_) => 4,
             CliError::Server { .. } => 5,
             CliError::File { .. } => 6,
+            CliError::Output(_) => 7,
         }
     }
 }

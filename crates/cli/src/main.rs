@@ -39,22 +39,25 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
             let path = commands::login::run(a, cli.server.as_deref())?;
             let client = connect(Some(&path), None).await?;
             client.apiserver_version().await?;
-            println!("logged in; config written to {}", path.display());
-            Ok(())
+            output::emit_line(format_args!(
+                "logged in; config written to {}",
+                path.display()
+            ))
         }
         Command::Crds => {
             let crds = shoal_api::crd::all().map_err(|e| CliError::Usage(e.to_string()))?;
+            let mut text = String::new();
             for crd in crds {
-                println!(
-                    "---\n{}",
-                    serde_yaml::to_string(&crd).unwrap_or_default().trim_end()
-                );
+                let yaml =
+                    serde_yaml::to_string(&crd).map_err(|e| CliError::Usage(e.to_string()))?;
+                text.push_str(&format!("---\n{}\n", yaml.trim_end()));
             }
-            Ok(())
+            output::emit(&text)
         }
         Command::Completion { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut script);
+            output::emit(&String::from_utf8_lossy(&script))
         }
         Command::Server(_) => Ok(()),
     }

@@ -1,10 +1,13 @@
 //! Printing objects as columns, JSON or YAML.
 
+use std::io::Write;
+
 use serde_json::Value;
 use shoal_api::KindInfo;
 use shoal_apiserver::http::table::{table, IncludeObject};
 
 use crate::args::Output;
+use crate::client::CliError;
 
 fn cell_text(v: &Value) -> String {
     match v {
@@ -76,14 +79,37 @@ pub fn render_table(kind: &KindInfo, items: &[Value], with_namespace: bool) -> S
     out
 }
 
+/// Writes `text` to stdout. When the reader has gone (`shoal crds | head`) the
+/// rest of the output is dropped quietly instead of panicking, and the command
+/// still finishes what it was doing.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+/// [`emit`]s one line.
+pub fn emit_line(line: impl std::fmt::Display) -> Result<(), CliError> {
+    emit(&format!("{line}\n"))
+}
+
 /// Prints objects in the chosen format.
-pub fn print(kind: &KindInfo, items: &[Value], single: bool, with_namespace: bool, format: Output) {
+pub fn print(
+    kind: &KindInfo,
+    items: &[Value],
+    single: bool,
+    with_namespace: bool,
+    format: Output,
+) -> Result<(), CliError> {
     match format {
         Output::Table => {
             if items.is_empty() {
                 eprintln!("No resources found.");
+                Ok(())
             } else {
-                print!("{}", render_table(kind, items, with_namespace));
+                emit(&render_table(kind, items, with_namespace))
             }
         }
         Output::Json | Output::Yaml => {
@@ -97,7 +123,7 @@ pub fn print(kind: &KindInfo, items: &[Value], single: bool, with_namespace: boo
             } else {
                 serde_yaml::to_string(&doc).unwrap_or_default()
             };
-            println!("{}", text.trim_end());
+            emit_line(text.trim_end())
         }
     }
 }

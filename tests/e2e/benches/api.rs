@@ -76,7 +76,8 @@ async fn api_creates(server: &ServerProc) -> Result<f64> {
     throughput(CREATES, CONCURRENCY, move |i| {
         let api = api.clone();
         async move {
-            api.create(&PostParams::default(), &cluster(&format!("c{i}"))).await?;
+            api.create(&PostParams::default(), &cluster(&format!("c{i}")))
+                .await?;
             Ok(())
         }
     })
@@ -84,12 +85,14 @@ async fn api_creates(server: &ServerProc) -> Result<f64> {
 }
 
 async fn store_creates(dir: &std::path::Path) -> Result<f64> {
-    let store = Arc::new(RedbStore::open(&dir.join("raw.redb"))?);
+    let store = Arc::new(RedbStore::open(dir.join("raw.redb"))?);
     let value = Bytes::from(serde_json::to_vec(&cluster("template"))?);
     throughput(CREATES, CONCURRENCY, move |i| {
         let (store, value) = (store.clone(), value.clone());
         async move {
-            store.create(&format!("/registry/clusters/org-bench/c{i}"), value).await?;
+            store
+                .create(&format!("/registry/clusters/org-bench/c{i}"), value)
+                .await?;
             Ok(())
         }
     })
@@ -101,15 +104,23 @@ async fn store_creates(dir: &std::path::Path) -> Result<f64> {
 async fn api_watch_latency(server: &ServerProc) -> Result<Vec<f64>> {
     let client = server.client().await?;
     let api: Api<Cluster> = Api::namespaced(client.clone(), "org-bench");
-    let target = api.create(&PostParams::default(), &cluster("watched")).await?;
-    let rv = target.metadata.resource_version.clone().context("resourceVersion")?;
+    let target = api
+        .create(&PostParams::default(), &cluster("watched"))
+        .await?;
+    let rv = target
+        .metadata
+        .resource_version
+        .clone()
+        .context("resourceVersion")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     let ready = Arc::new(tokio::sync::Barrier::new(WATCHERS + 1));
     for _ in 0..WATCHERS {
         let api = api.clone();
         let (tx, rv, ready) = (tx.clone(), rv.clone(), ready.clone());
         tokio::spawn(async move {
-            let wp = WatchParams::default().fields("metadata.name=watched").timeout(290);
+            let wp = WatchParams::default()
+                .fields("metadata.name=watched")
+                .timeout(290);
             let stream = api.watch(&wp, &rv).await;
             ready.wait().await;
             let Ok(stream) = stream else { return };
@@ -136,7 +147,8 @@ async fn api_watch_latency(server: &ServerProc) -> Result<Vec<f64>> {
     for seq in 0..EVENTS {
         let sent = Instant::now();
         let patch = json!({"metadata": {"annotations": {"seq": seq.to_string()}}});
-        api.patch("watched", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch("watched", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         let mut got = 0;
         let deadline = sent + Duration::from_secs(10);
         while got < WATCHERS {
@@ -156,7 +168,7 @@ async fn api_watch_latency(server: &ServerProc) -> Result<Vec<f64>> {
 
 /// The same fan-out through raw store watches: the floor under the API's figure.
 async fn store_watch_latency(dir: &std::path::Path) -> Result<Vec<f64>> {
-    let store = Arc::new(RedbStore::open(&dir.join("watch.redb"))?);
+    let store = Arc::new(RedbStore::open(dir.join("watch.redb"))?);
     let key = "/registry/clusters/org-bench/watched";
     let kv = store.create(key, Bytes::from_static(b"{}")).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
@@ -173,7 +185,10 @@ async fn store_watch_latency(dir: &std::path::Path) -> Result<Vec<f64>> {
     let mut rev = kv.mod_revision;
     for _ in 0..EVENTS {
         let sent = Instant::now();
-        rev = store.update(key, Bytes::from_static(b"{\"x\":1}"), rev).await?.mod_revision;
+        rev = store
+            .update(key, Bytes::from_static(b"{\"x\":1}"), rev)
+            .await?
+            .mod_revision;
         let mut got = 0;
         while got < WATCHERS {
             match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
@@ -206,13 +221,20 @@ fn summarize(mut v: Vec<f64>) -> (f64, f64) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    println!("Shoal API benchmark ({} creates x {} tasks, {} watchers x {} events)", CREATES, CONCURRENCY, WATCHERS, EVENTS);
+    println!(
+        "Shoal API benchmark ({} creates x {} tasks, {} watchers x {} events)",
+        CREATES, CONCURRENCY, WATCHERS, EVENTS
+    );
 
     let server = ServerProc::start()?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(server.pid())?;
     let out = server.shoal(&["org", "create", "bench"])?;
-    anyhow::ensure!(out.status.success(), "org create failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "org create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let raw = store_creates(tmp.path()).await?;
     let api = api_creates(&server).await?;
@@ -225,6 +247,10 @@ async fn main() -> Result<()> {
     println!("| create throughput (API over HTTPS vs raw Store::create, redb, fsync per commit) | {api:.0}/s | {raw:.0}/s | {:.2} | >= 0.5 |", api / raw);
     println!("| 1 event to {WATCHERS} watchers, p50 (API vs raw store watch) | {api_p50:.1} ms | {raw_p50:.1} ms | {:.1}x | |", api_p50 / raw_p50.max(0.001));
     println!("| 1 event to {WATCHERS} watchers, p99 (API vs raw store watch) | {api_p99:.1} ms | {raw_p99:.1} ms | {:.1}x | p99 <= 50 ms |", api_p99 / raw_p99.max(0.001));
-    println!("| idle RSS of shoal server | {:.1} MB | goal 50 MB | {:.2} | <= 50 MB |", idle_rss as f64 / 1024.0, idle_rss as f64 / 1024.0 / 50.0);
+    println!(
+        "| idle RSS of shoal server | {:.1} MB | goal 50 MB | {:.2} | <= 50 MB |",
+        idle_rss as f64 / 1024.0,
+        idle_rss as f64 / 1024.0 / 50.0
+    );
     Ok(())
 }

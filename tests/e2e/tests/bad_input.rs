@@ -96,6 +96,9 @@ fn check_status(case: &str, got: (u16, Value), want: Expect<'_>) -> Result<()> {
     Ok(())
 }
 
+/// A raw request case: name, method, path, content type, body, expected failure.
+type RawCase<'a> = (&'a str, &'a str, String, &'a str, Vec<u8>, Expect<'a>);
+
 fn expect(code: u16, reason: &str) -> Expect<'_> {
     Expect {
         code,
@@ -313,6 +316,11 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
     ensure!(code == 201, "creating victim: {code} {victim}");
     let mut changed = victim.clone();
     changed["metadata"]["labels"] = json!({"step": "one"});
+    // No resourceVersion: the server's own controllers may have written in between.
+    changed["metadata"]
+        .as_object_mut()
+        .context("metadata")?
+        .remove("resourceVersion");
     let (code, after) = raw(
         &client,
         "PUT",
@@ -344,6 +352,261 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
     ensure!(
         now["metadata"]["labels"]["step"] == "one",
         "the stale PUT changed victim: {now}"
+    );
+
+    // More bodies that must be refused cleanly, on every write verb.
+    let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let alias_bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\ni: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n";
+    let long_name = "a".repeat(300);
+    let victim_path = format!("{CLUSTERS}/victim");
+    let raw_cases: Vec<RawCase<'_>> = vec![
+        (
+            "empty body",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            vec![],
+            expect(400, "BadRequest"),
+        ),
+        (
+            "JSON null",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            b"null".to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "JSON array",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            b"[1,2]".to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "YAML list",
+            "POST",
+            CLUSTERS.to_owned(),
+            "application/yaml",
+            b"- a\n- b\n".to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "not UTF-8",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            vec![0xff, 0xfe, b'{', 0x80],
+            expect(400, "BadRequest"),
+        ),
+        (
+            "deeply nested JSON",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            deep_json.into_bytes(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "YAML alias bomb",
+            "POST",
+            CLUSTERS.to_owned(),
+            "application/yaml",
+            alias_bomb.as_bytes().to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "text/plain body",
+            "POST",
+            CLUSTERS.to_owned(),
+            "text/plain",
+            b"hello".to_vec(),
+            expect(415, "UnsupportedMediaType"),
+        ),
+        (
+            "name too long",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            serde_json::to_vec(&cluster(&long_name))?,
+            invalid("metadata.name"),
+        ),
+        (
+            "no name",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            serde_json::to_vec(&cluster_with("x", "/metadata/name", Value::Null)?)?,
+            invalid("metadata.name"),
+        ),
+        (
+            "no spec",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            br#"{"apiVersion":"shoal.io/v1alpha1","kind":"Cluster","metadata":{"name":"nospec"}}"#
+                .to_vec(),
+            invalid("spec"),
+        ),
+        (
+            "malformed JSON on PUT",
+            "PUT",
+            victim_path.clone(),
+            JSON,
+            b"{not json".to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "name differs on PUT",
+            "PUT",
+            victim_path.clone(),
+            JSON,
+            serde_json::to_vec(&cluster("other"))?,
+            expect(400, "BadRequest"),
+        ),
+        (
+            "invalid quantity on PUT",
+            "PUT",
+            victim_path.clone(),
+            JSON,
+            serde_json::to_vec(&cluster_with(
+                "victim",
+                "/spec/controlPlane/memory",
+                json!("lots"),
+            )?)?,
+            invalid("spec.controlPlane.memory"),
+        ),
+        (
+            "malformed merge patch",
+            "PATCH",
+            victim_path.clone(),
+            "application/merge-patch+json",
+            b"{oops".to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "merge patch to an invalid object",
+            "PATCH",
+            victim_path.clone(),
+            "application/merge-patch+json",
+            br#"{"spec":{"controlPlane":{"replicas":2}}}"#.to_vec(),
+            invalid("spec.controlPlane.replicas"),
+        ),
+        (
+            "merge patch with an unknown field",
+            "PATCH",
+            victim_path.clone(),
+            "application/merge-patch+json",
+            br#"{"spec":{"colour":"blue"}}"#.to_vec(),
+            invalid("spec.colour"),
+        ),
+        (
+            "JSON patch that is not a list of operations",
+            "PATCH",
+            victim_path.clone(),
+            "application/json-patch+json",
+            br#"{"op":"add"}"#.to_vec(),
+            expect(400, "BadRequest"),
+        ),
+        (
+            "JSON patch to an invalid object",
+            "PATCH",
+            victim_path.clone(),
+            "application/json-patch+json",
+            br#"[{"op":"replace","path":"/spec/controlPlane/cpu","value":"many"}]"#.to_vec(),
+            invalid("spec.controlPlane.cpu"),
+        ),
+        (
+            "JSON patch on a missing path",
+            "PATCH",
+            victim_path.clone(),
+            "application/json-patch+json",
+            br#"[{"op":"replace","path":"/spec/nothing/here","value":1}]"#.to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "patch without a content type",
+            "PATCH",
+            victim_path.clone(),
+            "",
+            br#"{"spec":{}}"#.to_vec(),
+            expect(415, "UnsupportedMediaType"),
+        ),
+        (
+            "PATCH a missing object",
+            "PATCH",
+            format!("{CLUSTERS}/ghost"),
+            "application/merge-patch+json",
+            b"{}".to_vec(),
+            expect(404, "NotFound"),
+        ),
+        (
+            "DELETE a missing object",
+            "DELETE",
+            format!("{CLUSTERS}/ghost"),
+            JSON,
+            vec![],
+            expect(404, "NotFound"),
+        ),
+        (
+            "DELETE with a stale precondition",
+            "DELETE",
+            victim_path.clone(),
+            JSON,
+            serde_json::to_vec(
+                &json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": victim["metadata"]["resourceVersion"]}}),
+            )?,
+            expect(409, "Conflict"),
+        ),
+        (
+            "PUT on a collection",
+            "PUT",
+            CLUSTERS.to_owned(),
+            JSON,
+            b"{}".to_vec(),
+            expect(405, "MethodNotAllowed"),
+        ),
+        (
+            "POST to a named object",
+            "POST",
+            victim_path.clone(),
+            JSON,
+            b"{}".to_vec(),
+            expect(405, "MethodNotAllowed"),
+        ),
+        (
+            "unknown subresource",
+            "GET",
+            format!("{victim_path}/scale"),
+            JSON,
+            vec![],
+            expect(404, "NotFound"),
+        ),
+        (
+            "bad resourceVersion on a watch",
+            "GET",
+            format!("{CLUSTERS}?watch=true&resourceVersion=abc"),
+            JSON,
+            vec![],
+            expect(400, "BadRequest"),
+        ),
+        (
+            "bad continue token",
+            "GET",
+            format!("{CLUSTERS}?limit=1&continue=garbage!"),
+            JSON,
+            vec![],
+            expect(400, "BadRequest"),
+        ),
+    ];
+    for (case, method, path, ct, body, want) in raw_cases {
+        check_status(case, raw(&client, method, &path, ct, body).await?, want)?;
+    }
+    let (_, now) = raw(&client, "GET", &victim_path, JSON, vec![]).await?;
+    ensure!(
+        now["metadata"]["labels"]["step"] == "one" && now["spec"] == victim["spec"],
+        "a refused write changed victim: {now}"
     );
 
     // Paths and queries.
@@ -421,10 +684,18 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
     // Nothing was lost, nothing invalid was stored, and the server still serves.
     let (code, after) = raw(&client, "GET", &demo, JSON, vec![]).await?;
     ensure!(code == 200, "the valid cluster is gone: {code} {after}");
-    ensure!(
-        after == before,
-        "the valid cluster changed:\nbefore {before}\nafter  {after}"
-    );
+    for field in [
+        "/spec",
+        "/metadata/uid",
+        "/metadata/labels",
+        "/metadata/annotations",
+        "/metadata/generation",
+    ] {
+        ensure!(
+            after.pointer(field) == before.pointer(field),
+            "the valid cluster changed at {field}:\nbefore {before}\nafter  {after}"
+        );
+    }
     let (code, list) = raw(&client, "GET", CLUSTERS, JSON, vec![]).await?;
     ensure!(code == 200, "listing after the bad requests: {code} {list}");
     let mut names: Vec<&str> = list["items"]

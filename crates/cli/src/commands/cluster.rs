@@ -7,7 +7,7 @@ use shoal_api::resources::organization::org_namespace;
 
 use crate::args::{ClusterCommand, ClusterCreateArgs};
 use crate::client::{dynamic_api, find_kind, CliError};
-use crate::output::print;
+use crate::output::{emit_line, print};
 
 /// The Cluster and default NodePool that `cluster create` writes.
 pub fn cluster_objects(a: &ClusterCreateArgs) -> Vec<Value> {
@@ -45,7 +45,10 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
                 let dynamic =
                     serde_json::from_value(obj).map_err(|e| CliError::Usage(e.to_string()))?;
                 api.create(&PostParams::default(), &dynamic).await?;
-                println!("{}.shoal.io/{name} created", kind.to_lowercase());
+                emit_line(format_args!(
+                    "{}.shoal.io/{name} created",
+                    kind.to_lowercase()
+                ))?;
             }
         }
         ClusterCommand::List { org, output } => {
@@ -57,14 +60,14 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
                 .iter()
                 .filter_map(|o| serde_json::to_value(o).ok())
                 .collect();
-            print(clusters, &items, false, ns.is_none(), *output);
+            print(clusters, &items, false, ns.is_none(), *output)?;
         }
         ClusterCommand::Get { name, org, output } => {
             let obj = dynamic_api(client, clusters, Some(&org_namespace(org)))
                 .get(name)
                 .await?;
             let v = serde_json::to_value(&obj).map_err(|e| CliError::Usage(e.to_string()))?;
-            print(clusters, &[v], true, false, *output);
+            print(clusters, &[v], true, false, *output)?;
         }
         ClusterCommand::Delete { name, org } => {
             let ns = org_namespace(org);
@@ -73,13 +76,13 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
             for pool in pools.list(&lp).await?.items {
                 if let Some(pool_name) = &pool.metadata.name {
                     pools.delete(pool_name, &DeleteParams::default()).await?;
-                    println!("nodepool.shoal.io/{pool_name} deleted");
+                    emit_line(format_args!("nodepool.shoal.io/{pool_name} deleted"))?;
                 }
             }
             dynamic_api(client, clusters, Some(&ns))
                 .delete(name, &DeleteParams::default())
                 .await?;
-            println!("cluster.shoal.io/{name} deleted");
+            emit_line(format_args!("cluster.shoal.io/{name} deleted"))?;
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use shoal_api::KindInfo;
 
 use crate::args::{DeleteArgs, FileArgs, GetArgs};
 use crate::client::{dynamic_api, find_kind, CliError};
-use crate::output::print;
+use crate::output::{emit_line, print};
 
 fn to_value(obj: &DynamicObject) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
@@ -29,7 +29,7 @@ pub async fn get(client: &Client, args: &GetArgs) -> Result<(), CliError> {
     let api = dynamic_api(client, kind, ns.as_deref());
     if let Some(name) = &args.name {
         let obj = api.get(name).await?;
-        print(kind, &[to_value(&obj)], true, false, args.output);
+        print(kind, &[to_value(&obj)], true, false, args.output)?;
         return Ok(());
     }
     let mut lp = ListParams::default();
@@ -44,7 +44,7 @@ pub async fn get(client: &Client, args: &GetArgs) -> Result<(), CliError> {
         false,
         args.all_namespaces && kind.namespaced,
         args.output,
-    );
+    )?;
     Ok(())
 }
 
@@ -152,10 +152,10 @@ pub async fn apply_one(
 /// `shoal apply -f`.
 pub async fn apply(client: &Client, args: &FileArgs) -> Result<(), CliError> {
     for obj in read_objects(&args.filename)? {
-        println!(
+        emit_line(format_args!(
             "{}",
             apply_one(client, obj, args.namespace.as_deref()).await?
-        );
+        ))?;
     }
     Ok(())
 }
@@ -192,7 +192,7 @@ pub async fn delete(client: &Client, args: &DeleteArgs) -> Result<(), CliError> 
         dynamic_api(client, kind, ns.as_deref())
             .delete(&name, &DeleteParams::default())
             .await?;
-        println!("{} deleted", label(kind, &name));
+        emit_line(format_args!("{} deleted", label(kind, &name)))?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use shoal_api::{Organization, OrganizationSpec};
 
 use crate::args::OrgCommand;
 use crate::client::{find_kind, CliError};
-use crate::output::print;
+use crate::output::{emit_line, print};
 
 /// Runs an org subcommand.
 pub async fn run(client: &Client, cmd: &OrgCommand) -> Result<(), CliError> {
@@ -22,7 +22,9 @@ pub async fn run(client: &Client, cmd: &OrgCommand) -> Result<(), CliError> {
                 },
             );
             api.create(&PostParams::default(), &org).await?;
-            println!("organization.shoal.io/{name} created (namespace org-{name})");
+            emit_line(format_args!(
+                "organization.shoal.io/{name} created (namespace org-{name})"
+            ))?;
         }
         OrgCommand::List { output } => {
             let list = api.list(&ListParams::default()).await?;
@@ -31,7 +33,7 @@ pub async fn run(client: &Client, cmd: &OrgCommand) -> Result<(), CliError> {
                 .iter()
                 .filter_map(|o| serde_json::to_value(o).ok())
                 .collect();
-            print(find_kind("organizations")?, &items, false, false, *output);
+            print(find_kind("organizations")?, &items, false, false, *output)?;
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use shoal_apiserver::auth::{TokenRequest, TOKEN_NAMESPACE};
 
 use crate::args::TokenCommand;
 use crate::client::{dynamic_api, find_kind, CliError};
+use crate::output::emit_line;
 
 fn parse_role(s: &str) -> Result<shoal_api::OrgRole, CliError> {
     match s {
@@ -52,16 +53,16 @@ pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
             let dynamic =
                 serde_json::from_value(secret).map_err(|e| CliError::Usage(e.to_string()))?;
             secrets.create(&PostParams::default(), &dynamic).await?;
-            println!("{token}");
+            emit_line(format_args!("{token}"))?;
         }
         TokenCommand::List => {
             let list = secrets
                 .list(&ListParams::default().labels("shoal.io/token=true"))
                 .await?;
-            println!(
+            emit_line(format_args!(
                 "{:<16} {:<16} {:<14} {:<22} DESCRIPTION",
                 "ID", "ORG", "ROLE", "EXPIRES"
-            );
+            ))?;
             for s in list.items {
                 let v = serde_json::to_value(&s).unwrap_or(Value::Null);
                 let get = |p: &str| {
@@ -73,21 +74,21 @@ pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
                 let id = get("/metadata/name")
                     .trim_start_matches("token-")
                     .to_owned();
-                println!(
+                emit_line(format_args!(
                     "{:<16} {:<16} {:<14} {:<22} {}",
                     id,
                     get("/metadata/labels/shoal.io~1org"),
                     get("/metadata/labels/shoal.io~1role"),
                     get("/metadata/annotations/shoal.io~1expires"),
                     get("/metadata/annotations/shoal.io~1description"),
-                );
+                ))?;
             }
         }
         TokenCommand::Revoke { id } => {
             secrets
                 .delete(&format!("token-{id}"), &DeleteParams::default())
                 .await?;
-            println!("token {id} revoked");
+            emit_line(format_args!("token {id} revoked"))?;
         }
     }
     Ok(())
