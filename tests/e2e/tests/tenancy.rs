@@ -209,6 +209,22 @@ async fn organization_roles_are_confined_to_their_namespace() -> Result<()> {
     .await?;
     writes.add(ADMIN);
 
+    let pool = json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "NodePool",
+        "metadata": {"name": "b1-pool", "namespace": "org-beta"},
+        "spec": {"cluster": "b1", "replicas": 1, "machine": {"cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+    });
+    expect_code(
+        &admin,
+        "POST",
+        &format!("{GV}/namespaces/org-beta/nodepools"),
+        Some(&pool),
+        201,
+        "admin",
+    )
+    .await?;
+    writes.add(ADMIN);
+
     for role in ROLES {
         let user = format!("{role}@acme");
         let token = make_token(&server, &mut writes, "acme", role, None)?;
@@ -314,6 +330,124 @@ async fn organization_roles_are_confined_to_their_namespace() -> Result<()> {
                 "{what}: after the delete, GET {victim} by the admin gave {code}"
             );
         }
+
+        // Every namespaced kind, listed across all namespaces, shows only acme's objects.
+        for kind in shoal_api::KINDS
+            .iter()
+            .filter(|k| k.namespaced && k.group == "shoal.io")
+        {
+            let path = format!("{GV}/{}", kind.plural);
+            let list = expect_code(
+                &client,
+                "GET",
+                &path,
+                None,
+                200,
+                &format!("{role} lists {}", kind.plural),
+            )
+            .await?;
+            let items = list["items"].as_array().context("items")?;
+            ensure!(
+                items
+                    .iter()
+                    .all(|i| i["metadata"]["namespace"] == "org-acme"),
+                "{role}: {path} leaks: {list}"
+            );
+        }
+
+        // Organizations and namespaces: read your own, change nothing but (as an
+        // owner) your own organization.
+        let own_org = format!("{GV}/organizations/acme");
+        let patch = json!({"spec": {"displayName": format!("Acme by {role}")}});
+        let code = if role == "owner" { 200 } else { 403 };
+        expect_code(
+            &client,
+            "PATCH",
+            &own_org,
+            Some(&patch),
+            code,
+            &format!("{role} patches its org"),
+        )
+        .await?;
+        writes.add(&user);
+        expect_code(
+            &client,
+            "PATCH",
+            &format!("{GV}/organizations/beta"),
+            Some(&patch),
+            403,
+            &format!("{role} patches beta"),
+        )
+        .await?;
+        writes.add(&user);
+        expect_code(
+            &client,
+            "DELETE",
+            &own_org,
+            None,
+            403,
+            &format!("{role} deletes its org"),
+        )
+        .await?;
+        writes.add(&user);
+        let new_org = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": format!("by-{role}")}, "spec": {}});
+        expect_code(
+            &client,
+            "POST",
+            &format!("{GV}/organizations"),
+            Some(&new_org),
+            403,
+            &format!("{role} creates an org"),
+        )
+        .await?;
+        writes.add(&user);
+        expect_code(
+            &client,
+            "GET",
+            "/api/v1/namespaces/org-acme",
+            None,
+            200,
+            "get own namespace",
+        )
+        .await?;
+        expect_code(
+            &client,
+            "GET",
+            "/api/v1/namespaces/org-beta",
+            None,
+            403,
+            "get beta's namespace",
+        )
+        .await?;
+        expect_code(
+            &client,
+            "DELETE",
+            "/api/v1/namespaces/org-beta",
+            None,
+            403,
+            "delete beta's namespace",
+        )
+        .await?;
+        writes.add(&user);
+        let nss = expect_code(
+            &client,
+            "GET",
+            "/api/v1/namespaces",
+            None,
+            200,
+            "list namespaces",
+        )
+        .await?;
+        let ns_names: Vec<&str> = nss["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        ensure!(
+            ns_names == ["org-acme"],
+            "{role}: namespaces visible: {ns_names:?}"
+        );
 
         // Cluster-scoped kinds and the all-namespaces views show only acme.
         let orgs = expect_code(
