@@ -360,6 +360,11 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
     )?;
     ensure!(out.status.success(), "login failed: {}", text(&out));
     ensure!(config.exists(), "login did not write {}", config.display());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config)?.permissions());
+    ensure!(
+        mode & 0o077 == 0,
+        "the config holding the token is readable by others: {mode:o}"
+    );
     let out = shoal_in_home(&home, &["--kubeconfig", config_arg, "cluster", "list"])?;
     ensure!(
         out.status.success(),

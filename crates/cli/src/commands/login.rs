@@ -1,6 +1,6 @@
 //! `shoal login`: writes Shoal's own kubeconfig-format file, never ~/.kube/config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use shoal_apiserver::kubeconfig::render_token_kubeconfig;
 
@@ -35,9 +35,25 @@ pub fn run(args: &LoginArgs, server: Option<&str>) -> Result<PathBuf, CliError> 
         })?;
     }
     let text = render_token_kubeconfig("shoal", server, &ca, "shoal-user", &args.token);
-    std::fs::write(&path, text).map_err(|source| CliError::File {
+    write_private(&path, &text).map_err(|source| CliError::File {
         path: path.clone(),
         source,
     })?;
     Ok(path)
+}
+
+/// Writes a file only its owner can read: it holds a bearer token. An existing
+/// file is narrowed to 0600 too.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
