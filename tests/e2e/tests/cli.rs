@@ -329,6 +329,14 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
     );
     let stderr = fails(
         &server,
+        &["token", "create", "--org", "acem", "--role", "viewer"],
+    )?;
+    ensure!(
+        stderr.contains("\"acem\" does not exist"),
+        "a token for a missing org printed: {stderr}"
+    );
+    let stderr = fails(
+        &server,
         &["token", "create", "--org", "acme", "--role", "emperor"],
     )?;
     ensure!(stderr.contains("role"), "a bad role printed: {stderr}");

@@ -43,6 +43,16 @@ pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
                         .map_err(|e| CliError::Usage(format!("--ttl: {e}")))
                 })
                 .transpose()?;
+            // A token for a mistyped organization would be accepted and useless.
+            if dynamic_api(client, find_kind("organizations")?, None)
+                .get_opt(org)
+                .await?
+                .is_none()
+            {
+                return Err(CliError::Usage(format!(
+                    "organization {org:?} does not exist: create it first with 'shoal org create {org}'"
+                )));
+            }
             let req = TokenRequest {
                 org: Some((org.clone(), role_v)),
                 user: user.clone().unwrap_or_else(|| format!("{role}@{org}")),
