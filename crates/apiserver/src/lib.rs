@@ -30,7 +30,7 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::bootstrap::DataDir;
 use crate::crypto::Sealer;
-use crate::http::{AppState, Limits};
+use crate::http::{AppState, Closing, Limits};
 use crate::metrics::Metrics;
 use crate::resource::codec::Codec;
 use crate::resource::Resources;
@@ -101,6 +101,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: AppState,
+    closing: tokio::sync::watch::Sender<bool>,
     config: ServerConfig,
     /// The address it listens on.
     pub local_addr: SocketAddr,
@@ -158,17 +159,20 @@ impl Server {
         let tls = rustls_config(&material)?;
         let audit = AuditLog::open(&dir.path("audit.log"))
             .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
+        let (closing, closing_signal) = Closing::channel();
         let state = AppState {
             auth: Authenticator::new(resources.clone()),
             resources,
             audit,
             metrics: Arc::new(Metrics::default()),
             limits: config.limits,
+            closing: closing_signal,
         };
         Ok(Self {
             listener,
             tls,
             state,
+            closing,
             admin_kubeconfig: dir.admin_kubeconfig(),
             config,
             local_addr,
@@ -185,8 +189,14 @@ impl Server {
         bootstrap::server_url(self.local_addr)
     }
 
-    /// Serves until `shutdown` resolves, then drains for up to five seconds.
+    /// Serves until `shutdown` resolves, then ends open watches and drains
+    /// other requests for up to five seconds.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let closing = self.closing;
+        let shutdown = async move {
+            shutdown.await;
+            closing.send_replace(true);
+        };
         let compactor = tokio::spawn(compact_forever(
             self.state.resources.store().clone(),
             self.config.watch_history,

@@ -215,7 +215,18 @@ fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<V
             t.kind.plural
         )));
     }
+    if verb.is_write() && q.get("dryRun").is_some_and(|mode| !mode.is_empty()) {
+        return Err(dry_run_unsupported());
+    }
     Ok(verb)
+}
+
+/// Shoal does not implement dry run, so a write that asks for one is refused
+/// rather than performed.
+fn dry_run_unsupported() -> ApiError {
+    ApiError::BadRequest(
+        "dry run is not supported by Shoal and nothing was changed: send the request without dryRun (kubectl: use --dry-run=client)".into(),
+    )
 }
 
 fn narrow(
@@ -312,6 +323,7 @@ async fn run(
                         list: opts,
                         resource_version,
                         bookmarks,
+                        send_initial_events: flag(q, "sendInitialEvents"),
                     },
                 )
                 .await?;
@@ -323,6 +335,7 @@ async fn run(
                 items,
                 format,
                 timeout,
+                state.closing.clone(),
                 state.metrics.clone(),
             ))
         }
@@ -354,6 +367,13 @@ async fn run(
                 None
             } else {
                 let opts: Value = decode_body(&content_type, &bytes)?;
+                let dry_run = opts
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|modes| !modes.is_empty());
+                if dry_run {
+                    return Err(dry_run_unsupported());
+                }
                 opts.pointer("/preconditions/resourceVersion")
                     .and_then(Value::as_str)
                     .map(parse_resource_version)

@@ -42,6 +42,25 @@ impl Default for Limits {
     }
 }
 
+/// Tells long-lived responses (watches) that the server is shutting down, so
+/// they end and the drain does not wait out its deadline for them.
+#[derive(Clone, Debug)]
+pub struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    /// The signal, and the sender that fires it with `true`.
+    pub fn channel() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn wait(mut self) {
+        // An error means the sender is gone, which also means shutting down.
+        let _ = self.0.wait_for(|closing| *closing).await;
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -55,6 +74,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub limits: Limits,
+    /// Fires when the server starts shutting down.
+    pub closing: Closing,
 }
 
 /// The API's routes.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use shoal_api::KindInfo;
 
 use crate::http::table::{self, IncludeObject};
+use crate::http::Closing;
 use crate::metrics::Metrics;
 use crate::resource::WatchItem;
 
@@ -28,6 +29,16 @@ impl Drop for OpenWatch {
     fn drop(&mut self) {
         self.0.watches.dec();
     }
+}
+
+fn bookmark(kind: &KindInfo, rv: i64, annotations: Value) -> Value {
+    json!({
+        "type": "BOOKMARK",
+        "object": {
+            "kind": kind.kind, "apiVersion": kind.api_version(),
+            "metadata": {"resourceVersion": rv.to_string(), "annotations": annotations},
+        },
+    })
 }
 
 fn encode(kind: &KindInfo, item: WatchItem, format: WatchFormat, first: &mut bool) -> Value {
@@ -50,31 +61,37 @@ fn encode(kind: &KindInfo, item: WatchItem, format: WatchFormat, first: &mut boo
             };
             json!({ "type": ty.as_str(), "object": object })
         }
-        WatchItem::Bookmark(rv) => json!({
-            "type": "BOOKMARK",
-            "object": {
-                "kind": kind.kind, "apiVersion": kind.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()},
-            },
-        }),
+        WatchItem::Bookmark(rv) => bookmark(kind, rv, json!({})),
+        WatchItem::InitialEventsEnd(rv) => {
+            bookmark(kind, rv, json!({ "k8s.io/initial-events-end": "true" }))
+        }
         WatchItem::Error(e) => json!({ "type": "ERROR", "object": e.to_status() }),
     }
 }
 
-/// The streaming response of a watch, ending after `timeout`.
+/// The streaming response of a watch, ending after `timeout` or when the
+/// server starts shutting down; clients then watch again from their last
+/// resourceVersion.
 pub fn watch_response(
     kind: &'static KindInfo,
     items: impl Stream<Item = WatchItem> + Send + 'static,
     format: WatchFormat,
     timeout: Option<Duration>,
+    closing: Closing,
     metrics: Arc<Metrics>,
 ) -> Response<Body> {
     metrics.watches.inc();
     let guard = OpenWatch(metrics);
     let deadline = async move {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => futures::future::pending::<()>().await,
+        let timer = async move {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = timer => {}
+            () = closing.wait() => {}
         }
     };
     let mut first = true;

@@ -47,6 +47,9 @@ pub enum WatchItem {
     Event(WatchEventType, Value),
     /// A bookmark at this revision.
     Bookmark(i64),
+    /// The bookmark that ends the initial events of a streaming list
+    /// (`sendInitialEvents`), at the revision they were listed at.
+    InitialEventsEnd(i64),
     /// The watch ended with an error; the client must list again for a 410.
     Error(ApiError),
 }
@@ -60,6 +63,9 @@ pub struct WatchOptions {
     pub resource_version: Option<i64>,
     /// Send BOOKMARK events at this interval.
     pub bookmarks: Option<Duration>,
+    /// A streaming list: send the current objects as ADDED whatever the
+    /// resourceVersion, then [`WatchItem::InitialEventsEnd`].
+    pub send_initial_events: bool,
 }
 
 impl Resources {
@@ -72,8 +78,8 @@ impl Resources {
     ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, ApiError> {
         let mut initial = Vec::new();
         let start = match opts.resource_version {
-            Some(rv) => rv,
-            None => {
+            Some(rv) if !opts.send_initial_events => rv,
+            _ => {
                 let mut list_opts = opts.list.clone();
                 list_opts.limit = None;
                 list_opts.continue_token = None;
@@ -83,6 +89,9 @@ impl Resources {
                     .into_iter()
                     .map(|o| WatchItem::Event(WatchEventType::Added, o))
                     .collect();
+                if opts.send_initial_events {
+                    initial.push(WatchItem::InitialEventsEnd(page.resource_version));
+                }
                 page.resource_version
             }
         };
