@@ -23,6 +23,11 @@ fi
 for tool in cc pkg-config; do
   command -v "$tool" >/dev/null || need_apt+=(build-essential pkg-config)
 done
+# protoc builds the etcd-client crate's gRPC stubs (the etcd store backend).
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# A real etcd cluster for the etcd store's e2e tests: etcd-server ships /usr/bin/etcd,
+# and pulls in etcd-client (etcdctl).
+command -v etcd >/dev/null || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq

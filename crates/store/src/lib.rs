@@ -8,6 +8,8 @@
 //!
 //! Backends:
 //! - [`redb::RedbStore`]: the embedded default, durable across `kill -9`.
+//! - `etcd::EtcdStore` (feature `etcd`): an etcd v3 cluster shared by several
+//!   Shoal servers, with its own endpoint health checks and failover.
 //!
 //! The [`conformance`] module (feature `conformance`) holds the checks that every
 //! backend must pass, written once and generic over the trait.
@@ -19,6 +21,8 @@ use futures::stream::BoxStream;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod redb;
 
 /// A store-wide, strictly increasing write counter. Zero means "before any write".
