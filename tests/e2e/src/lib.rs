@@ -25,7 +25,10 @@ pub fn shoal_bin() -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/debug/shoal"));
     if !path.exists() {
-        bail!("{} is missing: run 'cargo build --bin shoal' first (make test does)", path.display());
+        bail!(
+            "{} is missing: run 'cargo build --bin shoal' first (make test does)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -36,7 +39,10 @@ pub fn kubectl_bin() -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/shoal/kubernetes-client/usr/bin/kubectl"));
     if !path.exists() {
-        bail!("{} is missing: run scripts/setup.sh (make test does)", path.display());
+        bail!(
+            "{} is missing: run scripts/setup.sh (make test does)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -93,7 +99,12 @@ impl ServerProc {
             .stderr(log)
             .spawn()
             .context("starting shoal server")?;
-        let mut s = Self { child, data_dir: data_dir.to_owned(), port, _tmp: None };
+        let mut s = Self {
+            child,
+            data_dir: data_dir.to_owned(),
+            port,
+            _tmp: None,
+        };
         s.wait_ready()?;
         Ok(s)
     }
@@ -102,7 +113,8 @@ impl ServerProc {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.data_dir.with_extension("log"))
+                    .unwrap_or_default();
                 bail!("shoal server exited with {status}: {log}");
             }
             let up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
@@ -212,7 +224,10 @@ impl Drop for ServerProc {
 
 /// Sends a signal to a process by PID.
 pub fn signal(pid: u32, sig: &str) -> Result<()> {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?;
     if !status.success() {
         bail!("kill -{sig} {pid} failed");
     }
@@ -266,5 +281,9 @@ pub async fn raw(
 
 async fn http_body_util_collect(body: kube::client::Body) -> Result<bytes::Bytes> {
     use http_body_util::BodyExt;
-    Ok(body.collect().await.map_err(|e| anyhow::anyhow!("reading the body: {e}"))?.to_bytes())
+    Ok(body
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the body: {e}"))?
+        .to_bytes())
 }
