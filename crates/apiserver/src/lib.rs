@@ -79,6 +79,18 @@ pub struct ServerConfig {
     /// A 32-byte key file for Secrets at rest, shared by replicas; default
     /// `<data-dir>/encryption.key`, made on first start.
     pub encryption_key_file: Option<PathBuf>,
+    /// Where objects are stored.
+    pub storage: Storage,
+}
+
+/// The storage backend.
+#[derive(Clone, Debug, Default)]
+pub enum Storage {
+    /// The embedded redb store in `<data-dir>/store.redb`: one machine.
+    #[default]
+    Embedded,
+    /// An etcd cluster shared by several `shoal server` replicas.
+    Etcd(shoal_store::etcd::EtcdConfig),
 }
 
 impl ServerConfig {
@@ -92,6 +104,7 @@ impl ServerConfig {
             watch_history: 100_000,
             compaction_interval: Duration::from_secs(60),
             encryption_key_file: None,
+            storage: Storage::Embedded,
         }
     }
 }
@@ -130,12 +143,21 @@ fn rustls_config(
 }
 
 impl Server {
-    /// Prepares the data dir, opens the embedded store, binds and bootstraps.
+    /// Prepares the data dir, opens the configured store, binds and bootstraps.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         let dir = DataDir::create(&config.data_dir)?;
-        let store = shoal_store::redb::RedbStore::open(dir.path("store.redb"))
-            .map_err(ServerError::Store)?;
-        Self::start_with_store(config, Arc::new(store)).await
+        let store: Arc<dyn Store> = match &config.storage {
+            Storage::Embedded => Arc::new(
+                shoal_store::redb::RedbStore::open(dir.path("store.redb"))
+                    .map_err(ServerError::Store)?,
+            ),
+            Storage::Etcd(etcd) => Arc::new(
+                shoal_store::etcd::EtcdStore::connect(etcd.clone())
+                    .await
+                    .map_err(ServerError::Store)?,
+            ),
+        };
+        Self::start_with_store(config, store).await
     }
 
     /// Like [`Server::start`], on a store the caller opened.

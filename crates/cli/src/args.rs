@@ -87,6 +87,22 @@ pub struct ServerArgs {
     /// A 32-byte key file encrypting Secrets at rest; replicas sharing a store need the same one.
     #[arg(long)]
     pub encryption_key_file: Option<PathBuf>,
+    /// Store objects in this etcd cluster (comma-separated client URLs) instead of
+    /// the embedded store; several replicas may share it.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The etcd key prefix.
+    #[arg(long, default_value = "/shoal/")]
+    pub etcd_prefix: String,
+    /// The CA (PEM) of the etcd members' certificates.
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd.
+    #[arg(long, requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
     /// Run the controllers (behind leader election); false serves the API only.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,

@@ -60,6 +60,7 @@ pub struct ServerProc {
     pub data_dir: PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    args: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -103,6 +104,7 @@ impl ServerProc {
             child,
             data_dir: data_dir.to_owned(),
             port,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             _tmp: None,
         };
         s.wait_ready()?;
@@ -202,7 +204,8 @@ impl ServerProc {
     /// Restarts on the same data dir and port.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
-        let fresh = Self::start_at(&self.data_dir, self.port, &[])?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let fresh = Self::start_at(&self.data_dir, self.port, &args)?;
         let old = std::mem::replace(self, fresh);
         self._tmp = old.into_tmp();
         Ok(())

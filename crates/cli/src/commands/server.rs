@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use shoal_apiserver::http::Limits;
-use shoal_apiserver::{Server, ServerConfig, ServerError};
+use shoal_apiserver::{Server, ServerConfig, ServerError, Storage};
 use shoal_controllers::leader::{LeaderElector, LeaseConfig};
+use shoal_store::etcd::{EtcdConfig, EtcdTls};
 use tokio::sync::{oneshot, watch};
 
 use crate::args::ServerArgs;
@@ -12,7 +13,33 @@ use crate::args::ServerArgs;
 /// The Lease the controllers of all replicas compete for.
 const LEADER_LEASE: &str = "shoal-controllers";
 
-fn config(args: &ServerArgs) -> ServerConfig {
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|e| ServerError::DataDir(path.to_owned(), e))
+}
+
+fn storage(args: &ServerArgs) -> Result<Storage, ServerError> {
+    if args.etcd_endpoints.is_empty() {
+        if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+            return Err(ServerError::Bootstrap(
+                "--etcd-ca/--etcd-cert/--etcd-key need --etcd-endpoints".into(),
+            ));
+        }
+        return Ok(Storage::Embedded);
+    }
+    let mut etcd = EtcdConfig::new(args.etcd_endpoints.clone());
+    etcd.prefix = args.etcd_prefix.clone();
+    etcd.tls = match &args.etcd_ca {
+        Some(ca) => Some(EtcdTls {
+            ca_pem: read_pem(ca)?,
+            cert_pem: args.etcd_cert.as_deref().map(read_pem).transpose()?,
+            key_pem: args.etcd_key.as_deref().map(read_pem).transpose()?,
+        }),
+        None => None,
+    };
+    Ok(Storage::Etcd(etcd))
+}
+
+fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
     let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
     config.tls_sans = args.tls_sans.clone();
     config.encryption_key_file = args.encryption_key_file.clone();
@@ -22,13 +49,14 @@ fn config(args: &ServerArgs) -> ServerConfig {
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
         ..Limits::default()
     };
-    config
+    config.storage = storage(args)?;
+    Ok(config)
 }
 
 /// Starts the server and serves until SIGTERM or SIGINT; a second signal exits at once.
 /// On shutdown the leader Lease is released first, then the API drains.
 pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
-    let server = Server::start(config(args)).await?;
+    let server = Server::start(config(args)?).await?;
     tracing::info!(url = %server.url(), kubeconfig = %server.admin_kubeconfig.display(), "shoal server is ready");
     println!("shoal server listening on {}", server.url());
     println!("admin kubeconfig: {}", server.admin_kubeconfig.display());
