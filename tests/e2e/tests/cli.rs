@@ -452,6 +452,14 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         text(&out)
     );
 
+    // The bootstrap admin credential cannot be revoked: that would lock every replica out.
+    let err = fails(&server, &["token", "revoke", "admin"])?;
+    ensure!(
+        err.contains("Forbidden") && err.contains("bootstrap credential"),
+        "revoking admin: {err}"
+    );
+    ok(&server, &["get", "namespaces"])?;
+
     // crds: eight CustomResourceDefinitions with schemas.
     let crds = ok(&server, &["crds"])?;
     let mut names = Vec::new();

@@ -6,6 +6,10 @@ use shoal_api::{KindInfo, OrgRole};
 use crate::auth::{Identity, Role};
 use crate::error::ApiError;
 
+/// System Secrets that even cluster admins may not change or delete: losing
+/// them would lock every replica out.
+const PROTECTED_SECRETS: &[&str] = &["token-admin", "admin-credential", "management-ca"];
+
 /// A request verb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
@@ -88,7 +92,22 @@ pub fn authorize(
     name: Option<&str>,
 ) -> Result<Restriction, ApiError> {
     let (org, role) = match &id.role {
-        Role::ClusterAdmin => return Ok(Restriction::None),
+        Role::ClusterAdmin => {
+            let system_secret = kind.group.is_empty()
+                && kind.kind == "Secret"
+                && ns == Some("shoal-system")
+                && name.is_some_and(|n| PROTECTED_SECRETS.contains(&n));
+            if system_secret && matches!(verb, Verb::Delete | Verb::Update | Verb::Patch) {
+                return Err(forbidden(
+                    id,
+                    verb,
+                    kind,
+                    ns,
+                    "this is a bootstrap credential every replica depends on; create another admin token instead",
+                ));
+            }
+            return Ok(Restriction::None);
+        }
         Role::Org { org, role } => (org.as_str(), *role),
     };
     let deny = |why: &str| Err(forbidden(id, verb, kind, ns, why));

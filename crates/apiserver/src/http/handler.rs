@@ -126,6 +126,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
             .observe(started.elapsed().as_secs_f64());
     }
     if verb.is_write() {
+        let created = resp.extensions().get::<CreatedName>().map(|c| c.0.clone());
         let resource = format!("{}/{}", target.kind.api_version(), target.kind.plural);
         let result = if code < 300 {
             "Success".to_owned()
@@ -137,13 +138,17 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
             verb: verb.as_str(),
             resource: &resource,
             namespace: target.namespace.as_deref(),
-            name: target.name.as_deref(),
+            name: target.name.as_deref().or(created.as_deref()),
             code,
             result: &result,
         });
     }
     resp
 }
+
+/// The name of an object a POST created, for the audit log (the URL has none).
+#[derive(Clone, Debug)]
+struct CreatedName(String);
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let auth = header_str(headers, header::AUTHORIZATION);
@@ -343,7 +348,11 @@ async fn run(
             let bytes = read_body(state, body, headers).await?;
             let obj = decode_body(&content_type, &bytes)?;
             let created = res.create(kind, ns, obj).await?;
-            Ok(json_response(201, &created))
+            let mut resp = json_response(201, &created);
+            if let Some(name) = created.pointer("/metadata/name").and_then(Value::as_str) {
+                resp.extensions_mut().insert(CreatedName(name.to_owned()));
+            }
+            Ok(resp)
         }
         Verb::Update => {
             let bytes = read_body(state, body, headers).await?;
