@@ -89,6 +89,22 @@ fn conflict(kind: &KindInfo, name: &str) -> ApiError {
     }
 }
 
+/// Maps a failed compare-and-swap: `Ok(())` means retry with a fresh read (the
+/// caller did not pin a resourceVersion), anything else is the answer.
+fn cas_failure(
+    e: StoreError,
+    kind: &KindInfo,
+    name: &str,
+    may_retry: bool,
+) -> Result<(), ApiError> {
+    match e {
+        StoreError::Conflict { .. } if may_retry => Ok(()),
+        StoreError::Conflict { .. } => Err(conflict(kind, name)),
+        StoreError::NotFound { .. } => Err(not_found(kind, name)),
+        other => Err(other.into()),
+    }
+}
+
 fn namespace_kind() -> &'static KindInfo {
     KINDS
         .iter()
@@ -446,10 +462,10 @@ impl Resources {
                         crate::resource::meta::set_resource_version(&mut out, rev);
                         return Ok(view::from_storage(kind, out));
                     }
-                    Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
-                    Err(StoreError::Conflict { .. }) => return Err(conflict(kind, name)),
-                    Err(StoreError::NotFound { .. }) => return Err(not_found(kind, name)),
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        cas_failure(e, kind, name, expected.is_none())?;
+                        continue;
+                    }
                 }
             }
             if next == current {
@@ -464,10 +480,10 @@ impl Resources {
                     crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
                     return Ok(view::from_storage(kind, out));
                 }
-                Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
-                Err(StoreError::Conflict { .. }) => return Err(conflict(kind, name)),
-                Err(StoreError::NotFound { .. }) => return Err(not_found(kind, name)),
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    cas_failure(e, kind, name, expected.is_none())?;
+                    continue;
+                }
             }
         }
         Err(conflict(kind, name))
@@ -499,9 +515,10 @@ impl Resources {
                         crate::resource::meta::set_resource_version(&mut current, rev);
                         return Ok(view::from_storage(kind, current));
                     }
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(StoreError::NotFound { .. }) => return Err(not_found(kind, name)),
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        cas_failure(e, kind, name, true)?;
+                        continue;
+                    }
                 }
             }
             if current
@@ -519,9 +536,10 @@ impl Resources {
                     crate::resource::meta::set_resource_version(&mut current, kv.mod_revision);
                     return Ok(view::from_storage(kind, current));
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound { .. }) => return Err(not_found(kind, name)),
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    cas_failure(e, kind, name, true)?;
+                    continue;
+                }
             }
         }
         Err(conflict(kind, name))
