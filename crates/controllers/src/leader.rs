@@ -256,10 +256,12 @@ impl LeaderElector {
             }
         }
         if *leading.borrow() {
+            // Step down before releasing: once the release is stored another
+            // replica may lead, and this one must no longer claim to.
+            let _ = leading.send(false);
             if let Err(e) = self.release().await {
                 tracing::warn!(error = %e, "could not release the lease");
             }
-            let _ = leading.send(false);
         }
     }
 }
