@@ -31,3 +31,4 @@ test: setup fmt clippy
 bench: setup
 	$(CARGO) build --release --bin shoal
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench api
+	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench etcd

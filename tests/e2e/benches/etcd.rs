@@ -1,0 +1,351 @@
+//! `cargo bench -p shoal-e2e --bench etcd` (or `make bench`): Shoal's API on a
+//! real three-member etcd next to etcd reached directly, measured in one run.
+//!
+//! 1. API create throughput through `shoal server` (HTTPS, validation, the etcd
+//!    store), divided by direct `EtcdStore::create` throughput on the same etcd
+//!    cluster with the same value size and the same concurrency.
+//! 2. Latency of one event delivered to 1,000 concurrent API watchers spread
+//!    over two `shoal server` replicas sharing the etcd, next to the same
+//!    fan-out through 1,000 direct `EtcdStore` watches over two store clients.
+//!
+//! Set SHOAL_BIN to a release build (make bench does) for meaningful numbers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+use shoal_api::Cluster;
+use shoal_e2e::etcd::EtcdCluster;
+use shoal_e2e::ServerProc;
+use shoal_store::etcd::{EtcdConfig, EtcdStore};
+use shoal_store::Store;
+
+const CREATES: usize = 3000;
+const CONCURRENCY: usize = 64;
+const WATCHERS: usize = 1000;
+const EVENTS: usize = 20;
+const NAMESPACE: &str = "org-bench";
+
+fn cluster(name: &str) -> Cluster {
+    serde_json::from_value(json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"bench": "true"}},
+        "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+    }))
+    .expect("a valid cluster literal")
+}
+
+async fn throughput<F, Fut>(total: usize, concurrency: usize, op: F) -> Result<f64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut i = t;
+                while i < total {
+                    op(i).await?;
+                    i += concurrency;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// gRPC requests (Range and Txn) the etcd members have answered so far, from
+/// their Prometheus metrics on the client ports.
+fn etcd_requests(endpoints: &[String]) -> Result<f64> {
+    use std::io::{Read, Write};
+    let mut total = 0.0;
+    for e in endpoints {
+        let addr = e.trim_start_matches("http://");
+        let mut conn = std::net::TcpStream::connect(addr)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        for line in body.lines() {
+            let counted = line.starts_with("grpc_server_handled_total{")
+                && (line.contains("grpc_method=\"Range\"") || line.contains("grpc_method=\"Txn\""));
+            if counted {
+                let n = line.rsplit(' ').next().unwrap_or_default();
+                total += n
+                    .parse::<f64>()
+                    .with_context(|| format!("a counter: {line}"))?;
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn summarize(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+async fn api_creates(server: &ServerProc) -> Result<f64> {
+    let api: Api<Cluster> = Api::namespaced(server.client().await?, NAMESPACE);
+    throughput(CREATES, CONCURRENCY, move |i| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &cluster(&format!("c{i}")))
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Direct creates of `value` (the bytes the API stored for one Cluster) under
+/// another prefix of the same etcd.
+async fn store_creates(endpoints: &[String], value: Bytes) -> Result<f64> {
+    let store = Arc::new(
+        EtcdStore::connect(EtcdConfig {
+            prefix: "/bench-direct/".into(),
+            ..EtcdConfig::new(endpoints.to_vec())
+        })
+        .await?,
+    );
+    throughput(CREATES, CONCURRENCY, move |i| {
+        let (store, value) = (store.clone(), value.clone());
+        async move {
+            store
+                .create(&format!("/registry/clusters/{NAMESPACE}/c{i}"), value)
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Starts WATCHERS API watches, alternating between the replicas, then patches
+/// one object EVENTS times through the first and records each delivery.
+async fn api_watch_latency(replicas: &[&ServerProc]) -> Result<Vec<f64>> {
+    let mut apis = Vec::new();
+    for r in replicas {
+        apis.push(Api::<Cluster>::namespaced(r.client().await?, NAMESPACE));
+    }
+    let target = apis[0]
+        .create(&PostParams::default(), &cluster("watched"))
+        .await?;
+    let rv = target
+        .metadata
+        .resource_version
+        .clone()
+        .context("resourceVersion")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let ready = Arc::new(tokio::sync::Barrier::new(WATCHERS + 1));
+    for w in 0..WATCHERS {
+        let api = apis[w % apis.len()].clone();
+        let (tx, rv, ready) = (tx.clone(), rv.clone(), ready.clone());
+        tokio::spawn(async move {
+            let wp = WatchParams::default()
+                .fields("metadata.name=watched")
+                .timeout(290);
+            let stream = api.watch(&wp, &rv).await;
+            ready.wait().await;
+            let stream = match stream {
+                Ok(s) => s,
+                Err(err) => {
+                    eprintln!("watch {w} failed: {err}");
+                    return;
+                }
+            };
+            let mut stream = stream.boxed();
+            while let Some(Ok(ev)) = stream.next().await {
+                if let WatchEvent::Modified(c) = ev {
+                    let seq = c
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("seq"))
+                        .and_then(|s| s.parse::<usize>().ok());
+                    if let Some(seq) = seq {
+                        let _ = tx.send((seq, Instant::now()));
+                    }
+                }
+            }
+        });
+    }
+    ready.wait().await;
+    // The watch requests are sent before the barrier; give the servers a moment to register them all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::new();
+    for seq in 0..EVENTS {
+        let sent = Instant::now();
+        let patch = json!({"metadata": {"annotations": {"seq": seq.to_string()}}});
+        apis[0]
+            .patch("watched", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let mut got = 0;
+        let deadline = sent + Duration::from_secs(10);
+        while got < WATCHERS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((s, at))) if s == seq => {
+                    latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!("event {seq} reached only {got} of {WATCHERS} watchers in 10 s"),
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+/// The same fan-out through direct store watches over two store clients: the
+/// floor under the API's figure.
+async fn store_watch_latency(endpoints: &[String]) -> Result<Vec<f64>> {
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        stores.push(Arc::new(
+            EtcdStore::connect(EtcdConfig {
+                prefix: "/bench-direct-watch/".into(),
+                ..EtcdConfig::new(endpoints.to_vec())
+            })
+            .await?,
+        ));
+    }
+    let key = "/registry/clusters/org-bench/watched";
+    let kv = stores[0].create(key, Bytes::from_static(b"{}")).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    for w in 0..WATCHERS {
+        let mut feed = stores[w % stores.len()].watch(key, kv.mod_revision).await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(ev)) = feed.next().await {
+                let _ = tx.send((ev.revision, Instant::now()));
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut rev = kv.mod_revision;
+    for seq in 0..EVENTS {
+        let sent = Instant::now();
+        rev = stores[0]
+            .update(key, Bytes::from(format!("{{\"seq\":{seq}}}")), rev)
+            .await?
+            .mod_revision;
+        let mut got = 0;
+        let deadline = sent + Duration::from_secs(10);
+        while got < WATCHERS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((r, at))) if r == rev => {
+                    latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!("store event reached only {got} of {WATCHERS} watchers in 10 s"),
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    println!(
+        "Shoal on etcd benchmark (3 etcd members; {CREATES} creates x {CONCURRENCY} tasks, \
+         {WATCHERS} watchers over 2 replicas x {EVENTS} events)"
+    );
+    let etcd = EtcdCluster::start(3)?;
+    let endpoints = etcd.endpoints();
+    let key_file = tmp.path().join("encryption.key");
+    std::fs::write(&key_file, [0x5a_u8; 32])?;
+    let joined = endpoints.join(",");
+    let key_arg = key_file.to_str().context("a UTF-8 temp path")?;
+    let args = [
+        "--etcd-endpoints",
+        joined.as_str(),
+        "--encryption-key-file",
+        key_arg,
+    ];
+    let first = ServerProc::start_with(&args)?;
+    let second = ServerProc::start_with(&args)?;
+    let out = first.shoal(&["org", "create", "bench"])?;
+    ensure!(
+        out.status.success(),
+        "org create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The org's namespace may appear a moment after the Organization.
+    let api: Api<Cluster> = Api::namespaced(first.client().await?, NAMESPACE);
+    let started = Instant::now();
+    while let Err(err) = api
+        .create(&PostParams::default(), &cluster("template"))
+        .await
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "{NAMESPACE} never accepted a Cluster: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The exact bytes the API stored for one Cluster: the direct creates write
+    // the same size.
+    let reader = EtcdStore::connect(EtcdConfig::new(endpoints.clone())).await?;
+    let value = reader
+        .get(&format!("/registry/clusters/{NAMESPACE}/template"))
+        .await?
+        .context("the API's Cluster is not where the bench looks for it")?
+        .value;
+
+    let before = etcd_requests(&endpoints)?;
+    let direct = store_creates(&endpoints, value.clone()).await?;
+    let middle = etcd_requests(&endpoints)?;
+    let api_rate = api_creates(&first).await?;
+    let after = etcd_requests(&endpoints)?;
+    let per_direct = (middle - before) / CREATES as f64;
+    let per_api = (after - middle) / CREATES as f64;
+    let (api_p50, api_p99) = summarize(api_watch_latency(&[&first, &second]).await?);
+    let (raw_p50, raw_p99) = summarize(store_watch_latency(&endpoints).await?);
+
+    println!();
+    println!("| figure | Shoal | baseline | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| create throughput (API over HTTPS vs direct EtcdStore::create, {} B values, {CONCURRENCY} concurrent) | {api_rate:.0}/s | {direct:.0}/s | {:.2} | >= 0.5 |",
+        value.len(),
+        api_rate / direct
+    );
+    println!(
+        "| etcd requests (Range + Txn) per create, background included (API vs direct) | {per_api:.2} | {per_direct:.2} | {:.2} | |",
+        per_api / per_direct
+    );
+    println!(
+        "| 1 event to {WATCHERS} watchers on 2 replicas, p50 (API vs direct store watch) | {api_p50:.1} ms | {raw_p50:.1} ms | {:.1}x | |",
+        api_p50 / raw_p50.max(0.001)
+    );
+    println!(
+        "| 1 event to {WATCHERS} watchers on 2 replicas, p99 (API vs direct store watch) | {api_p99:.1} ms | {raw_p99:.1} ms | {:.1}x | p99 <= 50 ms |",
+        api_p99 / raw_p99.max(0.001)
+    );
+    drop(second);
+    drop(first);
+    drop(etcd);
+    Ok(())
+}
