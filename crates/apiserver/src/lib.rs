@@ -176,7 +176,7 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| ServerError::Bind(config.listen, e))?;
-        let resources = Resources::new(store, Codec::new(sealer));
+        let resources = Resources::new(store, Codec::new(sealer)).with_read_caches();
         let material = bootstrap::bootstrap(&resources, &dir, local_addr, &config.tls_sans).await?;
         let tls = rustls_config(&material)?;
         let audit = AuditLog::open(&dir.path("audit.log"))

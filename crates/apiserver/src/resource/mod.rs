@@ -1,6 +1,7 @@
 //! Resource semantics on top of the store: Kubernetes metadata rules, optimistic
 //! concurrency, finalizers, selectors, paging and watches. No HTTP here.
 
+mod cache;
 pub mod codec;
 pub mod meta;
 mod service;

@@ -7,6 +7,7 @@ use shoal_api::{KindInfo, KINDS};
 use shoal_store::{RangeRequest, Store, StoreError};
 
 use crate::error::ApiError;
+use crate::resource::cache::PrefixCache;
 use crate::resource::codec::{object_key, prefix, Codec};
 use crate::resource::meta::{
     finalizers, generated_name, meta_mut, meta_str, now_rfc3339, parse_resource_version,
@@ -63,6 +64,7 @@ pub struct ListPage {
 pub struct Resources {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) codec: Codec,
+    caches: Vec<PrefixCache>,
 }
 
 const CAS_RETRIES: usize = 16;
@@ -135,7 +137,79 @@ fn decode_continue(token: &str) -> Result<String, ApiError> {
 impl Resources {
     /// Resource operations over `store`, sealing sensitive kinds with `codec`.
     pub fn new(store: Arc<dyn Store>, codec: Codec) -> Self {
-        Self { store, codec }
+        Self {
+            store,
+            codec,
+            caches: Vec::new(),
+        }
+    }
+
+    /// Adds read caches for namespaces and system Secrets (tokens), which every
+    /// request reads. Needs a Tokio runtime: each cache follows a store watch.
+    pub fn with_read_caches(mut self) -> Self {
+        self.caches = ["/registry/namespaces/", "/registry/secrets/shoal-system/"]
+            .iter()
+            .map(|p| PrefixCache::spawn(self.store.clone(), p))
+            .collect();
+        self
+    }
+
+    fn cache_for(&self, key: &str) -> Option<&PrefixCache> {
+        self.caches.iter().find(|c| c.covers(key))
+    }
+
+    fn touched(&self, key: &str) {
+        if let Some(c) = self.cache_for(key) {
+            c.invalidate();
+        }
+    }
+
+    async fn put_new(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<shoal_store::KeyValue, StoreError> {
+        let result = self.store.create(key, value).await;
+        self.touched(key);
+        result
+    }
+
+    async fn cas_update(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        expected: i64,
+    ) -> Result<shoal_store::KeyValue, StoreError> {
+        let result = self.store.update(key, value, expected).await;
+        self.touched(key);
+        result
+    }
+
+    async fn cas_delete(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+    ) -> Result<(shoal_store::KeyValue, i64), StoreError> {
+        let result = self.store.delete(key, expected).await;
+        self.touched(key);
+        result
+    }
+
+    /// Reads and decodes one stored object, through a read cache where one covers it.
+    async fn read_stored(&self, kind: &KindInfo, key: &str) -> Result<Option<Value>, ApiError> {
+        let cache = self.cache_for(key);
+        if let Some(hit) = cache.and_then(|c| c.get(key)) {
+            return Ok(Some(hit));
+        }
+        let generation = cache.map(PrefixCache::generation);
+        let Some(kv) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        let obj = self.codec.decode(kind, &kv)?;
+        if let (Some(c), Some(g)) = (cache, generation) {
+            c.fill(key, &obj, g);
+        }
+        Ok(Some(obj))
     }
 
     /// The underlying store.
@@ -150,12 +224,11 @@ impl Resources {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        let kv = self
-            .store
-            .get(&object_key(kind, ns, name))
+        let obj = self
+            .read_stored(kind, &object_key(kind, ns, name))
             .await?
             .ok_or_else(|| not_found(kind, name))?;
-        Ok(view::from_storage(kind, self.codec.decode(kind, &kv)?))
+        Ok(view::from_storage(kind, obj))
     }
 
     /// Lists objects, filtered and paged.
@@ -222,7 +295,11 @@ impl Resources {
     async fn require_namespace(&self, kind: &KindInfo, ns: Option<&str>) -> Result<(), ApiError> {
         if let (true, Some(ns)) = (kind.namespaced, ns) {
             let nsk = namespace_kind();
-            if self.store.get(&object_key(nsk, None, ns)).await?.is_none() {
+            if self
+                .read_stored(nsk, &object_key(nsk, None, ns))
+                .await?
+                .is_none()
+            {
                 return Err(not_found(nsk, ns));
             }
         }
@@ -335,7 +412,7 @@ impl Resources {
         let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         let stored = view::to_storage(kind, obj);
         let bytes = self.codec.encode(kind, &stored)?;
-        let kv = match self.store.create(&object_key(kind, ns, &name), bytes).await {
+        let kv = match self.put_new(&object_key(kind, ns, &name), bytes).await {
             Ok(kv) => kv,
             Err(StoreError::AlreadyExists { .. }) => {
                 return Err(ApiError::AlreadyExists {
@@ -456,7 +533,7 @@ impl Resources {
                 .pointer("/metadata/deletionTimestamp")
                 .is_some_and(|v| !v.is_null());
             if deleting && finalizers(&next).is_empty() {
-                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                match self.cas_delete(&key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
                         let mut out = next;
                         crate::resource::meta::set_resource_version(&mut out, rev);
@@ -474,7 +551,7 @@ impl Resources {
                 return Ok(view::from_storage(kind, out));
             }
             let bytes = self.codec.encode(kind, &next)?;
-            match self.store.update(&key, bytes, kv.mod_revision).await {
+            match self.cas_update(&key, bytes, kv.mod_revision).await {
                 Ok(kv) => {
                     let mut out = next;
                     crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
@@ -510,7 +587,7 @@ impl Resources {
             }
             let mut current = self.codec.decode(kind, &kv)?;
             if finalizers(&current).is_empty() {
-                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                match self.cas_delete(&key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
                         crate::resource::meta::set_resource_version(&mut current, rev);
                         return Ok(view::from_storage(kind, current));
@@ -531,7 +608,7 @@ impl Resources {
             meta.insert("deletionTimestamp".into(), Value::String(now_rfc3339()));
             meta.insert("deletionGracePeriodSeconds".into(), Value::from(0));
             let bytes = self.codec.encode(kind, &current)?;
-            match self.store.update(&key, bytes, kv.mod_revision).await {
+            match self.cas_update(&key, bytes, kv.mod_revision).await {
                 Ok(kv) => {
                     crate::resource::meta::set_resource_version(&mut current, kv.mod_revision);
                     return Ok(view::from_storage(kind, current));
