@@ -3,7 +3,7 @@
 //! Each check takes a fresh, empty store and panics with a message naming what
 //! went wrong, so a backend's integration test runs them all with one call:
 //!
-//! ```ignore
+//! ```text
 //! shoal_store::conformance::run_all(|| async { MyStore::connect_fresh().await }).await;
 //! ```
 //!
