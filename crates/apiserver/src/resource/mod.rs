@@ -3,6 +3,7 @@
 
 mod cache;
 pub mod codec;
+mod hub;
 pub mod meta;
 mod service;
 mod tenancy;

@@ -65,6 +65,7 @@ pub struct Resources {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) codec: Codec,
     caches: Vec<PrefixCache>,
+    pub(crate) hubs: crate::resource::hub::Hubs,
 }
 
 const CAS_RETRIES: usize = 16;
@@ -141,6 +142,7 @@ impl Resources {
             store,
             codec,
             caches: Vec::new(),
+            hubs: Default::default(),
         }
     }
 

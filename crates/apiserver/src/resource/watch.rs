@@ -95,7 +95,16 @@ impl Resources {
                 page.resource_version
             }
         };
-        let feed = match self.store.watch(&prefix(kind, ns.as_deref()), start).await {
+        let feed = self
+            .hubs
+            .watch(
+                &self.store,
+                &prefix(kind, None),
+                &prefix(kind, ns.as_deref()),
+                start,
+            )
+            .await;
+        let feed = match feed {
             Ok(feed) => feed,
             Err(e @ StoreError::Compacted { .. }) => {
                 let err = futures::stream::once(async move { WatchItem::Error(e.into()) });
