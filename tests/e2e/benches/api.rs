@@ -18,6 +18,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use shoal_api::Cluster;
+use shoal_e2e::bench::{p50_p99, throughput};
 use shoal_e2e::ServerProc;
 use shoal_store::redb::RedbStore;
 use shoal_store::Store;
@@ -42,40 +43,6 @@ fn cluster(name: &str) -> Cluster {
         "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
     }))
     .expect("a valid cluster literal")
-}
-
-async fn throughput<F, Fut>(total: usize, concurrency: usize, op: F) -> Result<f64>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut i = t;
-                while i < total {
-                    op(i).await?;
-                    i += concurrency;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 async fn api_creates(server: &ServerProc, concurrency: usize) -> Result<f64> {
@@ -226,11 +193,6 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .context("VmRSS missing")
 }
 
-fn summarize(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99))
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -258,8 +220,8 @@ async fn main() -> Result<()> {
         let api = api_creates(&server, c).await?;
         creates_rows.push((c, api, raw));
     }
-    let (api_p50, api_p99) = summarize(api_watch_latency(&server).await?);
-    let (raw_p50, raw_p99) = summarize(store_watch_latency(tmp.path()).await?);
+    let (api_p50, api_p99) = p50_p99(api_watch_latency(&server).await?);
+    let (raw_p50, raw_p99) = p50_p99(store_watch_latency(tmp.path()).await?);
 
     println!();
     println!("| figure | Shoal | baseline | ratio | goal |");

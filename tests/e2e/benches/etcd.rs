@@ -19,6 +19,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use shoal_api::Cluster;
+use shoal_e2e::bench::{p50_p99, throughput};
 use shoal_e2e::etcd::EtcdCluster;
 use shoal_e2e::ServerProc;
 use shoal_store::etcd::{EtcdConfig, EtcdStore};
@@ -37,40 +38,6 @@ fn cluster(name: &str) -> Cluster {
         "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
     }))
     .expect("a valid cluster literal")
-}
-
-async fn throughput<F, Fut>(total: usize, concurrency: usize, op: F) -> Result<f64>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut i = t;
-                while i < total {
-                    op(i).await?;
-                    i += concurrency;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// gRPC requests (Range and Txn) the etcd members have answered so far, from
@@ -97,11 +64,6 @@ fn etcd_requests(endpoints: &[String]) -> Result<f64> {
         }
     }
     Ok(total)
-}
-
-fn summarize(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99))
 }
 
 async fn api_creates(server: &ServerProc) -> Result<f64> {
@@ -321,8 +283,8 @@ async fn main() -> Result<()> {
     let after = etcd_requests(&endpoints)?;
     let per_direct = (middle - before) / CREATES as f64;
     let per_api = (after - middle) / CREATES as f64;
-    let (api_p50, api_p99) = summarize(api_watch_latency(&[&first, &second]).await?);
-    let (raw_p50, raw_p99) = summarize(store_watch_latency(&endpoints).await?);
+    let (api_p50, api_p99) = p50_p99(api_watch_latency(&[&first, &second]).await?);
+    let (raw_p50, raw_p99) = p50_p99(store_watch_latency(&endpoints).await?);
 
     println!();
     println!("| figure | Shoal | baseline | ratio | goal |");

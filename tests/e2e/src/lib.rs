@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod bench;
 pub mod etcd;
 
 /// The workspace root.
