@@ -28,11 +28,18 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # A real etcd cluster for the etcd store's e2e tests: etcd-server ships /usr/bin/etcd,
 # and pulls in etcd-client (etcdctl).
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+# QEMU boots the test guest image under TCG; cpio and kmod's modinfo build it.
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+command -v cpio >/dev/null || need_apt+=(cpio)
+command -v modinfo >/dev/null || need_apt+=(kmod)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# The test guest image (Debian's kernel and busybox-static): cached, a no-op when current.
+"$(dirname "$0")/../images/build-test-image.sh"
 
 command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain"; exit 1; }
 log "ok: kubectl $("$KUBECTL_DIR/usr/bin/kubectl" version --client --short 2>/dev/null || true)"
