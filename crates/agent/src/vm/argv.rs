@@ -1,0 +1,182 @@
+//! QEMU's argv rendered as pure data from a [`VmSpec`], tested against golden files.
+
+use std::path::Path;
+
+use super::spec::{Boot, VmSpec};
+
+/// Escapes a value for QEMU's `key=value,...` option syntax (a comma is written `,,`).
+pub fn escape_opt(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn path_opt(path: &Path) -> String {
+    escape_opt(&path.to_string_lossy())
+}
+
+/// Renders the arguments (without the binary) that launch `spec` as a detached QEMU.
+///
+/// The VM gets no devices but the ones listed here (`-nodefaults`): its console goes to
+/// `<state_dir>/console.log`, QMP listens on `<state_dir>/qmp.sock`, and QEMU
+/// daemonizes after writing `<state_dir>/qemu.pid`.
+pub fn render(spec: &VmSpec) -> Vec<String> {
+    let paths = spec.paths();
+    let mut argv: Vec<String> = Vec::new();
+    let mut push = |args: &[&str]| argv.extend(args.iter().map(|a| (*a).to_string()));
+    push(&[
+        "-name",
+        &format!("guest={},process=shoal-{}", spec.name, spec.name),
+    ]);
+    push(&["-machine", &format!("q35,accel={}", spec.accel.as_str())]);
+    push(&[
+        "-cpu",
+        match spec.accel {
+            super::Accel::Kvm => "host",
+            super::Accel::Tcg => "max",
+        },
+    ]);
+    push(&["-smp", &spec.vcpus.to_string()]);
+    push(&["-m", &format!("{}M", spec.memory_mib)]);
+    push(&["-nodefaults", "-nographic", "-no-user-config"]);
+    push(&[
+        "-smbios",
+        &format!("type=1,serial={}", escape_opt(&spec.serial)),
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=console,path={}", path_opt(&paths.console)),
+        "-serial",
+        "chardev:console",
+    ]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            path_opt(&paths.qmp)
+        ),
+        "-mon",
+        "chardev=qmp,mode=control",
+    ]);
+    match &spec.boot {
+        Boot::None => {}
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            push(&["-kernel", &kernel.to_string_lossy()]);
+            if let Some(initrd) = initrd {
+                push(&["-initrd", &initrd.to_string_lossy()]);
+            }
+            push(&["-append", cmdline]);
+        }
+        Boot::Disk { overlay_path } => {
+            push(&[
+                "-drive",
+                &format!(
+                    "if=virtio,format=qcow2,cache=writeback,file={}",
+                    path_opt(overlay_path)
+                ),
+            ]);
+        }
+    }
+    if let Some(tap) = &spec.tap {
+        push(&[
+            "-netdev",
+            &format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                escape_opt(&tap.ifname)
+            ),
+            "-device",
+            &format!("virtio-net-pci,netdev=net0,mac={}", tap.mac),
+        ]);
+    }
+    push(&["-daemonize", "-pidfile", &paths.pidfile.to_string_lossy()]);
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::vm::spec::{Accel, Tap};
+
+    fn base() -> VmSpec {
+        VmSpec {
+            name: "m1".into(),
+            vcpus: NonZeroU32::new(2).expect("nonzero"),
+            memory_mib: NonZeroU32::new(2048).expect("nonzero"),
+            accel: Accel::Kvm,
+            boot: Boot::None,
+            serial: "ds=nocloud;s=http://10.0.0.1/m1/".into(),
+            tap: None,
+            state_dir: "/var/lib/shoal/vms/m1".into(),
+        }
+    }
+
+    /// Compares `argv` with `testdata/<name>.argv` (one argument per line);
+    /// `SHOAL_UPDATE_GOLDEN=1` rewrites the file instead.
+    fn golden(name: &str, argv: &[String]) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(format!("{name}.argv"));
+        let rendered: String = argv.iter().map(|a| format!("{a}\n")).collect();
+        if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &rendered).expect("write golden file");
+            return;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with SHOAL_UPDATE_GOLDEN=1 to create it",
+                path.display()
+            )
+        });
+        assert_eq!(
+            rendered,
+            want,
+            "argv differs from {}; if the change is intended, rerun with SHOAL_UPDATE_GOLDEN=1",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn kernel_boot_with_tap_on_kvm() {
+        let spec = VmSpec {
+            boot: Boot::Kernel {
+                kernel: "/var/lib/shoal/releases/test/vmlinuz".into(),
+                initrd: Some("/var/lib/shoal/releases/test/initrd.img".into()),
+                cmdline: "console=ttyS0 quiet".into(),
+            },
+            tap: Some(Tap {
+                ifname: "shoal-m1".into(),
+                mac: "52:54:00:12:34:56".into(),
+            }),
+            ..base()
+        };
+        golden("kernel-tap-kvm", &render(&spec));
+    }
+
+    #[test]
+    fn disk_boot_on_tcg() {
+        let spec = VmSpec {
+            accel: Accel::Tcg,
+            vcpus: NonZeroU32::MIN,
+            boot: Boot::Disk {
+                overlay_path: "/var/lib/shoal/vms/m1/disk.qcow2".into(),
+            },
+            ..base()
+        };
+        golden("disk-tcg", &render(&spec));
+    }
+
+    #[test]
+    fn commas_are_escaped() {
+        let spec = VmSpec {
+            serial: "ds=nocloud;s=http://10.0.0.1/a,b/".into(),
+            state_dir: "/tmp/odd,dir".into(),
+            ..base()
+        };
+        golden("escaped-commas", &render(&spec));
+    }
+}
