@@ -108,6 +108,12 @@ fn cas_failure(
     }
 }
 
+/// The answer to a write: the stored object at its new revision, in the kind's view.
+fn answer(kind: &KindInfo, mut obj: Value, revision: i64) -> Value {
+    crate::resource::meta::set_resource_version(&mut obj, revision);
+    view::from_storage(kind, obj)
+}
+
 fn namespace_kind() -> &'static KindInfo {
     KINDS
         .iter()
@@ -424,9 +430,7 @@ impl Resources {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut out = stored;
-        crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
-        Box::pin(self.after_create(kind, view::from_storage(kind, out))).await
+        Box::pin(self.after_create(kind, answer(kind, stored, kv.mod_revision))).await
     }
 
     /// Replaces an object, or its status.
@@ -504,6 +508,27 @@ impl Resources {
             .await
     }
 
+    /// Reads an object about to be changed, refusing with 409 when it is no longer
+    /// at the revision the caller pinned.
+    async fn read_for_write(
+        &self,
+        kind: &KindInfo,
+        key: &str,
+        name: &str,
+        expected: Option<i64>,
+    ) -> Result<(shoal_store::KeyValue, Value), ApiError> {
+        let kv = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| not_found(kind, name))?;
+        if expected.is_some_and(|e| e != kv.mod_revision) {
+            return Err(conflict(kind, name));
+        }
+        let obj = self.codec.decode(kind, &kv)?;
+        Ok((kv, obj))
+    }
+
     /// The shared update path: read, merge by the subresource's rules, validate,
     /// compare-and-swap, and retry when someone else wrote in between and the
     /// caller did not pin a resourceVersion.
@@ -518,15 +543,7 @@ impl Resources {
     ) -> Result<Value, ApiError> {
         let key = object_key(kind, ns, name);
         for _ in 0..CAS_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| not_found(kind, name))?;
-            if expected.is_some_and(|e| e != kv.mod_revision) {
-                return Err(conflict(kind, name));
-            }
-            let mut current = self.codec.decode(kind, &kv)?;
+            let (kv, mut current) = self.read_for_write(kind, &key, name, expected).await?;
             meta_mut(&mut current)?.remove("resourceVersion");
             let incoming = change(&current)?;
             let next = merge_for_update(kind, &current, incoming, sub)?;
@@ -537,9 +554,7 @@ impl Resources {
             if deleting && finalizers(&next).is_empty() {
                 match self.cas_delete(&key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
-                        let mut out = next;
-                        crate::resource::meta::set_resource_version(&mut out, rev);
-                        return Ok(view::from_storage(kind, out));
+                        return Ok(answer(kind, next, rev));
                     }
                     Err(e) => {
                         cas_failure(e, kind, name, expected.is_none())?;
@@ -548,16 +563,12 @@ impl Resources {
                 }
             }
             if next == current {
-                let mut out = current;
-                crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
-                return Ok(view::from_storage(kind, out));
+                return Ok(answer(kind, current, kv.mod_revision));
             }
             let bytes = self.codec.encode(kind, &next)?;
             match self.cas_update(&key, bytes, kv.mod_revision).await {
                 Ok(kv) => {
-                    let mut out = next;
-                    crate::resource::meta::set_resource_version(&mut out, kv.mod_revision);
-                    return Ok(view::from_storage(kind, out));
+                    return Ok(answer(kind, next, kv.mod_revision));
                 }
                 Err(e) => {
                     cas_failure(e, kind, name, expected.is_none())?;
@@ -579,20 +590,13 @@ impl Resources {
     ) -> Result<Value, ApiError> {
         let key = object_key(kind, ns, name);
         for _ in 0..CAS_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| not_found(kind, name))?;
-            if precondition_rv.is_some_and(|e| e != kv.mod_revision) {
-                return Err(conflict(kind, name));
-            }
-            let mut current = self.codec.decode(kind, &kv)?;
+            let (kv, mut current) = self
+                .read_for_write(kind, &key, name, precondition_rv)
+                .await?;
             if finalizers(&current).is_empty() {
                 match self.cas_delete(&key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
-                        crate::resource::meta::set_resource_version(&mut current, rev);
-                        return Ok(view::from_storage(kind, current));
+                        return Ok(answer(kind, current, rev));
                     }
                     Err(e) => {
                         cas_failure(e, kind, name, true)?;
@@ -612,8 +616,7 @@ impl Resources {
             let bytes = self.codec.encode(kind, &current)?;
             match self.cas_update(&key, bytes, kv.mod_revision).await {
                 Ok(kv) => {
-                    crate::resource::meta::set_resource_version(&mut current, kv.mod_revision);
-                    return Ok(view::from_storage(kind, current));
+                    return Ok(answer(kind, current, kv.mod_revision));
                 }
                 Err(e) => {
                     cas_failure(e, kind, name, true)?;
