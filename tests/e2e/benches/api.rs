@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use shoal_api::Cluster;
-use shoal_e2e::bench::{p50_p99, throughput};
+use shoal_e2e::bench::{self, p50_p99, throughput};
 use shoal_e2e::ServerProc;
 use shoal_store::redb::RedbStore;
 use shoal_store::Store;
@@ -83,7 +83,7 @@ async fn store_creates(dir: &std::path::Path, concurrency: usize) -> Result<f64>
 /// records how long each delivery took.
 async fn api_watch_latency(server: &ServerProc) -> Result<Vec<f64>> {
     let client = server.client().await?;
-    let api: Api<Cluster> = Api::namespaced(client.clone(), "org-bench");
+    let api: Api<Cluster> = Api::namespaced(client, "org-bench");
     let target = api
         .create(&PostParams::default(), &cluster("watched"))
         .await?;
@@ -92,58 +92,7 @@ async fn api_watch_latency(server: &ServerProc) -> Result<Vec<f64>> {
         .resource_version
         .clone()
         .context("resourceVersion")?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    let ready = Arc::new(tokio::sync::Barrier::new(WATCHERS + 1));
-    for _ in 0..WATCHERS {
-        let api = api.clone();
-        let (tx, rv, ready) = (tx.clone(), rv.clone(), ready.clone());
-        tokio::spawn(async move {
-            let wp = WatchParams::default()
-                .fields("metadata.name=watched")
-                .timeout(290);
-            let stream = api.watch(&wp, &rv).await;
-            ready.wait().await;
-            let Ok(stream) = stream else { return };
-            let mut stream = stream.boxed();
-            while let Some(Ok(ev)) = stream.next().await {
-                if let WatchEvent::Modified(c) = ev {
-                    let seq = c
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("seq"))
-                        .and_then(|s| s.parse::<usize>().ok());
-                    if let Some(seq) = seq {
-                        let _ = tx.send((seq, Instant::now()));
-                    }
-                }
-            }
-        });
-    }
-    ready.wait().await;
-    // The watch requests are sent before the barrier; give the server a moment to register them all.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut latencies = Vec::new();
-    for seq in 0..EVENTS {
-        let sent = Instant::now();
-        let patch = json!({"metadata": {"annotations": {"seq": seq.to_string()}}});
-        api.patch("watched", &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        let mut got = 0;
-        let deadline = sent + Duration::from_secs(10);
-        while got < WATCHERS {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((s, at))) if s == seq => {
-                    latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
-                    got += 1;
-                }
-                Ok(Some(_)) => {}
-                _ => anyhow::bail!("event {seq} reached only {got} of {WATCHERS} watchers in 10 s"),
-            }
-        }
-    }
-    Ok(latencies)
+    bench::api_watch_latency(&[api], "watched", &rv, WATCHERS, EVENTS).await
 }
 
 /// The same fan-out through raw store watches: the floor under the API's figure.
