@@ -34,6 +34,11 @@ command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 [ -f /usr/share/seabios/bios-256k.bin ] || need_apt+=(seabios)
 command -v cpio >/dev/null || need_apt+=(cpio)
 command -v modinfo >/dev/null || need_apt+=(kmod)
+# The host agent: nftables isolates guest networks; nsenter (util-linux) and ip
+# (iproute2) start QEMU and the tests' hosts inside network namespaces.
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq

@@ -11,4 +11,5 @@
 //!   is confined to;
 //! - kill processes by name: a VM's QEMU is found and signalled only by the PID in its
 //!   state directory, after checking that PID still belongs to that VM.
+pub mod net;
 pub mod vm;
