@@ -45,8 +45,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# The test guest image (Debian's kernel and busybox-static): cached, a no-op when current.
-"$(dirname "$0")/../images/build-test-image.sh"
-
 command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain"; exit 1; }
+
+# The test guest image (Debian's kernel and busybox-static) with the static guest agent
+# as /bin/shoal: cargo and the image's stamp make both no-ops when current.
+guest_bin=$("$(dirname "$0")/build-guest.sh")
+SHOAL_GUEST_BIN="$guest_bin" "$(dirname "$0")/../images/build-test-image.sh"
+
 log "ok: kubectl $("$KUBECTL_DIR/usr/bin/kubectl" version --client --short 2>/dev/null || true)"
