@@ -11,5 +11,6 @@
 //!   is confined to;
 //! - kill processes by name: a VM's QEMU is found and signalled only by the PID in its
 //!   state directory, after checking that PID still belongs to that VM.
+pub mod host;
 pub mod net;
 pub mod vm;

@@ -40,6 +40,10 @@ pub enum Output {
 pub enum Command {
     /// Run the management API server.
     Server(ServerArgs),
+    /// Run the host agent: register this machine and run its guest VMs.
+    Agent(AgentArgs),
+    /// The agent inside the test guest image (DHCP, NoCloud, phone home).
+    Guest,
     /// Show objects: `shoal get clusters [NAME] [-n NS | -A]`.
     Get(GetArgs),
     /// Create or update the objects in a YAML or JSON file.
@@ -112,6 +116,54 @@ pub struct ServerArgs {
     /// Seconds between BOOKMARK events on idle watches.
     #[arg(long, default_value_t = 10)]
     pub bookmark_interval: u64,
+}
+
+/// `shoal agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The Host's name.
+    #[arg(long)]
+    pub name: String,
+    /// A bearer token, instead of the kubeconfig's credentials.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The address other hosts reach this one on (the VXLAN source).
+    #[arg(long)]
+    pub underlay_ip: std::net::Ipv4Addr,
+    /// Where VM state (pidfiles, QMP sockets, consoles, overlays) lives.
+    #[arg(long, default_value = "/var/lib/shoal/agent")]
+    pub state_dir: PathBuf,
+    /// Confine the data plane (bridges, taps, VXLANs, nft, DHCP, metadata) to this
+    /// network namespace, created if needed.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    /// The qemu-img binary (disk overlays).
+    #[arg(long, default_value = "qemu-img")]
+    pub qemu_img: PathBuf,
+    /// The nft binary.
+    #[arg(long, default_value = "nft")]
+    pub nft: PathBuf,
+    /// CPUs offered to guests (default: detected).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory offered to guests, e.g. 16Gi (default: detected).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Seconds a guest gets to power down before QEMU quits.
+    #[arg(long, default_value_t = 10)]
+    pub stop_grace: u64,
+    /// Milliseconds the KVM probe may take before TCG is used.
+    #[arg(long, default_value_t = 3000)]
+    pub kvm_probe_timeout_ms: u64,
+    /// Let VMs reach the outside through this interface (NAT); off by default.
+    #[arg(long)]
+    pub egress_interface: Option<String>,
+    /// Seconds between full re-checks.
+    #[arg(long, default_value_t = 5)]
+    pub resync: u64,
 }
 
 /// `shoal get`.

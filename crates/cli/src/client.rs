@@ -90,11 +90,11 @@ fn resolve_kubeconfig(explicit: Option<&PathBuf>) -> Result<PathBuf, CliError> {
     })
 }
 
-/// A client for the kubeconfig (and server override) the user chose.
-pub async fn connect(
+/// The client config of the kubeconfig (and server override) the user chose.
+async fn load_config(
     kubeconfig: Option<&PathBuf>,
     server: Option<&str>,
-) -> Result<Client, CliError> {
+) -> Result<Config, CliError> {
     let path = resolve_kubeconfig(kubeconfig)?;
     let kc = Kubeconfig::read_from(&path)
         .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))?;
@@ -106,6 +106,30 @@ pub async fn connect(
             .parse()
             .map_err(|e| CliError::Usage(format!("--server {url:?} is not a URL: {e}")))?;
     }
+    Ok(config)
+}
+
+/// A client for the kubeconfig (and server override) the user chose.
+pub async fn connect(
+    kubeconfig: Option<&PathBuf>,
+    server: Option<&str>,
+) -> Result<Client, CliError> {
+    let config = load_config(kubeconfig, server).await?;
+    Client::try_from(config).map_err(|e| CliError::Config(e.to_string()))
+}
+
+/// A client for the kubeconfig's server (and CA) that authenticates with `token`
+/// instead of the kubeconfig's own credentials.
+pub async fn connect_with_token(
+    kubeconfig: Option<&PathBuf>,
+    server: Option<&str>,
+    token: &str,
+) -> Result<Client, CliError> {
+    let mut config = load_config(kubeconfig, server).await?;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
     Client::try_from(config).map_err(|e| CliError::Config(e.to_string()))
 }
 

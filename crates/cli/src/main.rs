@@ -12,6 +12,8 @@ use crate::client::{connect, CliError};
 
 /// Exit code when the server fails to start or stops with an error.
 const EXIT_SERVER: i32 = 10;
+/// Exit code when the agent fails to start or stops with an error.
+const EXIT_AGENT: i32 = 11;
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -59,14 +61,39 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
             clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut script);
             output::emit(&String::from_utf8_lossy(&script))
         }
-        Command::Server(_) => Ok(()),
+        Command::Server(_) | Command::Agent(_) | Command::Guest => Ok(()),
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
+    if let Command::Guest = &cli.command {
+        // The guest agent runs its own small runtime inside the VM.
+        if let Err(e) = shoal_guest::run() {
+            eprintln!("shoal guest: {e}");
+            std::process::exit(i32::from(e.exit_code()));
+        }
+        return;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(async_main(cli));
+}
+
+async fn async_main(cli: Cli) {
     init_logging(cli.log_json);
+    if let Command::Agent(args) = &cli.command {
+        if let Err(e) = commands::agent::run(&cli, args).await {
+            eprintln!("shoal agent: {e}");
+            std::process::exit(EXIT_AGENT);
+        }
+        return;
+    }
     if let Command::Server(args) = &cli.command {
         if let Err(e) = commands::server::run(args).await {
             eprintln!("shoal server: {e}");

@@ -287,6 +287,13 @@ fn render_inet(clusters: &[&ClusterPlan], egress: Option<&str>, cmds: &mut Vec<V
         rule(F, "input", vec![iif(br), drop()], cmds);
     }
 
+    // Frames bridged inside one cluster reach this hook only where br_netfilter
+    // passes bridged traffic to the IP hooks (as Docker hosts do); they stay within
+    // their cluster, and the bridge table polices them.
+    for c in clusters {
+        let br = c.net.bridge.as_str();
+        rule(F, "forward", vec![iif(br), oif(br), accept()], cmds);
+    }
     // Never between clusters, whatever else is configured.
     rule(
         F,

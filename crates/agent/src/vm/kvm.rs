@@ -104,8 +104,15 @@ async fn run_probe(
     timeout: Duration,
     firmware: &Path,
 ) -> Result<(), ProbeError> {
+    // The same machine and CPU model as real VMs (see argv.rs): a host whose KVM
+    // cannot set up `-cpu host` vCPUs (seen with nested KVM) must fail here.
+    let cpu = match accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => "max",
+    };
     let mut child = tokio::process::Command::new(qemu)
-        .args(["-machine", &format!("pc,accel={}", accel.as_str())])
+        .args(["-machine", &format!("q35,accel={}", accel.as_str())])
+        .args(["-cpu", cpu])
         .args([
             "-nodefaults",
             "-no-user-config",

@@ -262,6 +262,7 @@ pub trait VmRuntime: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct QemuRuntime {
     qemu: PathBuf,
+    prefix: Vec<std::ffi::OsString>,
     ready_timeout: Duration,
     quit_timeout: Duration,
 }
@@ -277,6 +278,7 @@ impl QemuRuntime {
     pub fn new(qemu: PathBuf) -> Self {
         QemuRuntime {
             qemu,
+            prefix: Vec::new(),
             ready_timeout: Duration::from_secs(10),
             quit_timeout: Duration::from_secs(5),
         }
@@ -286,6 +288,30 @@ impl QemuRuntime {
     pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
+    }
+
+    /// Starts QEMU through `prefix` (e.g. `nsenter --net=<ns> --`), so that the VM and
+    /// the tap it creates live in the agent's network namespace.
+    pub fn with_command_prefix(mut self, prefix: Vec<std::ffi::OsString>) -> Self {
+        self.prefix = prefix;
+        self
+    }
+
+    /// How long a stop waits for `quit` before SIGKILL.
+    pub fn with_quit_timeout(mut self, timeout: Duration) -> Self {
+        self.quit_timeout = timeout;
+        self
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        match self.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(rest).arg(&self.qemu);
+                cmd
+            }
+            None => tokio::process::Command::new(&self.qemu),
+        }
     }
 
     async fn launch_inner(&self, vm: &mut Vm) -> Result<(), VmError> {
@@ -317,7 +343,8 @@ impl QemuRuntime {
 
         let args = argv::render(&vm.spec);
         tracing::info!(qemu = %self.qemu.display(), ?args, "launching");
-        let child = tokio::process::Command::new(&self.qemu)
+        let child = self
+            .command()
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

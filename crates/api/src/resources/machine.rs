@@ -45,6 +45,18 @@ pub struct MachineSpec {
     /// Its address on the cluster network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Where the guest's bootstrap data (cloud-init user-data) comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<MachineBootstrap>,
+}
+
+/// The source of a Machine's bootstrap data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachineBootstrap {
+    /// A Secret in the Machine's namespace whose key `value` holds the user-data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_secret_name: Option<String>,
 }
 
 /// The phase of a machine.
@@ -105,6 +117,16 @@ impl MachineSpec {
                     )),
                 );
             }
+        }
+        if let Some(name) = self
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.data_secret_name.as_ref())
+        {
+            errs.check(
+                "spec.bootstrap.dataSecretName",
+                crate::validate::validate_dns1123_subdomain(name),
+            );
         }
         if let Some(ip) = &self.ip {
             if ip.parse::<std::net::IpAddr>().is_err() {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod cluster;
 pub mod login;
 pub mod objects;

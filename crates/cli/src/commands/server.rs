@@ -112,7 +112,7 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
 }
 
 /// Resolves on the first SIGTERM or SIGINT, and exits the process on the second.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

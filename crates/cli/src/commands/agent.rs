@@ -1,0 +1,69 @@
+//! `shoal agent`: validates its flags, connects, and hands off to the agent library.
+
+use std::time::Duration;
+
+use shoal_agent::host::AgentConfig;
+use shoal_api::validate::Quantity;
+
+use crate::args::{AgentArgs, Cli};
+use crate::client::{connect, CliError};
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentRunError {
+    /// The flags or the kubeconfig are wrong.
+    #[error(transparent)]
+    Setup(#[from] CliError),
+    /// The agent failed.
+    #[error("{}", shoal_agent::host::chain(.0))]
+    Agent(#[from] shoal_agent::host::AgentError),
+}
+
+/// Parses the flags into a config before touching anything, then runs the agent
+/// until SIGTERM or SIGINT.
+pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
+    let memory_mib = match &args.memory {
+        Some(text) => Some(
+            Quantity::parse(text)
+                .map_err(|e| CliError::Usage(format!("--memory {text:?}: {e}")))?
+                .as_bytes()
+                / (1 << 20),
+        ),
+        None => None,
+    };
+    if shoal_api::validate::validate_dns1123_subdomain(&args.name).is_err() {
+        return Err(CliError::Usage(format!(
+            "--name {:?} must be a DNS-1123 subdomain (lowercase letters, digits, '-', '.')",
+            args.name
+        ))
+        .into());
+    }
+    let state_dir = std::path::absolute(&args.state_dir).map_err(|source| CliError::File {
+        path: args.state_dir.clone(),
+        source,
+    })?;
+    let cfg = AgentConfig {
+        name: args.name.clone(),
+        underlay: args.underlay_ip,
+        state_dir,
+        netns: args.netns.clone(),
+        qemu: args.qemu.clone(),
+        qemu_img: args.qemu_img.clone(),
+        nft: args.nft.clone(),
+        cpus: args.cpus,
+        memory_mib,
+        stop_grace: Duration::from_secs(args.stop_grace),
+        kvm_probe_timeout: Duration::from_millis(args.kvm_probe_timeout_ms),
+        egress: args.egress_interface.clone(),
+        resync: Duration::from_secs(args.resync.max(1)),
+    };
+    let client = match &args.token {
+        Some(token) => {
+            crate::client::connect_with_token(cli.kubeconfig.as_ref(), cli.server.as_deref(), token)
+                .await?
+        }
+        None => connect(cli.kubeconfig.as_ref(), cli.server.as_deref()).await?,
+    };
+    shoal_agent::host::run(client, cfg, super::server::shutdown_signal()).await?;
+    Ok(())
+}

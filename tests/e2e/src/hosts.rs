@@ -1,0 +1,313 @@
+//! Hosts as network namespaces: two namespaces joined by a veth pair on an underlay
+//! subnet, each running its own `shoal agent`, and helpers to talk to guest VMs from
+//! inside a host namespace. Nothing here touches the root namespace's networking.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::shoal_bin;
+
+/// Runs `ip` with `args`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Two host namespaces joined by a veth pair: host `i` has underlay address
+/// `10.250.0.<i+1>/24`. Dropping it deletes both namespaces.
+pub struct Underlay {
+    /// The namespaces' names.
+    pub names: Vec<String>,
+}
+
+impl Underlay {
+    /// Creates the namespaces `<prefix>1` and `<prefix>2`, with IPv4 forwarding on
+    /// (so that isolation must come from Shoal's rules, not from a disabled router).
+    pub fn pair(prefix: &str) -> Result<Self> {
+        if !rustix::process::geteuid().is_root() {
+            bail!("host namespaces need root: run the e2e tests as root (CI does)");
+        }
+        let names = vec![format!("{prefix}1"), format!("{prefix}2")];
+        for n in &names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+            ip(&["netns", "add", n])?;
+        }
+        let u = Underlay { names };
+        let (a, b) = (&u.names[0], &u.names[1]);
+        ip(&[
+            "-n", a, "link", "add", "under0", "type", "veth", "peer", "name", "under0", "netns", b,
+        ])?;
+        for (i, n) in u.names.iter().enumerate() {
+            ip(&[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{}/24", u.underlay(i)),
+                "dev",
+                "under0",
+            ])?;
+            ip(&["-n", n, "link", "set", "under0", "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+            let out = Command::new("ip")
+                .args(["netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+                .output()?;
+            if !out.status.success() {
+                bail!("sysctl in {n}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(u)
+    }
+
+    /// Host `i`'s underlay address.
+    pub fn underlay(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 250, 0, u8::try_from(i + 1).unwrap_or(u8::MAX))
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`; sockets it opens live there.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = PathBuf::from("/run/netns").join(ns);
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<T> {
+            let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&file),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .with_context(|| format!("entering {}", path.display()))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+    })
+}
+
+/// Sends one command to a test-image guest's control port (7070) from inside host
+/// namespace `ns`, and returns its one-line reply.
+pub fn guest(ns: &str, vm: Ipv4Addr, command: &str) -> Result<String> {
+    let command = command.to_string();
+    in_netns(ns, move || -> Result<String> {
+        let addr = SocketAddr::from((vm, 7070));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.write_all(format!("{command}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    })?
+}
+
+/// Lists the links of namespace `ns` as `ip -j` reports them (JSON, not text).
+pub fn links(ns: &str) -> Result<Vec<String>> {
+    let out = ip(&["-n", ns, "-j", "link", "show"])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The nftables tables of namespace `ns`, as `family name` (from `nft -j`).
+pub fn nft_tables(ns: &str) -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-j", "list", "tables"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "nft list tables in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["nftables"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    let t = e.get("table")?;
+                    Some(format!("{} {}", t["family"].as_str()?, t["name"].as_str()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// A running `shoal agent` in a host namespace.
+pub struct AgentProc {
+    child: Option<Child>,
+    args: Vec<String>,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts `shoal agent --name <name>` confined to `netns`, against the server
+    /// whose admin kubeconfig is `kubeconfig`; it offers 8 CPUs and 8Gi to guests.
+    pub fn start(
+        kubeconfig: &Path,
+        name: &str,
+        netns: &str,
+        underlay: Ipv4Addr,
+        dir: &Path,
+    ) -> Result<Self> {
+        let state_dir = dir.join(format!("agent-{name}"));
+        let args = vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "agent".into(),
+            "--name".into(),
+            name.into(),
+            "--underlay-ip".into(),
+            underlay.to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--netns".into(),
+            netns.into(),
+            "--cpus".into(),
+            "8".into(),
+            "--memory".into(),
+            "8Gi".into(),
+            "--stop-grace".into(),
+            "1".into(),
+            "--kvm-probe-timeout-ms".into(),
+            "1500".into(),
+        ];
+        let mut a = AgentProc {
+            child: None,
+            args,
+            log: dir.join(format!("agent-{name}.log")),
+            state_dir,
+        };
+        a.spawn()?;
+        Ok(a)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(shoal_bin()?)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting shoal agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILLs it by PID (its VMs are detached and keep running).
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again with the same flags.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The QEMU PIDs recorded in its state directory, by VM directory.
+    pub fn qemu_pids(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let Ok(nss) = std::fs::read_dir(self.state_dir.join("vms")) else {
+            return out;
+        };
+        for ns in nss.flatten() {
+            let Ok(vms) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for vm in vms.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(vm.path().join("qemu.pid")) {
+                    if let Ok(pid) = pid.trim().parse() {
+                        out.push((vm.file_name().to_string_lossy().into_owned(), pid));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = crate::signal(c.id(), "TERM");
+            let _ = c.wait();
+        }
+        // A failed test must not leave VMs behind: kill the QEMUs this agent's state
+        // directory names, after checking each PID still is one of them.
+        let marker = self.state_dir.display().to_string();
+        for (_, pid) in self.qemu_pids() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                let _ = crate::signal(pid, "KILL");
+            }
+        }
+    }
+}
+
+/// Whether process `pid` is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next())
+                .is_some_and(|c| c != 'Z' && c != 'X')
+        })
+        .unwrap_or(false)
+}
