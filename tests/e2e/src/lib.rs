@@ -14,6 +14,7 @@ use kube::{Client, Config};
 
 pub mod bench;
 pub mod etcd;
+pub mod fleet;
 pub mod hosts;
 pub mod rawboot;
 

@@ -8,13 +8,11 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::Client;
-use shoal_api::{Cluster, Host, Machine, MachinePhase, Release};
+use kube::api::{Api, DeleteParams};
+use shoal_api::{Host, Machine, MachinePhase};
+use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{alive, guest, links, nft_tables, AgentProc, Underlay};
-use shoal_e2e::{workspace_root, ServerProc};
-
-const NS: &str = "org-e2e";
+use shoal_e2e::ServerProc;
 
 struct Vm {
     name: &'static str,
@@ -60,135 +58,6 @@ fn vm(name: &str) -> &'static Vm {
     VMS.iter().find(|v| v.name == name).expect("known VM")
 }
 
-fn image(file: &str) -> Result<String> {
-    let p = workspace_root().join("images/out").join(file);
-    let p = std::fs::canonicalize(&p).with_context(|| {
-        format!(
-            "{}: run scripts/setup.sh to build the test image",
-            p.display()
-        )
-    })?;
-    Ok(p.display().to_string())
-}
-
-async fn apply<K>(api: &Api<K>, obj: serde_json::Value) -> Result<K>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
-{
-    let obj: K = serde_json::from_value(obj)?;
-    Ok(api.create(&PostParams::default(), &obj).await?)
-}
-
-async fn setup_objects(client: &Client) -> Result<()> {
-    let orgs: Api<kube::api::DynamicObject> = Api::all_with(
-        client.clone(),
-        &kube::api::ApiResource {
-            group: "shoal.io".into(),
-            version: "v1alpha1".into(),
-            api_version: "shoal.io/v1alpha1".into(),
-            kind: "Organization".into(),
-            plural: "organizations".into(),
-        },
-    );
-    let org: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "e2e"}, "spec": {"displayName": "E2E"}
-    }))?;
-    orgs.create(&PostParams::default(), &org).await?;
-    let releases: Api<Release> = Api::all(client.clone());
-    apply(
-        &releases,
-        serde_json::json!({
-            "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "test"},
-            "spec": {"kubernetesVersion": "1.31.2", "image": {
-                "kernel": image("vmlinuz")?, "initrd": image("initrd.img")?,
-                "cmdline": "console=ttyS0 quiet"}}
-        }),
-    )
-    .await?;
-    apply(&releases, serde_json::json!({
-        "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "missing-image"},
-        "spec": {"kubernetesVersion": "1.31.2", "image": {"kernel": "/nonexistent/shoal/vmlinuz"}}
-    })).await?;
-    // Wait for the organization's namespace.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
-    for (name, vni, cidr) in [("a", 101, "10.101.0.0/24"), ("b", 102, "10.102.0.0/24")] {
-        let body = serde_json::json!({
-            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"release": "test", "controlPlane": {"replicas": 1, "cpu": "1", "memory": "256Mi", "disk": "1Gi"},
-                     "network": {"podCidr": "10.244.0.0/16", "serviceCidr": "10.96.0.0/12"}}
-        });
-        loop {
-            match apply(&clusters, body.clone()).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("cluster {name}: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // No IPAM controller yet: the test allocates the network, as the cluster
-        // controller will.
-        clusters
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"status": {"vni": vni, "nodeCidr": cidr}})),
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-fn machine(
-    name: &str,
-    cluster: &str,
-    host: &str,
-    ip: Ipv4Addr,
-    cpu: &str,
-    release: &str,
-) -> serde_json::Value {
-    let o = ip.octets();
-    serde_json::json!({
-        "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"cluster": cluster, "role": "worker", "release": release,
-                 "size": {"cpu": cpu, "memory": "256Mi", "disk": "1Gi"},
-                 "hostName": host,
-                 "mac": format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]),
-                 "ip": ip.to_string()}
-    })
-}
-
-async fn wait_phase(
-    api: &Api<Machine>,
-    name: &str,
-    want: MachinePhase,
-    timeout: Duration,
-) -> Result<Machine> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let m = api.get(name).await?;
-        let phase = m.status.as_ref().and_then(|s| s.phase);
-        if phase == Some(want) {
-            return Ok(m);
-        }
-        if phase == Some(MachinePhase::Failed) && want != MachinePhase::Failed {
-            bail!("machine {name} failed: {:?}", m.status);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "machine {name} is {phase:?}, not {want:?}, after {timeout:?}: {:?}",
-                m.status
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn expect(ns: &str, from: &str, cmd: &str, want: &str) -> Result<()> {
     let got = guest(ns, vm(from).ip, cmd)?;
     if got != want {
@@ -215,7 +84,11 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
     let hosts = Underlay::pair(&format!("se{}h", std::process::id()))?;
     let server = ServerProc::start()?;
     let client = server.client().await?;
-    setup_objects(&client).await?;
+    setup(
+        &client,
+        &[("a", 101, "10.101.0.0/24"), ("b", 102, "10.102.0.0/24")],
+    )
+    .await?;
     let dir = tempfile::tempdir()?;
     let host_names = ["h1", "h2"];
     let mut agents = Vec::new();
