@@ -140,8 +140,8 @@ async fn shoal_boot(n: usize) -> Result<Vec<f64>> {
     let shoal = secs(&ready);
     println!(
         "shoal: {n} machines created at once -> Ready: p50 {:.2} s, max {:.2} s",
-        percentile(&shoal, 50.0),
-        percentile(&shoal, 100.0)
+        percentile(&shoal, 0.5),
+        percentile(&shoal, 1.0)
     );
     println!(
         "agent RSS: idle {:.1} MB, with {n} VMs {:.1} MB",
@@ -161,15 +161,15 @@ fn main() -> Result<()> {
     let raw = secs(&raw_boot(n)?);
     println!(
         "raw QEMU: {n} VMs launched at once -> phone-home: p50 {:.2} s, max {:.2} s",
-        percentile(&raw, 50.0),
-        percentile(&raw, 100.0)
+        percentile(&raw, 0.5),
+        percentile(&raw, 1.0)
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let shoal = rt.block_on(shoal_boot(n))?;
-    let (s50, smax) = (percentile(&shoal, 50.0), percentile(&shoal, 100.0));
-    let (r50, rmax) = (percentile(&raw, 50.0), percentile(&raw, 100.0));
+    let (s50, smax) = (percentile(&shoal, 0.5), percentile(&shoal, 1.0));
+    let (r50, rmax) = (percentile(&raw, 0.5), percentile(&raw, 1.0));
     println!(
         "ratio shoal/raw: p50 {:.2}, max {:.2} (goal <= 1.10)",
         s50 / r50,

@@ -299,28 +299,40 @@ impl Agent {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for k in orphans {
+        for k in &orphans {
             tracing::info!(vm = %k.1, namespace = %k.0, "removing orphan VM");
-            self.remove_vm(&k).await;
+        }
+        // Deleted Machines, and failed ones that still have a VM, are stopped
+        // together with the orphans, all at once.
+        let deleting: Vec<&Arc<Machine>> = mine
+            .iter()
+            .filter(|m| m.meta().deletion_timestamp.is_some())
+            .collect();
+        let mut remove = orphans;
+        remove.extend(deleting.iter().map(|m| key_of(m)));
+        remove.extend(
+            mine.iter()
+                .filter(|m| phase_of(m) == Some(MachinePhase::Failed))
+                .map(|m| key_of(m))
+                .filter(|k| self.vms.contains_key(k)),
+        );
+        self.remove_vms(remove).await;
+        for m in deleting {
+            let key = key_of(m);
+            if !self.vms.contains_key(&key) {
+                self.forget(&key);
+                self.remove_finalizer(m).await;
+            }
         }
 
         let mut wanted: Vec<(Arc<Machine>, DesiredVm)> = Vec::new();
         for m in &mine {
             let key = key_of(m);
-            if m.meta().deletion_timestamp.is_some() {
-                self.remove_vm(&key).await;
-                self.forget(&key);
-                self.remove_finalizer(m).await;
+            if m.meta().deletion_timestamp.is_some() || phase_of(m) == Some(MachinePhase::Failed) {
                 continue;
             }
             if !m.finalizers().iter().any(|f| f == FINALIZER) {
                 self.add_finalizer(m).await;
-            }
-            if phase_of(m) == Some(MachinePhase::Failed) {
-                if self.vms.contains_key(&key) {
-                    self.remove_vm(&key).await;
-                }
-                continue;
             }
             match self.decide(m) {
                 Ok(d) => wanted.push((m.clone(), d)),
@@ -355,8 +367,8 @@ impl Agent {
                 }
             }
         }
-        for k in exited {
-            if let Some(m) = live.get(&k) {
+        for k in &exited {
+            if let Some(m) = live.get(k) {
                 let tail = console_tail(&desired::vm_dir(&self.vms_dir, &k.0, &k.1));
                 self.set_status(
                     m,
@@ -370,8 +382,8 @@ impl Agent {
                 )
                 .await;
             }
-            self.remove_vm(&k).await;
         }
+        self.remove_vms(exited).await;
         wanted.retain(|(m, _)| {
             phase_of(m) != Some(MachinePhase::Failed) || self.vms.contains_key(&key_of(m))
         });
@@ -685,21 +697,43 @@ impl Agent {
         }
     }
 
-    /// Stops a VM (if this agent runs it) and removes its state.
-    async fn remove_vm(&mut self, key: &Key) {
-        if let Some(mut o) = self.vms.remove(key) {
-            if o.vm.state() == VmState::Running {
-                if let Err(e) = self.runtime.stop(&mut o.vm, self.cfg.stop_grace).await {
-                    tracing::error!(vm = %key.1, error = %chain(&e), "stop failed; will retry");
-                    self.vms.insert(key.clone(), o);
-                    return;
+    /// Stops the VMs of `keys` (those this agent runs) concurrently and removes
+    /// their state; a VM whose stop fails stays owned, to be retried next pass.
+    async fn remove_vms(&mut self, keys: Vec<Key>) {
+        let taken: Vec<(Key, Option<OwnedVm>)> = keys
+            .into_iter()
+            .map(|k| {
+                let o = self.vms.remove(&k);
+                (k, o)
+            })
+            .collect();
+        let runtime = &self.runtime;
+        let grace = self.cfg.stop_grace;
+        let stopped = futures::future::join_all(taken.into_iter().map(|(k, o)| async move {
+            let Some(mut o) = o else {
+                return (k, None, Ok(()));
+            };
+            let r = if o.vm.state() == VmState::Running {
+                runtime.stop(&mut o.vm, grace).await
+            } else {
+                Ok(())
+            };
+            (k, Some(o), r)
+        }))
+        .await;
+        for (key, o, r) in stopped {
+            if let Err(e) = r {
+                tracing::error!(vm = %key.1, error = %chain(&e), "stop failed; will retry");
+                if let Some(o) = o {
+                    self.vms.insert(key, o);
                 }
+                continue;
             }
-        }
-        let dir = desired::vm_dir(&self.vms_dir, &key.0, &key.1);
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing VM state");
+            let dir = desired::vm_dir(&self.vms_dir, &key.0, &key.1);
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "removing VM state");
+                }
             }
         }
     }
