@@ -116,6 +116,16 @@ pub struct ServerArgs {
     /// Seconds between BOOKMARK events on idle watches.
     #[arg(long, default_value_t = 10)]
     pub bookmark_interval: u64,
+    /// Run a local host agent in this process, so this machine hosts VMs too (the
+    /// all-in-one install). Its data plane lives in --local-agent-netns.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_agent: bool,
+    /// The network namespace of the local agent's data plane (created if needed).
+    #[arg(long, default_value = "shoal-local")]
+    pub local_agent_netns: String,
+    /// The local agent's Host name.
+    #[arg(long, default_value = "local")]
+    pub local_agent_name: String,
 }
 
 /// `shoal agent`.

@@ -100,6 +100,12 @@ impl ServerProc {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)
+            // Tests run their agents explicitly, in host namespaces of their own.
+            .args(if args.iter().any(|a| a.starts_with("--local-agent")) {
+                &[][..]
+            } else {
+                &["--local-agent=false"][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

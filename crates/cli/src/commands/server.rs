@@ -89,10 +89,19 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
         None
     };
 
+    let local_agent = if args.local_agent {
+        Some(start_local_agent(args, &server.admin_kubeconfig, controllers_stopped.clone()).await?)
+    } else {
+        None
+    };
+
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_controllers.send(true);
+        if let Some(agent) = local_agent {
+            let _ = tokio::time::timeout(Duration::from_secs(3), agent).await;
+        }
         if let Some(elector) = elector {
             if tokio::time::timeout(Duration::from_secs(3), elector)
                 .await
@@ -109,6 +118,46 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
         })
         .await;
     Ok(())
+}
+
+/// Starts the all-in-one install's host agent as a task of this process, its data
+/// plane confined to its own network namespace. It stops when `stop` turns true;
+/// its VMs keep running. A failing agent is logged and does not stop the API.
+async fn start_local_agent(
+    args: &ServerArgs,
+    kubeconfig: &std::path::Path,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let client = crate::client::connect(Some(&kubeconfig.to_path_buf()), None)
+        .await
+        .map_err(|e| {
+            ServerError::Bootstrap(format!("the local agent cannot reach the API: {e}"))
+        })?;
+    let cfg = shoal_agent::host::AgentConfig {
+        name: args.local_agent_name.clone(),
+        // A single host has no VXLAN peers; the source address only has to exist.
+        underlay: std::net::Ipv4Addr::LOCALHOST,
+        state_dir: args.data_dir.join("agent"),
+        netns: Some(args.local_agent_netns.clone()),
+        qemu: "qemu-system-x86_64".into(),
+        qemu_img: "qemu-img".into(),
+        nft: "nft".into(),
+        cpus: None,
+        memory_mib: None,
+        stop_grace: Duration::from_secs(10),
+        kvm_probe_timeout: Duration::from_secs(3),
+        egress: None,
+        resync: Duration::from_secs(5),
+    };
+    tracing::info!(host = %cfg.name, netns = %args.local_agent_netns, "starting the local agent");
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = shoal_agent::host::run(client, cfg, stopped).await {
+            tracing::error!(error = %shoal_agent::host::chain(&e), "the local agent stopped; this machine hosts no VMs");
+        }
+    }))
 }
 
 /// Resolves on the first SIGTERM or SIGINT, and exits the process on the second.
