@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use shoal_api::{Host, Machine, MachinePhase};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{alive, guest, links, nft_tables, AgentProc, Underlay};
@@ -215,6 +215,21 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
     for (vm_name, pid) in &before {
         assert!(alive(*pid), "VM {vm_name} (PID {pid}) died with its agent");
     }
+    // While the agent is down, Machine b-1 is force-removed (its finalizer
+    // stripped): its VM becomes an orphan, and it was cluster B's only VM on h1.
+    machines
+        .patch(
+            "b-1",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    machines.delete("b-1", &DeleteParams::default()).await?;
+    let orphan_pid = before
+        .iter()
+        .find(|(n, _)| n == "b-1")
+        .map(|(_, p)| *p)
+        .context("b-1's PID")?;
     agents[0].restart()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !agents[0].log_text().contains("re-adopted running VM") {
@@ -226,16 +241,36 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The orphan's VM, its tap and cluster B's network leave h1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = links(ns1)?;
+        let gone = !alive(orphan_pid) && !l.iter().any(|n| n == "shb102" || n == "shv102");
+        if gone {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "orphan b-1 not collected: links {l:?}\n{}",
+                agents[0].log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept: Vec<(String, u32)> = before.into_iter().filter(|(n, _)| n != "b-1").collect();
     assert_eq!(
         agents[0].qemu_pids(),
-        before,
+        kept,
         "QEMU PIDs changed: VMs were rebooted"
     );
-    for (_, pid) in &before {
+    for (_, pid) in &kept {
         assert!(alive(*pid));
     }
-    for v in &VMS {
+    assert!(
+        links(ns1)?.iter().any(|n| n == "shb101"),
+        "cluster A's network left h1"
+    );
+    for v in VMS.iter().filter(|v| v.name != "b-1") {
         wait_phase(
             &machines,
             v.name,
@@ -302,7 +337,7 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
         .flat_map(|a| a.qemu_pids())
         .map(|(_, p)| p)
         .collect();
-    assert_eq!(all_pids.len(), 5);
+    assert_eq!(all_pids.len(), 4);
     let deleted = Instant::now();
     for m in machines.list(&Default::default()).await? {
         machines
@@ -316,7 +351,7 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("5 machines deleted in {:?}", deleted.elapsed());
+    eprintln!("4 machines deleted in {:?}", deleted.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;
     for pid in all_pids {
         assert!(!alive(pid), "QEMU {pid} survived its Machine");
