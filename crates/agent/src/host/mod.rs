@@ -111,14 +111,4 @@ impl AgentError {
     }
 }
 
-/// Renders an error with its sources, `outer: inner: ...`.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
+pub use crate::chain;

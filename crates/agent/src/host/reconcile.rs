@@ -584,17 +584,7 @@ impl Agent {
                     {
                         tracing::warn!(error = %chain(&e), "tap");
                     }
-                    self.set_status(
-                        m,
-                        MachinePhase::Running,
-                        Some((
-                            "False",
-                            "Booting",
-                            "the VM runs; waiting for the guest to phone home".into(),
-                        )),
-                        Some("runningTime"),
-                    )
-                    .await;
+                    self.mark_running(m).await;
                 }
                 continue;
             }
@@ -645,17 +635,7 @@ impl Agent {
                 Ok(owned) => {
                     tracing::info!(machine = %owned.owner.name, pid = ?owned.vm.pid(), "VM running");
                     self.vms.insert(key_of(&m), owned);
-                    self.set_status(
-                        &m,
-                        MachinePhase::Running,
-                        Some((
-                            "False",
-                            "Booting",
-                            "the VM runs; waiting for the guest to phone home".into(),
-                        )),
-                        Some("runningTime"),
-                    )
-                    .await;
+                    self.mark_running(&m).await;
                 }
                 Err(e) => {
                     let message = chain(&e);
@@ -670,6 +650,21 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The VM runs: Running, waiting for the guest.
+    async fn mark_running(&self, m: &Machine) {
+        self.set_status(
+            m,
+            MachinePhase::Running,
+            Some((
+                "False",
+                "Booting",
+                "the VM runs; waiting for the guest to phone home".into(),
+            )),
+            Some("runningTime"),
+        )
+        .await;
     }
 
     /// A guest phoned home: its Machine is Ready.

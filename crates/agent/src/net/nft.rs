@@ -424,7 +424,6 @@ fn render_bridge(clusters: &[&ClusterPlan], cmds: &mut Vec<Value>) {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::path::PathBuf;
 
     use super::*;
     use crate::net::plan::tap_name;
@@ -432,31 +431,11 @@ mod tests {
     /// Compares `ruleset` with `testdata/nft/<name>.json` (pretty JSON);
     /// `SHOAL_UPDATE_GOLDEN=1` rewrites the file instead.
     fn golden(name: &str, ruleset: &Value) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata")
-            .join("nft")
-            .join(format!("{name}.json"));
         let rendered = format!(
             "{}\n",
             serde_json::to_string_pretty(ruleset).expect("JSON values serialize")
         );
-        if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-            std::fs::write(&path, &rendered).expect("write golden file");
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run with SHOAL_UPDATE_GOLDEN=1 to create it",
-                path.display()
-            )
-        });
-        assert_eq!(
-            rendered,
-            want,
-            "ruleset differs from {}; if the change is intended, rerun with SHOAL_UPDATE_GOLDEN=1",
-            path.display()
-        );
+        crate::golden::check(&format!("nft/{name}.json"), &rendered);
     }
 
     fn port(ns: &str, machine: &str, mac: &str, ip: [u8; 4]) -> Port {

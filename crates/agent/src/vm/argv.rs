@@ -97,7 +97,6 @@ pub fn render(spec: &VmSpec) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;
-    use std::path::PathBuf;
 
     use super::*;
     use crate::vm::spec::{Accel, Tap};
@@ -118,26 +117,8 @@ mod tests {
     /// Compares `argv` with `testdata/<name>.argv` (one argument per line);
     /// `SHOAL_UPDATE_GOLDEN=1` rewrites the file instead.
     fn golden(name: &str, argv: &[String]) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata")
-            .join(format!("{name}.argv"));
         let rendered: String = argv.iter().map(|a| format!("{a}\n")).collect();
-        if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-            std::fs::write(&path, &rendered).expect("write golden file");
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run with SHOAL_UPDATE_GOLDEN=1 to create it",
-                path.display()
-            )
-        });
-        assert_eq!(
-            rendered,
-            want,
-            "argv differs from {}; if the change is intended, rerun with SHOAL_UPDATE_GOLDEN=1",
-            path.display()
-        );
+        crate::golden::check(&format!("{name}.argv"), &rendered);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::qmp::{QmpClient, QmpError, RunStatus};
 use super::spec::{SpecError, StatePaths, VmSpec};
 use super::{argv, proc};
+use crate::chain;
 
 /// Where a VM is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,18 +166,6 @@ pub enum VmError {
         /// The PID.
         pid: u32,
     },
-}
-
-/// Renders an error with its sources, `outer: inner: ...`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// What [`VmRuntime::status`] reports.
