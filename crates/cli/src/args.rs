@@ -174,6 +174,9 @@ pub struct AgentArgs {
     /// Seconds between full re-checks.
     #[arg(long, default_value_t = 5)]
     pub resync: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `shoal get`.

@@ -168,6 +168,8 @@ pub struct AgentProc {
     pub log: PathBuf,
     /// Its state directory.
     pub state_dir: PathBuf,
+    /// Its metrics port on 127.0.0.1.
+    pub metrics_port: u16,
 }
 
 impl AgentProc {
@@ -181,6 +183,7 @@ impl AgentProc {
         dir: &Path,
     ) -> Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
+        let metrics_port = crate::free_port()?;
         let args = vec![
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
@@ -201,12 +204,15 @@ impl AgentProc {
             "1".into(),
             "--kvm-probe-timeout-ms".into(),
             "1500".into(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
         ];
         let mut a = AgentProc {
             child: None,
             args,
             log: dir.join(format!("agent-{name}.log")),
             state_dir,
+            metrics_port,
         };
         a.spawn()?;
         Ok(a)
@@ -247,6 +253,23 @@ impl AgentProc {
             c.wait()?;
         }
         Ok(())
+    }
+
+    /// Stops it with SIGTERM (a graceful stop) and waits for it to exit.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("not running")?;
+        crate::signal(c.id(), "TERM")?;
+        Ok(c.wait()?)
+    }
+
+    /// Its Prometheus metrics, as text.
+    pub fn metrics(&self) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body)?;
+        Ok(body)
     }
 
     /// Starts it again with the same flags.

@@ -170,6 +170,18 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
 
+    // Each agent counts its VMs and phone-homes.
+    let metrics = agents[0].metrics()?;
+    assert!(metrics.contains("shoal_agent_vms 3"), "{metrics}");
+    assert!(
+        metrics.contains("shoal_agent_phone_homes_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shoal_agent_vm_operations_total{op=\"launch\",result=\"ok\"} 3"),
+        "{metrics}"
+    );
+
     let ns1 = hosts.names[0].as_str();
     let ns2 = hosts.names[1].as_str();
     // Each guest got its name from the metadata service.
@@ -370,5 +382,18 @@ async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
         assert!(agents[i].qemu_pids().is_empty());
         assert!(agents[i].running());
     }
+    // A gracefully stopped agent marks its Host NotReady.
+    let status = agents[1].stop()?;
+    assert!(status.success(), "agent h2 exited with {status}");
+    let h2 = hosts_api.get("h2").await?.status.context("h2 status")?;
+    let ready = h2
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .context("Ready")?;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AgentStopped")
+    );
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! - [`reconcile`]: the level-triggered loop that owns every VM and network.
 
 pub mod desired;
+pub mod metrics;
 pub mod network;
 pub mod reconcile;
 pub mod register;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub egress: Option<String>,
     /// How often everything is re-checked even without events.
     pub resync: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the agent failed, with what it was doing.

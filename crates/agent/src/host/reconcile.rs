@@ -22,6 +22,7 @@ use shoal_api::{Cluster, Condition, Host, Machine, MachinePhase, Release};
 use tokio::sync::{mpsc, Notify};
 
 use super::desired::{self, Capacity, Context, DesiredVm, Refusal};
+use super::metrics::Metrics;
 use super::network::ClusterServices;
 use super::register::{self, HostFacts};
 use super::{chain, AgentConfig, AgentError, FINALIZER};
@@ -65,6 +66,19 @@ pub async fn run(
         what: format!("creating {}", vms_dir.display()),
         source,
     })?;
+    let metrics = Arc::new(Metrics::default());
+    let metrics_task = match cfg.metrics_listen {
+        Some(addr) => {
+            let listener = super::metrics::bind(addr).await?;
+            let m = metrics.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = super::metrics::serve(m, listener).await {
+                    tracing::error!(error = %chain(&e), "metrics");
+                }
+            }))
+        }
+        None => None,
+    };
     let netns = match &cfg.netns {
         Some(name) => NetNs::ensure(name).await?,
         None => NetNs::current(),
@@ -130,12 +144,27 @@ pub async fn run(
         phone_tx,
         reported: None,
         last_report: Instant::now(),
+        metrics,
     };
     agent.adopt().await;
     let mut tick = tokio::time::interval(agent.cfg.resync);
     tokio::pin!(shutdown);
     loop {
+        let pass = Instant::now();
         agent.sync().await;
+        agent.metrics.syncs.inc();
+        agent
+            .metrics
+            .sync_seconds
+            .observe(pass.elapsed().as_secs_f64());
+        agent
+            .metrics
+            .vms
+            .set(i64::try_from(agent.vms.len()).unwrap_or(i64::MAX));
+        agent
+            .metrics
+            .networks
+            .set(i64::try_from(agent.nets.len()).unwrap_or(i64::MAX));
         tokio::select! {
             () = &mut shutdown => break,
             () = wake.notified() => {}
@@ -149,6 +178,12 @@ pub async fn run(
         }
     }
     beat.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if let Err(e) = register::report_stopped(&agent.client, &agent.facts).await {
+        tracing::warn!(error = %chain(&e), "marking the host NotReady");
+    }
     for task in [machines.1, clusters.1, releases.1, hosts.1] {
         task.abort();
     }
@@ -215,6 +250,7 @@ struct Agent {
     phone_tx: mpsc::UnboundedSender<PhoneHome>,
     reported: Option<(u32, u64, u64)>,
     last_report: Instant,
+    metrics: Arc<Metrics>,
 }
 
 fn key_of(m: &Machine) -> Key {
@@ -631,6 +667,7 @@ impl Agent {
         }))
         .await;
         for (m, _d, r) in results {
+            self.metrics.op("launch", r.is_ok());
             match r {
                 Ok(owned) => {
                     tracing::info!(machine = %owned.owner.name, pid = ?owned.vm.pid(), "VM running");
@@ -678,6 +715,7 @@ impl Agent {
         let machine = self.mine().into_iter().find(|m| key_of(m) == key);
         if let Some(m) = machine {
             tracing::info!(machine = %ph.machine, "guest phoned home");
+            self.metrics.phone_homes.inc();
             self.set_status(
                 &m,
                 MachinePhase::Ready,
@@ -717,6 +755,9 @@ impl Agent {
         }))
         .await;
         for (key, o, r) in stopped {
+            if o.is_some() {
+                self.metrics.op("stop", r.is_ok());
+            }
             if let Err(e) = r {
                 tracing::error!(vm = %key.1, error = %chain(&e), "stop failed; will retry");
                 if let Some(o) = o {

@@ -98,6 +98,23 @@ pub async fn register(client: &Client, facts: &HostFacts) -> Result<(), AgentErr
     Ok(())
 }
 
+/// Marks the Host NotReady when the agent stops on purpose (its VMs keep running).
+pub async fn report_stopped(client: &Client, facts: &HostFacts) -> Result<(), AgentError> {
+    let api: Api<Host> = Api::all(client.clone());
+    let status = serde_json::json!({"status": {"conditions": [Condition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        reason: "AgentStopped".into(),
+        message: "the shoal agent was stopped; its VMs keep running until it returns".into(),
+        last_transition_time: Some(Utc::now().to_rfc3339()),
+        observed_generation: None,
+    }]}});
+    api.patch_status(&facts.name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .map_err(|e| AgentError::api(format!("reporting host {} stopped", facts.name), e))?;
+    Ok(())
+}
+
 /// Writes the Host's status: capacity, allocatable, allocated, KVM and Ready.
 pub async fn report(
     client: &Client,

@@ -56,6 +56,7 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         kvm_probe_timeout: Duration::from_millis(args.kvm_probe_timeout_ms),
         egress: args.egress_interface.clone(),
         resync: Duration::from_secs(args.resync.max(1)),
+        metrics_listen: args.metrics_listen,
     };
     let client = match &args.token {
         Some(token) => {

@@ -148,6 +148,8 @@ async fn start_local_agent(
         kvm_probe_timeout: Duration::from_secs(3),
         egress: None,
         resync: Duration::from_secs(5),
+        // The server serves its own metrics; the local agent's would need a port.
+        metrics_listen: None,
     };
     tracing::info!(host = %cfg.name, netns = %args.local_agent_netns, "starting the local agent");
     Ok(tokio::spawn(async move {
