@@ -30,6 +30,8 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 # QEMU boots the test guest image under TCG; cpio and kmod's modinfo build it.
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+# qemu-img makes the VMs' copy-on-write overlays.
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 # QEMU needs its firmware (SeaBIOS); apt installs it as a recommendation, so name it.
 [ -f /usr/share/seabios/bios-256k.bin ] || need_apt+=(seabios)
 command -v cpio >/dev/null || need_apt+=(cpio)

@@ -956,7 +956,12 @@ async fn start_vm(
     })?;
     if let (Some(base), crate::vm::Boot::Disk { overlay_path }) = (&d.base_disk, &d.spec.boot) {
         if !overlay_path.exists() {
-            make_overlay(qemu_img, base, overlay_path, d.disk_bytes, &owner.name).await?;
+            crate::vm::disk::make_overlay(qemu_img, base, overlay_path, d.disk_bytes)
+                .await
+                .map_err(|e| AgentError::Overlay {
+                    vm: owner.name.clone(),
+                    message: chain(&e),
+                })?;
         }
     }
     let mut vm = Vm::new(d.spec.clone());
@@ -970,40 +975,6 @@ async fn start_vm(
         return Err(e.into());
     }
     Ok(OwnedVm { vm, owner })
-}
-
-/// Creates a qcow2 overlay on `base`, at least `size` bytes large.
-async fn make_overlay(
-    qemu_img: &Path,
-    base: &Path,
-    overlay: &Path,
-    size: u64,
-    vm: &str,
-) -> Result<(), AgentError> {
-    let format = if base.extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    let out = tokio::process::Command::new(qemu_img)
-        .arg("create")
-        .args(["-q", "-f", "qcow2", "-F", format, "-b"])
-        .arg(base)
-        .arg(overlay)
-        .arg(size.to_string())
-        .output()
-        .await
-        .map_err(|source| AgentError::Io {
-            what: format!("running {}", qemu_img.display()),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(AgentError::Overlay {
-            vm: vm.to_string(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
 /// The VM state directories under `vms/<namespace>/<name>`.

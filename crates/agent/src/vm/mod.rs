@@ -2,6 +2,7 @@
 //! ([`qmp`]) and the lifecycle runtime ([`runtime`]).
 
 pub mod argv;
+pub mod disk;
 pub mod kvm;
 mod proc;
 pub mod qmp;
