@@ -53,14 +53,28 @@ impl fmt::Debug for CertificateAuthority {
 }
 
 /// What a leaf certificate is for; decides its extended key usage and SANs.
-enum Usage {
+pub(crate) enum Usage {
+    /// TLS server (server-auth EKU) for these SANs.
     Server(Vec<GeneralName>),
+    /// TLS client (client-auth EKU).
     Client,
+    /// Both server and client (as etcd members are to each other) for these SANs.
+    ServerAndClient(Vec<GeneralName>),
 }
 
 impl CertificateAuthority {
     /// Creates a self-signed ECDSA P-256 CA, valid for ten years, with a new random key.
     pub fn generate(common_name: &str) -> Result<Self, PkiError> {
+        Self::generate_at(common_name, CA_LIFETIME, OffsetDateTime::now_utc())
+    }
+
+    /// Creates a self-signed ECDSA P-256 CA with a new random key, valid from `now`
+    /// (less a few minutes for clock skew) for `lifetime`.
+    pub fn generate_at(
+        common_name: &str,
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Self, PkiError> {
         const WHAT: &str = "CA certificate";
         let subject = subject_name(WHAT, common_name, &[])?;
         let key = SigningKey::random(&mut rand::rngs::OsRng);
@@ -71,9 +85,8 @@ impl CertificateAuthority {
                     source: source.into(),
                 }
             })?;
-        let now = OffsetDateTime::now_utc();
         let (serial, _) = random_serial(WHAT)?;
-        let validity = validity(WHAT, now - CLOCK_SKEW, expiry(now, CA_LIFETIME)?)?;
+        let validity = validity(WHAT, now - CLOCK_SKEW, expiry(now, lifetime)?)?;
         // Profile::Root: basic constraints CA (critical), key usage keyCertSign + cRLSign
         // (critical), subject key identifier.
         let cert =
@@ -184,6 +197,11 @@ impl CertificateAuthority {
         &self.key_pem
     }
 
+    /// When the CA certificate expires.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
     /// Issues a TLS server certificate (server-auth EKU) for the given DNS names and IPs.
     pub fn issue_server(
         &self,
@@ -192,19 +210,26 @@ impl CertificateAuthority {
         ips: &[IpAddr],
         ttl: Duration,
     ) -> Result<IssuedCert, PkiError> {
-        let mut sans = dns_names
-            .iter()
-            .map(|name| dns_san(name))
-            .collect::<Result<Vec<_>, _>>()?;
-        sans.extend(ips.iter().copied().map(GeneralName::from));
-        if sans.is_empty() {
-            check_name("common name", common_name)?;
-            return Err(PkiError::NoSubjectAltNames {
-                common_name: common_name.to_owned(),
-            });
-        }
+        let sans = server_sans(common_name, dns_names, ips)?;
         let subject = subject_name("server certificate", common_name, &[])?;
-        self.issue_with_new_key(common_name, subject, Usage::Server(sans), ttl)
+        let now = OffsetDateTime::now_utc();
+        self.issue_with_new_key(common_name, subject, Usage::Server(sans), ttl, now)
+    }
+
+    /// Issues a certificate that is both a TLS server and a TLS client certificate
+    /// (server-auth and client-auth EKU) for the given DNS names and IPs, as etcd members
+    /// need: each serves its peers and connects to them.
+    pub fn issue_server_client(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        ttl: Duration,
+    ) -> Result<IssuedCert, PkiError> {
+        let sans = server_sans(common_name, dns_names, ips)?;
+        let subject = subject_name("server and client certificate", common_name, &[])?;
+        let now = OffsetDateTime::now_utc();
+        self.issue_with_new_key(common_name, subject, Usage::ServerAndClient(sans), ttl, now)
     }
 
     /// Issues a TLS client certificate (client-auth EKU) with subject `O=<orgs…>, CN=<cn>`.
@@ -217,7 +242,8 @@ impl CertificateAuthority {
         ttl: Duration,
     ) -> Result<IssuedCert, PkiError> {
         let subject = subject_name("client certificate", common_name, organizations)?;
-        self.issue_with_new_key(common_name, subject, Usage::Client, ttl)
+        let now = OffsetDateTime::now_utc();
+        self.issue_with_new_key(common_name, subject, Usage::Client, ttl, now)
     }
 
     /// Signs a PEM PKCS#10 CSR as a client certificate with the CSR's CN and O entries.
@@ -270,21 +296,8 @@ impl CertificateAuthority {
     ) -> Result<ClientIdentity, PkiError> {
         const WHAT: &str = "client certificate";
         let cert = parse_cert(WHAT, cert_der)?;
-        let ca = parse_cert("CA certificate", &self.cert_der)?;
+        self.check_issued(&cert)?;
         let subject = cert.subject().to_string();
-        if cert.issuer().as_raw() != ca.subject().as_raw() {
-            return Err(PkiError::UnknownIssuer {
-                subject,
-                issuer: cert.issuer().to_string(),
-                ca: self.subject_text.clone(),
-            });
-        }
-        cert.verify_signature(Some(ca.public_key()))
-            .map_err(|source| PkiError::BadSignature {
-                subject: subject.clone(),
-                ca: self.subject_text.clone(),
-                source,
-            })?;
         let at = ASN1Time::from(now);
         let validity = cert.validity();
         if at < validity.not_before {
@@ -316,12 +329,34 @@ impl CertificateAuthority {
         identity_from_name(WHAT, cert.subject())
     }
 
-    fn issue_with_new_key(
+    /// Checks that `cert` names this CA as its issuer and carries this CA's signature.
+    ///
+    /// Validity dates and usage are left to the caller.
+    pub(crate) fn check_issued(&self, cert: &X509Certificate<'_>) -> Result<(), PkiError> {
+        let ca = parse_cert("CA certificate", &self.cert_der)?;
+        if cert.issuer().as_raw() != ca.subject().as_raw() {
+            return Err(PkiError::UnknownIssuer {
+                subject: cert.subject().to_string(),
+                issuer: cert.issuer().to_string(),
+                ca: self.subject_text.clone(),
+            });
+        }
+        cert.verify_signature(Some(ca.public_key()))
+            .map_err(|source| PkiError::BadSignature {
+                subject: cert.subject().to_string(),
+                ca: self.subject_text.clone(),
+                source,
+            })
+    }
+
+    /// Issues a leaf certificate with a fresh key, valid from `now - CLOCK_SKEW` to `now + ttl`.
+    pub(crate) fn issue_with_new_key(
         &self,
         common_name: &str,
         subject: Name,
         usage: Usage,
         ttl: Duration,
+        now: OffsetDateTime,
     ) -> Result<IssuedCert, PkiError> {
         let key = SigningKey::random(&mut rand::rngs::OsRng);
         let public_key =
@@ -331,14 +366,7 @@ impl CertificateAuthority {
                     source: source.into(),
                 }
             })?;
-        let signed = self.issue_leaf(
-            common_name,
-            subject,
-            public_key,
-            usage,
-            ttl,
-            OffsetDateTime::now_utc(),
-        )?;
+        let signed = self.issue_leaf(common_name, subject, public_key, usage, ttl, now)?;
         let key_pem = key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|source| PkiError::KeyEncode { source })?;
@@ -395,6 +423,17 @@ impl CertificateAuthority {
                     .add_extension(&ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]))
                     .map_err(build)?;
             }
+            Usage::ServerAndClient(sans) => {
+                builder
+                    .add_extension(&ExtendedKeyUsage(vec![
+                        ID_KP_SERVER_AUTH,
+                        ID_KP_CLIENT_AUTH,
+                    ]))
+                    .map_err(build)?;
+                builder
+                    .add_extension(&SubjectAltName(sans))
+                    .map_err(build)?;
+            }
         }
         let cert = builder.build::<DerSignature>().map_err(build)?;
         let cert_pem = cert
@@ -408,8 +447,31 @@ impl CertificateAuthority {
     }
 }
 
+/// The SANs of a server certificate: the DNS names (checked), then the IPs; refuses none.
+pub(crate) fn server_sans(
+    common_name: &str,
+    dns_names: &[String],
+    ips: &[IpAddr],
+) -> Result<Vec<GeneralName>, PkiError> {
+    let mut sans = dns_names
+        .iter()
+        .map(|name| dns_san(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    sans.extend(ips.iter().copied().map(GeneralName::from));
+    if sans.is_empty() {
+        check_name("common name", common_name)?;
+        return Err(PkiError::NoSubjectAltNames {
+            common_name: common_name.to_owned(),
+        });
+    }
+    Ok(sans)
+}
+
 /// Parses one DER certificate with nothing after it.
-fn parse_cert<'a>(what: &'static str, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
+pub(crate) fn parse_cert<'a>(
+    what: &'static str,
+    der: &'a [u8],
+) -> Result<X509Certificate<'a>, PkiError> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Certificate {
         what,
         source: x509_error(e),
@@ -531,6 +593,50 @@ mod tests {
         assert!((3590..=3600).contains(&lifetime), "{lifetime}");
         assert!(issued.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn server_client_cert_has_both_usages() {
+        let ca = ca();
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let issued = ca
+            .issue_server_client("kube-etcd", &groups(&["localhost"]), &[ip], HOUR)
+            .expect("issue");
+        let der = pem_to_der(&issued.cert_pem);
+        let cert = parse_cert("cert", &der).expect("parse");
+        ca.check_issued(&cert).expect("issued by this CA");
+        let eku = cert.extended_key_usage().expect("eku").expect("eku");
+        assert!(eku.value.server_auth && eku.value.client_auth);
+        assert!(cert.subject_alternative_name().expect("san").is_some());
+        // It also authenticates as a client.
+        let identity = ca.verify_client_cert(&der).expect("client");
+        assert_eq!(identity.common_name, "kube-etcd");
+        assert!(matches!(
+            ca.issue_server_client("kube-etcd", &[], &[], HOUR),
+            Err(PkiError::NoSubjectAltNames { .. })
+        ));
+    }
+
+    #[test]
+    fn generate_at_sets_the_lifetime_and_start() {
+        let start = OffsetDateTime::now_utc() - time::Duration::days(100);
+        let ca = CertificateAuthority::generate_at("old CA", 30 * 24 * HOUR, start)
+            .expect("generate CA");
+        assert_eq!(
+            ca.not_after().unix_timestamp(),
+            start.unix_timestamp() + 30 * 24 * 3600
+        );
+        let der = pem_to_der(ca.cert_pem());
+        let cert = parse_cert("CA", &der).expect("parse");
+        assert_eq!(
+            cert.validity().not_before.timestamp(),
+            (start - CLOCK_SKEW).unix_timestamp()
+        );
+        // An expired CA cannot issue: its certificates would outlive it.
+        assert!(matches!(
+            ca.issue_client("x", &[], HOUR),
+            Err(PkiError::OutlivesCa { .. })
+        ));
     }
 
     #[test]

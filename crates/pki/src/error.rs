@@ -227,6 +227,73 @@ pub enum PkiError {
         source: x509_cert::der::Error,
     },
 
+    /// A private key other than a CA's is not a valid PKCS#8 ECDSA P-256 key.
+    #[error("{what} is not a valid PKCS#8 ECDSA P-256 private key")]
+    KeyDecode {
+        /// Which key, e.g. "private key" or "service-account private key".
+        what: &'static str,
+        /// The decoder's complaint.
+        #[source]
+        source: p256::pkcs8::Error,
+    },
+
+    /// A public key is not a valid ECDSA P-256 SubjectPublicKeyInfo.
+    #[error("{what} is not a valid ECDSA P-256 public key (SubjectPublicKeyInfo)")]
+    PublicKeyDecode {
+        /// Which key, e.g. "service-account public key".
+        what: &'static str,
+        /// The decoder's complaint.
+        #[source]
+        source: p256::pkcs8::spki::Error,
+    },
+
+    /// A private key is not the one that belongs to its certificate or public key.
+    #[error("the private key does not belong to {pair:?}; keep each key with its certificate")]
+    KeyMismatch {
+        /// The certificate or public key it was paired with, e.g. "apiserver.crt".
+        pair: &'static str,
+    },
+
+    /// An entry of a cluster PKI bundle is absent.
+    #[error(
+        "the cluster PKI has no {file:?} entry; restore the whole bundle from where it \
+         was stored, or generate a new one"
+    )]
+    MissingFile {
+        /// The entry's name, e.g. "etcd-ca.key".
+        file: &'static str,
+    },
+
+    /// An entry of a cluster PKI bundle cannot be used.
+    #[error("the cluster PKI entry {file:?} is invalid")]
+    InvalidFile {
+        /// The entry's name, e.g. "apiserver.crt".
+        file: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: Box<PkiError>,
+    },
+
+    /// The renewal window is not shorter than the lifetime of the certificates it renews.
+    #[error(
+        "renewing {renew_before:?} before expiry with a leaf lifetime of {leaf_ttl:?} would \
+         reissue every certificate on every renewal; choose a window shorter than the lifetime"
+    )]
+    InvalidRenewWindow {
+        /// The requested renewal window.
+        renew_before: Duration,
+        /// The lifetime of leaf certificates.
+        leaf_ttl: Duration,
+    },
+
+    /// A public key could not be encoded as SubjectPublicKeyInfo PEM.
+    #[error("could not encode the public key as SubjectPublicKeyInfo PEM")]
+    PublicKeyEncode {
+        /// The encoder's complaint.
+        #[source]
+        source: p256::pkcs8::spki::Error,
+    },
+
     /// A private key could not be encoded as PKCS#8 PEM.
     #[error("could not encode the private key as PKCS#8 PEM")]
     KeyEncode {

@@ -2,7 +2,7 @@
 //! certificates they issue.
 //!
 //! It is for the management API's CA (its server certificate and the client certificates
-//! users log in with) and, later, the CA of each guest cluster. A client certificate's
+//! users log in with) and for the CAs of each guest cluster. A client certificate's
 //! subject carries the identity in Kubernetes' layout: CN is the user name and each O
 //! entry a group.
 //!
@@ -11,7 +11,11 @@
 //!   an ECDSA P-256 CA;
 //! - it issues server and client certificates with fresh keys, signs clients' CSRs (made
 //!   with [`generate_csr`], so that their keys never leave them), and checks client
-//!   certificates presented at login with [`CertificateAuthority::verify_client_cert`].
+//!   certificates presented at login with [`CertificateAuthority::verify_client_cert`];
+//! - [`ClusterPki`] generates, stores, loads and renews the whole PKI of one guest
+//!   cluster (cluster and etcd CAs, API server, etcd, service-account key, admin and
+//!   worker client certificates) in kubeadm's layout, and [`ca_cert_hash`] gives the
+//!   hash `kubeadm join` uses to trust the cluster CA.
 //!
 //! What it must not do:
 //! - no I/O: everything is pure functions over PEM strings and DER bytes. Storing keys,
@@ -21,6 +25,7 @@
 //! - never log or `Debug`-print private keys.
 
 mod authority;
+mod cluster;
 mod csr;
 mod encoding;
 mod error;
@@ -28,6 +33,9 @@ mod error;
 use std::fmt;
 
 pub use authority::CertificateAuthority;
+pub use cluster::{
+    ca_cert_hash, not_after, ClusterPki, ClusterPkiParams, PkiFile, ServiceAccountKey,
+};
 pub use csr::{csr_identity, generate_csr};
 pub use error::PkiError;
 pub use time::OffsetDateTime;
