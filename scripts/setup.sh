@@ -41,10 +41,25 @@ command -v modinfo >/dev/null || need_apt+=(kmod)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# cloud-init's `cloud-init schema` checks the user-data Shoal renders (crates/bootstrap's
+# tests, which also read it back with its python3-yaml).
+fresh_cloud_init=0
+if ! command -v cloud-init >/dev/null; then
+  need_apt+=(cloud-init)
+  fresh_cloud_init=1
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Shoal uses cloud-init here only as a checker: when this script brought it in, keep it
+# from configuring this machine (network, host name) at its next boot. A machine that
+# already had cloud-init keeps its own setting.
+if [ "$fresh_cloud_init" = 1 ] && [ ! -e /etc/cloud/cloud-init.disabled ]; then
+  mkdir -p /etc/cloud
+  touch /etc/cloud/cloud-init.disabled
+  log "cloud-init installed as a schema checker; disabled at boot (/etc/cloud/cloud-init.disabled)"
 fi
 
 command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain"; exit 1; }

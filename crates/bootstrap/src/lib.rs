@@ -1,0 +1,44 @@
+//! cloud-init user-data for Shoal's guest Kubernetes nodes, rendered as pure data.
+//!
+//! Given a [`NodeBootstrap`] (the node's role, its cluster's endpoint and networks, the
+//! PKI files and the join secrets), this crate renders a `#cloud-config` document:
+//!
+//! - [`render_kubeadm`] for a real cloud image with kubeadm: `write_files` for the PKI
+//!   and a `kubeadm.k8s.io/v1beta4` configuration, `kubeadm init` or `kubeadm join` in
+//!   `runcmd`, OIDC flags on the API server, and `phone_home`;
+//! - [`render_test_image`] for Shoal's test image, which honours only `hostname`,
+//!   `write_files` and `phone_home`: the same PKI plus a [`NodeFile`] at
+//!   [`NODE_FILE_PATH`] telling the image its role.
+//!
+//! Every input is validated first; a [`BootstrapError`] names the field and what to
+//! change. The YAML is built from serde structs, so values are quoted as needed, never
+//! pasted into text; the output is deterministic and compared with golden files in
+//! `testdata/`, and the tests check every variant with `cloud-init schema`.
+//!
+//! What this crate must not do:
+//! - no I/O: no files, no network, no clock, no randomness. Generating tokens and keys,
+//!   issuing certificates and serving the user-data belong to the caller;
+//! - no dependency on other Shoal crates: callers translate their resources into the
+//!   plain [`NodeBootstrap`] struct;
+//! - never echo secrets (the token, the certificate key, private keys) in errors or
+//!   `Debug` output.
+
+mod cloudconfig;
+mod error;
+mod input;
+mod kubeadm;
+mod testimage;
+mod validate;
+mod yaml11;
+
+pub use error::BootstrapError;
+pub use input::{BootstrapFile, NodeBootstrap, Oidc, Role};
+pub use kubeadm::render_kubeadm;
+pub use testimage::{render_test_image, NodeFile};
+
+/// Where [`render_kubeadm`] writes the kubeadm configuration (mode 0600: it holds the
+/// bootstrap token and the certificate key).
+pub const KUBEADM_CONFIG_PATH: &str = "/etc/kubernetes/kubeadm.yaml";
+
+/// Where [`render_test_image`] writes the [`NodeFile`].
+pub const NODE_FILE_PATH: &str = "/etc/shoal/node.yaml";

@@ -1,0 +1,141 @@
+//! Fixtures and helpers shared by this crate's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use shoal_bootstrap::{
+    render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeBootstrap, Oidc, Role,
+};
+
+/// A PEM-shaped block whose body says it is a fixture: not a real key or certificate.
+fn fake_pem(label: &str, body: &str) -> String {
+    format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+}
+
+/// The control plane's PKI files, with fake content.
+pub fn control_plane_files() -> Vec<BootstrapFile> {
+    vec![
+        BootstrapFile::new(
+            "/etc/kubernetes/pki/ca.crt",
+            fake_pem(
+                "CERTIFICATE",
+                "FAKE+shoal+fixture+cluster+CA+certificate+not+real",
+            ),
+        ),
+        BootstrapFile::new(
+            "/etc/kubernetes/pki/ca.key",
+            fake_pem("PRIVATE KEY", "FAKE+shoal+fixture+cluster+CA+key+not+real"),
+        ),
+        BootstrapFile::new(
+            "/etc/kubernetes/pki/apiserver.crt",
+            fake_pem(
+                "CERTIFICATE",
+                "FAKE+shoal+fixture+API+server+certificate+not+real",
+            ),
+        ),
+        BootstrapFile::new(
+            "/etc/kubernetes/pki/apiserver.key",
+            fake_pem("PRIVATE KEY", "FAKE+shoal+fixture+API+server+key+not+real"),
+        ),
+    ]
+}
+
+/// A node of `role` in cluster demo of org acme.
+pub fn node(role: Role) -> NodeBootstrap {
+    let (hostname, address) = match role {
+        Role::ControlPlaneInit => ("demo-cp-0", "10.10.0.10"),
+        Role::ControlPlaneJoin => ("demo-cp-1", "10.10.0.11"),
+        Role::Worker => ("demo-worker-0", "10.10.0.20"),
+    };
+    NodeBootstrap {
+        cluster: "demo".into(),
+        org: "acme".into(),
+        base_domain: "shoal.local".into(),
+        hostname: hostname.into(),
+        role,
+        kubernetes_version: "1.31.2".into(),
+        control_plane_endpoint: "api.demo.acme.shoal.local:443".into(),
+        advertise_address: address.into(),
+        pod_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        dns_domain: "cluster.local".into(),
+        files: if role.is_control_plane() {
+            control_plane_files()
+        } else {
+            Vec::new()
+        },
+        bootstrap_token: "abcdef.0123456789abcdef".into(),
+        ca_cert_hash: format!("sha256:{}", "0123456789abcdef".repeat(4)),
+        certificate_key: role
+            .is_control_plane()
+            .then(|| "fedcba9876543210".repeat(4)),
+        oidc: None,
+        phone_home_url: Some(format!("http://10.10.0.1/{hostname}/phone-home")),
+    }
+}
+
+/// The OIDC settings of the OIDC variant.
+pub fn oidc() -> Oidc {
+    Oidc {
+        issuer_url: "https://login.acme.example/realms/shoal".into(),
+        client_id: "shoal-demo".into(),
+        username_claim: Some("email".into()),
+        groups_claim: Some("groups".into()),
+    }
+}
+
+/// Every rendered variant: (golden file name, rendered document).
+pub fn variants() -> Vec<(&'static str, Result<String, BootstrapError>)> {
+    let mut with_oidc = node(Role::ControlPlaneInit);
+    with_oidc.oidc = Some(oidc());
+    vec![
+        (
+            "kubeadm-control-plane-init.yaml",
+            render_kubeadm(&node(Role::ControlPlaneInit)),
+        ),
+        (
+            "kubeadm-control-plane-init-oidc.yaml",
+            render_kubeadm(&with_oidc),
+        ),
+        (
+            "kubeadm-control-plane-join.yaml",
+            render_kubeadm(&node(Role::ControlPlaneJoin)),
+        ),
+        (
+            "kubeadm-worker-join.yaml",
+            render_kubeadm(&node(Role::Worker)),
+        ),
+        (
+            "test-image-control-plane.yaml",
+            render_test_image(&node(Role::ControlPlaneInit)),
+        ),
+        (
+            "test-image-worker.yaml",
+            render_test_image(&node(Role::Worker)),
+        ),
+    ]
+}
+
+/// Compares `rendered` with `testdata/<name>`; `SHOAL_UPDATE_GOLDEN=1` rewrites it.
+pub fn check_golden(name: &str, rendered: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name);
+    if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir testdata");
+        std::fs::write(&path, rendered).expect("write golden file");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with SHOAL_UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        rendered,
+        want,
+        "output differs from {}; if the change is intended, rerun with SHOAL_UPDATE_GOLDEN=1",
+        path.display()
+    );
+}

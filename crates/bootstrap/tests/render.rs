@@ -1,0 +1,423 @@
+//! The renderers' output: golden files, the structure cloud-init and kubeadm read, and
+//! the input checks.
+
+mod common;
+
+use common::{node, oidc, variants};
+use serde_yaml::Value;
+use shoal_bootstrap::{
+    render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeFile, Role,
+    KUBEADM_CONFIG_PATH, NODE_FILE_PATH,
+};
+
+#[test]
+fn every_variant_matches_its_golden_file() {
+    for (name, rendered) in variants() {
+        let rendered = rendered.unwrap_or_else(|e| panic!("{name}: {e}"));
+        common::check_golden(name, &rendered);
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let first: Vec<String> = variants()
+        .into_iter()
+        .map(|(_, r)| r.expect("renders"))
+        .collect();
+    let second: Vec<String> = variants()
+        .into_iter()
+        .map(|(_, r)| r.expect("renders"))
+        .collect();
+    assert_eq!(first, second);
+}
+
+/// The cloud-config as YAML, after checking its header.
+fn parse(doc: &str) -> Value {
+    assert!(doc.starts_with("#cloud-config\n"), "{doc}");
+    serde_yaml::from_str(doc).expect("the cloud-config is YAML")
+}
+
+/// The `write_files` entry for `path`.
+fn file<'a>(doc: &'a Value, path: &str) -> &'a Value {
+    doc["write_files"]
+        .as_sequence()
+        .expect("write_files is a list")
+        .iter()
+        .find(|f| f["path"].as_str() == Some(path))
+        .unwrap_or_else(|| panic!("no write_files entry for {path}"))
+}
+
+/// The kubeadm configuration's documents, by kind.
+fn kubeadm_docs(doc: &Value) -> Vec<Value> {
+    let text = file(doc, KUBEADM_CONFIG_PATH)["content"]
+        .as_str()
+        .expect("content is text");
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a kubeadm document"))
+        .collect()
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind} in {docs:?}"))
+}
+
+#[test]
+fn init_writes_pki_and_kubeadm_config_and_runs_init() {
+    let doc = parse(&render_kubeadm(&node(Role::ControlPlaneInit)).expect("renders"));
+    assert_eq!(doc["hostname"].as_str(), Some("demo-cp-0"));
+    assert_eq!(
+        file(&doc, "/etc/kubernetes/pki/ca.key")["permissions"].as_str(),
+        Some("0600")
+    );
+    assert_eq!(
+        file(&doc, "/etc/kubernetes/pki/ca.crt")["permissions"].as_str(),
+        Some("0644")
+    );
+    assert_eq!(
+        file(&doc, KUBEADM_CONFIG_PATH)["permissions"].as_str(),
+        Some("0600"),
+        "the kubeadm config holds the token"
+    );
+    let runcmd: Vec<Vec<String>> =
+        serde_yaml::from_value(doc["runcmd"].clone()).expect("runcmd is a list of argvs");
+    assert_eq!(
+        runcmd,
+        vec![vec![
+            "kubeadm",
+            "init",
+            "--config",
+            "/etc/kubernetes/kubeadm.yaml",
+            "--upload-certs"
+        ]]
+    );
+    assert_eq!(
+        doc["phone_home"]["url"].as_str(),
+        Some("http://10.10.0.1/demo-cp-0/phone-home")
+    );
+    assert_eq!(doc["phone_home"]["tries"].as_u64(), Some(10));
+
+    let docs = kubeadm_docs(&doc);
+    assert_eq!(docs.len(), 2);
+    let init = kind(&docs, "InitConfiguration");
+    assert_eq!(init["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+    assert_eq!(
+        init["bootstrapTokens"][0]["token"].as_str(),
+        Some("abcdef.0123456789abcdef")
+    );
+    assert_eq!(
+        init["localAPIEndpoint"]["advertiseAddress"].as_str(),
+        Some("10.10.0.10")
+    );
+    assert_eq!(init["nodeRegistration"]["name"].as_str(), Some("demo-cp-0"));
+    let cluster = kind(&docs, "ClusterConfiguration");
+    assert_eq!(cluster["kubernetesVersion"].as_str(), Some("v1.31.2"));
+    assert_eq!(
+        cluster["controlPlaneEndpoint"].as_str(),
+        Some("api.demo.acme.shoal.local:443")
+    );
+    assert_eq!(
+        cluster["networking"]["podSubnet"].as_str(),
+        Some("10.244.0.0/16")
+    );
+    assert_eq!(
+        cluster["apiServer"]["certSANs"][0].as_str(),
+        Some("api.demo.acme.shoal.local")
+    );
+    assert!(
+        cluster["apiServer"].get("extraArgs").is_none(),
+        "no OIDC flags without OIDC"
+    );
+}
+
+#[test]
+fn oidc_flags_are_a_list_of_name_value_pairs() {
+    let mut n = node(Role::ControlPlaneInit);
+    n.oidc = Some(oidc());
+    let doc = parse(&render_kubeadm(&n).expect("renders"));
+    let docs = kubeadm_docs(&doc);
+    let args: Vec<(String, String)> = kind(&docs, "ClusterConfiguration")["apiServer"]["extraArgs"]
+        .as_sequence()
+        .expect("v1beta4 extraArgs is a list")
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().expect("name").to_string(),
+                a["value"].as_str().expect("value").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("oidc-issuer-url", "https://login.acme.example/realms/shoal"),
+        ("oidc-client-id", "shoal-demo"),
+        ("oidc-username-claim", "email"),
+        ("oidc-groups-claim", "groups"),
+    ];
+    assert_eq!(
+        args,
+        want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    );
+
+    // Unset claims leave the API server's defaults.
+    n.oidc = Some(shoal_bootstrap::Oidc {
+        username_claim: None,
+        groups_claim: None,
+        ..oidc()
+    });
+    let doc = parse(&render_kubeadm(&n).expect("renders"));
+    let docs = kubeadm_docs(&doc);
+    let args = &kind(&docs, "ClusterConfiguration")["apiServer"]["extraArgs"];
+    assert_eq!(args.as_sequence().map(Vec::len), Some(2), "{args:?}");
+}
+
+#[test]
+fn joins_discover_the_cluster_by_token_and_ca_pin() {
+    for role in [Role::ControlPlaneJoin, Role::Worker] {
+        let n = node(role);
+        let doc = parse(&render_kubeadm(&n).expect("renders"));
+        let runcmd: Vec<Vec<String>> =
+            serde_yaml::from_value(doc["runcmd"].clone()).expect("runcmd");
+        assert_eq!(
+            runcmd,
+            vec![vec![
+                "kubeadm",
+                "join",
+                "--config",
+                "/etc/kubernetes/kubeadm.yaml"
+            ]]
+        );
+        let docs = kubeadm_docs(&doc);
+        assert_eq!(docs.len(), 1);
+        let join = kind(&docs, "JoinConfiguration");
+        let discovery = &join["discovery"]["bootstrapToken"];
+        assert_eq!(
+            discovery["apiServerEndpoint"].as_str(),
+            Some("api.demo.acme.shoal.local:443")
+        );
+        assert_eq!(discovery["token"].as_str(), Some("abcdef.0123456789abcdef"));
+        assert_eq!(
+            discovery["caCertHashes"][0].as_str(),
+            Some(n.ca_cert_hash.as_str())
+        );
+        assert_eq!(
+            join["nodeRegistration"]["name"].as_str(),
+            Some(n.hostname.as_str())
+        );
+        match role {
+            Role::ControlPlaneJoin => {
+                let cp = &join["controlPlane"];
+                assert_eq!(
+                    cp["localAPIEndpoint"]["advertiseAddress"].as_str(),
+                    Some("10.10.0.11")
+                );
+                assert_eq!(cp["certificateKey"].as_str(), n.certificate_key.as_deref());
+            }
+            _ => assert!(join.get("controlPlane").is_none(), "{join:?}"),
+        }
+    }
+}
+
+#[test]
+fn test_image_gets_the_files_and_its_role_but_no_commands() {
+    let n = node(Role::ControlPlaneInit);
+    let doc = parse(&render_test_image(&n).expect("renders"));
+    assert!(doc.get("runcmd").is_none());
+    let keys: Vec<&str> = doc
+        .as_mapping()
+        .expect("mapping")
+        .keys()
+        .filter_map(Value::as_str)
+        .collect();
+    // Only what the test image's agent honours.
+    assert_eq!(keys, ["hostname", "write_files", "phone_home"]);
+    assert_eq!(
+        file(&doc, "/etc/kubernetes/pki/apiserver.key")["content"].as_str(),
+        Some(n.files[3].content.as_str())
+    );
+    let node_file: NodeFile = serde_yaml::from_str(
+        file(&doc, NODE_FILE_PATH)["content"]
+            .as_str()
+            .expect("text"),
+    )
+    .expect("a node file");
+    assert_eq!(node_file, NodeFile::new(&n));
+    assert_eq!(node_file.role, Role::ControlPlaneInit);
+    assert_eq!(node_file.kubernetes_version, "1.31.2");
+}
+
+#[test]
+fn no_phone_home_without_a_url() {
+    let mut n = node(Role::Worker);
+    n.phone_home_url = None;
+    for doc in [render_kubeadm(&n), render_test_image(&n)] {
+        let doc = parse(&doc.expect("renders"));
+        assert!(doc.get("phone_home").is_none());
+    }
+}
+
+#[test]
+fn awkward_values_are_quoted_not_pasted() {
+    let mut n = node(Role::ControlPlaneInit);
+    let client_id = "shoal: \"demo\" #1 'x' [a] {b} & *c !d % @e `f` | > - ? , ";
+    n.oidc = Some(shoal_bootstrap::Oidc {
+        client_id: client_id.trim().into(),
+        ..oidc()
+    });
+    n.files.push(BootstrapFile::new(
+        "/etc/shoal/notes: #not a comment",
+        "line one\n  indented: yes\n---\n#cloud-config\n",
+    ));
+    let doc = parse(&render_kubeadm(&n).expect("renders"));
+    assert_eq!(
+        file(&doc, "/etc/shoal/notes: #not a comment")["content"].as_str(),
+        Some("line one\n  indented: yes\n---\n#cloud-config\n")
+    );
+    let docs = kubeadm_docs(&doc);
+    let args = &kind(&docs, "ClusterConfiguration")["apiServer"]["extraArgs"];
+    assert_eq!(args[1]["value"].as_str(), Some(client_id.trim()));
+}
+
+/// The field a rendering error names.
+fn field_of(n: &shoal_bootstrap::NodeBootstrap) -> String {
+    let err = render_kubeadm(n).expect_err("invalid input");
+    let also = render_test_image(n).expect_err("invalid input for the test image too");
+    assert_eq!(err.to_string(), also.to_string());
+    err.field()
+        .unwrap_or_else(|| panic!("{err} names no field"))
+}
+
+#[test]
+fn invalid_inputs_are_refused_naming_the_field() {
+    type Edit = fn(&mut shoal_bootstrap::NodeBootstrap);
+    let cases: Vec<(&str, Edit)> = vec![
+        ("hostname", |n| n.hostname.clear()),
+        ("hostname", |n| n.hostname = "Demo_CP".into()),
+        ("hostname", |n| n.hostname = "on".into()),
+        ("cluster", |n| n.cluster = "demo.x".into()),
+        ("org", |n| n.org = "-acme".into()),
+        ("base_domain", |n| n.base_domain = "shoal..local".into()),
+        ("kubernetes_version", |n| {
+            n.kubernetes_version = "1.30.4".into()
+        }),
+        ("kubernetes_version", |n| {
+            n.kubernetes_version = "latest".into()
+        }),
+        ("control_plane_endpoint", |n| {
+            n.control_plane_endpoint = "api.demo.acme.shoal.local".into()
+        }),
+        ("advertise_address", |n| {
+            n.advertise_address = "node-1".into()
+        }),
+        ("pod_cidr", |n| n.pod_cidr = "10.244.0.0".into()),
+        ("service_cidr", |n| n.service_cidr = "10.96.0.0/40".into()),
+        ("dns_domain", |n| n.dns_domain = "cluster.local.".into()),
+        ("bootstrap_token", |n| {
+            n.bootstrap_token = "abcdef0123456789abcdef".into()
+        }),
+        ("ca_cert_hash", |n| {
+            n.ca_cert_hash = "0123456789abcdef".repeat(4)
+        }),
+        ("ca_cert_hash", |n| n.ca_cert_hash = "sha256:abc".into()),
+        ("certificate_key", |n| {
+            n.certificate_key = Some("xyz".into())
+        }),
+        ("files[0].path", |n| {
+            n.files[0].path = "etc/kubernetes/pki/ca.crt".into()
+        }),
+        ("files[1].path", |n| {
+            n.files[1].path = "/etc/kubernetes/../ca.key".into()
+        }),
+        ("files[2].path", |n| {
+            n.files[2].path = n.files[0].path.clone()
+        }),
+        ("files[0].path", |n| {
+            n.files[0].path = "/etc/kubernetes/kubeadm.yaml".into()
+        }),
+        ("files[1].permissions", |n| {
+            n.files[1].permissions = Some(0o644)
+        }),
+        ("files[0].permissions", |n| {
+            n.files[0].permissions = Some(0o4755)
+        }),
+        ("oidc.issuer_url", |n| {
+            n.oidc = Some(shoal_bootstrap::Oidc {
+                issuer_url: "http://login.acme.example".into(),
+                ..oidc()
+            })
+        }),
+        ("oidc.client_id", |n| {
+            n.oidc = Some(shoal_bootstrap::Oidc {
+                client_id: String::new(),
+                ..oidc()
+            })
+        }),
+        ("oidc.groups_claim", |n| {
+            n.oidc = Some(shoal_bootstrap::Oidc {
+                groups_claim: Some("my groups".into()),
+                ..oidc()
+            })
+        }),
+        ("phone_home_url", |n| {
+            n.phone_home_url = Some("10.10.0.1/phone-home".into())
+        }),
+    ];
+    for (want, edit) in cases {
+        let mut n = node(Role::ControlPlaneInit);
+        edit(&mut n);
+        assert_eq!(field_of(&n), want, "{n:?}");
+    }
+}
+
+#[test]
+fn certificate_key_follows_the_role() {
+    let mut join = node(Role::ControlPlaneJoin);
+    join.certificate_key = None;
+    assert!(matches!(
+        render_kubeadm(&join),
+        Err(BootstrapError::MissingCertificateKey)
+    ));
+    let mut worker = node(Role::Worker);
+    worker.certificate_key = Some("fedcba9876543210".repeat(4));
+    assert!(matches!(
+        render_kubeadm(&worker),
+        Err(BootstrapError::UnexpectedCertificateKey)
+    ));
+    // On init the key is optional: kubeadm makes one when it is absent.
+    let mut init = node(Role::ControlPlaneInit);
+    init.certificate_key = None;
+    let doc = parse(&render_kubeadm(&init).expect("renders"));
+    assert!(kind(&kubeadm_docs(&doc), "InitConfiguration")
+        .get("certificateKey")
+        .is_none());
+}
+
+#[test]
+fn kubeadm_workers_may_not_be_given_files_kubeadm_join_writes() {
+    let mut worker = node(Role::Worker);
+    worker.files = common::control_plane_files();
+    let err = render_kubeadm(&worker).expect_err("kubeadm join would refuse ca.crt");
+    assert_eq!(err.field().as_deref(), Some("files[0].path"), "{err}");
+    // The test image has no such preflight check: it gets the CA like any file.
+    let doc = parse(&render_test_image(&worker).expect("renders"));
+    assert_eq!(
+        file(&doc, "/etc/kubernetes/pki/ca.crt")["permissions"].as_str(),
+        Some("0644")
+    );
+}
+
+#[test]
+fn errors_and_debug_never_show_secrets() {
+    let mut n = node(Role::ControlPlaneJoin);
+    n.bootstrap_token = "abcdef.SECRETSECRETSECR".into();
+    let err = render_kubeadm(&n).expect_err("bad token");
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+    let text = format!("{n:?}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(!text.contains("fedcba9876543210"), "{text}");
+    assert!(!text.contains("API+server+key"), "{text}");
+    n.certificate_key = Some("SECRET".into());
+    n.bootstrap_token = "abcdef.0123456789abcdef".into();
+    let err = render_kubeadm(&n).expect_err("bad key");
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+}
