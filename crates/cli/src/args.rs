@@ -126,6 +126,32 @@ pub struct ServerArgs {
     /// The local agent's Host name.
     #[arg(long, default_value = "local")]
     pub local_agent_name: String,
+    /// Guest APIs are published as api.<cluster>.<org>.<base-domain>.
+    #[arg(long, default_value = "shoal.local")]
+    pub base_domain: String,
+    /// Seconds a Host may go without a heartbeat, after its Lease expired, before
+    /// its Machines are marked Failed (HostLost) and replaced.
+    #[arg(long, default_value_t = 60)]
+    pub host_grace_period: u64,
+    /// The directory with the test image (vmlinuz, initrd.img) for the seeded
+    /// `test` Release; by default ./images/out when it exists.
+    #[arg(long, env = "SHOAL_TEST_IMAGE_DIR")]
+    pub test_image_dir: Option<PathBuf>,
+    /// The disk image (with cloud-init and kubeadm) of the seeded kubeadm Release.
+    #[arg(long, default_value = "/var/lib/shoal/images/kubeadm.qcow2")]
+    pub kubeadm_image: PathBuf,
+    /// The Kubernetes version of the seeded kubeadm Release.
+    #[arg(long, default_value = "1.31.2")]
+    pub kubeadm_version: String,
+    /// The pool guest node networks are cut from.
+    #[arg(long, default_value = "10.128.0.0/9")]
+    pub node_cidr_pool: String,
+    /// The prefix length of each guest cluster's node network.
+    #[arg(long, default_value_t = 24)]
+    pub node_prefix: u8,
+    /// The VNI of the first guest network.
+    #[arg(long, default_value_t = 1000)]
+    pub vni_base: u32,
 }
 
 /// `shoal agent`.
@@ -162,6 +188,9 @@ pub struct AgentArgs {
     /// Memory offered to guests, e.g. 16Gi (default: detected).
     #[arg(long)]
     pub memory: Option<String>,
+    /// vCPUs the scheduler may place per host CPU: allocatable CPU = CPUs × ratio.
+    #[arg(long, default_value_t = 4)]
+    pub cpu_allocation_ratio: u32,
     /// Seconds a guest gets to power down before QEMU quits.
     #[arg(long, default_value_t = 10)]
     pub stop_grace: u64,

@@ -3,7 +3,207 @@
 //!
 //! This crate must not use the API server's or the store's crates.
 //!
-//! Today it holds the leader election every controller runs behind
-//! ([`leader`]); the controllers themselves come with the issues that need them.
+//! - [`leader`]: the leader election every controller runs behind;
+//! - [`release`]: seeds the default Releases and checks each cluster's;
+//! - [`cluster`]: IPAM, PKI, control-plane Machines, status, deletion;
+//! - [`nodepool`]: worker Machines, replacement and rolling upgrades;
+//! - [`scheduler`]: puts Machines on Hosts;
+//! - [`hostlife`]: turns silent Hosts NotReady and fails their Machines.
+//!
+//! Every reconcile is level-triggered and idempotent: it reads the caches, does
+//! the next steps, and requeues; a restart at any point converges to the same state.
 
+pub mod addressing;
+pub mod cluster;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod hostlife;
+pub mod ipam;
+pub mod labels;
 pub mod leader;
+pub mod machines;
+pub mod nodepool;
+pub mod release;
+pub mod rollout;
+pub mod scheduler;
+pub mod userdata;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::controller::{Action, Config as ControllerSettings, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use shoal_api::{Cluster, Host, Machine, NodePool};
+use tokio::sync::watch;
+
+pub use context::{Context, ControllerConfig};
+pub use error::Error;
+
+fn error_policy<K>(obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action
+where
+    K: kube::Resource,
+{
+    tracing::warn!(object = %obj.meta().name.as_deref().unwrap_or_default(), error = %chain(err), "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(3))
+}
+
+/// An error with its sources, on one line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Some errors already print their source; say each part once.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
+}
+
+async fn drain<S, T, E>(name: &'static str, stream: S)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::error::Error,
+    T: Debug,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            tracing::debug!(controller = name, error = %chain(&e), "controller event");
+        }
+    }
+}
+
+fn settings() -> ControllerSettings {
+    ControllerSettings::default().debounce(Duration::from_millis(100))
+}
+
+/// Runs every controller until `stop` resolves.
+pub async fn run_controllers(
+    client: Client,
+    config: ControllerConfig,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    config.ipam.validate()?;
+    release::seed(&client, &config).await?;
+    let stores = context::Stores::start(&client)
+        .await
+        .map_err(|_| Error::NotReady("the controllers' caches stopped before they filled".into()))?;
+    let ctx = Arc::new(Context::new(client.clone(), config, stores.clone()));
+    let wc = watcher::Config::default;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let clusters = Controller::new(Api::<Cluster>::all(client.clone()), wc())
+        .with_config(settings())
+        .watches(Api::<Machine>::all(client.clone()), wc(), |m: Machine| {
+            m.namespace()
+                .map(|ns| ObjectRef::new(&m.spec.cluster).within(&ns))
+        })
+        .watches(Api::<NodePool>::all(client.clone()), wc(), |p: NodePool| {
+            p.namespace()
+                .map(|ns| ObjectRef::new(&p.spec.cluster).within(&ns))
+        })
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(cluster::reconcile, error_policy, ctx.clone());
+
+    let pool_store = stores.pools.clone();
+    let pools = Controller::new(Api::<NodePool>::all(client.clone()), wc())
+        .with_config(settings())
+        .watches(Api::<Machine>::all(client.clone()), wc(), |m: Machine| {
+            let ns = m.namespace().unwrap_or_default();
+            m.spec
+                .node_pool
+                .map(|p| ObjectRef::new(&p).within(&ns))
+        })
+        .watches(Api::<Cluster>::all(client.clone()), wc(), move |c: Cluster| {
+            let ns = c.namespace().unwrap_or_default();
+            let name = c.name_any();
+            pool_store
+                .state()
+                .iter()
+                .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.spec.cluster == name)
+                .map(|p| ObjectRef::new(&p.name_any()).within(&ns))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(nodepool::reconcile, error_policy, ctx.clone());
+
+    let machine_store = stores.machines.clone();
+    let scheduler = Controller::new(Api::<Machine>::all(client.clone()), wc())
+        .with_config(settings())
+        .watches(Api::<Host>::all(client.clone()), wc(), move |_h: Host| {
+            machine_store
+                .state()
+                .iter()
+                .filter(|m| m.spec.host_name.is_none())
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(scheduler::reconcile, error_policy, ctx.clone());
+
+    let hosts = Controller::new(Api::<Host>::all(client.clone()), wc())
+        .with_config(settings())
+        .watches(
+            Api::<Lease>::namespaced(client.clone(), labels::SYSTEM_NAMESPACE),
+            wc(),
+            |l: Lease| hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new),
+        )
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(hostlife::reconcile, error_policy, ctx.clone());
+
+    tracing::info!("controllers started: release, cluster, nodepool, scheduler, host lifecycle");
+    let all = async {
+        tokio::join!(
+            drain("cluster", clusters),
+            drain("nodepool", pools),
+            drain("scheduler", scheduler),
+            drain("hostlife", hosts),
+        );
+    };
+    tokio::select! {
+        _ = all => {}
+        _ = stop => {
+            let _ = stop_tx.send(true);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the controllers while `leading` is true, and stops them when leadership is
+/// lost; returns when the sender of `leading` goes away.
+pub async fn run_when_leading(client: Client, config: ControllerConfig, mut leading: watch::Receiver<bool>) {
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_controllers(client.clone(), config.clone(), async move {
+            let _ = lost_rx.await;
+        }));
+        let gone = leading.wait_for(|l| !*l).await.is_err();
+        let _ = lost_tx.send(());
+        match tokio::time::timeout(Duration::from_secs(3), task).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %chain(&e), "controllers stopped with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("controllers did not stop within 3 s"),
+        }
+        if gone {
+            return;
+        }
+        tracing::info!("leadership lost; controllers stopped");
+    }
+}

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub cpus: Option<u32>,
     /// Memory in MiB advertised to guests (default: detected).
     pub memory_mib: Option<u64>,
+    /// vCPUs the scheduler may place per host CPU (allocatable = CPUs × ratio).
+    pub cpu_allocation_ratio: u32,
     /// How long a guest gets to power down before QEMU is told to quit.
     pub stop_grace: Duration,
     /// How long the KVM probe may take before TCG is used.

@@ -101,6 +101,7 @@ pub async fn run(
         capacity,
         disk: register::disk_bytes(&cfg.state_dir),
         kvm: accel == Accel::Kvm,
+        cpu_allocation_ratio: cfg.cpu_allocation_ratio,
     };
     register::register(&client, &facts).await?;
     register::report(&client, &facts, (0, 0, 0)).await?;

@@ -77,6 +77,8 @@ pub struct HostFacts {
     pub disk: u64,
     /// Whether KVM is used.
     pub kvm: bool,
+    /// vCPUs offered per CPU.
+    pub cpu_allocation_ratio: u32,
 }
 
 /// Creates the Host if it does not exist (users own its spec afterwards).
@@ -128,7 +130,11 @@ pub async fn report(
         "status": {
             "underlayIp": facts.underlay.to_string(),
             "capacity": cap,
-            "allocatable": cap,
+            "allocatable": totals(
+                facts.capacity.cpus.saturating_mul(facts.cpu_allocation_ratio.max(1)),
+                facts.capacity.memory_mib,
+                facts.disk,
+            ),
             "allocated": totals(allocated.0, allocated.1, allocated.2),
             "kvm": facts.kvm,
             "agentVersion": env!("CARGO_PKG_VERSION"),

@@ -193,6 +193,33 @@ pub struct ClusterStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Control-plane and worker Machines that are Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_nodes: Option<u32>,
+    /// Control-plane and worker Machines wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_nodes: Option<u32>,
+    /// While and after deletion: what the cluster controller removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<RemovedResources>,
+}
+
+/// What deleting a cluster removed, recorded in its final status and an Event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovedResources {
+    /// Machines (and so their VMs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<String>,
+    /// Node pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_pools: Vec<String>,
+    /// Secrets: the PKI and the Machines' bootstrap data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The guest network: its VNI and node CIDR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 impl ClusterSpec {

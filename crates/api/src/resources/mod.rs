@@ -15,6 +15,7 @@ pub use baremetal::{
 };
 pub use cluster::{
     Cluster, ClusterPhase, ClusterSpec, ClusterStatus, ControlPlaneSpec, ProviderType,
+    RemovedResources,
 };
 pub use common::{Condition, MachineRole, MachineSize, ResourceTotals};
 pub use host::{Host, HostSpec, HostStatus};
@@ -22,4 +23,4 @@ pub use keypair::{KeyPair, KeyPairSpec, KeyPairStatus};
 pub use machine::{Machine, MachineBootstrap, MachinePhase, MachineSpec, MachineStatus};
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
 pub use organization::{OrgRole, Organization, OrganizationSpec, OrganizationStatus};
-pub use release::{Release, ReleaseImage, ReleaseSpec, ReleaseState};
+pub use release::{BootstrapFormat, Release, ReleaseImage, ReleaseSpec, ReleaseState};

@@ -17,6 +17,18 @@ pub enum ReleaseState {
     Deprecated,
 }
 
+/// The user-data format a release's image consumes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BootstrapFormat {
+    /// A cloud image with cloud-init and kubeadm: the PKI, kubeadm init/join.
+    #[default]
+    Kubeadm,
+    /// Shoal's test image: the PKI and the node's role for `shoal guest`; it does
+    /// not run Kubernetes.
+    TestImage,
+}
+
 /// The OS image of a release: a kernel and initrd, or a disk image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -61,6 +73,10 @@ pub struct ReleaseSpec {
     /// Active or deprecated.
     #[serde(default)]
     pub state: ReleaseState,
+    /// What the image's first-boot agent reads: cloud-init with kubeadm, or the
+    /// test image's `shoal guest`.
+    #[serde(default)]
+    pub bootstrap: BootstrapFormat,
 }
 
 impl ReleaseSpec {

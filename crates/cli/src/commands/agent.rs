@@ -57,6 +57,7 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         egress: args.egress_interface.clone(),
         resync: Duration::from_secs(args.resync.max(1)),
         metrics_listen: args.metrics_listen,
+        cpu_allocation_ratio: args.cpu_allocation_ratio.max(1),
     };
     let client = match &args.token {
         Some(token) => {

@@ -53,6 +53,36 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
     Ok(config)
 }
 
+/// The controllers' settings from the server's flags.
+fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerConfig, ServerError> {
+    let bad = |what: String| ServerError::Bootstrap(what);
+    let (pool, prefix) = args
+        .node_cidr_pool
+        .split_once('/')
+        .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?)))
+        .ok_or_else(|| bad(format!("--node-cidr-pool {:?} is not an IPv4 CIDR such as 10.128.0.0/9", args.node_cidr_pool)))?;
+    let ipam = shoal_controllers::ipam::IpamConfig {
+        vni_base: args.vni_base,
+        node_pool: pool,
+        node_pool_prefix: prefix,
+        node_prefix: args.node_prefix,
+    };
+    ipam.validate().map_err(|e| bad(format!("--node-cidr-pool/--node-prefix/--vni-base: {e}")))?;
+    let test_image_dir = args.test_image_dir.clone().or_else(|| {
+        let dir = std::env::current_dir().ok()?.join("images/out");
+        dir.join("vmlinuz").exists().then_some(dir)
+    });
+    Ok(shoal_controllers::ControllerConfig {
+        base_domain: args.base_domain.clone(),
+        ipam,
+        host_grace_period: Duration::from_secs(args.host_grace_period),
+        test_image_dir,
+        kubeadm_image: args.kubeadm_image.clone(),
+        kubeadm_version: args.kubeadm_version.clone(),
+        ..Default::default()
+    })
+}
+
 /// Starts the server and serves until SIGTERM or SIGINT; a second signal exits at once.
 /// On shutdown the leader Lease is released first, then the API drains.
 pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
@@ -74,6 +104,11 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
                 ServerError::Bootstrap(format!("controllers cannot reach the API: {e}"))
             })?;
         let (leading_tx, mut leading) = watch::channel(false);
+        tokio::spawn(shoal_controllers::run_when_leading(
+            client.clone(),
+            controller_config(args)?,
+            leading.clone(),
+        ));
         let gauge = server.metrics().leader.clone();
         tokio::spawn(async move {
             while leading.changed().await.is_ok() {
@@ -150,6 +185,7 @@ async fn start_local_agent(
         resync: Duration::from_secs(5),
         // The server serves its own metrics; the local agent's would need a port.
         metrics_listen: None,
+        cpu_allocation_ratio: 4,
     };
     tracing::info!(host = %cfg.name, netns = %args.local_agent_netns, "starting the local agent");
     Ok(tokio::spawn(async move {

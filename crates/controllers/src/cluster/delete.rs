@@ -1,0 +1,215 @@
+//! Deleting a cluster, behind its finalizer: remove the node pools and Machines,
+//! wait until the agents have stopped every VM, then remove the Secrets and free
+//! the network, and say what was removed in the final status and an Event.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use shoal_api::{Cluster, ClusterPhase, Machine, NodePool, RemovedResources};
+
+use crate::conditions::{self, condition};
+use crate::context::{cluster_selector, Context};
+use crate::error::{failed, is_not_found, Error};
+use crate::labels::{pki_secret_name, CLUSTER_FINALIZER, SYSTEM_NAMESPACE};
+
+fn merge(into: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
+    for n in names {
+        if !into.contains(&n) {
+            into.push(n);
+        }
+    }
+    into.sort();
+}
+
+/// One human sentence of what was removed.
+pub fn summary(r: &RemovedResources) -> String {
+    let part = |what: &str, list: &[String]| {
+        if list.is_empty() {
+            None
+        } else {
+            Some(format!("{} {what} ({})", list.len(), list.join(", ")))
+        }
+    };
+    let parts: Vec<String> = [
+        part("machines", &r.machines),
+        part("node pools", &r.node_pools),
+        part("networks", &r.networks),
+        part("secrets", &r.secrets),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "removed nothing: the cluster had no resources yet".into()
+    } else {
+        format!("removed {}", parts.join("; "))
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    cluster: &Cluster,
+    removed: &RemovedResources,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let mut conds = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    conditions::set(&mut conds, condition("Ready", false, reason, message));
+    let patch = json!({"status": {"phase": ClusterPhase::Deleting, "removed": removed, "conditions": conds}});
+    Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(failed(format!("write the status of cluster {ns}/{}", cluster.name_any())))?;
+    Ok(())
+}
+
+/// One pass of a cluster's deletion; requeues until its Machines are gone.
+pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
+    if !cluster.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let key = format!("{ns}/{name}");
+    let mut removed = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.removed.clone())
+        .unwrap_or_default();
+
+    // Node pools first, so that nothing makes new workers.
+    let pools_api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &ns);
+    let pools = ctx.stores.cluster_pools(&ns, &name);
+    for p in pools.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        match pools_api.delete(&p.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(failed(format!("delete node pool {ns}/{}", p.name_any()))(e)),
+        }
+    }
+    merge(&mut removed.node_pools, pools.iter().map(|p| p.name_any()));
+
+    // Then every Machine; their agents stop the VMs and release them.
+    let machines_api: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
+    let machines = ctx.stores.cluster_machines(&ns, &name);
+    for m in machines.iter().filter(|m| m.metadata.deletion_timestamp.is_none()) {
+        match machines_api.delete(&m.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(failed(format!("delete machine {ns}/{}", m.name_any()))(e)),
+        }
+    }
+    merge(&mut removed.machines, machines.iter().map(|m| m.name_any()));
+    if !machines.is_empty() {
+        let waiting: Vec<String> = machines.iter().map(|m| m.name_any()).collect();
+        write_status(
+            ctx,
+            cluster,
+            &removed,
+            "Deleting",
+            format!("waiting for {} machines to stop: {}", waiting.len(), waiting.join(", ")),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+
+    // No VM is left: the Secrets and the network can go.
+    let secrets_ns: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let bootstrap = secrets_ns
+        .list(&ListParams::default().labels(&cluster_selector(&name)))
+        .await
+        .map_err(failed(format!("list the secrets of cluster {key}")))?;
+    let mut gone = Vec::new();
+    for s in bootstrap.items {
+        let sname = s.name_any();
+        match secrets_ns.delete(&sname, &DeleteParams::default()).await {
+            Ok(_) => gone.push(format!("{ns}/{sname}")),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(failed(format!("delete secret {ns}/{sname}"))(e)),
+        }
+    }
+    let pki = pki_secret_name(&ns, &name);
+    match Api::<Secret>::namespaced(ctx.client.clone(), SYSTEM_NAMESPACE)
+        .delete(&pki, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => gone.push(format!("{SYSTEM_NAMESPACE}/{pki}")),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(failed(format!("delete secret {SYSTEM_NAMESPACE}/{pki}"))(e)),
+    }
+    merge(&mut removed.secrets, gone);
+
+    let uid = cluster.uid().unwrap_or_default();
+    let claims: Vec<u32> = ctx
+        .stores
+        .leases
+        .state()
+        .iter()
+        .filter(|l| {
+            l.labels().get(crate::labels::IPAM_OWNER).map(String::as_str) == Some(uid.as_str())
+        })
+        .filter_map(|l| crate::ipam::slot_of_claim(&l.name_any()))
+        .collect();
+    let mut slots = claims;
+    if let Some(vni) = cluster.status.as_ref().and_then(|s| s.vni) {
+        if let Some(slot) = vni.checked_sub(ctx.ipam.config().vni_base) {
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
+    }
+    for slot in slots {
+        ctx.ipam.release(slot).await?;
+        let a = ctx.ipam.config().allocation(slot);
+        merge(&mut removed.networks, [format!("vni {} ({})", a.vni, a.node_cidr)]);
+    }
+
+    let message = summary(&removed);
+    write_status(ctx, cluster, &removed, "Deleted", message.clone()).await?;
+    ctx.event(cluster, false, "Deleted", message.clone()).await;
+    tracing::info!(cluster = %key, %message, "cluster deleted");
+
+    let rest: Vec<String> = cluster
+        .finalizers()
+        .iter()
+        .filter(|f| *f != CLUSTER_FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": null}});
+    match Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if is_not_found(&e) => Ok(Action::await_change()),
+        Err(e) => Err(failed(format!("remove the finalizer of cluster {key}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_everything() {
+        let r = RemovedResources {
+            machines: vec!["a-cp-0".into(), "a-w-0".into()],
+            node_pools: vec!["a-w".into()],
+            secrets: vec!["shoal-system/org-x.a.pki".into()],
+            networks: vec!["vni 1000 (10.128.0.0/24)".into()],
+        };
+        assert_eq!(
+            summary(&r),
+            "removed 2 machines (a-cp-0, a-w-0); 1 node pools (a-w); 1 networks (vni 1000 (10.128.0.0/24)); 1 secrets (shoal-system/org-x.a.pki)"
+        );
+    }
+}

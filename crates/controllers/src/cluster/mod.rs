@@ -1,0 +1,210 @@
+//! The cluster controller: checks the release, allocates the network, creates the
+//! PKI and the control-plane Machines (rolling them one at a time when the release
+//! changes), keeps the status, and removes everything on delete.
+
+pub mod delete;
+pub mod pki;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use shoal_api::resources::common::MachineRole;
+use shoal_api::{Cluster, ProviderType};
+
+use crate::context::Context;
+use crate::error::{failed, Error};
+use crate::ipam::{slot_of_claim, Owner};
+use crate::labels::{CLUSTER_FINALIZER, IPAM_OWNER};
+use crate::machines::{self, member, NewMachine};
+use crate::rollout::{self, Step};
+
+/// The name prefix of a cluster's control-plane Machines.
+pub fn control_plane_prefix(cluster: &str) -> String {
+    format!("{cluster}-cp")
+}
+
+/// Reconciles one Cluster.
+pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return delete::finalize(&cluster, &ctx).await;
+    }
+    if cluster.spec.provider.type_ == ProviderType::Aws {
+        // The AWS provider's controller owns these.
+        return Ok(Action::await_change());
+    }
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if !cluster.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
+        let mut list = cluster.finalizers().to_vec();
+        list.push(CLUSTER_FINALIZER.to_owned());
+        let patch = json!({"metadata": {"finalizers": list, "resourceVersion": cluster.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(failed(format!("add the finalizer to cluster {ns}/{name}")))?;
+        // The change comes back through the watch.
+        return Ok(Action::await_change());
+    }
+
+    let releases = ctx.stores.releases.state();
+    let (release_cond, release) = crate::release::check(
+        &cluster.spec.release,
+        &releases,
+        cluster.status.as_ref().is_some_and(|s| s.vni.is_some()),
+    );
+    let machines = ctx.stores.cluster_machines(&ns, &name);
+    let pools = ctx.stores.cluster_pools(&ns, &name);
+    let Some(release) = release else {
+        let next = status::compute(&cluster, release_cond, &machines, &pools, &ctx.config.base_domain);
+        write_status(&ctx, &cluster, next).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+
+    // The network: a VNI and a node CIDR.
+    let Some(cluster) = ensure_network(&ctx, cluster).await? else {
+        return Ok(Action::await_change());
+    };
+    let secrets = pki::ensure(&ctx, &cluster).await?;
+    drop(secrets);
+
+    // The control plane.
+    let prefix = control_plane_prefix(&name);
+    let cp: Vec<_> = machines
+        .iter()
+        .filter(|m| m.spec.role == MachineRole::ControlPlane)
+        .map(|m| member(m, &release.name_any(), &prefix))
+        .collect();
+    let desired = u32::from(cluster.spec.control_plane.replicas);
+    for step in rollout::plan(&cp, desired, true) {
+        match step {
+            Step::Create => {
+                let owner = machines::owner_of(cluster.as_ref())
+                    .ok_or_else(|| Error::NotReady(format!("cluster {ns}/{name} has no uid yet")))?;
+                machines::create(
+                    &ctx,
+                    NewMachine {
+                        cluster: &cluster,
+                        release: &release,
+                        role: MachineRole::ControlPlane,
+                        pool: None,
+                        size: cluster.spec.control_plane.size(),
+                        prefix: prefix.clone(),
+                        owner,
+                    },
+                )
+                .await?;
+            }
+            Step::Delete(m) => delete_machine(&ctx, &ns, &m).await?,
+        }
+    }
+
+    let next = status::compute(&cluster, release_cond, &machines, &pools, &ctx.config.base_domain);
+    write_status(&ctx, &cluster, next).await?;
+    // A safety net; Machine and NodePool changes wake this cluster at once.
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Deletes one Machine (its agent stops the VM first).
+pub async fn delete_machine(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
+    let api: Api<shoal_api::Machine> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => {
+            tracing::info!(machine = %format!("{ns}/{name}"), "deleted machine");
+            Ok(())
+        }
+        Err(e) if crate::error::is_not_found(&e) => Ok(()),
+        Err(e) => Err(failed(format!("delete machine {ns}/{name}"))(e)),
+    }
+}
+
+/// Makes sure the cluster has its VNI and node CIDR in its status; returns the
+/// cluster as updated, or `None` when the change has to come back through the watch.
+async fn ensure_network(ctx: &Context, cluster: Arc<Cluster>) -> Result<Option<Arc<Cluster>>, Error> {
+    let has = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| s.vni.is_some() && s.node_cidr.is_some());
+    if has {
+        return Ok(Some(cluster));
+    }
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let uid = cluster.uid().unwrap_or_default();
+    let leases = ctx.stores.leases.state();
+    // A claim of ours from a run that crashed before writing the status.
+    let mine = leases
+        .iter()
+        .find(|l| l.labels().get(IPAM_OWNER).map(String::as_str) == Some(uid.as_str()))
+        .and_then(|l| slot_of_claim(&l.name_any()));
+    let alloc = match mine {
+        Some(slot) => ctx.ipam.config().allocation(slot),
+        None => {
+            let taken: std::collections::HashSet<u32> = leases
+                .iter()
+                .filter_map(|l| slot_of_claim(&l.name_any()))
+                .collect();
+            ctx.ipam
+                .claim(
+                    Owner {
+                        namespace: &ns,
+                        name: &name,
+                        uid: &uid,
+                    },
+                    |slot| taken.contains(&slot),
+                )
+                .await?
+        }
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": cluster.resource_version()},
+        "status": {"vni": alloc.vni, "nodeCidr": alloc.node_cidr},
+    });
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => {
+            tracing::info!(cluster = %format!("{ns}/{name}"), vni = alloc.vni, node_cidr = %alloc.node_cidr, "allocated the network");
+            ctx.event(
+                cluster.as_ref(),
+                false,
+                "NetworkAllocated",
+                format!("VNI {} and node network {}", alloc.vni, alloc.node_cidr),
+            )
+            .await;
+            Ok(Some(Arc::new(updated)))
+        }
+        Err(e) if crate::error::is_conflict(&e) => Ok(None),
+        Err(e) => Err(failed(format!("record the network of cluster {ns}/{name}"))(e)),
+    }
+}
+
+/// Writes the status when it says something new.
+async fn write_status(
+    ctx: &Context,
+    cluster: &Cluster,
+    next: shoal_api::ClusterStatus,
+) -> Result<(), Error> {
+    if !status::changed(cluster.status.as_ref(), &next) {
+        return Ok(());
+    }
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let was_ready = cluster.status.as_ref().and_then(|s| s.phase) == Some(shoal_api::ClusterPhase::Ready);
+    let now_ready = next.phase == Some(shoal_api::ClusterPhase::Ready);
+    let patch = json!({ "status": next });
+    Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(failed(format!("write the status of cluster {ns}/{name}")))?;
+    if now_ready && !was_ready {
+        ctx.event(cluster, false, "Ready", format!("{} nodes Ready", next.nodes.unwrap_or_default())).await;
+    }
+    Ok(())
+}

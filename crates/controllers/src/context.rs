@@ -1,0 +1,240 @@
+//! What every controller shares: the client, the settings, read caches of the
+//! kinds they look across, the IPAM allocator and the event recorder.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use shoal_api::{Cluster, Host, Machine, NodePool, Release};
+use tokio::sync::Mutex;
+
+use crate::ipam::{Ipam, IpamConfig};
+use crate::labels::CLUSTER;
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The DNS suffix of guest API endpoints: `api.<cluster>.<org>.<base_domain>`.
+    pub base_domain: String,
+    /// The guest clusters' DNS domain for Services.
+    pub dns_domain: String,
+    /// The VNI and node network pools.
+    pub ipam: IpamConfig,
+    /// How long a Host may stay NotReady before its Machines are marked Failed.
+    pub host_grace_period: Duration,
+    /// The longest lifetime a KeyPair's certificate may get.
+    pub keypair_max_ttl: Duration,
+    /// Where the test image's kernel and initrd are, for the seeded `test` Release.
+    pub test_image_dir: Option<std::path::PathBuf>,
+    /// The disk image of the seeded kubeadm Release.
+    pub kubeadm_image: std::path::PathBuf,
+    /// The Kubernetes version of the seeded kubeadm Release.
+    pub kubeadm_version: String,
+    /// Certificates are renewed this long before they expire.
+    pub renew_before: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            base_domain: "shoal.local".into(),
+            dns_domain: "cluster.local".into(),
+            ipam: IpamConfig::default(),
+            host_grace_period: Duration::from_secs(60),
+            keypair_max_ttl: Duration::from_secs(30 * 24 * 3600),
+            test_image_dir: None,
+            kubeadm_image: "/var/lib/shoal/images/kubeadm.qcow2".into(),
+            kubeadm_version: "1.31.2".into(),
+            renew_before: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Read caches of the kinds the controllers look across.
+#[derive(Clone)]
+pub struct Stores {
+    /// Clusters.
+    pub clusters: Store<Cluster>,
+    /// Machines.
+    pub machines: Store<Machine>,
+    /// Node pools.
+    pub pools: Store<NodePool>,
+    /// Hosts.
+    pub hosts: Store<Host>,
+    /// Releases.
+    pub releases: Store<Release>,
+    /// Leases of the system namespace: host heartbeats and IPAM claims.
+    pub leases: Store<Lease>,
+}
+
+fn cache<K>(api: Api<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
+        .applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::debug!(error = %e, "cache watch interrupted; it resumes");
+            }
+        }
+    });
+    reader
+}
+
+impl Stores {
+    /// Starts the caches and waits until each has listed once.
+    pub async fn start(client: &Client) -> Result<Self, reflector::store::WriterDropped> {
+        let stores = Self {
+            clusters: cache(Api::all(client.clone())),
+            machines: cache(Api::all(client.clone())),
+            pools: cache(Api::all(client.clone())),
+            hosts: cache(Api::all(client.clone())),
+            releases: cache(Api::all(client.clone())),
+            leases: cache(Api::namespaced(
+                client.clone(),
+                crate::labels::SYSTEM_NAMESPACE,
+            )),
+        };
+        stores.clusters.wait_until_ready().await?;
+        stores.machines.wait_until_ready().await?;
+        stores.pools.wait_until_ready().await?;
+        stores.hosts.wait_until_ready().await?;
+        stores.releases.wait_until_ready().await?;
+        stores.leases.wait_until_ready().await?;
+        Ok(stores)
+    }
+
+    /// The Machines of one cluster.
+    pub fn cluster_machines(&self, namespace: &str, cluster: &str) -> Vec<Arc<Machine>> {
+        self.machines
+            .state()
+            .into_iter()
+            .filter(|m| m.namespace().as_deref() == Some(namespace) && m.spec.cluster == cluster)
+            .collect()
+    }
+
+    /// The NodePools of one cluster.
+    pub fn cluster_pools(&self, namespace: &str, cluster: &str) -> Vec<Arc<NodePool>> {
+        self.pools
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace) && p.spec.cluster == cluster)
+            .collect()
+    }
+
+    /// One Cluster.
+    pub fn cluster(&self, namespace: &str, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// Names and addresses this process handed out recently, which the caches may not
+/// show yet; kept for a minute, by which time every watch has caught up.
+#[derive(Default)]
+pub struct Recent {
+    entries: HashMap<String, Vec<(Instant, String, Ipv4Addr)>>,
+}
+
+const RECENT_TTL: Duration = Duration::from_secs(60);
+
+impl Recent {
+    /// Records that `name` got `ip` in cluster `key`.
+    pub fn remember(&mut self, key: &str, name: String, ip: Ipv4Addr) {
+        let now = Instant::now();
+        let list = self.entries.entry(key.to_owned()).or_default();
+        list.retain(|(at, _, _)| now.duration_since(*at) < RECENT_TTL);
+        list.push((now, name, ip));
+    }
+
+    /// The names and addresses recently handed out in cluster `key`.
+    pub fn of(&self, key: &str) -> (BTreeSet<String>, BTreeSet<Ipv4Addr>) {
+        let now = Instant::now();
+        let mut names = BTreeSet::new();
+        let mut ips = BTreeSet::new();
+        for (at, name, ip) in self.entries.get(key).into_iter().flatten() {
+            if now.duration_since(*at) < RECENT_TTL {
+                names.insert(name.clone());
+                ips.insert(*ip);
+            }
+        }
+        (names, ips)
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Settings.
+    pub config: ControllerConfig,
+    /// Read caches.
+    pub stores: Stores,
+    /// The VNI/node network allocator.
+    pub ipam: Ipam,
+    /// Writes Events.
+    pub recorder: Recorder,
+    /// Per-cluster lock and memory of recent Machine creations.
+    pub recent: Mutex<Recent>,
+    /// The scheduler's placements the cache may not show yet.
+    pub assumed: Mutex<crate::scheduler::Assumed>,
+}
+
+impl Context {
+    /// A context over started caches.
+    pub fn new(client: Client, config: ControllerConfig, stores: Stores) -> Self {
+        let ipam = Ipam::new(client.clone(), config.ipam.clone());
+        let recorder = Recorder::new(client.clone(), Reporter::from("shoal-controllers"));
+        Self {
+            client,
+            config,
+            stores,
+            ipam,
+            recorder,
+            recent: Mutex::new(Recent::default()),
+            assumed: Mutex::new(crate::scheduler::Assumed::default()),
+        }
+    }
+
+    /// Records an Event on `obj`; a failure to record is logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not record an event");
+        }
+    }
+}
+
+/// The label selector of one cluster's children.
+pub fn cluster_selector(cluster: &str) -> String {
+    format!("{CLUSTER}={cluster}")
+}

@@ -1,0 +1,187 @@
+//! Creating a guest cluster's Machines: a free slot name and node address, the
+//! bootstrap Secret with the Machine's user-data, then the Machine itself.
+//!
+//! Names are `<prefix>-<slot>` with the lowest free slot, so that a controller
+//! that crashed after creating a Machine but before seeing it cannot make a
+//! duplicate: the second create of the same name gets `409 AlreadyExists`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::ByteString;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use shoal_api::resources::common::{MachineRole, MachineSize};
+use shoal_api::{Cluster, Machine, MachineBootstrap, MachineSpec, Release};
+
+use crate::addressing::{mac_for, pick_ip};
+use crate::context::Context;
+use crate::error::{failed, is_conflict, Error};
+use crate::labels::{bootstrap_secret_name, slot_of, CLUSTER, NODE_POOL, ROLE};
+
+/// A Machine to create.
+pub struct NewMachine<'a> {
+    /// Its cluster.
+    pub cluster: &'a Cluster,
+    /// The cluster's release.
+    pub release: &'a Release,
+    /// Control plane or worker.
+    pub role: MachineRole,
+    /// The node pool, for workers.
+    pub pool: Option<String>,
+    /// Its size.
+    pub size: MachineSize,
+    /// Names are `<prefix>-<slot>`.
+    pub prefix: String,
+    /// The object that owns it: the Cluster or the NodePool.
+    pub owner: OwnerReference,
+}
+
+/// The owner reference pointing at `obj`.
+pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Option<OwnerReference> {
+    obj.controller_owner_ref(&())
+}
+
+/// The role label's value.
+pub fn role_label(role: MachineRole) -> &'static str {
+    match role {
+        MachineRole::ControlPlane => "control-plane",
+        MachineRole::Worker => "worker",
+    }
+}
+
+/// Creates one Machine and its bootstrap Secret; returns its name.
+pub async fn create(ctx: &Context, new: NewMachine<'_>) -> Result<String, Error> {
+    let ns = new.cluster.namespace().unwrap_or_default();
+    let cluster = new.cluster.name_any();
+    let key = format!("{ns}/{cluster}");
+    let node_cidr = new
+        .cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.node_cidr.clone())
+        .ok_or_else(|| Error::NotReady(format!("cluster {key} has no node network yet")))?;
+
+    let mut recent = ctx.recent.lock().await;
+    let existing: Vec<Arc<Machine>> = ctx.stores.cluster_machines(&ns, &cluster);
+    let (mut names, mut ips) = recent.of(&key);
+    for m in &existing {
+        names.insert(m.name_any());
+        if let Some(ip) = m.spec.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+            ips.insert(ip);
+        }
+    }
+    let slot = (0..)
+        .find(|n| !names.contains(&format!("{}-{n}", new.prefix)))
+        .unwrap_or(0);
+    let name = format!("{}-{slot}", new.prefix);
+    debug_assert_eq!(slot_of(&name, &new.prefix), Some(slot));
+    let ip = pick_ip(&node_cidr, &ips).ok_or_else(|| {
+        Error::NotReady(format!(
+            "cluster {key}: node network {node_cidr} has no free address; remove Machines or use a larger --node-prefix"
+        ))
+    })?;
+    let user_data = crate::userdata::render(ctx, &new, &name, ip).await?;
+
+    let mut labels = BTreeMap::from([
+        (CLUSTER.to_owned(), cluster.clone()),
+        (ROLE.to_owned(), role_label(new.role).to_owned()),
+    ]);
+    if let Some(pool) = &new.pool {
+        labels.insert(NODE_POOL.to_owned(), pool.clone());
+    }
+    let secret_name = bootstrap_secret_name(&name);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "value".to_owned(),
+            ByteString(user_data.clone().into_bytes()),
+        )])),
+        type_: Some("shoal.io/bootstrap".into()),
+        ..Default::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => {
+            // Left by an attempt that crashed before its Machine: bring it up to date.
+            let patch = json!({"data": {"value": ByteString(user_data.into_bytes())}});
+            secrets
+                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(failed(format!("update secret {ns}/{secret_name}")))?;
+        }
+        Err(e) => return Err(failed(format!("create secret {ns}/{secret_name}"))(e)),
+    }
+
+    let mut machine = Machine::new(
+        &name,
+        MachineSpec {
+            cluster: cluster.clone(),
+            role: new.role,
+            node_pool: new.pool.clone(),
+            size: new.size.clone(),
+            release: new.release.name_any(),
+            host_name: None,
+            mac: Some(mac_for(ip)),
+            ip: Some(ip.to_string()),
+            bootstrap: Some(MachineBootstrap {
+                data_secret_name: Some(secret_name),
+            }),
+        },
+    );
+    machine.metadata.namespace = Some(ns.clone());
+    machine.metadata.labels = Some(labels);
+    machine.metadata.owner_references = Some(vec![new.owner.clone()]);
+    let machines: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
+    recent.remember(&key, name.clone(), ip);
+    match machines.create(&PostParams::default(), &machine).await {
+        Ok(_) => {
+            tracing::info!(machine = %format!("{ns}/{name}"), %ip, role = role_label(new.role), "created machine");
+            Ok(name)
+        }
+        // Someone (an earlier run of this controller) made it: the cache catches up.
+        Err(e) if is_conflict(&e) => Ok(name),
+        Err(e) => Err(failed(format!("create machine {ns}/{name}"))(e)),
+    }
+}
+
+/// Failure reasons a new Machine cannot fix: the release or the spec is wrong, so
+/// replacing the Machine would only fail again. Such Machines stay, Failed, until
+/// the cluster moves to another release.
+const PERMANENT_FAILURES: &[&str] = &["ImageNotFound", "InvalidSpec", "ReleaseNotFound"];
+
+/// The phase of a Machine (Pending when it has no status yet).
+pub fn phase(m: &Machine) -> shoal_api::MachinePhase {
+    m.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+}
+
+/// Why a Machine failed, from its Ready condition.
+pub fn failure_reason(m: &Machine) -> Option<&str> {
+    let status = m.status.as_ref()?;
+    (status.phase == Some(shoal_api::MachinePhase::Failed)).then(|| {
+        crate::conditions::get(&status.conditions, "Ready")
+            .map(|c| c.reason.as_str())
+            .unwrap_or("Failed")
+    })
+}
+
+/// A Machine as a member of a rollout set.
+pub fn member(m: &Machine, release: &str, prefix: &str) -> crate::rollout::Member {
+    crate::rollout::Member {
+        name: m.name_any(),
+        slot: slot_of(&m.name_any(), prefix).unwrap_or(u32::MAX),
+        ready: phase(m) == shoal_api::MachinePhase::Ready,
+        replaceable: failure_reason(m).is_some_and(|r| !PERMANENT_FAILURES.contains(&r)),
+        deleting: m.metadata.deletion_timestamp.is_some(),
+        current: m.spec.release == release,
+    }
+}

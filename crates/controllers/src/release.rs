@@ -1,0 +1,184 @@
+//! Releases: the two seeded at first start, and the check every cluster's release
+//! gets (unknown and deprecated releases are named, with what to use instead).
+
+use std::sync::Arc;
+
+use kube::api::PostParams;
+use kube::{Api, Client, ResourceExt};
+use shoal_api::resources::common::Condition;
+use shoal_api::{BootstrapFormat, Release, ReleaseImage, ReleaseSpec, ReleaseState};
+
+use crate::conditions::condition;
+use crate::context::ControllerConfig;
+use crate::error::{failed, is_conflict, Error};
+
+/// The seeded release of the test image.
+pub const TEST_RELEASE: &str = "test";
+
+/// The releases created at first start: `test` (the test image, when its files are
+/// known) and `kubeadm-<version>` (a cloud image with kubeadm at the configured path).
+pub fn seeds(config: &ControllerConfig) -> Vec<Release> {
+    let mut out = Vec::new();
+    if let Some(dir) = &config.test_image_dir {
+        out.push(Release::new(
+            TEST_RELEASE,
+            ReleaseSpec {
+                kubernetes_version: config.kubeadm_version.clone(),
+                image: ReleaseImage {
+                    kernel: Some(dir.join("vmlinuz").display().to_string()),
+                    initrd: Some(dir.join("initrd.img").display().to_string()),
+                    ..Default::default()
+                },
+                state: ReleaseState::Active,
+                bootstrap: BootstrapFormat::TestImage,
+                ..Default::default()
+            },
+        ));
+    }
+    out.push(Release::new(
+        &format!("kubeadm-{}", config.kubeadm_version.replace('.', "-")),
+        ReleaseSpec {
+            kubernetes_version: config.kubeadm_version.clone(),
+            image: ReleaseImage {
+                disk: Some(config.kubeadm_image.display().to_string()),
+                ..Default::default()
+            },
+            state: ReleaseState::Active,
+            bootstrap: BootstrapFormat::Kubeadm,
+            ..Default::default()
+        },
+    ));
+    out
+}
+
+/// Creates the seeded releases that do not exist; existing ones are left alone,
+/// so an administrator's changes survive restarts.
+pub async fn seed(client: &Client, config: &ControllerConfig) -> Result<(), Error> {
+    let api: Api<Release> = Api::all(client.clone());
+    for r in seeds(config) {
+        match api.create(&PostParams::default(), &r).await {
+            Ok(_) => tracing::info!(release = %r.name_any(), "seeded release"),
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(failed(format!("seed release {}", r.name_any()))(e)),
+        }
+    }
+    Ok(())
+}
+
+fn version_key(r: &Release) -> Vec<u64> {
+    r.spec
+        .kubernetes_version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+/// The active releases, newest Kubernetes first, as a readable list.
+fn suggestions(releases: &[Arc<Release>]) -> String {
+    let mut active: Vec<&Arc<Release>> = releases
+        .iter()
+        .filter(|r| r.spec.state == ReleaseState::Active)
+        .collect();
+    active.sort_by(|a, b| version_key(b).cmp(&version_key(a)).then(a.name_any().cmp(&b.name_any())));
+    if active.is_empty() {
+        "no release is active; ask an administrator to create one".into()
+    } else {
+        let names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
+        format!("use one of the active releases: {}", names.join(", "))
+    }
+}
+
+/// The `Release` condition of a cluster on release `name`, and the release if it
+/// can be used. A deprecated release keeps running the clusters already on it
+/// (`existing`; the condition warns) but does not start new ones; an unknown one
+/// stops provisioning.
+pub fn check(name: &str, releases: &[Arc<Release>], existing: bool) -> (Condition, Option<Arc<Release>>) {
+    match releases.iter().find(|r| r.name_any() == name) {
+        None => (
+            condition(
+                "Release",
+                false,
+                "ReleaseNotFound",
+                format!("release {name:?} does not exist; {}", suggestions(releases)),
+            ),
+            None,
+        ),
+        Some(r) if r.spec.state == ReleaseState::Deprecated => (
+            condition(
+                "Release",
+                existing,
+                "ReleaseDeprecated",
+                if existing {
+                    format!(
+                        "release {name:?} is deprecated; upgrade with `shoal cluster upgrade --release R`, {}",
+                        suggestions(releases)
+                    )
+                } else {
+                    format!(
+                        "release {name:?} is deprecated and new clusters cannot use it; {}",
+                        suggestions(releases)
+                    )
+                },
+            ),
+            existing.then(|| r.clone()),
+        ),
+        Some(r) => (
+            condition("Release", true, "ReleaseActive", format!("release {name:?} is active")),
+            Some(r.clone()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(name: &str, version: &str, state: ReleaseState) -> Arc<Release> {
+        Arc::new(Release::new(
+            name,
+            ReleaseSpec {
+                kubernetes_version: version.into(),
+                state,
+                ..Default::default()
+            },
+        ))
+    }
+
+    #[test]
+    fn unknown_and_deprecated_say_what_to_use() {
+        let all = vec![
+            rel("old", "1.29.0", ReleaseState::Deprecated),
+            rel("a", "1.30.1", ReleaseState::Active),
+            rel("b", "1.31.2", ReleaseState::Active),
+        ];
+        let (c, r) = check("nope", &all, false);
+        assert!(r.is_none());
+        assert_eq!(c.reason, "ReleaseNotFound");
+        assert_eq!(
+            c.message,
+            "release \"nope\" does not exist; use one of the active releases: b, a"
+        );
+        let (c, r) = check("old", &all, true);
+        assert!(r.is_some());
+        assert_eq!(c.reason, "ReleaseDeprecated");
+        assert!(c.message.contains("use one of the active releases: b, a"), "{}", c.message);
+        let (c, r) = check("old", &all, false);
+        assert!(r.is_none(), "a new cluster may not start on a deprecated release");
+        assert_eq!(c.status, "False");
+        assert_eq!(check("b", &all, false).0.status, "True");
+    }
+
+    #[test]
+    fn seeds_name_their_images() {
+        let cfg = ControllerConfig {
+            test_image_dir: Some("/opt/shoal/images".into()),
+            ..ControllerConfig::default()
+        };
+        let s = seeds(&cfg);
+        assert_eq!(s[0].name_any(), "test");
+        assert_eq!(s[0].spec.image.kernel.as_deref(), Some("/opt/shoal/images/vmlinuz"));
+        assert_eq!(s[1].name_any(), "kubeadm-1-31-2");
+        assert_eq!(s[1].spec.bootstrap, BootstrapFormat::Kubeadm);
+    }
+}

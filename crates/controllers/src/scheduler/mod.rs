@@ -1,0 +1,213 @@
+//! The scheduler: puts each Machine without a host on a Ready, schedulable Host
+//! with room for it, spreading each cluster's control plane over hosts. When
+//! nothing fits, the Machine stays Pending with a `Scheduled=False` condition
+//! that says what it needs and what the largest free host has.
+
+pub mod place;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use shoal_api::resources::common::MachineRole;
+use shoal_api::{Host, Machine};
+
+use crate::conditions;
+use crate::context::Context;
+use crate::error::{failed, is_conflict, Error};
+use place::{HostView, Request, Resources};
+
+/// Placements made but not yet seen in the Machine cache, so that two Machines
+/// placed back to back do not both count the same free room.
+#[derive(Default)]
+pub struct Assumed {
+    placed: HashMap<String, (Instant, String, Request)>,
+}
+
+const ASSUME_TTL: Duration = Duration::from_secs(30);
+
+/// What a Machine asks for.
+pub fn needs(m: &Machine) -> Resources {
+    Resources {
+        cpu_millis: m.spec.size.cpu.as_millis(),
+        memory: m.spec.size.memory.as_bytes(),
+        disk: m.spec.size.disk.as_bytes(),
+    }
+}
+
+fn key(m: &Machine) -> String {
+    format!("{}/{}", m.namespace().unwrap_or_default(), m.name_any())
+}
+
+fn cluster_key(m: &Machine) -> String {
+    format!("{}/{}", m.namespace().unwrap_or_default(), m.spec.cluster)
+}
+
+fn host_ready(h: &Host) -> bool {
+    h.status
+        .as_ref()
+        .and_then(|s| conditions::get(&s.conditions, "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+fn totals(t: &shoal_api::resources::common::ResourceTotals) -> Resources {
+    Resources {
+        cpu_millis: t.cpu.as_ref().map(|q| q.as_millis()).unwrap_or(0),
+        memory: t.memory.as_ref().map(|q| q.as_bytes()).unwrap_or(0),
+        disk: t.disk.as_ref().map(|q| q.as_bytes()).unwrap_or(0),
+    }
+}
+
+/// Whether a Machine still holds room on its host: every Machine that is assigned
+/// and has not failed (a failed VM is stopped).
+pub fn holds_room(m: &Machine) -> bool {
+    !matches!(
+        m.status.as_ref().and_then(|s| s.phase),
+        Some(shoal_api::resources::machine::MachinePhase::Failed)
+    )
+}
+
+/// The scheduler's view of every host, from the caches plus assumed placements.
+pub fn host_views(ctx: &Context, assumed: &mut Assumed) -> Vec<HostView> {
+    let machines = ctx.stores.machines.state();
+    let now = Instant::now();
+    assumed.placed.retain(|k, (at, _, _)| {
+        now.duration_since(*at) < ASSUME_TTL
+            && !machines
+                .iter()
+                .any(|m| &key(m) == k && m.spec.host_name.is_some())
+    });
+    let mut views: Vec<HostView> = ctx
+        .stores
+        .hosts
+        .state()
+        .iter()
+        .map(|h| HostView {
+            name: h.name_any(),
+            ready: host_ready(h),
+            unschedulable: h.spec.unschedulable,
+            allocatable: h.status.as_ref().map(|s| totals(&s.allocatable)).unwrap_or_default(),
+            allocated: Resources::default(),
+            per_cluster: Default::default(),
+        })
+        .collect();
+    let by_name: HashMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
+    let mut account = |host: &str, cluster: String, role: MachineRole, need: Resources| {
+        if let Some(&i) = by_name.get(host) {
+            views[i].allocated.add(need);
+            *views[i]
+                .per_cluster
+                .entry((cluster, role == MachineRole::ControlPlane))
+                .or_insert(0) += 1;
+        }
+    };
+    for m in &machines {
+        if let Some(host) = &m.spec.host_name {
+            if holds_room(m) {
+                account(host, cluster_key(m), m.spec.role, needs(m));
+            }
+        }
+    }
+    for (host, req) in assumed.placed.values().map(|(_, h, r)| (h, r)) {
+        account(host, req.cluster.clone(), req.role, req.needs);
+    }
+    views
+}
+
+/// Reconciles one Machine: places it if it has no host yet.
+pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if m.spec.host_name.is_some() || m.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = m.namespace().unwrap_or_default();
+    let name = m.name_any();
+    let api: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
+    let req = Request {
+        cluster: cluster_key(&m),
+        role: m.spec.role,
+        needs: needs(&m),
+    };
+    let mut assumed = ctx.assumed.lock().await;
+    let views = host_views(&ctx, &mut assumed);
+    match place::place(&req, &views) {
+        Ok(host) => {
+            // The resourceVersion makes this a compare-and-swap: a Machine changed
+            // (or placed) meanwhile is not overwritten.
+            let patch = json!({
+                "metadata": {"resourceVersion": m.resource_version()},
+                "spec": {"hostName": host},
+            });
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_conflict(&e) => return Ok(Action::requeue(Duration::from_millis(200))),
+                Err(e) => return Err(failed(format!("assign machine {ns}/{name} to {host}"))(e)),
+            }
+            assumed
+                .placed
+                .insert(key(&m), (Instant::now(), host.clone(), req));
+            drop(assumed);
+            let status = json!({"status": {"conditions": [conditions::condition(
+                "Scheduled", true, "Scheduled", format!("assigned to host {host}"))]}});
+            set_scheduled(&api, &m, status).await?;
+            tracing::info!(machine = %format!("{ns}/{name}"), %host, "scheduled");
+            Ok(Action::await_change())
+        }
+        Err(why) => {
+            drop(assumed);
+            let already = m
+                .status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, "Scheduled"))
+                .is_some_and(|c| c.status == "False" && c.message == why.0);
+            if !already {
+                let status = json!({"status": {"phase": "Pending", "conditions": [conditions::condition(
+                    "Scheduled", false, "Unschedulable", why.0.clone())]}});
+                set_scheduled(&api, &m, status).await?;
+                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone()).await;
+                tracing::info!(machine = %format!("{ns}/{name}"), reason = %why, "unschedulable");
+            }
+            // Hosts come and go: try again soon even without a change.
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
+    }
+}
+
+/// Writes the Scheduled condition, keeping the Machine's other conditions.
+async fn set_scheduled(
+    api: &Api<Machine>,
+    m: &Machine,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let mut conds = m
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let new: Vec<shoal_api::resources::common::Condition> =
+        serde_json::from_value(patch["status"]["conditions"].clone()).unwrap_or_default();
+    for c in new {
+        conditions::set(&mut conds, c);
+    }
+    let mut patch = patch;
+    patch["status"]["conditions"] = json!(conds);
+    let name = m.name_any();
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_err(&name))?;
+    Ok(())
+}
+
+fn api_err(name: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |e| failed(format!("write the status of machine {name}"))(e)
+}

@@ -1,0 +1,113 @@
+//! A Machine's cloud-init user-data, from its cluster, release and the cluster PKI.
+
+use std::net::Ipv4Addr;
+
+use kube::ResourceExt;
+use shoal_api::resources::common::MachineRole;
+use shoal_api::resources::organization::namespace_org;
+use shoal_api::BootstrapFormat;
+use shoal_bootstrap::{BootstrapFile, NodeBootstrap, Oidc, Role};
+use shoal_pki::PkiFile;
+
+use crate::cluster::pki::{ensure, ClusterSecrets};
+use crate::context::Context;
+use crate::error::Error;
+use crate::machines::NewMachine;
+
+/// Where kubeadm keeps the cluster's certificates on a node.
+const KUBEADM_PKI_DIR: &str = "/etc/kubernetes/pki";
+/// Where the test image's `shoal guest` reads them.
+const TEST_IMAGE_PKI_DIR: &str = "/etc/shoal/pki";
+
+/// The PKI files a node gets. kubeadm makes each node's own serving certificates
+/// from the CAs, so kubeadm control-plane nodes get the CAs and the service-account
+/// key, and workers nothing (they find the CA through the bootstrap token and the
+/// CA hash); the test image serves the shared API server certificate itself.
+fn files(format: BootstrapFormat, role: MachineRole) -> &'static [PkiFile] {
+    use PkiFile::*;
+    match (format, role) {
+        (BootstrapFormat::Kubeadm, MachineRole::ControlPlane) => {
+            &[CaCert, CaKey, EtcdCaCert, EtcdCaKey, SaKey, SaPub]
+        }
+        (BootstrapFormat::Kubeadm, MachineRole::Worker) => &[],
+        (BootstrapFormat::TestImage, MachineRole::ControlPlane) => {
+            &[CaCert, ApiServerCert, ApiServerKey]
+        }
+        (BootstrapFormat::TestImage, MachineRole::Worker) => &[CaCert, WorkerCert, WorkerKey],
+    }
+}
+
+/// Renders the user-data of Machine `name` with node address `ip`.
+pub async fn render(ctx: &Context, new: &NewMachine<'_>, name: &str, ip: Ipv4Addr) -> Result<String, Error> {
+    let cluster = new.cluster;
+    let ns = cluster.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", cluster.name_any());
+    let ClusterSecrets {
+        pki,
+        bootstrap_token,
+        certificate_key,
+    } = ensure(ctx, cluster).await?;
+    let format = new.release.spec.bootstrap;
+    // The first control-plane node initialises the cluster; every later one joins.
+    let role = match new.role {
+        MachineRole::Worker => Role::Worker,
+        MachineRole::ControlPlane => {
+            let others = ctx
+                .stores
+                .cluster_machines(&ns, &cluster.name_any())
+                .iter()
+                .any(|m| m.spec.role == MachineRole::ControlPlane && m.name_any() != name);
+            if others {
+                Role::ControlPlaneJoin
+            } else {
+                Role::ControlPlaneInit
+            }
+        }
+    };
+    let ca_cert_hash = shoal_pki::ca_cert_hash(pki.file(PkiFile::CaCert)).map_err(|source| Error::Pki {
+        cluster: key.clone(),
+        source,
+    })?;
+    let node = NodeBootstrap {
+        cluster: cluster.name_any(),
+        org: namespace_org(&ns).unwrap_or(&ns).to_owned(),
+        base_domain: ctx.config.base_domain.clone(),
+        hostname: name.to_owned(),
+        role,
+        kubernetes_version: new.release.spec.kubernetes_version.trim_start_matches('v').to_owned(),
+        control_plane_endpoint: format!("api.{}.{}.{}:443", cluster.name_any(), namespace_org(&ns).unwrap_or(&ns), ctx.config.base_domain),
+        advertise_address: ip.to_string(),
+        pod_cidr: cluster.spec.network.pod_cidr.to_string(),
+        service_cidr: cluster.spec.network.service_cidr.to_string(),
+        dns_domain: ctx.config.dns_domain.clone(),
+        files: files(format, new.role)
+            .iter()
+            .map(|f| {
+                let dir = match format {
+                    BootstrapFormat::Kubeadm => KUBEADM_PKI_DIR,
+                    BootstrapFormat::TestImage => TEST_IMAGE_PKI_DIR,
+                };
+                BootstrapFile::new(format!("{dir}/{}", f.kubeadm_path()), pki.file(*f))
+            })
+            .collect(),
+        bootstrap_token,
+        ca_cert_hash,
+        certificate_key: role.is_control_plane().then_some(certificate_key),
+        oidc: cluster.spec.oidc.as_ref().map(|o| Oidc {
+            issuer_url: o.issuer_url.clone(),
+            client_id: o.client_id.clone(),
+            username_claim: o.username_claim.clone(),
+            groups_claim: o.groups_claim.clone(),
+        }),
+        // The host agent's metadata service tells the guest where to phone home.
+        phone_home_url: None,
+    };
+    let rendered = match format {
+        BootstrapFormat::Kubeadm => shoal_bootstrap::render_kubeadm(&node),
+        BootstrapFormat::TestImage => shoal_bootstrap::render_test_image(&node),
+    };
+    rendered.map_err(|source| Error::Bootstrap {
+        machine: format!("{ns}/{name}"),
+        source,
+    })
+}
