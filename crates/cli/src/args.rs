@@ -56,6 +56,9 @@ pub enum Command {
     /// Guest clusters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Hosts: the machines guest VMs run on.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// API tokens (cluster admins only).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -301,6 +304,20 @@ pub struct ClusterCreateArgs {
     /// Disk per machine.
     #[arg(long, default_value = "10Gi")]
     pub disk: String,
+    /// Wait for the cluster to be Ready, showing its machines' progress.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `--wait` and `--timeout`, shared by the commands that can wait.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct WaitArgs {
+    /// Wait until the change is done.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, default_value_t = 900, value_name = "SECS", requires = "wait")]
+    pub timeout: u64,
 }
 
 /// `shoal cluster`.
@@ -317,16 +334,47 @@ pub enum ClusterCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Show one cluster.
+    /// Describe one cluster: status, conditions, machines and recent events.
     Get {
         /// The name.
         name: String,
         /// The organization.
         #[arg(long)]
         org: String,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value = "yaml")]
-        output: Output,
+        /// Print the object in this format instead of describing it.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+    },
+    /// Set the number of workers of one of the cluster's node pools.
+    Scale {
+        /// The cluster's name.
+        name: String,
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// The number of workers wanted.
+        #[arg(long)]
+        workers: u32,
+        /// The node pool (default: NAME-default).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Wait for the pool to have exactly that many Ready workers.
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Move the cluster to another release; its machines are replaced one at a time.
+    Upgrade {
+        /// The cluster's name.
+        name: String,
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// The release to run.
+        #[arg(long)]
+        release: String,
+        /// Wait until every machine runs the release and the cluster is Ready.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Delete a cluster and its node pools.
     Delete {
@@ -335,6 +383,42 @@ pub enum ClusterCommand {
         /// The organization.
         #[arg(long)]
         org: String,
+        /// Wait until the cluster is gone, then print what was removed.
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// `shoal host`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List hosts with their capacity and machines.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Stop placing new machines on a host.
+    Cordon {
+        /// The host's name.
+        name: String,
+    },
+    /// Let the scheduler place machines on a host again.
+    Uncordon {
+        /// The host's name.
+        name: String,
+    },
+    /// Cordon a host and delete its worker machines; their node pools replace them elsewhere.
+    Drain {
+        /// The host's name.
+        name: String,
+        /// Delete control-plane machines too (the cluster controller recreates them
+        /// elsewhere; a single control-plane cluster is unavailable meanwhile).
+        #[arg(long)]
+        include_control_plane: bool,
+        /// Wait until the deleted machines are gone.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 

@@ -32,6 +32,16 @@ pub enum CliError {
     /// Standard output could not be written (other than a closed pipe).
     #[error("cannot write to standard output: {0}")]
     Output(#[source] std::io::Error),
+    /// `--wait` gave up before the change was done.
+    #[error("timed out after {seconds}s waiting for {what}: {detail}")]
+    Timeout {
+        /// What was awaited, e.g. `cluster acme/demo to be Ready`.
+        what: String,
+        /// How long the command waited.
+        seconds: u64,
+        /// Where things stand, from the objects' conditions.
+        detail: String,
+    },
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     File {
@@ -53,6 +63,7 @@ impl CliError {
             CliError::Server { .. } => 5,
             CliError::File { .. } => 6,
             CliError::Output(_) => 7,
+            CliError::Timeout { .. } => 8,
         }
     }
 }

@@ -36,6 +36,7 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
         Command::Delete(a) => commands::objects::delete(&chosen().await?, a).await,
         Command::Org(c) => commands::org::run(&chosen().await?, c).await,
         Command::Cluster(c) => commands::cluster::run(&chosen().await?, c).await,
+        Command::Host(c) => commands::host::run(&chosen().await?, c).await,
         Command::Token(c) => commands::token::run(&chosen().await?, c).await,
         Command::Login(a) => {
             let path = commands::login::run(a, cli.server.as_deref())?;

@@ -52,17 +52,24 @@ pub fn render_table(kind: &KindInfo, items: &[Value], with_namespace: bool) -> S
             row.insert(0, ns.to_owned());
         }
     }
-    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
-    for row in &rows {
+    render_columns(&header, &rows)
+}
+
+/// Renders a header and rows as columns aligned on the widest cell, three
+/// spaces apart, one line each.
+pub fn render_columns<H: AsRef<str>>(header: &[H], rows: &[Vec<String>]) -> String {
+    let width = |c: &str| c.chars().count();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h.as_ref())).collect();
+    for row in rows {
         for (i, c) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.len());
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(width(c)),
+                None => widths.push(width(c)),
             }
         }
     }
-    let line = |cells: &[String]| {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
         cells
-            .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
             .collect::<Vec<_>>()
@@ -70,10 +77,10 @@ pub fn render_table(kind: &KindInfo, items: &[Value], with_namespace: bool) -> S
             .trim_end()
             .to_owned()
     };
-    let mut out = line(&header);
+    let mut out = line(&mut header.iter().map(AsRef::as_ref));
     out.push('\n');
-    for row in &rows {
-        out.push_str(&line(row));
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
         out.push('\n');
     }
     out
@@ -125,5 +132,22 @@ pub fn print(
             };
             emit_line(text.trim_end())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_on_the_widest_cell() {
+        let rows = vec![
+            vec!["a".to_owned(), "long value".to_owned()],
+            vec!["bbbb".to_owned(), "x".to_owned()],
+        ];
+        assert_eq!(
+            render_columns(&["NAME", "V"], &rows),
+            "NAME   V\na      long value\nbbbb   x\n"
+        );
     }
 }

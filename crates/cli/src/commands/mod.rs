@@ -2,8 +2,11 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod cluster_view;
+pub mod host;
 pub mod login;
 pub mod objects;
 pub mod org;
 pub mod server;
 pub mod token;
+pub mod wait;

@@ -54,20 +54,28 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
 }
 
 /// The controllers' settings from the server's flags.
-fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerConfig, ServerError> {
+fn controller_config(
+    args: &ServerArgs,
+) -> Result<shoal_controllers::ControllerConfig, ServerError> {
     let bad = |what: String| ServerError::Bootstrap(what);
     let (pool, prefix) = args
         .node_cidr_pool
         .split_once('/')
         .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?)))
-        .ok_or_else(|| bad(format!("--node-cidr-pool {:?} is not an IPv4 CIDR such as 10.128.0.0/9", args.node_cidr_pool)))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "--node-cidr-pool {:?} is not an IPv4 CIDR such as 10.128.0.0/9",
+                args.node_cidr_pool
+            ))
+        })?;
     let ipam = shoal_controllers::ipam::IpamConfig {
         vni_base: args.vni_base,
         node_pool: pool,
         node_pool_prefix: prefix,
         node_prefix: args.node_prefix,
     };
-    ipam.validate().map_err(|e| bad(format!("--node-cidr-pool/--node-prefix/--vni-base: {e}")))?;
+    ipam.validate()
+        .map_err(|e| bad(format!("--node-cidr-pool/--node-prefix/--vni-base: {e}")))?;
     let test_image_dir = args.test_image_dir.clone().or_else(|| {
         let dir = std::env::current_dir().ok()?.join("images/out");
         dir.join("vmlinuz").exists().then_some(dir)
