@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The all-in-one demo: starts `shoal server` on 127.0.0.1:6443 with its data in
-# .shoal/demo, and applies an example organization, release and 3-node cluster.
-# Safe to run again: a running server is reused and the objects are re-applied.
-# `scripts/demo.sh stop` stops the server by its recorded PID.
+# .shoal/demo (its local agent keeps VMs and networks in namespace shoal-local),
+# and creates guest cluster org-acme/demo (1 control plane + 2 workers) from the
+# seeded `test` Release, waiting until it is Ready.
+# Safe to run again: a running server and an existing cluster are reused.
+# `scripts/demo.sh stop` deletes the cluster and stops the server by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,19 +18,10 @@ running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 if [ "${1:-}" = stop ]; then
   if running; then
-    # Delete the demo's Machines first, so that the local agent stops their VMs
-    # and removes their network before the server goes.
-    KC=$DATA/data/admin.kubeconfig
-    for m in demo-cp-0 demo-worker-0 demo-worker-1; do
-      "$BIN" --kubeconfig "$KC" delete machine "$m" -n org-acme >/dev/null 2>&1 || true
-    done
-    for _ in $(seq 1 120); do
-      left=$("$BIN" --kubeconfig "$KC" get machines -n org-acme -o json 2>/dev/null \
-        | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))' 2>/dev/null || echo 0)
-      [ "$left" = 0 ] && break
-      sleep 0.5
-    done
-    kill -TERM "$(cat "$PIDFILE")"; echo "stopped shoal server (pid $(cat "$PIDFILE")) and its demo VMs"
+    # Delete the demo cluster first: its controller removes the Machines, the local
+    # agent stops their VMs and removes their network, then the server goes.
+    "$BIN" --kubeconfig "$DATA/data/admin.kubeconfig" cluster delete demo --org acme --wait || true
+    kill -TERM "$(cat "$PIDFILE")"; echo "stopped shoal server (pid $(cat "$PIDFILE"))"
   fi
   rm -f "$PIDFILE"
   exit 0
@@ -37,7 +30,7 @@ fi
 if running; then
   echo "shoal server already running (pid $(cat "$PIDFILE"))"
 else
-  "$BIN" server --data-dir "$DATA/data" --listen "$LISTEN" >"$DATA/server.log" 2>&1 &
+  "$BIN" server --data-dir "$DATA/data" --listen "$LISTEN" --test-image-dir "$PWD/images/out" >"$DATA/server.log" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     [ -f "$DATA/data/admin.kubeconfig" ] && "$BIN" --kubeconfig "$DATA/data/admin.kubeconfig" get releases >/dev/null 2>&1 && break
@@ -48,52 +41,37 @@ else
 fi
 
 KC=$DATA/data/admin.kubeconfig
-# The release's image paths are relative to the repository; the agent needs them absolute.
-sed "s|images/out/|$PWD/images/out/|" examples/demo.yaml | "$BIN" --kubeconfig "$KC" apply -f -
-
-# Until the cluster controller (IPAM, scheduler) lands, the demo does its job by
-# hand: it gives the cluster a VNI and node network, and pins one control-plane
-# and two worker Machines to the server's local agent (host "local").
-TOKEN=$(sed -n 's/^ *token: *//p' "$KC" | head -n1)
-curl -fsS --cacert "$DATA/data/tls/ca.crt" -H "Authorization: Bearer $TOKEN" \
-  -X PATCH -H 'Content-Type: application/merge-patch+json' \
-  "https://$LISTEN/apis/shoal.io/v1alpha1/namespaces/org-acme/clusters/demo/status" \
-  -d '{"status":{"vni":100,"nodeCidr":"10.100.0.0/24"}}' >/dev/null
-machine() { # name role ip mac
-  cat <<YAML
----
-apiVersion: shoal.io/v1alpha1
-kind: Machine
-metadata: {name: $1, namespace: org-acme}
-spec: {cluster: demo, role: $2, release: test-1, hostName: local, ip: $3, mac: "$4",
-       size: {cpu: "1", memory: 512Mi, disk: 1Gi}}
-YAML
-}
-{ machine demo-cp-0 control-plane 10.100.0.10 52:54:00:64:00:0a
-  machine demo-worker-0 worker 10.100.0.20 52:54:00:64:00:14
-  machine demo-worker-1 worker 10.100.0.21 52:54:00:64:00:15
-} | "$BIN" --kubeconfig "$KC" apply -f -
-
-echo "waiting for the demo machines to boot the test image and phone home..."
-for _ in $(seq 1 900); do
-  ready=$("$BIN" --kubeconfig "$KC" get machines -n org-acme -o json \
-    | python3 -c 'import json,sys; print(sum(1 for m in json.load(sys.stdin)["items"] if m.get("status",{}).get("phase")=="Ready"))')
-  [ "$ready" = 3 ] && break
-  running || { echo "shoal server stopped:"; tail -20 "$DATA/server.log"; exit 1; }
-  sleep 0.5
-done
+SHOAL() { "$BIN" --kubeconfig "$KC" "$@"; }
+# The server seeded the `test` Release (the test image in images/out) at first start.
+SHOAL get organization acme >/dev/null 2>&1 || SHOAL org create acme --display-name "ACME Corp"
+if SHOAL get cluster demo -n org-acme >/dev/null 2>&1; then
+  echo "cluster org-acme/demo exists; waiting for it to be Ready"
+  for _ in $(seq 1 900); do
+    phase=$(SHOAL get cluster demo -n org-acme -o json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("status",{}).get("phase",""))')
+    [ "$phase" = Ready ] && break
+    running || { echo "shoal server stopped:"; tail -20 "$DATA/server.log"; exit 1; }
+    sleep 1
+  done
+  [ "$phase" = Ready ] || { echo "cluster demo is $phase, not Ready; see: shoal cluster get demo --org acme"; exit 1; }
+else
+  # The controllers allocate its network and PKI, create 1 control-plane and
+  # 2 worker Machines, the scheduler puts them on the local agent (host "local"),
+  # which boots them as VMs in network namespace shoal-local.
+  SHOAL cluster create --name demo --org acme --release test \
+    --control-plane 1 --workers 2 --cpu 1 --memory 512Mi --disk 1Gi --wait --timeout 900
+fi
 echo
-"$BIN" --kubeconfig "$KC" get clusters -A
-"$BIN" --kubeconfig "$KC" get machines -n org-acme
-"$BIN" --kubeconfig "$KC" get hosts
-[ "$ready" = 3 ] || { echo "the demo machines are not all Ready; see $DATA/server.log"; exit 1; }
+SHOAL cluster get demo --org acme
+SHOAL get hosts
 cat <<MSG
 
-Shoal is running at https://$LISTEN, with three VMs of cluster org-acme/demo on
-this machine's local agent (network namespace shoal-local; nothing in your own
-network namespace was touched). The test image does not run Kubernetes.
+Shoal is running at https://$LISTEN, with cluster org-acme/demo (1 control plane,
+2 workers) as three VMs on this machine's local agent, in network namespace
+shoal-local; nothing in your own network namespace was touched. The test image
+does not run Kubernetes.
   export KUBECONFIG=$KC
-  kubectl get machines -n org-acme -w     # or: $BIN get machines -n org-acme
+  kubectl get clusters,nodepools,machines -n org-acme     # or: $BIN get machines -n org-acme
+  $BIN cluster scale demo --org acme --workers 3
   cat $DATA/data/agent/vms/org-acme/demo-cp-0/console.log
-Stop it with: make demo-stop (it deletes the Machines, so their VMs stop too)
+Stop it with: make demo-stop (it deletes the cluster, so its VMs stop too)
 MSG

@@ -62,8 +62,14 @@ mod tests {
         set(&mut list, condition("Ready", false, "Booting", "b"));
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].message, "b");
-        assert_eq!(list[0].last_transition_time.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            list[0].last_transition_time.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
         set(&mut list, condition("Ready", true, "Ready", ""));
-        assert_ne!(list[0].last_transition_time.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_ne!(
+            list[0].last_transition_time.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
     }
 }

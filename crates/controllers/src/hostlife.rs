@@ -80,8 +80,15 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action, Err
             expires.to_rfc3339(),
             lost_at.to_rfc3339()
         );
-        let mut conds = host.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-        conditions::set(&mut conds, condition("Ready", false, "HeartbeatLost", msg.clone()));
+        let mut conds = host
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        conditions::set(
+            &mut conds,
+            condition("Ready", false, "HeartbeatLost", msg.clone()),
+        );
         let patch = json!({"status": {"conditions": conds}});
         Api::<Host>::all(ctx.client.clone())
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -107,16 +114,30 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action, Err
     Ok(Action::requeue(Duration::from_secs(10)))
 }
 
-async fn fail_lost(ctx: &Context, m: &Machine, host: &str, since: &DateTime<Utc>) -> Result<(), Error> {
+async fn fail_lost(
+    ctx: &Context,
+    m: &Machine,
+    host: &str,
+    since: &DateTime<Utc>,
+) -> Result<(), Error> {
     let ns = m.namespace().unwrap_or_default();
     let name = m.name_any();
     let api: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
     if m.metadata.deletion_timestamp.is_some() {
         if m.finalizers().iter().any(|f| f == AGENT_FINALIZER) {
-            let rest: Vec<&String> = m.finalizers().iter().filter(|f| *f != AGENT_FINALIZER).collect();
+            let rest: Vec<&String> = m
+                .finalizers()
+                .iter()
+                .filter(|f| *f != AGENT_FINALIZER)
+                .collect();
             let patch = json!({"metadata": {"finalizers": rest}});
-            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => tracing::info!(machine = %format!("{ns}/{name}"), %host, "released a machine of a lost host"),
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(machine = %format!("{ns}/{name}"), %host, "released a machine of a lost host")
+                }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(failed(format!("release machine {ns}/{name}"))(e)),
             }

@@ -51,8 +51,14 @@ mod tests {
 
     #[test]
     fn slots_round_trip() {
-        assert_eq!(slot_of(&control_plane_machine("demo", 2), "demo-cp"), Some(2));
-        assert_eq!(slot_of(&worker_machine("demo-default", 7), "demo-default"), Some(7));
+        assert_eq!(
+            slot_of(&control_plane_machine("demo", 2), "demo-cp"),
+            Some(2)
+        );
+        assert_eq!(
+            slot_of(&worker_machine("demo-default", 7), "demo-default"),
+            Some(7)
+        );
         assert_eq!(slot_of("demo-default-x", "demo-default"), None);
         assert_eq!(slot_of("demo-defaultx-1", "demo-default"), None);
     }

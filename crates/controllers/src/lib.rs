@@ -96,9 +96,9 @@ pub async fn run_controllers(
 ) -> Result<(), Error> {
     config.ipam.validate()?;
     release::seed(&client, &config).await?;
-    let stores = context::Stores::start(&client)
-        .await
-        .map_err(|_| Error::NotReady("the controllers' caches stopped before they filled".into()))?;
+    let stores = context::Stores::start(&client).await.map_err(|_| {
+        Error::NotReady("the controllers' caches stopped before they filled".into())
+    })?;
     let ctx = Arc::new(Context::new(client.clone(), config, stores.clone()));
     let wc = watcher::Config::default;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -124,20 +124,24 @@ pub async fn run_controllers(
         .with_config(settings())
         .watches(Api::<Machine>::all(client.clone()), wc(), |m: Machine| {
             let ns = m.namespace().unwrap_or_default();
-            m.spec
-                .node_pool
-                .map(|p| ObjectRef::new(&p).within(&ns))
+            m.spec.node_pool.map(|p| ObjectRef::new(&p).within(&ns))
         })
-        .watches(Api::<Cluster>::all(client.clone()), wc(), move |c: Cluster| {
-            let ns = c.namespace().unwrap_or_default();
-            let name = c.name_any();
-            pool_store
-                .state()
-                .iter()
-                .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.spec.cluster == name)
-                .map(|p| ObjectRef::new(&p.name_any()).within(&ns))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<Cluster>::all(client.clone()),
+            wc(),
+            move |c: Cluster| {
+                let ns = c.namespace().unwrap_or_default();
+                let name = c.name_any();
+                pool_store
+                    .state()
+                    .iter()
+                    .filter(|p| {
+                        p.namespace().as_deref() == Some(ns.as_str()) && p.spec.cluster == name
+                    })
+                    .map(|p| ObjectRef::new(&p.name_any()).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(nodepool::reconcile, error_policy, ctx.clone());
 
@@ -185,19 +189,29 @@ pub async fn run_controllers(
 
 /// Runs the controllers while `leading` is true, and stops them when leadership is
 /// lost; returns when the sender of `leading` goes away.
-pub async fn run_when_leading(client: Client, config: ControllerConfig, mut leading: watch::Receiver<bool>) {
+pub async fn run_when_leading(
+    client: Client,
+    config: ControllerConfig,
+    mut leading: watch::Receiver<bool>,
+) {
     loop {
         if leading.wait_for(|l| *l).await.is_err() {
             return;
         }
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_controllers(client.clone(), config.clone(), async move {
-            let _ = lost_rx.await;
-        }));
+        let task = tokio::spawn(run_controllers(
+            client.clone(),
+            config.clone(),
+            async move {
+                let _ = lost_rx.await;
+            },
+        ));
         let gone = leading.wait_for(|l| !*l).await.is_err();
         let _ = lost_tx.send(());
         match tokio::time::timeout(Duration::from_secs(3), task).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %chain(&e), "controllers stopped with an error"),
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %chain(&e), "controllers stopped with an error")
+            }
             Ok(_) => {}
             Err(_) => tracing::warn!("controllers did not stop within 3 s"),
         }

@@ -80,7 +80,11 @@ fn suggestions(releases: &[Arc<Release>]) -> String {
         .iter()
         .filter(|r| r.spec.state == ReleaseState::Active)
         .collect();
-    active.sort_by(|a, b| version_key(b).cmp(&version_key(a)).then(a.name_any().cmp(&b.name_any())));
+    active.sort_by(|a, b| {
+        version_key(b)
+            .cmp(&version_key(a))
+            .then(a.name_any().cmp(&b.name_any()))
+    });
     if active.is_empty() {
         "no release is active; ask an administrator to create one".into()
     } else {
@@ -93,7 +97,11 @@ fn suggestions(releases: &[Arc<Release>]) -> String {
 /// can be used. A deprecated release keeps running the clusters already on it
 /// (`existing`; the condition warns) but does not start new ones; an unknown one
 /// stops provisioning.
-pub fn check(name: &str, releases: &[Arc<Release>], existing: bool) -> (Condition, Option<Arc<Release>>) {
+pub fn check(
+    name: &str,
+    releases: &[Arc<Release>],
+    existing: bool,
+) -> (Condition, Option<Arc<Release>>) {
     match releases.iter().find(|r| r.name_any() == name) {
         None => (
             condition(
@@ -124,7 +132,12 @@ pub fn check(name: &str, releases: &[Arc<Release>], existing: bool) -> (Conditio
             existing.then(|| r.clone()),
         ),
         Some(r) => (
-            condition("Release", true, "ReleaseActive", format!("release {name:?} is active")),
+            condition(
+                "Release",
+                true,
+                "ReleaseActive",
+                format!("release {name:?} is active"),
+            ),
             Some(r.clone()),
         ),
     }
@@ -162,9 +175,16 @@ mod tests {
         let (c, r) = check("old", &all, true);
         assert!(r.is_some());
         assert_eq!(c.reason, "ReleaseDeprecated");
-        assert!(c.message.contains("use one of the active releases: b, a"), "{}", c.message);
+        assert!(
+            c.message.contains("use one of the active releases: b, a"),
+            "{}",
+            c.message
+        );
         let (c, r) = check("old", &all, false);
-        assert!(r.is_none(), "a new cluster may not start on a deprecated release");
+        assert!(
+            r.is_none(),
+            "a new cluster may not start on a deprecated release"
+        );
         assert_eq!(c.status, "False");
         assert_eq!(check("b", &all, false).0.status, "True");
     }
@@ -177,7 +197,10 @@ mod tests {
         };
         let s = seeds(&cfg);
         assert_eq!(s[0].name_any(), "test");
-        assert_eq!(s[0].spec.image.kernel.as_deref(), Some("/opt/shoal/images/vmlinuz"));
+        assert_eq!(
+            s[0].spec.image.kernel.as_deref(),
+            Some("/opt/shoal/images/vmlinuz")
+        );
         assert_eq!(s[1].name_any(), "kubeadm-1-31-2");
         assert_eq!(s[1].spec.bootstrap, BootstrapFormat::Kubeadm);
     }

@@ -104,8 +104,15 @@ mod tests {
     #[test]
     fn scales_up_and_down() {
         assert_eq!(plan(&[], 2, true), vec![Step::Create, Step::Create]);
-        let three = [m("a", 0, true, true), m("b", 1, false, true), m("c", 2, true, true)];
-        assert_eq!(plan(&three, 1, true), vec![Step::Delete("b".into()), Step::Delete("c".into())]);
+        let three = [
+            m("a", 0, true, true),
+            m("b", 1, false, true),
+            m("c", 2, true, true),
+        ];
+        assert_eq!(
+            plan(&three, 1, true),
+            vec![Step::Delete("b".into()), Step::Delete("c".into())]
+        );
         assert!(plan(&three, 3, true).is_empty());
     }
 
@@ -125,15 +132,28 @@ mod tests {
         // Not while the control plane rolls.
         assert!(plan(&old, 2, false).is_empty());
         // The new one boots: wait, delete nothing Ready.
-        let surging = [m("a", 0, true, false), m("b", 1, true, false), m("c", 2, false, true)];
+        let surging = [
+            m("a", 0, true, false),
+            m("b", 1, true, false),
+            m("c", 2, false, true),
+        ];
         assert!(plan(&surging, 2, true).is_empty());
         // The new one is Ready: one old goes.
-        let ready = [m("a", 0, true, false), m("b", 1, true, false), m("c", 2, true, true)];
+        let ready = [
+            m("a", 0, true, false),
+            m("b", 1, true, false),
+            m("c", 2, true, true),
+        ];
         assert_eq!(plan(&ready, 2, true), vec![Step::Delete("b".into())]);
         // While it is deleted, nothing else happens.
         let mut gone = m("b", 1, true, false);
         gone.deleting = true;
-        assert!(plan(&[m("a", 0, true, false), gone, m("c", 2, true, true)], 2, true).is_empty());
+        assert!(plan(
+            &[m("a", 0, true, false), gone, m("c", 2, true, true)],
+            2,
+            true
+        )
+        .is_empty());
         assert!(settled(&[m("c", 2, true, true), m("d", 3, true, true)], 2));
     }
 
@@ -142,7 +162,9 @@ mod tests {
     #[test]
     fn never_below_desired_minus_one() {
         let desired = 3;
-        let mut set: Vec<Member> = (0..3).map(|i| m(&format!("o{i}"), i, true, false)).collect();
+        let mut set: Vec<Member> = (0..3)
+            .map(|i| m(&format!("o{i}"), i, true, false))
+            .collect();
         let mut next = 3;
         for _ in 0..40 {
             for s in plan(&set, desired, true) {

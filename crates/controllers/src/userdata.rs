@@ -38,7 +38,12 @@ fn files(format: BootstrapFormat, role: MachineRole) -> &'static [PkiFile] {
 }
 
 /// Renders the user-data of Machine `name` with node address `ip`.
-pub async fn render(ctx: &Context, new: &NewMachine<'_>, name: &str, ip: Ipv4Addr) -> Result<String, Error> {
+pub async fn render(
+    ctx: &Context,
+    new: &NewMachine<'_>,
+    name: &str,
+    ip: Ipv4Addr,
+) -> Result<String, Error> {
     let cluster = new.cluster;
     let ns = cluster.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", cluster.name_any());
@@ -64,18 +69,29 @@ pub async fn render(ctx: &Context, new: &NewMachine<'_>, name: &str, ip: Ipv4Add
             }
         }
     };
-    let ca_cert_hash = shoal_pki::ca_cert_hash(pki.file(PkiFile::CaCert)).map_err(|source| Error::Pki {
-        cluster: key.clone(),
-        source,
-    })?;
+    let ca_cert_hash =
+        shoal_pki::ca_cert_hash(pki.file(PkiFile::CaCert)).map_err(|source| Error::Pki {
+            cluster: key.clone(),
+            source,
+        })?;
     let node = NodeBootstrap {
         cluster: cluster.name_any(),
         org: namespace_org(&ns).unwrap_or(&ns).to_owned(),
         base_domain: ctx.config.base_domain.clone(),
         hostname: name.to_owned(),
         role,
-        kubernetes_version: new.release.spec.kubernetes_version.trim_start_matches('v').to_owned(),
-        control_plane_endpoint: format!("api.{}.{}.{}:443", cluster.name_any(), namespace_org(&ns).unwrap_or(&ns), ctx.config.base_domain),
+        kubernetes_version: new
+            .release
+            .spec
+            .kubernetes_version
+            .trim_start_matches('v')
+            .to_owned(),
+        control_plane_endpoint: format!(
+            "api.{}.{}.{}:443",
+            cluster.name_any(),
+            namespace_org(&ns).unwrap_or(&ns),
+            ctx.config.base_domain
+        ),
         advertise_address: ip.to_string(),
         pod_cidr: cluster.spec.network.pod_cidr.to_string(),
         service_cidr: cluster.spec.network.service_cidr.to_string(),

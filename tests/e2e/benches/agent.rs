@@ -52,7 +52,8 @@ fn raw_boot(n: usize) -> Result<Vec<Duration>> {
 
 async fn shoal_boot(n: usize) -> Result<Vec<f64>> {
     let hosts = Underlay::pair(&format!("sb{}h", std::process::id()))?;
-    let server = ServerProc::start()?;
+    // Machines are pinned by hand: no controllers, no scheduler.
+    let server = ServerProc::start_with(&["--controllers=false"])?;
     let client = server.client().await?;
     setup(&client, &[("bench", 201, "10.201.0.0/24")]).await?;
     let dir = tempfile::tempdir()?;

@@ -306,21 +306,47 @@ impl AgentProc {
     }
 }
 
+impl AgentProc {
+    /// SIGKILLs the QEMUs this agent's state directory names, after checking each
+    /// PID still is one of them; returns how many it killed.
+    pub fn kill_vms(&self) -> usize {
+        let marker = self.state_dir.display().to_string();
+        let mut killed = 0;
+        for (_, pid) in self.qemu_pids() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&marker)
+                && crate::signal(pid, "KILL").is_ok()
+            {
+                killed += 1;
+            }
+        }
+        killed
+    }
+
+    /// The QEMUs of this agent's state directory that are still alive.
+    pub fn live_vms(&self) -> Vec<(String, u32)> {
+        let marker = self.state_dir.display().to_string();
+        self.qemu_pids()
+            .into_iter()
+            .filter(|(_, pid)| {
+                alive(*pid)
+                    && String::from_utf8_lossy(
+                        &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+                    )
+                    .contains(&marker)
+            })
+            .collect()
+    }
+}
+
 impl Drop for AgentProc {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
             let _ = crate::signal(c.id(), "TERM");
             let _ = c.wait();
         }
-        // A failed test must not leave VMs behind: kill the QEMUs this agent's state
-        // directory names, after checking each PID still is one of them.
-        let marker = self.state_dir.display().to_string();
-        for (_, pid) in self.qemu_pids() {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&marker) {
-                let _ = crate::signal(pid, "KILL");
-            }
-        }
+        // A failed test must not leave VMs behind.
+        self.kill_vms();
     }
 }
 

@@ -82,7 +82,8 @@ fn expect_eventually(ns: &str, from: &str, cmd: &str, want: &str) -> Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_isolated_clusters_readopt_and_cleanup() -> Result<()> {
     let hosts = Underlay::pair(&format!("se{}h", std::process::id()))?;
-    let server = ServerProc::start()?;
+    // Machines are placed by hand here: no controllers, no scheduler.
+    let server = ServerProc::start_with(&["--controllers=false"])?;
     let client = server.client().await?;
     setup(
         &client,

@@ -66,9 +66,16 @@ async fn write_status(
     conditions::set(&mut conds, condition("Ready", false, reason, message));
     let patch = json!({"status": {"phase": ClusterPhase::Deleting, "removed": removed, "conditions": conds}});
     Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
-        .map_err(failed(format!("write the status of cluster {ns}/{}", cluster.name_any())))?;
+        .map_err(failed(format!(
+            "write the status of cluster {ns}/{}",
+            cluster.name_any()
+        )))?;
     Ok(())
 }
 
@@ -89,8 +96,14 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
     // Node pools first, so that nothing makes new workers.
     let pools_api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &ns);
     let pools = ctx.stores.cluster_pools(&ns, &name);
-    for p in pools.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        match pools_api.delete(&p.name_any(), &DeleteParams::default()).await {
+    for p in pools
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        match pools_api
+            .delete(&p.name_any(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(failed(format!("delete node pool {ns}/{}", p.name_any()))(e)),
@@ -101,8 +114,14 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
     // Then every Machine; their agents stop the VMs and release them.
     let machines_api: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
     let machines = ctx.stores.cluster_machines(&ns, &name);
-    for m in machines.iter().filter(|m| m.metadata.deletion_timestamp.is_none()) {
-        match machines_api.delete(&m.name_any(), &DeleteParams::default()).await {
+    for m in machines
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+    {
+        match machines_api
+            .delete(&m.name_any(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(failed(format!("delete machine {ns}/{}", m.name_any()))(e)),
@@ -116,7 +135,11 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
             cluster,
             &removed,
             "Deleting",
-            format!("waiting for {} machines to stop: {}", waiting.len(), waiting.join(", ")),
+            format!(
+                "waiting for {} machines to stop: {}",
+                waiting.len(),
+                waiting.join(", ")
+            ),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -155,7 +178,10 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
         .state()
         .iter()
         .filter(|l| {
-            l.labels().get(crate::labels::IPAM_OWNER).map(String::as_str) == Some(uid.as_str())
+            l.labels()
+                .get(crate::labels::IPAM_OWNER)
+                .map(String::as_str)
+                == Some(uid.as_str())
         })
         .filter_map(|l| crate::ipam::slot_of_claim(&l.name_any()))
         .collect();
@@ -170,7 +196,10 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
     for slot in slots {
         ctx.ipam.release(slot).await?;
         let a = ctx.ipam.config().allocation(slot);
-        merge(&mut removed.networks, [format!("vni {} ({})", a.vni, a.node_cidr)]);
+        merge(
+            &mut removed.networks,
+            [format!("vni {} ({})", a.vni, a.node_cidr)],
+        );
     }
 
     let message = summary(&removed);

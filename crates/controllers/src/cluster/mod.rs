@@ -60,7 +60,13 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let machines = ctx.stores.cluster_machines(&ns, &name);
     let pools = ctx.stores.cluster_pools(&ns, &name);
     let Some(release) = release else {
-        let next = status::compute(&cluster, release_cond, &machines, &pools, &ctx.config.base_domain);
+        let next = status::compute(
+            &cluster,
+            release_cond,
+            &machines,
+            &pools,
+            &ctx.config.base_domain,
+        );
         write_status(&ctx, &cluster, next).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
@@ -83,8 +89,9 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     for step in rollout::plan(&cp, desired, true) {
         match step {
             Step::Create => {
-                let owner = machines::owner_of(cluster.as_ref())
-                    .ok_or_else(|| Error::NotReady(format!("cluster {ns}/{name} has no uid yet")))?;
+                let owner = machines::owner_of(cluster.as_ref()).ok_or_else(|| {
+                    Error::NotReady(format!("cluster {ns}/{name} has no uid yet"))
+                })?;
                 machines::create(
                     &ctx,
                     NewMachine {
@@ -103,7 +110,13 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         }
     }
 
-    let next = status::compute(&cluster, release_cond, &machines, &pools, &ctx.config.base_domain);
+    let next = status::compute(
+        &cluster,
+        release_cond,
+        &machines,
+        &pools,
+        &ctx.config.base_domain,
+    );
     write_status(&ctx, &cluster, next).await?;
     // A safety net; Machine and NodePool changes wake this cluster at once.
     Ok(Action::requeue(Duration::from_secs(60)))
@@ -124,7 +137,10 @@ pub async fn delete_machine(ctx: &Context, ns: &str, name: &str) -> Result<(), E
 
 /// Makes sure the cluster has its VNI and node CIDR in its status; returns the
 /// cluster as updated, or `None` when the change has to come back through the watch.
-async fn ensure_network(ctx: &Context, cluster: Arc<Cluster>) -> Result<Option<Arc<Cluster>>, Error> {
+async fn ensure_network(
+    ctx: &Context,
+    cluster: Arc<Cluster>,
+) -> Result<Option<Arc<Cluster>>, Error> {
     let has = cluster
         .status
         .as_ref()
@@ -196,7 +212,8 @@ async fn write_status(
     }
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
-    let was_ready = cluster.status.as_ref().and_then(|s| s.phase) == Some(shoal_api::ClusterPhase::Ready);
+    let was_ready =
+        cluster.status.as_ref().and_then(|s| s.phase) == Some(shoal_api::ClusterPhase::Ready);
     let now_ready = next.phase == Some(shoal_api::ClusterPhase::Ready);
     let patch = json!({ "status": next });
     Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
@@ -204,7 +221,13 @@ async fn write_status(
         .await
         .map_err(failed(format!("write the status of cluster {ns}/{name}")))?;
     if now_ready && !was_ready {
-        ctx.event(cluster, false, "Ready", format!("{} nodes Ready", next.nodes.unwrap_or_default())).await;
+        ctx.event(
+            cluster,
+            false,
+            "Ready",
+            format!("{} nodes Ready", next.nodes.unwrap_or_default()),
+        )
+        .await;
     }
     Ok(())
 }

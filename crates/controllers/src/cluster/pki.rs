@@ -127,14 +127,12 @@ fn from_secret(key: &str, secret: &Secret) -> Result<ClusterSecrets, Error> {
         cluster: key.to_owned(),
         source,
     })?;
-    let bootstrap_token = files
-        .get(BOOTSTRAP_TOKEN_KEY)
-        .cloned()
-        .ok_or_else(|| Error::NotReady(format!("cluster {key}: PKI secret has no bootstrap token")))?;
-    let certificate_key = files
-        .get(CERTIFICATE_KEY_KEY)
-        .cloned()
-        .ok_or_else(|| Error::NotReady(format!("cluster {key}: PKI secret has no certificate key")))?;
+    let bootstrap_token = files.get(BOOTSTRAP_TOKEN_KEY).cloned().ok_or_else(|| {
+        Error::NotReady(format!("cluster {key}: PKI secret has no bootstrap token"))
+    })?;
+    let certificate_key = files.get(CERTIFICATE_KEY_KEY).cloned().ok_or_else(|| {
+        Error::NotReady(format!("cluster {key}: PKI secret has no certificate key"))
+    })?;
     Ok(ClusterSecrets {
         pki,
         bootstrap_token,
@@ -159,7 +157,11 @@ pub async fn ensure(ctx: &Context, cluster: &Cluster) -> Result<ClusterSecrets, 
             let current = from_secret(&key, &secret)?;
             let (renewed, which) = current
                 .pki
-                .renew(&params, OffsetDateTime::now_utc(), ctx.config.renew_before.min(LEAF_TTL / 2))
+                .renew(
+                    &params,
+                    OffsetDateTime::now_utc(),
+                    ctx.config.renew_before.min(LEAF_TTL / 2),
+                )
                 .map_err(pki_err)?;
             if which.is_empty() {
                 return Ok(current);
@@ -174,7 +176,13 @@ pub async fn ensure(ctx: &Context, cluster: &Cluster) -> Result<ClusterSecrets, 
                 .await
                 .map_err(failed(format!("renew the PKI of cluster {key}")))?;
             tracing::info!(cluster = %key, renewed = ?which, "renewed certificates");
-            ctx.event(cluster, false, "CertificatesRenewed", format!("renewed {}", which.join(", "))).await;
+            ctx.event(
+                cluster,
+                false,
+                "CertificatesRenewed",
+                format!("renewed {}", which.join(", ")),
+            )
+            .await;
             Ok(next)
         }
         Err(e) if is_not_found(&e) => {
@@ -184,7 +192,10 @@ pub async fn ensure(ctx: &Context, cluster: &Cluster) -> Result<ClusterSecrets, 
                 certificate_key: certificate_key(),
             };
             match api
-                .create(&PostParams::default(), &to_secret(cluster, &name, &generated))
+                .create(
+                    &PostParams::default(),
+                    &to_secret(cluster, &name, &generated),
+                )
                 .await
             {
                 Ok(_) => {
@@ -225,6 +236,8 @@ mod tests {
         let (id, secret) = t.split_once('.').expect("dot");
         assert_eq!(id.len(), 6);
         assert_eq!(secret.len(), 16);
-        assert!(t.chars().all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(t
+            .chars()
+            .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
     }
 }

@@ -23,9 +23,16 @@ fn describe(machines: &[&Arc<Machine>], desired: u32, what: &str) -> (bool, Stri
         .iter()
         .filter(|m| m.metadata.deletion_timestamp.is_none())
         .collect();
-    let ready = live.iter().filter(|m| phase(m) == MachinePhase::Ready).count() as u32;
+    let ready = live
+        .iter()
+        .filter(|m| phase(m) == MachinePhase::Ready)
+        .count() as u32;
     if ready >= desired {
-        return (true, "Ready".into(), format!("{ready}/{desired} {what} Ready"));
+        return (
+            true,
+            "Ready".into(),
+            format!("{ready}/{desired} {what} Ready"),
+        );
     }
     // The first thing that needs a person's attention, else the first still booting.
     for m in &live {
@@ -39,7 +46,10 @@ fn describe(machines: &[&Arc<Machine>], desired: u32, what: &str) -> (bool, Stri
             return (
                 false,
                 "MachineFailed".into(),
-                format!("{ready}/{desired} {what} Ready; machine {} failed ({reason}): {msg}", m.metadata.name.as_deref().unwrap_or_default()),
+                format!(
+                    "{ready}/{desired} {what} Ready; machine {} failed ({reason}): {msg}",
+                    m.metadata.name.as_deref().unwrap_or_default()
+                ),
             );
         }
     }
@@ -55,7 +65,10 @@ fn describe(machines: &[&Arc<Machine>], desired: u32, what: &str) -> (bool, Stri
                 return (
                     false,
                     "Unschedulable".into(),
-                    format!("{ready}/{desired} {what} Ready; machine {} cannot be placed: {why}", m.metadata.name.as_deref().unwrap_or_default()),
+                    format!(
+                        "{ready}/{desired} {what} Ready; machine {} cannot be placed: {why}",
+                        m.metadata.name.as_deref().unwrap_or_default()
+                    ),
                 );
             }
         }
@@ -63,7 +76,10 @@ fn describe(machines: &[&Arc<Machine>], desired: u32, what: &str) -> (bool, Stri
     (
         false,
         "Provisioning".into(),
-        format!("{ready}/{desired} {what} Ready; {} being scheduled or booting", live.len() as u32 - ready),
+        format!(
+            "{ready}/{desired} {what} Ready; {} being scheduled or booting",
+            live.len() as u32 - ready
+        ),
     )
 }
 

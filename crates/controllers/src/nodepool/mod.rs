@@ -31,7 +31,14 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
             "cluster {:?} does not exist in {ns}; create it or fix spec.cluster",
             pool.spec.cluster
         );
-        write_status(&ctx, &pool, 0, 0, condition("Ready", false, "ClusterNotFound", msg)).await?;
+        write_status(
+            &ctx,
+            &pool,
+            0,
+            0,
+            condition("Ready", false, "ClusterNotFound", msg),
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
     if cluster.metadata.deletion_timestamp.is_some() {
@@ -55,7 +62,14 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
             "waiting for cluster {} to get a valid release and a network; see its status",
             pool.spec.cluster
         );
-        write_status(&ctx, &pool, 0, 0, condition("Ready", false, "WaitingForCluster", msg)).await?;
+        write_status(
+            &ctx,
+            &pool,
+            0,
+            0,
+            condition("Ready", false, "WaitingForCluster", msg),
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
 
@@ -72,12 +86,16 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
         .iter()
         .filter(|m| m.spec.node_pool.as_deref() == Some(name.as_str()))
         .collect();
-    let members: Vec<_> = mine.iter().map(|m| member(m, &release_name, &name)).collect();
+    let members: Vec<_> = mine
+        .iter()
+        .map(|m| member(m, &release_name, &name))
+        .collect();
     for step in rollout::plan(&members, pool.spec.replicas, cp_settled) {
         match step {
             Step::Create => {
-                let owner = machines::owner_of(pool.as_ref())
-                    .ok_or_else(|| Error::NotReady(format!("node pool {ns}/{name} has no uid yet")))?;
+                let owner = machines::owner_of(pool.as_ref()).ok_or_else(|| {
+                    Error::NotReady(format!("node pool {ns}/{name} has no uid yet"))
+                })?;
                 machines::create(
                     &ctx,
                     NewMachine {
@@ -100,18 +118,34 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
         .iter()
         .filter(|m| m.metadata.deletion_timestamp.is_none())
         .collect();
-    let ready = live.iter().filter(|m| phase(m) == MachinePhase::Ready).count() as u32;
+    let ready = live
+        .iter()
+        .filter(|m| phase(m) == MachinePhase::Ready)
+        .count() as u32;
     let cond = if ready >= pool.spec.replicas && rollout::settled(&members, pool.spec.replicas) {
-        condition("Ready", true, "Ready", format!("{ready}/{} Ready", pool.spec.replicas))
+        condition(
+            "Ready",
+            true,
+            "Ready",
+            format!("{ready}/{} Ready", pool.spec.replicas),
+        )
     } else if members.iter().any(|m| !m.current && !m.deleting) {
         condition(
             "Ready",
             false,
             "Upgrading",
-            format!("{ready}/{} Ready; rolling to release {release_name} one machine at a time", pool.spec.replicas),
+            format!(
+                "{ready}/{} Ready; rolling to release {release_name} one machine at a time",
+                pool.spec.replicas
+            ),
         )
     } else {
-        condition("Ready", false, "Scaling", format!("{ready}/{} Ready", pool.spec.replicas))
+        condition(
+            "Ready",
+            false,
+            "Scaling",
+            format!("{ready}/{} Ready", pool.spec.replicas),
+        )
     };
     write_status(&ctx, &pool, live.len() as u32, ready, cond).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
@@ -140,8 +174,15 @@ async fn write_status(
     let ns = pool.namespace().unwrap_or_default();
     let patch = json!({ "status": next });
     Api::<NodePool>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &pool.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
-        .map_err(failed(format!("write the status of node pool {ns}/{}", pool.name_any())))?;
+        .map_err(failed(format!(
+            "write the status of node pool {ns}/{}",
+            pool.name_any()
+        )))?;
     Ok(())
 }

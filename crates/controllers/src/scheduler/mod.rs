@@ -90,7 +90,11 @@ pub fn host_views(ctx: &Context, assumed: &mut Assumed) -> Vec<HostView> {
             name: h.name_any(),
             ready: host_ready(h),
             unschedulable: h.spec.unschedulable,
-            allocatable: h.status.as_ref().map(|s| totals(&s.allocatable)).unwrap_or_default(),
+            allocatable: h
+                .status
+                .as_ref()
+                .map(|s| totals(&s.allocatable))
+                .unwrap_or_default(),
             allocated: Resources::default(),
             per_cluster: Default::default(),
         })
@@ -150,7 +154,9 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
                 .await
             {
                 Ok(_) => {}
-                Err(e) if is_conflict(&e) => return Ok(Action::requeue(Duration::from_millis(200))),
+                Err(e) if is_conflict(&e) => {
+                    return Ok(Action::requeue(Duration::from_millis(200)))
+                }
                 Err(e) => return Err(failed(format!("assign machine {ns}/{name} to {host}"))(e)),
             }
             assumed
@@ -174,7 +180,8 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
                 let status = json!({"status": {"phase": "Pending", "conditions": [conditions::condition(
                     "Scheduled", false, "Unschedulable", why.0.clone())]}});
                 set_scheduled(&api, &m, status).await?;
-                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone()).await;
+                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone())
+                    .await;
                 tracing::info!(machine = %format!("{ns}/{name}"), reason = %why, "unschedulable");
             }
             // Hosts come and go: try again soon even without a change.

@@ -193,16 +193,18 @@ mod tests {
         let mut hosts = vec![host("h1", 8, 16), host("h2", 4, 16)];
         let first = place(&req(MachineRole::ControlPlane, 1, 1), &hosts).expect("fits");
         assert_eq!(first, "h1", "the host with the most free CPU first");
-        hosts[0]
-            .per_cluster
-            .insert(("org-a/c".into(), true), 1);
+        hosts[0].per_cluster.insert(("org-a/c".into(), true), 1);
         let second = place(&req(MachineRole::ControlPlane, 1, 1), &hosts).expect("fits");
         assert_eq!(second, "h2", "a second control plane goes elsewhere");
     }
 
     #[test]
     fn nothing_fits_says_why() {
-        let mut hosts = vec![host("host-1", 1, 2), host("host-2", 2, 6), host("host-3", 8, 8)];
+        let mut hosts = vec![
+            host("host-1", 1, 2),
+            host("host-2", 2, 6),
+            host("host-3", 8, 8),
+        ];
         hosts[2].unschedulable = true;
         let mut down = host("host-4", 16, 64);
         down.ready = false;

@@ -1,0 +1,449 @@
+//! The guest cluster lifecycle end to end, through the controllers: two namespace
+//! hosts with real agents and QEMU VMs booting the test image; `shoal cluster
+//! create --wait`, scale, a rolling upgrade, the loss of a host, and delete, after
+//! which nothing of the cluster is left on either host or in the API.
+//! Needs root, QEMU, nftables and the test image (scripts/setup.sh); it fails
+//! loudly without them.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use shoal_api::{Cluster, ClusterPhase, Machine, MachinePhase, NodePool, Release};
+use shoal_e2e::fleet::{create as apply, image};
+use shoal_e2e::hosts::{links, nft_tables, AgentProc, Underlay};
+use shoal_e2e::{workspace_root, ServerProc};
+
+const ORG: &str = "life";
+const NS: &str = "org-life";
+
+fn run(server: &ServerProc, args: &[&str]) -> Result<String> {
+    let out = server.shoal(args)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("shoal {}: {}\n{text}", args.join(" "), out.status);
+    }
+    Ok(text)
+}
+
+async fn machines(client: &Client) -> Result<Vec<Machine>> {
+    let api: Api<Machine> = Api::namespaced(client.clone(), NS);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+fn live(ms: &[Machine]) -> Vec<&Machine> {
+    ms.iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+fn ready(m: &Machine) -> bool {
+    m.status.as_ref().and_then(|s| s.phase) == Some(MachinePhase::Ready)
+}
+
+fn describe(ms: &[Machine]) -> String {
+    ms.iter()
+        .map(|m| {
+            format!(
+                "{} {:?} {} {:?} {}",
+                m.name_any(),
+                m.spec.role,
+                m.spec.host_name.as_deref().unwrap_or("-"),
+                m.status.as_ref().and_then(|s| s.phase),
+                m.spec.release
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Polls until `done` holds for the cluster's Machines.
+async fn converge(
+    client: &Client,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[Machine]) -> bool,
+) -> Result<Vec<Machine>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ms = machines(client).await?;
+        if done(&ms) {
+            return Ok(ms);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: not reached in {timeout:?}; machines: {}",
+                describe(&ms)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn cluster_phase(client: &Client, name: &str) -> Result<Option<ClusterPhase>> {
+    let api: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    Ok(api.get(name).await?.status.and_then(|s| s.phase))
+}
+
+async fn wait_cluster_ready(client: &Client, name: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while cluster_phase(client, name).await? != Some(ClusterPhase::Ready) {
+        if Instant::now() > deadline {
+            let api: Api<Cluster> = Api::namespaced(client.clone(), NS);
+            bail!(
+                "cluster {name} not Ready in {timeout:?}: {:?}; machines: {}",
+                api.get(name).await?.status,
+                describe(&machines(client).await?)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Shoal's devices in a host namespace: bridges, vxlans and taps.
+fn shoal_links(ns: &str) -> Result<Vec<String>> {
+    Ok(links(ns)?
+        .into_iter()
+        .filter(|l| l.starts_with("sh"))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
+    let hosts = Underlay::pair(&format!("sl{}h", std::process::id()))?;
+    let images = workspace_root().join("images/out");
+    image("vmlinuz")?;
+    let images_arg = images.display().to_string();
+    let server =
+        ServerProc::start_with(&["--host-grace-period", "3", "--test-image-dir", &images_arg])?;
+    let client = server.client().await?;
+    run(&server, &["org", "create", ORG])?;
+
+    // An unschedulable cluster before any host exists: Pending, with a message a
+    // person can act on, never Failed.
+    let dir = tempfile::tempdir()?;
+    let mut agents = [
+        AgentProc::start(
+            &server.kubeconfig(),
+            "h1",
+            &hosts.names[0],
+            hosts.underlay(0),
+            dir.path(),
+        )?,
+        AgentProc::start(
+            &server.kubeconfig(),
+            "h2",
+            &hosts.names[1],
+            hosts.underlay(1),
+            dir.path(),
+        )?,
+    ];
+    run(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "--name",
+            "big",
+            "--org",
+            ORG,
+            "--release",
+            "test",
+            "--control-plane",
+            "1",
+            "--workers",
+            "0",
+            "--cpu",
+            "64",
+            "--memory",
+            "256Mi",
+            "--disk",
+            "1Gi",
+        ],
+    )?;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = clusters.get("big").await?.status.unwrap_or_default();
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
+        if let Some(c) = ready.filter(|c| c.reason == "Unschedulable") {
+            assert_eq!(st.phase, Some(ClusterPhase::Pending), "{st:?}");
+            assert!(
+                c.message
+                    .contains("needs 64 CPU / 256Mi memory / 1Gi disk; largest free: h"),
+                "{}",
+                c.message
+            );
+            assert!(c.message.contains("with 32 CPU"), "{}", c.message);
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("cluster big never said why it is Pending: {st:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    run(
+        &server,
+        &["cluster", "delete", "big", "--org", ORG, "--wait"],
+    )?;
+
+    // Create: 1 control plane + 2 workers, spread over both hosts.
+    let out = run(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "--name",
+            "c1",
+            "--org",
+            ORG,
+            "--release",
+            "test",
+            "--control-plane",
+            "1",
+            "--workers",
+            "2",
+            "--cpu",
+            "1",
+            "--memory",
+            "256Mi",
+            "--disk",
+            "1Gi",
+            "--wait",
+            "--timeout",
+            "300",
+        ],
+    )?;
+    assert!(out.contains("is Ready"), "{out}");
+    assert!(out.contains("https://api.c1.life.shoal.local:443"), "{out}");
+    let ms = machines(&client).await?;
+    assert_eq!(ms.len(), 3, "{}", describe(&ms));
+    assert!(ms.iter().all(ready), "{}", describe(&ms));
+    let used: BTreeSet<_> = ms.iter().filter_map(|m| m.spec.host_name.clone()).collect();
+    assert_eq!(used.len(), 2, "spread over both hosts: {}", describe(&ms));
+    // Every Machine has its own address and MAC in the cluster's node network.
+    let cidr = clusters
+        .get("c1")
+        .await?
+        .status
+        .and_then(|s| s.node_cidr)
+        .context("node CIDR")?;
+    let ips: BTreeSet<_> = ms.iter().filter_map(|m| m.spec.ip.clone()).collect();
+    assert_eq!(ips.len(), 3);
+    let prefix = cidr
+        .rsplit_once('.')
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_default();
+    assert!(
+        ips.iter().all(|ip| ip.starts_with(&prefix)),
+        "{ips:?} in {cidr}"
+    );
+
+    // Scale the workers to 3, then back to 1.
+    run(
+        &server,
+        &["cluster", "scale", "c1", "--org", ORG, "--workers", "3"],
+    )?;
+    converge(&client, "3 Ready workers", Duration::from_secs(180), |ms| {
+        let l = live(ms);
+        l.len() == 4 && l.iter().all(|m| ready(m))
+    })
+    .await?;
+    run(
+        &server,
+        &["cluster", "scale", "c1", "--org", ORG, "--workers", "1"],
+    )?;
+    converge(&client, "1 worker", Duration::from_secs(120), |ms| {
+        ms.len() == 2 && ms.iter().all(ready)
+    })
+    .await?;
+
+    // Upgrade to a release that differs only in version: one Machine at a time,
+    // never fewer than desired-1 Ready.
+    let releases: Api<Release> = Api::all(client.clone());
+    apply(
+        &releases,
+        serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "test-2"},
+            "spec": {"kubernetesVersion": "1.31.3", "bootstrap": "testImage",
+                     "image": {"kernel": image("vmlinuz")?, "initrd": image("initrd.img")?}}
+        }),
+    )
+    .await?;
+    run(
+        &server,
+        &[
+            "cluster",
+            "upgrade",
+            "c1",
+            "--org",
+            ORG,
+            "--release",
+            "test-2",
+        ],
+    )?;
+    let desired = 2;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut samples = 0;
+    let mut seen = BTreeSet::new();
+    loop {
+        let ms = machines(&client).await?;
+        let l = live(&ms);
+        let n_ready = l.iter().filter(|m| ready(m)).count();
+        assert!(
+            n_ready + 1 >= desired,
+            "only {n_ready} of {desired} Ready during the upgrade: {}",
+            describe(&ms)
+        );
+        assert!(
+            l.len() <= desired + 1,
+            "more than one surge Machine: {}",
+            describe(&ms)
+        );
+        seen.extend(ms.iter().map(|m| m.name_any()));
+        samples += 1;
+        if l.len() == desired
+            && l.iter().all(|m| ready(m) && m.spec.release == "test-2")
+            && ms.len() == desired
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("upgrade did not finish: {}", describe(&ms));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(samples > 10, "the upgrade was sampled {samples} times");
+    assert_eq!(
+        seen.len(),
+        4,
+        "each of the 2 Machines was replaced once: {seen:?}"
+    );
+    wait_cluster_ready(&client, "c1", Duration::from_secs(60)).await?;
+
+    // Lose host 2: two workers, one per host; kill h2's agent and its VMs.
+    run(
+        &server,
+        &["cluster", "scale", "c1", "--org", ORG, "--workers", "2"],
+    )?;
+    let ms = converge(
+        &client,
+        "2 workers on both hosts",
+        Duration::from_secs(180),
+        |ms| {
+            let l = live(ms);
+            l.len() == 3
+                && l.iter().all(|m| ready(m))
+                && l.iter().any(|m| m.spec.host_name.as_deref() == Some("h2"))
+        },
+    )
+    .await?;
+    let on_h2: Vec<String> = ms
+        .iter()
+        .filter(|m| m.spec.host_name.as_deref() == Some("h2"))
+        .map(|m| m.name_any())
+        .collect();
+    agents[1].kill9()?;
+    assert!(agents[1].kill_vms() > 0, "h2 ran VMs");
+    let ms = converge(
+        &client,
+        "everything back on h1",
+        Duration::from_secs(240),
+        |ms| {
+            let l = live(ms);
+            l.len() == 3
+                && l.iter()
+                    .all(|m| ready(m) && m.spec.host_name.as_deref() == Some("h1"))
+                && !ms.iter().any(|m| on_h2.contains(&m.name_any()))
+        },
+    )
+    .await?;
+    wait_cluster_ready(&client, "c1", Duration::from_secs(60)).await?;
+    let failed_events = server.kubectl_ok(&["get", "events", "-n", NS, "-o", "json"])?;
+    assert!(
+        failed_events.contains("HostLost"),
+        "a HostLost event was recorded"
+    );
+    drop(ms);
+    // h2 comes back and removes what its dead VMs left behind.
+    agents[1].restart()?;
+
+    // Delete: the output names what was removed, and nothing is left.
+    let out = run(
+        &server,
+        &["cluster", "delete", "c1", "--org", ORG, "--wait"],
+    )?;
+    assert!(out.contains("machines"), "{out}");
+    assert!(out.contains("c1-cp-"), "{out}");
+    assert!(out.contains("secrets"), "{out}");
+    assert!(out.contains("vni"), "{out}");
+    assert!(clusters
+        .list(&ListParams::default())
+        .await?
+        .items
+        .is_empty());
+    assert!(machines(&client).await?.is_empty());
+    let pools: Api<NodePool> = Api::namespaced(client.clone(), NS);
+    assert!(pools.list(&ListParams::default()).await?.items.is_empty());
+    let secrets: Api<Secret> = Api::all(client.clone());
+    let left: Vec<String> = secrets
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+        .filter(|n| n.contains("c1"))
+        .collect();
+    assert!(left.is_empty(), "secrets left: {left:?}");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "shoal-system");
+    let claims: Vec<String> = leases
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|l| l.name_any())
+        .filter(|n| n.starts_with("ipam-"))
+        .collect();
+    assert!(claims.is_empty(), "IPAM claims left: {claims:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = Vec::new();
+        for (i, agent) in agents.iter().enumerate() {
+            let ns = &hosts.names[i];
+            left.extend(
+                agent
+                    .live_vms()
+                    .into_iter()
+                    .map(|(vm, pid)| format!("{ns}: qemu {vm} ({pid})")),
+            );
+            left.extend(
+                shoal_links(ns)?
+                    .into_iter()
+                    .map(|l| format!("{ns}: link {l}")),
+            );
+            left.extend(
+                nft_tables(ns)?
+                    .into_iter()
+                    .filter(|t| t.contains("shoal"))
+                    .map(|t| format!("{ns}: nft {t}")),
+            );
+        }
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("left on the hosts after delete: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
