@@ -49,16 +49,23 @@ impl DataDir {
     }
 }
 
+/// Writes a file readable by its owner only, atomically: a reader (a client
+/// loading the admin kubeconfig while the server restarts) sees the old content or
+/// the new, never a half-written file.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| ServerError::DataDir(path.to_owned(), e))?;
+        .open(&tmp)
+        .map_err(|e| ServerError::DataDir(tmp.clone(), e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
+        .and_then(|()| fs::rename(&tmp, path))
         .map_err(|e| ServerError::DataDir(path.to_owned(), e))
 }
 

@@ -188,7 +188,8 @@ pub async fn run_controllers(
 }
 
 /// Runs the controllers while `leading` is true, and stops them when leadership is
-/// lost; returns when the sender of `leading` goes away.
+/// lost; returns when the sender of `leading` goes away. Controllers that fail to
+/// start (the API not answering yet, say) are started again after a pause.
 pub async fn run_when_leading(
     client: Client,
     config: ControllerConfig,
@@ -198,22 +199,35 @@ pub async fn run_when_leading(
         if leading.wait_for(|l| *l).await.is_err() {
             return;
         }
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_controllers(
-            client.clone(),
-            config.clone(),
-            async move {
-                let _ = lost_rx.await;
-            },
-        ));
-        let gone = leading.wait_for(|l| !*l).await.is_err();
-        let _ = lost_tx.send(());
-        match tokio::time::timeout(Duration::from_secs(3), task).await {
-            Ok(Ok(Err(e))) => {
-                tracing::error!(error = %chain(&e), "controllers stopped with an error")
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let (client2, config2) = (client.clone(), config.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let mut rx = lost_rx.clone();
+                let stop = async move {
+                    let _ = rx.wait_for(|l| *l).await;
+                };
+                match run_controllers(client2.clone(), config2.clone(), stop).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = %chain(&e), "the controllers could not start; retrying in 2 s");
+                        if *lost_rx.borrow() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
             }
-            Ok(_) => {}
-            Err(_) => tracing::warn!("controllers did not stop within 3 s"),
+        });
+        let gone = leading.wait_for(|l| !*l).await.is_err();
+        let _ = lost_tx.send(true);
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("controllers did not stop within 3 s; aborting them");
+            abort.abort();
         }
         if gone {
             return;

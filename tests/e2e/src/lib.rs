@@ -89,9 +89,15 @@ impl ServerProc {
 
     /// Starts a server on a given data dir and port.
     pub fn start_at(data_dir: &Path, port: u16, args: &[&str]) -> Result<Self> {
-        let log = std::fs::File::create(data_dir.with_extension("log")).or_else(|_| {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.with_extension("log"))
+        };
+        let log = open().or_else(|_| {
             std::fs::create_dir_all(data_dir.parent().unwrap_or(Path::new("/tmp")))?;
-            std::fs::File::create(data_dir.with_extension("log"))
+            open()
         })?;
         let child = Command::new(shoal_bin()?)
             .arg("server")
@@ -204,6 +210,12 @@ impl ServerProc {
         bail!("shoal server ignored SIGTERM for 10 s")
     }
 
+    /// The server's log so far (stderr of every run on this data dir, the last run
+    /// last).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
     /// Kills the process with SIGKILL.
     pub fn kill9(&mut self) -> Result<()> {
         self.child.kill()?;
@@ -211,9 +223,11 @@ impl ServerProc {
         Ok(())
     }
 
-    /// Restarts on the same data dir and port.
+    /// Restarts on the same data dir and port (after a stop, or a `kill9`).
     pub fn restart(&mut self) -> Result<()> {
-        self.stop()?;
+        if self.child.try_wait()?.is_none() {
+            self.stop()?;
+        }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let fresh = Self::start_at(&self.data_dir, self.port, &args)?;
         let old = std::mem::replace(self, fresh);

@@ -28,6 +28,16 @@ fn names(ms: &[Machine]) -> Vec<String> {
     ms.iter().map(|m| m.name_any()).collect()
 }
 
+/// The server's controller log lines, for a failure message.
+fn log_tail(server: &ServerProc) -> String {
+    server
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("shoal_controllers") || l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_server_during_create_and_delete() -> Result<()> {
     let hosts = Underlay::pair(&format!("sc{}h", std::process::id()))?;
@@ -52,6 +62,35 @@ async fn kill_the_server_during_create_and_delete() -> Result<()> {
             dir.path(),
         )?,
     ];
+    // Both hosts are registered and Ready before the first kill.
+    let hosts_api: Api<shoal_api::Host> = Api::all(server.client().await?);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = hosts_api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|h| {
+                h.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the hosts did not register:\n{}\n{}",
+                agents[0].log_text(),
+                agents[1].log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let out = server.shoal(&["org", "create", ORG])?;
     assert!(out.status.success(), "{out:?}");
 
@@ -86,7 +125,7 @@ async fn kill_the_server_during_create_and_delete() -> Result<()> {
         server.restart()?;
         let client = server.client().await?;
         let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
-        let deadline = Instant::now() + Duration::from_secs(240);
+        let deadline = Instant::now() + Duration::from_secs(150);
         loop {
             let ms = machines(&client).await?;
             let phase = clusters.get(&name).await?.status.and_then(|s| s.phase);
@@ -107,8 +146,11 @@ async fn kill_the_server_during_create_and_delete() -> Result<()> {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "round {round}: cluster {name} is {phase:?}; machines {:?}",
-                    names(&ms)
+                    "round {round}: cluster {name} is {phase:?}; machines {:?}\n{}\nagents:\n{}\n{}",
+                    names(&ms),
+                    log_tail(&server),
+                    agents[0].log_text(),
+                    agents[1].log_text()
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -137,8 +179,9 @@ async fn kill_the_server_during_create_and_delete() -> Result<()> {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "round {round}: after delete: cluster gone {gone}, machines {:?}, {vms} VMs",
-                    names(&ms)
+                    "round {round}: after delete: cluster gone {gone}, machines {:?}, {vms} VMs\n{}",
+                    names(&ms),
+                    log_tail(&server)
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

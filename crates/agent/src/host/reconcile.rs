@@ -103,9 +103,7 @@ pub async fn run(
         kvm: accel == Accel::Kvm,
         cpu_allocation_ratio: cfg.cpu_allocation_ratio,
     };
-    register::register(&client, &facts).await?;
-    register::report(&client, &facts, (0, 0, 0)).await?;
-    register::heartbeat(&client, &cfg.name).await?;
+    register_until_reachable(&client, &facts).await?;
     let beat = tokio::spawn(heartbeat_loop(client.clone(), cfg.name.clone()));
 
     let wake = Arc::new(Notify::new());
@@ -190,6 +188,37 @@ pub async fn run(
     }
     tracing::info!("agent stopped; VMs keep running");
     Ok(())
+}
+
+/// Registers the Host, reports its status and takes its Lease, retrying while the
+/// API cannot be reached or answers 5xx (a server restarting, say); a refusal (bad
+/// credentials, an invalid object) is returned at once.
+async fn register_until_reachable(client: &Client, facts: &HostFacts) -> Result<(), AgentError> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            register::register(client, facts).await?;
+            register::report(client, facts, (0, 0, 0)).await?;
+            register::heartbeat(client, &facts.name).await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(AgentError::Api { what, source }) if transient(&source) => {
+                tracing::warn!(%what, error = %source, retry_in = ?delay, "the API is not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether an API error may go away by itself: no answer, or a 5xx/429 answer.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    }
 }
 
 async fn heartbeat_loop(client: Client, name: String) {
