@@ -33,3 +33,4 @@ bench: setup
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench api
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench etcd
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench agent
+	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench lifecycle

@@ -155,6 +155,9 @@ pub struct ServerArgs {
     /// The VNI of the first guest network.
     #[arg(long, default_value_t = 1000)]
     pub vni_base: u32,
+    /// The longest lifetime a KeyPair's certificate gets, e.g. 30d or 8h.
+    #[arg(long, default_value = "30d")]
+    pub keypair_max_ttl: String,
 }
 
 /// `shoal agent`.
@@ -167,8 +170,8 @@ pub struct AgentArgs {
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The address other hosts reach this one on (the VXLAN source).
-    #[arg(long)]
-    pub underlay_ip: std::net::Ipv4Addr,
+    #[arg(long, required_unless_present = "simulate")]
+    pub underlay_ip: Option<std::net::Ipv4Addr>,
     /// Where VM state (pidfiles, QMP sockets, consoles, overlays) lives.
     #[arg(long, default_value = "/var/lib/shoal/agent")]
     pub state_dir: PathBuf,
@@ -194,6 +197,10 @@ pub struct AgentArgs {
     /// vCPUs the scheduler may place per host CPU: allocatable CPU = CPUs × ratio.
     #[arg(long, default_value_t = 4)]
     pub cpu_allocation_ratio: u32,
+    /// FOR SCALE TESTS ONLY: register this many fake Hosts (`<name>-<i>`) and mark
+    /// the Machines assigned to them Running and Ready without starting any VM.
+    #[arg(long)]
+    pub simulate: Option<u32>,
     /// Seconds a guest gets to power down before QEMU quits.
     #[arg(long, default_value_t = 10)]
     pub stop_grace: u64,

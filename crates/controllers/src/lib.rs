@@ -8,7 +8,8 @@
 //! - [`cluster`]: IPAM, PKI, control-plane Machines, status, deletion;
 //! - [`nodepool`]: worker Machines, replacement and rolling upgrades;
 //! - [`scheduler`]: puts Machines on Hosts;
-//! - [`hostlife`]: turns silent Hosts NotReady and fails their Machines.
+//! - [`hostlife`]: turns silent Hosts NotReady and fails their Machines;
+//! - [`keypair`]: signs KeyPairs' CSRs with their cluster's CA.
 //!
 //! Every reconcile is level-triggered and idempotent: it reads the caches, does
 //! the next steps, and requeues; a restart at any point converges to the same state.
@@ -20,6 +21,7 @@ pub mod context;
 pub mod error;
 pub mod hostlife;
 pub mod ipam;
+pub mod keypair;
 pub mod labels;
 pub mod leader;
 pub mod machines;
@@ -169,13 +171,21 @@ pub async fn run_controllers(
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(hostlife::reconcile, error_policy, ctx.clone());
 
-    tracing::info!("controllers started: release, cluster, nodepool, scheduler, host lifecycle");
+    let keypairs = Controller::new(Api::<shoal_api::KeyPair>::all(client.clone()), wc())
+        .with_config(settings())
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(keypair::reconcile, error_policy, ctx.clone());
+
+    tracing::info!(
+        "controllers started: release, cluster, nodepool, scheduler, host lifecycle, keypair"
+    );
     let all = async {
         tokio::join!(
             drain("cluster", clusters),
             drain("nodepool", pools),
             drain("scheduler", scheduler),
             drain("hostlife", hosts),
+            drain("keypair", keypairs),
         );
     };
     tokio::select! {

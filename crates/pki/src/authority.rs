@@ -259,6 +259,32 @@ impl CertificateAuthority {
         self.sign_csr_at(csr_pem, ttl.min(max_ttl), OffsetDateTime::now_utc())
     }
 
+    /// Signs a PEM PKCS#10 CSR as a client certificate for `identity`, whatever
+    /// subject the CSR asks for: the CSR only proves possession of the key. The
+    /// lifetime is `min(ttl, max_ttl)`.
+    pub fn sign_csr_as(
+        &self,
+        csr_pem: &str,
+        identity: &ClientIdentity,
+        ttl: Duration,
+        max_ttl: Duration,
+    ) -> Result<SignedCert, PkiError> {
+        let csr = parse_csr(csr_pem)?;
+        let subject = subject_name(
+            "client certificate",
+            &identity.common_name,
+            &identity.organizations,
+        )?;
+        self.issue_leaf(
+            &identity.common_name,
+            subject,
+            csr.public_key,
+            Usage::Client,
+            ttl.min(max_ttl),
+            OffsetDateTime::now_utc(),
+        )
+    }
+
     fn sign_csr_at(
         &self,
         csr_pem: &str,

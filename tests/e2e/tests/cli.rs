@@ -558,7 +558,8 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
     // Errors print the server's Status and exit non-zero.
     let stderr = fails(&server, &["cluster", "get", "nope", "--org", "acme"])?;
     ensure!(
-        stderr.contains("NotFound") && stderr.contains("nope"),
+        stderr.contains("nope")
+            && (stderr.contains("NotFound") || stderr.contains("does not exist")),
         "cluster get nope printed: {stderr}"
     );
     let stderr = fails(
@@ -599,8 +600,12 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         text(&out)
     );
 
-    // cluster delete removes the cluster and its node pools.
-    let out = ok(&server, &["cluster", "delete", "demo", "--org", "acme"])?;
+    // cluster delete removes the cluster and its node pools; with --wait it returns
+    // once the cluster controller has cleaned up and the Cluster is gone.
+    let out = ok(
+        &server,
+        &["cluster", "delete", "demo", "--org", "acme", "--wait"],
+    )?;
     ensure!(
         out.contains("cluster.shoal.io/demo deleted")
             && out.contains("nodepool.shoal.io/demo-default deleted"),

@@ -801,7 +801,10 @@ async fn streaming_list_and_metadata_watchers() -> Result<()> {
 
 #[tokio::test]
 async fn idle_watch_gets_bookmarks() -> Result<()> {
-    let (_server, _client, api) = setup(&["--bookmark-interval", "1"]).await?;
+    // No controllers: they would write the cluster (finalizer, status) and the
+    // watch would not be idle.
+    let (_server, _client, api) =
+        setup(&["--bookmark-interval", "1", "--controllers=false"]).await?;
     let created = api
         .create(&PostParams::default(), &cluster("demo", &[])?)
         .await?;

@@ -346,7 +346,10 @@ async fn run(
         }
         Verb::Create => {
             let bytes = read_body(state, body, headers).await?;
-            let obj = decode_body(&content_type, &bytes)?;
+            let mut obj = decode_body(&content_type, &bytes)?;
+            if kind.kind == "KeyPair" {
+                stamp_requester(&mut obj, &identity.user);
+            }
             let created = res.create(kind, ns, obj).await?;
             let mut resp = json_response(201, &created);
             if let Some(name) = created.pointer("/metadata/name").and_then(Value::as_str) {
@@ -392,6 +395,29 @@ async fn run(
                 .delete(kind, ns, name.unwrap_or_default(), precondition)
                 .await?;
             Ok(json_response(200, &deleted))
+        }
+    }
+}
+
+/// The annotation on a KeyPair naming the user who asked for it, set by the server
+/// (whatever the client sent): its certificate's CN is prefixed with this name.
+pub const REQUESTED_BY: &str = "shoal.io/requested-by";
+
+fn stamp_requester(obj: &mut Value, user: &str) {
+    if let Some(map) = obj.as_object_mut() {
+        let meta = map
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            let notes = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !notes.is_object() {
+                *notes = Value::Object(Default::default());
+            }
+            if let Some(notes) = notes.as_object_mut() {
+                notes.insert(REQUESTED_BY.into(), Value::String(user.to_owned()));
+            }
         }
     }
 }

@@ -38,13 +38,36 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         ))
         .into());
     }
+    let client = match &args.token {
+        Some(token) => {
+            crate::client::connect_with_token(cli.kubeconfig.as_ref(), cli.server.as_deref(), token)
+                .await?
+        }
+        None => connect(cli.kubeconfig.as_ref(), cli.server.as_deref()).await?,
+    };
+    if let Some(hosts) = args.simulate {
+        let sim = shoal_agent::simulate::SimConfig {
+            prefix: args.name.clone(),
+            hosts,
+            cpus: args.cpus.unwrap_or(64),
+            memory_mib: memory_mib.unwrap_or(256 << 10),
+            disk: 4 << 40,
+            cpu_allocation_ratio: args.cpu_allocation_ratio.max(1),
+            concurrency: 32,
+        };
+        shoal_agent::simulate::run(client, sim, super::server::shutdown_signal()).await?;
+        return Ok(());
+    }
+    let underlay = args
+        .underlay_ip
+        .ok_or_else(|| CliError::Usage("--underlay-ip is required".into()))?;
     let state_dir = std::path::absolute(&args.state_dir).map_err(|source| CliError::File {
         path: args.state_dir.clone(),
         source,
     })?;
     let cfg = AgentConfig {
         name: args.name.clone(),
-        underlay: args.underlay_ip,
+        underlay,
         state_dir,
         netns: args.netns.clone(),
         qemu: args.qemu.clone(),
@@ -58,13 +81,6 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         resync: Duration::from_secs(args.resync.max(1)),
         metrics_listen: args.metrics_listen,
         cpu_allocation_ratio: args.cpu_allocation_ratio.max(1),
-    };
-    let client = match &args.token {
-        Some(token) => {
-            crate::client::connect_with_token(cli.kubeconfig.as_ref(), cli.server.as_deref(), token)
-                .await?
-        }
-        None => connect(cli.kubeconfig.as_ref(), cli.server.as_deref()).await?,
     };
     shoal_agent::host::run(client, cfg, super::server::shutdown_signal()).await?;
     Ok(())

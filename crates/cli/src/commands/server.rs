@@ -80,7 +80,10 @@ fn controller_config(
         let dir = std::env::current_dir().ok()?.join("images/out");
         dir.join("vmlinuz").exists().then_some(dir)
     });
+    let keypair_max_ttl = shoal_api::resources::keypair::parse_ttl(&args.keypair_max_ttl)
+        .map_err(|e| bad(format!("--keypair-max-ttl: {e}")))?;
     Ok(shoal_controllers::ControllerConfig {
+        keypair_max_ttl: Duration::from_secs(keypair_max_ttl),
         base_domain: args.base_domain.clone(),
         ipam,
         host_grace_period: Duration::from_secs(args.host_grace_period),
