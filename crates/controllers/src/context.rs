@@ -148,30 +148,31 @@ impl Stores {
     }
 }
 
-/// Names and addresses this process handed out recently, which the caches may not
-/// show yet; kept for a minute, by which time every watch has caught up.
+/// The Machine names and addresses this process handed out recently in one
+/// cluster, which the caches may not show yet; kept for a minute, by which time
+/// every watch has caught up.
 #[derive(Default)]
 pub struct Recent {
-    entries: HashMap<String, Vec<(Instant, String, Ipv4Addr)>>,
+    entries: Vec<(Instant, String, Ipv4Addr)>,
 }
 
 const RECENT_TTL: Duration = Duration::from_secs(60);
 
 impl Recent {
-    /// Records that `name` got `ip` in cluster `key`.
-    pub fn remember(&mut self, key: &str, name: String, ip: Ipv4Addr) {
+    /// Records that `name` got `ip`.
+    pub fn remember(&mut self, name: String, ip: Ipv4Addr) {
         let now = Instant::now();
-        let list = self.entries.entry(key.to_owned()).or_default();
-        list.retain(|(at, _, _)| now.duration_since(*at) < RECENT_TTL);
-        list.push((now, name, ip));
+        self.entries
+            .retain(|(at, _, _)| now.duration_since(*at) < RECENT_TTL);
+        self.entries.push((now, name, ip));
     }
 
-    /// The names and addresses recently handed out in cluster `key`.
-    pub fn of(&self, key: &str) -> (BTreeSet<String>, BTreeSet<Ipv4Addr>) {
+    /// The names and addresses recently handed out.
+    pub fn of(&self) -> (BTreeSet<String>, BTreeSet<Ipv4Addr>) {
         let now = Instant::now();
         let mut names = BTreeSet::new();
         let mut ips = BTreeSet::new();
-        for (at, name, ip) in self.entries.get(key).into_iter().flatten() {
+        for (at, name, ip) in &self.entries {
             if now.duration_since(*at) < RECENT_TTL {
                 names.insert(name.clone());
                 ips.insert(*ip);
@@ -193,8 +194,12 @@ pub struct Context {
     pub ipam: Ipam,
     /// Writes Events.
     pub recorder: Recorder,
-    /// Per-cluster lock and memory of recent Machine creations.
-    pub recent: Mutex<Recent>,
+    /// Per-cluster locks guarding Machine creation, each with the memory of that
+    /// cluster's recent creations.
+    recent: std::sync::Mutex<HashMap<String, Arc<Mutex<Recent>>>>,
+    /// Each cluster's PKI as last read, by cluster UID, so that reconciles do not
+    /// parse it again on every Machine change.
+    pki: std::sync::Mutex<HashMap<String, (Instant, Arc<crate::cluster::pki::ClusterSecrets>)>>,
     /// The scheduler's placements the cache may not show yet.
     pub assumed: Mutex<crate::scheduler::Assumed>,
 }
@@ -210,9 +215,40 @@ impl Context {
             stores,
             ipam,
             recorder,
-            recent: Mutex::new(Recent::default()),
+            recent: Default::default(),
+            pki: Default::default(),
             assumed: Mutex::new(crate::scheduler::Assumed::default()),
         }
+    }
+
+    /// The creation lock (and recent creations) of cluster `key`.
+    pub fn creations(&self, key: &str) -> Arc<Mutex<Recent>> {
+        let mut map = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// A cluster's PKI from memory, if it was read less than `max_age` ago.
+    pub fn cached_pki(
+        &self,
+        uid: &str,
+        max_age: Duration,
+    ) -> Option<Arc<crate::cluster::pki::ClusterSecrets>> {
+        let map = self.pki.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(uid)
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Remembers a cluster's PKI as just read.
+    pub fn remember_pki(&self, uid: &str, secrets: Arc<crate::cluster::pki::ClusterSecrets>) {
+        let mut map = self.pki.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert(uid.to_owned(), (Instant::now(), secrets));
+    }
+
+    /// Forgets what this process remembers of a deleted cluster.
+    pub fn forget_cluster(&self, uid: &str, key: &str) {
+        self.pki.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// Records an Event on `obj`; a failure to record is logged, never fatal.

@@ -65,9 +65,10 @@ pub async fn create(ctx: &Context, new: NewMachine<'_>) -> Result<String, Error>
         .and_then(|s| s.node_cidr.clone())
         .ok_or_else(|| Error::NotReady(format!("cluster {key} has no node network yet")))?;
 
-    let mut recent = ctx.recent.lock().await;
+    let lock = ctx.creations(&key);
+    let mut recent = lock.lock().await;
     let existing: Vec<Arc<Machine>> = ctx.stores.cluster_machines(&ns, &cluster);
-    let (mut names, mut ips) = recent.of(&key);
+    let (mut names, mut ips) = recent.of();
     for m in &existing {
         names.insert(m.name_any());
         if let Some(ip) = m.spec.ip.as_deref().and_then(|ip| ip.parse().ok()) {
@@ -142,7 +143,7 @@ pub async fn create(ctx: &Context, new: NewMachine<'_>) -> Result<String, Error>
     machine.metadata.labels = Some(labels);
     machine.metadata.owner_references = Some(vec![new.owner.clone()]);
     let machines: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
-    recent.remember(&key, name.clone(), ip);
+    recent.remember(name.clone(), ip);
     match machines.create(&PostParams::default(), &machine).await {
         Ok(_) => {
             tracing::info!(machine = %format!("{ns}/{name}"), %ip, role = role_label(new.role), "created machine");

@@ -9,7 +9,7 @@ use shoal_api::BootstrapFormat;
 use shoal_bootstrap::{BootstrapFile, NodeBootstrap, Oidc, Role};
 use shoal_pki::PkiFile;
 
-use crate::cluster::pki::{ensure, ClusterSecrets};
+use crate::cluster::pki::{cached, ClusterSecrets};
 use crate::context::Context;
 use crate::error::Error;
 use crate::machines::NewMachine;
@@ -47,11 +47,12 @@ pub async fn render(
     let cluster = new.cluster;
     let ns = cluster.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", cluster.name_any());
+    let secrets = cached(ctx, cluster).await?;
     let ClusterSecrets {
         pki,
         bootstrap_token,
         certificate_key,
-    } = ensure(ctx, cluster).await?;
+    } = secrets.as_ref();
     let format = new.release.spec.bootstrap;
     // The first control-plane node initialises the cluster; every later one joins.
     let role = match new.role {
@@ -106,9 +107,9 @@ pub async fn render(
                 BootstrapFile::new(format!("{dir}/{}", f.kubeadm_path()), pki.file(*f))
             })
             .collect(),
-        bootstrap_token,
+        bootstrap_token: bootstrap_token.clone(),
         ca_cert_hash,
-        certificate_key: role.is_control_plane().then_some(certificate_key),
+        certificate_key: role.is_control_plane().then(|| certificate_key.clone()),
         oidc: cluster.spec.oidc.as_ref().map(|o| Oidc {
             issuer_url: o.issuer_url.clone(),
             client_id: o.client_id.clone(),

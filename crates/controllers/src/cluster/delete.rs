@@ -202,6 +202,7 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
         );
     }
 
+    ctx.forget_cluster(&uid, &key);
     let message = summary(&removed);
     write_status(ctx, cluster, &removed, "Deleted", message.clone()).await?;
     ctx.event(cluster, false, "Deleted", message.clone()).await;

@@ -75,8 +75,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let Some(cluster) = ensure_network(&ctx, cluster).await? else {
         return Ok(Action::await_change());
     };
-    let secrets = pki::ensure(&ctx, &cluster).await?;
-    drop(secrets);
+    pki::cached(&ctx, &cluster).await?;
 
     // The control plane.
     let prefix = control_plane_prefix(&name);

@@ -140,6 +140,22 @@ fn from_secret(key: &str, secret: &Secret) -> Result<ClusterSecrets, Error> {
     })
 }
 
+/// How long a cluster's PKI is used from memory before it is read (and checked for
+/// renewal) again.
+const PKI_RECHECK: Duration = Duration::from_secs(600);
+
+/// The cluster's PKI: from memory when it was read recently, else through
+/// [`ensure`].
+pub async fn cached(ctx: &Context, cluster: &Cluster) -> Result<std::sync::Arc<ClusterSecrets>, Error> {
+    let uid = cluster.uid().unwrap_or_default();
+    if let Some(s) = ctx.cached_pki(&uid, PKI_RECHECK) {
+        return Ok(s);
+    }
+    let s = std::sync::Arc::new(ensure(ctx, cluster).await?);
+    ctx.remember_pki(&uid, s.clone());
+    Ok(s)
+}
+
 /// Reads the cluster's PKI, creating it the first time and renewing certificates
 /// that are close to expiry.
 pub async fn ensure(ctx: &Context, cluster: &Cluster) -> Result<ClusterSecrets, Error> {

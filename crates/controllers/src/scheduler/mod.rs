@@ -139,9 +139,20 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
         role: m.spec.role,
         needs: needs(&m),
     };
-    let mut assumed = ctx.assumed.lock().await;
-    let views = host_views(&ctx, &mut assumed);
-    match place::place(&req, &views) {
+    // Decide under the lock, and record the placement before writing it, so that
+    // placements run in parallel without counting the same room twice.
+    let decision = {
+        let mut assumed = ctx.assumed.lock().await;
+        let views = host_views(&ctx, &mut assumed);
+        let decision = place::place(&req, &views);
+        if let Ok(host) = &decision {
+            assumed
+                .placed
+                .insert(key(&m), (Instant::now(), host.clone(), req.clone()));
+        }
+        decision
+    };
+    match decision {
         Ok(host) => {
             // The resourceVersion makes this a compare-and-swap: a Machine changed
             // (or placed) meanwhile is not overwritten.
@@ -149,28 +160,32 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
                 "metadata": {"resourceVersion": m.resource_version()},
                 "spec": {"hostName": host},
             });
-            match api
+            let result = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_conflict(&e) => {
-                    return Ok(Action::requeue(Duration::from_millis(200)))
+                .await;
+            if let Err(e) = result {
+                ctx.assumed.lock().await.placed.remove(&key(&m));
+                if is_conflict(&e) {
+                    return Ok(Action::requeue(Duration::from_millis(200)));
                 }
-                Err(e) => return Err(failed(format!("assign machine {ns}/{name} to {host}"))(e)),
+                return Err(failed(format!("assign machine {ns}/{name} to {host}"))(e));
             }
-            assumed
-                .placed
-                .insert(key(&m), (Instant::now(), host.clone(), req));
-            drop(assumed);
-            let status = json!({"status": {"conditions": [conditions::condition(
-                "Scheduled", true, "Scheduled", format!("assigned to host {host}"))]}});
-            set_scheduled(&api, &m, status).await?;
+            // Only a Machine that was reported unschedulable needs its condition
+            // turned; the agent reports the rest.
+            let was_pending = m
+                .status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, "Scheduled"))
+                .is_some_and(|c| c.status == "False");
+            if was_pending {
+                let status = json!({"status": {"conditions": [conditions::condition(
+                    "Scheduled", true, "Scheduled", format!("assigned to host {host}"))]}});
+                set_scheduled(&api, &m, status).await?;
+            }
             tracing::info!(machine = %format!("{ns}/{name}"), %host, "scheduled");
             Ok(Action::await_change())
         }
         Err(why) => {
-            drop(assumed);
             let already = m
                 .status
                 .as_ref()
@@ -180,8 +195,7 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
                 let status = json!({"status": {"phase": "Pending", "conditions": [conditions::condition(
                     "Scheduled", false, "Unschedulable", why.0.clone())]}});
                 set_scheduled(&api, &m, status).await?;
-                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone())
-                    .await;
+                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone()).await;
                 tracing::info!(machine = %format!("{ns}/{name}"), reason = %why, "unschedulable");
             }
             // Hosts come and go: try again soon even without a change.
