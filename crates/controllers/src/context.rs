@@ -167,6 +167,22 @@ impl Recent {
         self.entries.push((now, name, ip));
     }
 
+    /// Forgets the creations the cache shows now: from then on the cache speaks
+    /// for them (including their deletion).
+    pub fn confirm(&mut self, seen: &BTreeSet<String>) {
+        self.entries.retain(|(_, name, _)| !seen.contains(name));
+    }
+
+    /// The names created recently that the cache does not show yet.
+    pub fn pending(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .filter(|(at, _, _)| now.duration_since(*at) < RECENT_TTL)
+            .map(|(_, name, _)| name.clone())
+            .collect()
+    }
+
     /// The names and addresses recently handed out.
     pub fn of(&self) -> (BTreeSet<String>, BTreeSet<Ipv4Addr>) {
         let now = Instant::now();
@@ -223,7 +239,10 @@ impl Context {
 
     /// The creation lock (and recent creations) of cluster `key`.
     pub fn creations(&self, key: &str) -> Arc<Mutex<Recent>> {
-        let mut map = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.entry(key.to_owned()).or_default().clone()
     }
 
@@ -233,7 +252,10 @@ impl Context {
         uid: &str,
         max_age: Duration,
     ) -> Option<Arc<crate::cluster::pki::ClusterSecrets>> {
-        let map = self.pki.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self
+            .pki
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.get(uid)
             .filter(|(at, _)| at.elapsed() < max_age)
             .map(|(_, s)| s.clone())
@@ -241,14 +263,23 @@ impl Context {
 
     /// Remembers a cluster's PKI as just read.
     pub fn remember_pki(&self, uid: &str, secrets: Arc<crate::cluster::pki::ClusterSecrets>) {
-        let mut map = self.pki.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .pki
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.insert(uid.to_owned(), (Instant::now(), secrets));
     }
 
     /// Forgets what this process remembers of a deleted cluster.
     pub fn forget_cluster(&self, uid: &str, key: &str) {
-        self.pki.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.pki
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Records an Event on `obj`; a failure to record is logged, never fatal.

@@ -86,8 +86,15 @@ where
     }
 }
 
+/// Each controller reconciles at most this many objects at once: a burst of
+/// thousands of new clusters then makes steady progress instead of thousands of
+/// reconciles competing for the API.
+const CONCURRENCY: u16 = 32;
+
 fn settings() -> ControllerSettings {
-    ControllerSettings::default().debounce(Duration::from_millis(100))
+    ControllerSettings::default()
+        .debounce(Duration::from_millis(100))
+        .concurrency(CONCURRENCY)
 }
 
 /// Runs every controller until `stop` resolves.

@@ -175,6 +175,38 @@ pub fn failure_reason(m: &Machine) -> Option<&str> {
     })
 }
 
+/// The Machines of cluster `namespace/cluster` named `<prefix>-<slot>` that this
+/// process created but the cache does not show yet, as members of a rollout set
+/// (booting, on the current release), so that a reconcile running before the
+/// watch catches up does not create them again.
+pub async fn pending_members(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+    prefix: &str,
+    cached: &[Arc<Machine>],
+) -> Vec<crate::rollout::Member> {
+    let lock = ctx.creations(&format!("{namespace}/{cluster}"));
+    let mut recent = lock.lock().await;
+    let seen: std::collections::BTreeSet<String> = cached.iter().map(|m| m.name_any()).collect();
+    recent.confirm(&seen);
+    recent
+        .pending()
+        .into_iter()
+        .filter_map(|name| {
+            let slot = slot_of(&name, prefix)?;
+            Some(crate::rollout::Member {
+                name,
+                slot,
+                ready: false,
+                replaceable: false,
+                deleting: false,
+                current: true,
+            })
+        })
+        .collect()
+}
+
 /// A Machine as a member of a rollout set.
 pub fn member(m: &Machine, release: &str, prefix: &str) -> crate::rollout::Member {
     crate::rollout::Member {

@@ -44,11 +44,20 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         let mut list = cluster.finalizers().to_vec();
         list.push(CLUSTER_FINALIZER.to_owned());
         let patch = json!({"metadata": {"finalizers": list, "resourceVersion": cluster.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        return match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(failed(format!("add the finalizer to cluster {ns}/{name}")))?;
-        // The change comes back through the watch.
-        return Ok(Action::await_change());
+        {
+            // The change comes back through the watch.
+            Ok(_) => Ok(Action::await_change()),
+            // Someone wrote the cluster meanwhile: look again at the new version.
+            Err(e) if crate::error::is_conflict(&e) => {
+                Ok(Action::requeue(Duration::from_millis(200)))
+            }
+            Err(e) => Err(failed(format!("add the finalizer to cluster {ns}/{name}"))(
+                e,
+            )),
+        };
     }
 
     let releases = ctx.stores.releases.state();
@@ -79,11 +88,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
 
     // The control plane.
     let prefix = control_plane_prefix(&name);
-    let cp: Vec<_> = machines
+    let mut cp: Vec<_> = machines
         .iter()
         .filter(|m| m.spec.role == MachineRole::ControlPlane)
         .map(|m| member(m, &release.name_any(), &prefix))
         .collect();
+    cp.extend(machines::pending_members(&ctx, &ns, &name, &prefix, &machines).await);
     let desired = u32::from(cluster.spec.control_plane.replicas);
     for step in rollout::plan(&cp, desired, true) {
         match step {
@@ -116,9 +126,16 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         &pools,
         &ctx.config.base_domain,
     );
+    let ready = next.phase == Some(shoal_api::ClusterPhase::Ready);
     write_status(&ctx, &cluster, next).await?;
-    // A safety net; Machine and NodePool changes wake this cluster at once.
-    Ok(Action::requeue(Duration::from_secs(60)))
+    // Machine and NodePool changes wake this cluster at once, but its cache of
+    // Machines may see a change a moment after the wake-up: look again soon while
+    // the cluster converges, and now and then once it is Ready.
+    Ok(Action::requeue(Duration::from_secs(if ready {
+        60
+    } else {
+        10
+    })))
 }
 
 /// Deletes one Machine (its agent stops the VM first).

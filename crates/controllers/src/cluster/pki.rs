@@ -146,7 +146,10 @@ const PKI_RECHECK: Duration = Duration::from_secs(600);
 
 /// The cluster's PKI: from memory when it was read recently, else through
 /// [`ensure`].
-pub async fn cached(ctx: &Context, cluster: &Cluster) -> Result<std::sync::Arc<ClusterSecrets>, Error> {
+pub async fn cached(
+    ctx: &Context,
+    cluster: &Cluster,
+) -> Result<std::sync::Arc<ClusterSecrets>, Error> {
     let uid = cluster.uid().unwrap_or_default();
     if let Some(s) = ctx.cached_pki(&uid, PKI_RECHECK) {
         return Ok(s);

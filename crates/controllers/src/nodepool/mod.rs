@@ -86,10 +86,12 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
         .iter()
         .filter(|m| m.spec.node_pool.as_deref() == Some(name.as_str()))
         .collect();
-    let members: Vec<_> = mine
+    let mut members: Vec<_> = mine
         .iter()
         .map(|m| member(m, &release_name, &name))
         .collect();
+    members
+        .extend(machines::pending_members(&ctx, &ns, &pool.spec.cluster, &name, &machines).await);
     for step in rollout::plan(&members, pool.spec.replicas, cp_settled) {
         match step {
             Step::Create => {
@@ -147,8 +149,13 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
             format!("{ready}/{} Ready", pool.spec.replicas),
         )
     };
+    let settled = cond.status == "True";
     write_status(&ctx, &pool, live.len() as u32, ready, cond).await?;
-    Ok(Action::requeue(Duration::from_secs(60)))
+    Ok(Action::requeue(Duration::from_secs(if settled {
+        60
+    } else {
+        10
+    })))
 }
 
 async fn write_status(

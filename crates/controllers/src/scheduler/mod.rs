@@ -72,15 +72,21 @@ pub fn holds_room(m: &Machine) -> bool {
 }
 
 /// The scheduler's view of every host, from the caches plus assumed placements.
-pub fn host_views(ctx: &Context, assumed: &mut Assumed) -> Vec<HostView> {
+/// Spreading counts are kept for cluster `for_cluster` (`namespace/name`) only.
+pub fn host_views(ctx: &Context, assumed: &mut Assumed, for_cluster: &str) -> Vec<HostView> {
     let machines = ctx.stores.machines.state();
     let now = Instant::now();
-    assumed.placed.retain(|k, (at, _, _)| {
-        now.duration_since(*at) < ASSUME_TTL
-            && !machines
-                .iter()
-                .any(|m| &key(m) == k && m.spec.host_name.is_some())
-    });
+    if !assumed.placed.is_empty() {
+        // Placements the cache shows now need no assuming any more.
+        let placed: std::collections::HashSet<String> = machines
+            .iter()
+            .filter(|m| m.spec.host_name.is_some())
+            .map(|m| key(m))
+            .collect();
+        assumed
+            .placed
+            .retain(|k, (at, _, _)| now.duration_since(*at) < ASSUME_TTL && !placed.contains(k));
+    }
     let mut views: Vec<HostView> = ctx
         .stores
         .hosts
@@ -104,24 +110,28 @@ pub fn host_views(ctx: &Context, assumed: &mut Assumed) -> Vec<HostView> {
         .enumerate()
         .map(|(i, v)| (v.name.clone(), i))
         .collect();
-    let mut account = |host: &str, cluster: String, role: MachineRole, need: Resources| {
+    let (ns, cluster) = for_cluster.split_once('/').unwrap_or(("", for_cluster));
+    let mut account = |host: &str, same: bool, role: MachineRole, need: Resources| {
         if let Some(&i) = by_name.get(host) {
             views[i].allocated.add(need);
-            *views[i]
-                .per_cluster
-                .entry((cluster, role == MachineRole::ControlPlane))
-                .or_insert(0) += 1;
+            if same {
+                *views[i]
+                    .per_cluster
+                    .entry((for_cluster.to_owned(), role == MachineRole::ControlPlane))
+                    .or_insert(0) += 1;
+            }
         }
     };
     for m in &machines {
         if let Some(host) = &m.spec.host_name {
             if holds_room(m) {
-                account(host, cluster_key(m), m.spec.role, needs(m));
+                let same = m.spec.cluster == cluster && m.metadata.namespace.as_deref() == Some(ns);
+                account(host, same, m.spec.role, needs(m));
             }
         }
     }
     for (host, req) in assumed.placed.values().map(|(_, h, r)| (h, r)) {
-        account(host, req.cluster.clone(), req.role, req.needs);
+        account(host, req.cluster == for_cluster, req.role, req.needs);
     }
     views
 }
@@ -143,7 +153,7 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
     // placements run in parallel without counting the same room twice.
     let decision = {
         let mut assumed = ctx.assumed.lock().await;
-        let views = host_views(&ctx, &mut assumed);
+        let views = host_views(&ctx, &mut assumed, &req.cluster);
         let decision = place::place(&req, &views);
         if let Ok(host) = &decision {
             assumed
@@ -195,7 +205,8 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
                 let status = json!({"status": {"phase": "Pending", "conditions": [conditions::condition(
                     "Scheduled", false, "Unschedulable", why.0.clone())]}});
                 set_scheduled(&api, &m, status).await?;
-                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone()).await;
+                ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone())
+                    .await;
                 tracing::info!(machine = %format!("{ns}/{name}"), reason = %why, "unschedulable");
             }
             // Hosts come and go: try again soon even without a change.
