@@ -24,7 +24,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine, NodePool};
 use shoal_e2e::fleet::image;
-use shoal_e2e::hosts::{links, nft_tables, AgentProc, Underlay};
+use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
 use shoal_e2e::rawboot::RawBoot;
 use shoal_e2e::{shoal_bin, workspace_root, ServerProc};
 
@@ -67,32 +67,9 @@ async fn p1_p7() -> Result<(f64, f64, f64)> {
     let server = ServerProc::start_with(&["--test-image-dir", &images])?;
     let client = server.client().await?;
     let dir = tempfile::tempdir()?;
-    let agents = [
-        AgentProc::start(
-            &server.kubeconfig(),
-            "h1",
-            &hosts.names[0],
-            hosts.underlay(0),
-            dir.path(),
-        )?,
-        AgentProc::start(
-            &server.kubeconfig(),
-            "h2",
-            &hosts.names[1],
-            hosts.underlay(1),
-            dir.path(),
-        )?,
-    ];
-    run(&server, &["org", "create", "bench"])?;
     // The hosts must be there before the clock starts, as QEMU is for the baseline.
-    let hosts_api: Api<shoal_api::Host> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while hosts_api.list(&ListParams::default()).await?.items.len() < 2 {
-        if Instant::now() > deadline {
-            bail!("hosts did not register");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
+    run(&server, &["org", "create", "bench"])?;
     let started = Instant::now();
     run(
         &server,

@@ -360,3 +360,46 @@ pub fn alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Starts agents `h1` and `h2`, one in each host namespace of `hosts`, and waits
+/// until both Hosts report Ready, so that a test's clock or first kill does not
+/// race their registration.
+pub async fn start_agent_pair(
+    kubeconfig: &Path,
+    client: &kube::Client,
+    hosts: &Underlay,
+    dir: &Path,
+) -> Result<[AgentProc; 2]> {
+    let agents = [
+        AgentProc::start(kubeconfig, "h1", &hosts.names[0], hosts.underlay(0), dir)?,
+        AgentProc::start(kubeconfig, "h2", &hosts.names[1], hosts.underlay(1), dir)?,
+    ];
+    let api: kube::Api<shoal_api::Host> = kube::Api::all(client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = api
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|h| {
+                h.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == 2 {
+            return Ok(agents);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the hosts did not register:\n{}\n{}",
+                agents[0].log_text(),
+                agents[1].log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine};
 use shoal_e2e::fleet::image;
-use shoal_e2e::hosts::{AgentProc, Underlay};
+use shoal_e2e::hosts::{start_agent_pair, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
 
 const ORG: &str = "crash";
@@ -46,51 +46,14 @@ async fn kill_the_server_during_create_and_delete() -> Result<()> {
     let mut server =
         ServerProc::start_with(&["--test-image-dir", &images, "--lease-duration", "2"])?;
     let dir = tempfile::tempdir()?;
-    let agents = [
-        AgentProc::start(
-            &server.kubeconfig(),
-            "h1",
-            &hosts.names[0],
-            hosts.underlay(0),
-            dir.path(),
-        )?,
-        AgentProc::start(
-            &server.kubeconfig(),
-            "h2",
-            &hosts.names[1],
-            hosts.underlay(1),
-            dir.path(),
-        )?,
-    ];
     // Both hosts are registered and Ready before the first kill.
-    let hosts_api: Api<shoal_api::Host> = Api::all(server.client().await?);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = hosts_api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|h| {
-                h.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if ready == 2 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the hosts did not register:\n{}\n{}",
-                agents[0].log_text(),
-                agents[1].log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let agents = start_agent_pair(
+        &server.kubeconfig(),
+        &server.client().await?,
+        &hosts,
+        dir.path(),
+    )
+    .await?;
     let out = server.shoal(&["org", "create", ORG])?;
     assert!(out.status.success(), "{out:?}");
 

@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine, MachinePhase, NodePool, Release};
 use shoal_e2e::fleet::{create as apply, image};
-use shoal_e2e::hosts::{links, nft_tables, AgentProc, Underlay};
+use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
 
 const ORG: &str = "life";
@@ -128,25 +128,10 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     let client = server.client().await?;
     run(&server, &["org", "create", ORG])?;
 
-    // An unschedulable cluster before any host exists: Pending, with a message a
+    // A cluster too big for either host: Pending, with a message a
     // person can act on, never Failed.
     let dir = tempfile::tempdir()?;
-    let mut agents = [
-        AgentProc::start(
-            &server.kubeconfig(),
-            "h1",
-            &hosts.names[0],
-            hosts.underlay(0),
-            dir.path(),
-        )?,
-        AgentProc::start(
-            &server.kubeconfig(),
-            "h2",
-            &hosts.names[1],
-            hosts.underlay(1),
-            dir.path(),
-        )?,
-    ];
+    let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
     run(
         &server,
         &[
