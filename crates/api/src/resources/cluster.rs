@@ -150,6 +150,44 @@ pub struct ClusterSpec {
     /// OIDC for the guest API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSpec>,
+    /// Where the gateway sends the cluster's ingress traffic on its workers.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+}
+
+/// The worker ports the gateway sends ingress traffic to: the NodePorts of the
+/// guest's ingress controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressSpec {
+    /// The workers' port for plain HTTP, routed by the `Host` header on port 80.
+    #[serde(default = "default_ingress_http_port")]
+    pub http_port: u16,
+    /// The workers' port for TLS, routed by SNI on port 443 without terminating TLS.
+    #[serde(default = "default_ingress_https_port")]
+    pub https_port: u16,
+}
+
+/// The default NodePort of the guest ingress controller for HTTP.
+pub const DEFAULT_INGRESS_HTTP_PORT: u16 = 30080;
+/// The default NodePort of the guest ingress controller for HTTPS.
+pub const DEFAULT_INGRESS_HTTPS_PORT: u16 = 30443;
+
+fn default_ingress_http_port() -> u16 {
+    DEFAULT_INGRESS_HTTP_PORT
+}
+
+fn default_ingress_https_port() -> u16 {
+    DEFAULT_INGRESS_HTTPS_PORT
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        Self {
+            http_port: DEFAULT_INGRESS_HTTP_PORT,
+            https_port: DEFAULT_INGRESS_HTTPS_PORT,
+        }
+    }
 }
 
 /// The phase of a cluster.
@@ -199,6 +237,10 @@ pub struct ClusterStatus {
     /// Control-plane and worker Machines wanted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_nodes: Option<u32>,
+    /// The cluster CA certificate (PEM), for kubeconfigs and the gateway's health
+    /// checks. Public; the key stays in the cluster's PKI Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
     /// While and after deletion: what the cluster controller removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<RemovedResources>,
@@ -244,6 +286,23 @@ impl ClusterSpec {
                 Err(format!(
                     "{} overlaps the pod network {}: choose disjoint ranges",
                     self.network.service_cidr, self.network.pod_cidr
+                )),
+            );
+        }
+        for (field, port) in [
+            ("spec.ingress.httpPort", self.ingress.http_port),
+            ("spec.ingress.httpsPort", self.ingress.https_port),
+        ] {
+            if port == 0 {
+                errs.check(field, Err("must be a port from 1 to 65535".to_string()));
+            }
+        }
+        if self.ingress.http_port != 0 && self.ingress.http_port == self.ingress.https_port {
+            errs.check(
+                "spec.ingress.httpsPort",
+                Err(format!(
+                    "{} is also the HTTP port: give HTTP and HTTPS different ports",
+                    self.ingress.https_port
                 )),
             );
         }

@@ -33,6 +33,10 @@ pub struct HostStatus {
     /// The address other hosts reach this one on, for VXLAN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay_ip: Option<String>,
+    /// `address:port` where the agent forwards TCP to its VMs' API and ingress
+    /// ports, for the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_endpoint: Option<String>,
     /// Everything the machine has.
     #[serde(default)]
     pub capacity: ResourceTotals,

@@ -84,7 +84,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let Some(cluster) = ensure_network(&ctx, cluster).await? else {
         return Ok(Action::await_change());
     };
-    pki::cached(&ctx, &cluster).await?;
+    let secrets = pki::cached(&ctx, &cluster).await?;
 
     // The control plane.
     let prefix = control_plane_prefix(&name);
@@ -119,13 +119,14 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         }
     }
 
-    let next = status::compute(
+    let mut next = status::compute(
         &cluster,
         release_cond,
         &machines,
         &pools,
         &ctx.config.base_domain,
     );
+    next.ca_certificate = Some(secrets.pki.ca().cert_pem().to_owned());
     let ready = next.phase == Some(shoal_api::ClusterPhase::Ready);
     write_status(&ctx, &cluster, next).await?;
     // Machine and NodePool changes wake this cluster at once, but its cache of

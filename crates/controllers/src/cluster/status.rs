@@ -98,6 +98,7 @@ pub fn compute(
         vni: old.vni,
         node_cidr: old.node_cidr.clone(),
         removed: old.removed.clone(),
+        ca_certificate: old.ca_certificate.clone(),
         ..Default::default()
     };
     let release_ok = release.status == "True";
