@@ -41,6 +41,10 @@ command -v modinfo >/dev/null || need_apt+=(kmod)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# HAProxy is the gateway benchmark's baseline (TCP mode, routing by req.ssl_sni). Its
+# package does not start a daemon where there is no init system; the benchmark runs its
+# own on loopback.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # cloud-init's `cloud-init schema` checks the user-data Shoal renders (crates/bootstrap's
 # tests, which also read it back with its python3-yaml).
 fresh_cloud_init=0

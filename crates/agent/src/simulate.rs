@@ -59,6 +59,7 @@ impl SimConfig {
             disk: self.disk,
             kvm: false,
             cpu_allocation_ratio: self.cpu_allocation_ratio,
+            forward_endpoint: None,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! share it, and so would a real Kubernetes through `shoal crds`.
 
 pub mod crd;
+pub mod endpoints;
 pub mod events;
+pub mod forward;
 pub mod registry;
 pub mod resources;
 pub mod validate;

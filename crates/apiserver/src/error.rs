@@ -104,6 +104,10 @@ pub enum ApiError {
     /// A server-side fault that is not the caller's.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A component the request needs is not available here or not yet; the
+    /// message says where to go or when to retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn summarize(causes: &[FieldCause]) -> String {
@@ -154,6 +158,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => (403, "Forbidden"),
             ApiError::Storage(_) => (503, "ServiceUnavailable"),
             ApiError::Internal(_) => (500, "InternalError"),
+            ApiError::Unavailable(_) => (503, "ServiceUnavailable"),
         }
     }
 

@@ -189,6 +189,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             limits: config.limits,
             closing: closing_signal,
+            endpoints: None,
         };
         Ok(Self {
             listener,
@@ -199,6 +200,11 @@ impl Server {
             config,
             local_addr,
         })
+    }
+
+    /// Answers `GET …/clusters/<name>/endpoints` from `source` (the gateway).
+    pub fn set_endpoints_source(&mut self, source: Arc<dyn http::EndpointsSource>) {
+        self.state.endpoints = Some(source);
     }
 
     /// The server's metrics, for components wired in beside it.

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub watches: Gauge,
     /// 1 while this replica's controllers hold the leader Lease.
     pub leader: Gauge,
+    /// Registries of components wired in beside the API (the gateway), exposed on
+    /// the same `/metrics`.
+    extra: std::sync::Mutex<Vec<Registry>>,
 }
 
 impl Default for Metrics {
@@ -61,6 +64,7 @@ impl Default for Metrics {
             latency,
             watches,
             leader,
+            extra: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -69,9 +73,27 @@ impl Metrics {
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        for registry in extra.iter() {
+            let mut part = String::new();
+            if prometheus_client::encoding::text::encode_registry(&mut part, registry).is_ok() {
+                out.push_str(&part);
+            }
+        }
+        if prometheus_client::encoding::text::encode_eof(&mut out).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// Exposes `registry` on this server's `/metrics` too.
+    pub fn add_registry(&self, registry: Registry) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(registry);
     }
 }

@@ -39,11 +39,14 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the management API server.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the host agent: register this machine and run its guest VMs.
     Agent(AgentArgs),
     /// The agent inside the test guest image (DHCP, NoCloud, phone home).
     Guest,
+    /// Run the gateway on its own (`shoal server` embeds one): guest API and ingress
+    /// traffic routed by SNI and Host.
+    Gateway(GatewayArgs),
     /// Show objects: `shoal get clusters [NAME] [-n NS | -A]`.
     Get(GetArgs),
     /// Create or update the objects in a YAML or JSON file.
@@ -59,6 +62,9 @@ pub enum Command {
     /// Hosts: the machines guest VMs run on.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Kubeconfigs for guest clusters, with client certificates their CA signs.
+    #[command(subcommand)]
+    Kubeconfig(KubeconfigCommand),
     /// API tokens (cluster admins only).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -158,6 +164,53 @@ pub struct ServerArgs {
     /// The longest lifetime a KeyPair's certificate gets, e.g. 30d or 8h.
     #[arg(long, default_value = "30d")]
     pub keypair_max_ttl: String,
+    /// Run the gateway in this process.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub gateway: bool,
+    /// The embedded gateway's settings.
+    #[command(flatten)]
+    pub gateway_flags: GatewayFlags,
+}
+
+/// The gateway's listeners and behaviour, shared by `shoal server` and `shoal gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayFlags {
+    /// TLS listener: guest APIs (api.<cluster>.<org>.<base-domain>) and ingress TLS, by SNI.
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub gateway_listen: SocketAddr,
+    /// Plain HTTP listener: ingress (*.<cluster>.<org>.<base-domain>), by Host.
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    pub gateway_http_listen: SocketAddr,
+    /// Seconds a client may take to send its ClientHello or request head.
+    #[arg(long, default_value_t = 5)]
+    pub gateway_hello_timeout: u64,
+    /// Connections open at once; more are closed at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub gateway_max_connections: usize,
+    /// Milliseconds between backend health checks.
+    #[arg(long, default_value_t = 1000)]
+    pub gateway_health_interval_ms: u64,
+    /// Write every backend to this file (Prometheus file-sd JSON) on each change.
+    #[arg(long)]
+    pub gateway_file_sd: Option<PathBuf>,
+}
+
+/// `shoal gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Guest APIs are published as api.<cluster>.<org>.<base-domain>.
+    #[arg(long, default_value = "shoal.local")]
+    pub base_domain: String,
+    /// Listeners and behaviour.
+    #[command(flatten)]
+    pub flags: GatewayFlags,
+    /// Serve /metrics and /endpoints/<namespace>/<cluster> on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Route from this file (YAML: clusters with domain, api, ingressHttp,
+    /// ingressHttps, caFile) instead of watching the API.
+    #[arg(long)]
+    pub routes: Option<PathBuf>,
 }
 
 /// `shoal agent`.
@@ -216,6 +269,11 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where the gateway reaches this host's VMs (the forward endpoint). Default:
+    /// 127.0.0.1 on a free port with --netns (the gateway runs on this machine),
+    /// else <underlay-ip>:7445.
+    #[arg(long)]
+    pub forward_listen: Option<std::net::SocketAddr>,
 }
 
 /// `shoal get`.
@@ -394,6 +452,92 @@ pub enum ClusterCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+}
+
+/// `shoal kubeconfig`.
+#[derive(Debug, Subcommand)]
+pub enum KubeconfigCommand {
+    /// Make a key pair here, have the cluster's CA sign it (a KeyPair), and write
+    /// a kubeconfig for the cluster. The private key never leaves this machine.
+    Create(KubeconfigCreateArgs),
+    /// List the KeyPairs issued for a cluster.
+    List {
+        /// The cluster's name.
+        #[arg(long)]
+        cluster: String,
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// `shoal kubeconfig create`.
+#[derive(Debug, Args)]
+pub struct KubeconfigCreateArgs {
+    /// The cluster's name.
+    #[arg(long)]
+    pub cluster: String,
+    /// The organization.
+    #[arg(long)]
+    pub org: String,
+    /// How long the certificate is valid, e.g. 8h or 30d (the server caps it).
+    #[arg(long, default_value = "8h", value_parser = ttl_arg)]
+    pub ttl: String,
+    /// Groups (the certificate's O entries) for the cluster's RBAC, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = group_arg)]
+    pub groups: Vec<String>,
+    /// The CSR's CN; the certificate's CN is `<your user>:<this>` (default: $USER, else shoal).
+    #[arg(long, value_parser = cn_arg)]
+    pub cn_prefix: Option<String>,
+    /// Why it is issued (shown by 'kubeconfig list').
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Write a new, self-contained kubeconfig (mode 0600) to this file instead of
+    /// merging into $KUBECONFIG's first file or ~/.kube/config.
+    #[arg(long, conflicts_with = "switch_context")]
+    pub output: Option<PathBuf>,
+    /// When merging, also make the new context the current one.
+    #[arg(long)]
+    pub switch_context: bool,
+    /// Connect through the gateway at HOST:PORT, sending the API's host name as
+    /// tls-server-name (SNI), so no DNS record is needed.
+    #[arg(long, env = "SHOAL_GATEWAY_ADDRESS")]
+    pub gateway_address: Option<crate::kubeconfig::GatewayAddress>,
+    /// Give up waiting for the signed certificate after this long, e.g. 60s or 2m.
+    #[arg(long, default_value = "60s", value_parser = timeout_arg)]
+    pub timeout: std::time::Duration,
+}
+
+fn ttl_arg(s: &str) -> Result<String, String> {
+    shoal_api::resources::keypair::parse_ttl(s).map(|_| s.to_owned())
+}
+
+fn timeout_arg(s: &str) -> Result<std::time::Duration, String> {
+    let secs = match s.parse::<u64>() {
+        Ok(n) if n > 0 => n,
+        _ => shoal_api::resources::keypair::parse_ttl(s)?,
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn group_arg(s: &str) -> Result<String, String> {
+    let g = s.trim();
+    if g.is_empty() || g.chars().any(char::is_control) {
+        return Err(format!("{s:?} is not a group name"));
+    }
+    Ok(g.to_owned())
+}
+
+fn cn_arg(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() || s.chars().any(char::is_control) || s.len() > 64 {
+        return Err(format!(
+            "{s:?} cannot be a certificate's CN: use 1 to 64 printable characters"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// `shoal host`.

@@ -42,6 +42,25 @@ pub enum CliError {
         /// Where things stand, from the objects' conditions.
         detail: String,
     },
+    /// The server refused to sign a KeyPair; its condition says why.
+    #[error("keypair {keypair} was refused ({reason}): {message}")]
+    Refused {
+        /// The KeyPair, `namespace/name`.
+        keypair: String,
+        /// The condition's reason, e.g. `InvalidCSR`.
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// An existing kubeconfig cannot be merged into; it is left as it was.
+    #[error("{path}: {source}; the file was left untouched: fix it, or write a separate file with --output")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: crate::kubeconfig::KubeconfigError,
+    },
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     File {
@@ -64,6 +83,8 @@ impl CliError {
             CliError::File { .. } => 6,
             CliError::Output(_) => 7,
             CliError::Timeout { .. } => 8,
+            CliError::Refused { .. } => 9,
+            CliError::Kubeconfig { .. } => 13,
         }
     }
 }

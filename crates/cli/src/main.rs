@@ -3,6 +3,7 @@
 mod args;
 mod client;
 mod commands;
+mod kubeconfig;
 mod output;
 
 use clap::{CommandFactory, Parser};
@@ -14,6 +15,8 @@ use crate::client::{connect, CliError};
 const EXIT_SERVER: i32 = 10;
 /// Exit code when the agent fails to start or stops with an error.
 const EXIT_AGENT: i32 = 11;
+/// Exit code when the gateway fails to start or stops with an error.
+const EXIT_GATEWAY: i32 = 12;
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,6 +40,7 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
         Command::Org(c) => commands::org::run(&chosen().await?, c).await,
         Command::Cluster(c) => commands::cluster::run(&chosen().await?, c).await,
         Command::Host(c) => commands::host::run(&chosen().await?, c).await,
+        Command::Kubeconfig(c) => commands::kubeconfig::run(&chosen().await?, c).await,
         Command::Token(c) => commands::token::run(&chosen().await?, c).await,
         Command::Login(a) => {
             let path = commands::login::run(a, cli.server.as_deref())?;
@@ -62,7 +66,7 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
             clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut script);
             output::emit(&String::from_utf8_lossy(&script))
         }
-        Command::Server(_) | Command::Agent(_) | Command::Guest => Ok(()),
+        Command::Server(_) | Command::Agent(_) | Command::Guest | Command::Gateway(_) => Ok(()),
     }
 }
 
@@ -92,6 +96,13 @@ async fn async_main(cli: Cli) {
         if let Err(e) = commands::agent::run(&cli, args).await {
             eprintln!("shoal agent: {e}");
             std::process::exit(EXIT_AGENT);
+        }
+        return;
+    }
+    if let Command::Gateway(args) = &cli.command {
+        if let Err(e) = commands::gateway::run(&cli, args).await {
+            eprintln!("shoal gateway: {e}");
+            std::process::exit(EXIT_GATEWAY);
         }
         return;
     }

@@ -39,6 +39,9 @@ pub struct ControllerConfig {
     pub kubeadm_version: String,
     /// Certificates are renewed this long before they expire.
     pub renew_before: Duration,
+    /// The gateway's TLS listener. When set, a cluster is Ready only once its API
+    /// answers `/readyz` through it; without a gateway, once every Machine is Ready.
+    pub gateway_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControllerConfig {
@@ -53,6 +56,7 @@ impl Default for ControllerConfig {
             kubeadm_image: "/var/lib/shoal/images/kubeadm.qcow2".into(),
             kubeadm_version: "1.31.2".into(),
             renew_before: Duration::from_secs(30 * 24 * 3600),
+            gateway_address: None,
         }
     }
 }

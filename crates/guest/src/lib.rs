@@ -8,25 +8,36 @@
 //!    honours a `#cloud-config` subset ([`cloudconfig`]): hostname and `write_files`;
 //! 4. starts the test services ([`services`]): an HTTP responder on 8080 and a control
 //!    port on 7070;
-//! 5. phones home, prints `SHOAL-GUEST-READY <hostname> <ip>` and serves forever.
+//! 5. starts what the node's role calls for ([`stand_ins`], from `/etc/shoal/node.yaml`
+//!    and `/etc/shoal/pki/` written by `write_files`): on control-plane nodes an HTTPS
+//!    stand-in for kube-apiserver on 6443 ([`apiserver`], [`tls`], [`whoami`]); on
+//!    workers stand-ins for an ingress controller's NodePorts, HTTP on 30080 and TLS on
+//!    30443. A stand-in that cannot start is logged and the rest keep running;
+//! 6. phones home, prints `SHOAL-GUEST-READY <hostname> <ip>` and serves forever.
 //!
 //! Progress goes to stdout (the serial console), each line prefixed `shoal-guest:`.
 //!
 //! What this crate must not do: run anything from user-data (`runcmd` and scripts are
 //! ignored, with a log line), resolve host names (the binary is statically linked and
 //! has no name service), or depend on any other Shoal crate: it is built alone as a
-//! static binary for the image.
+//! static binary for the image (its tests use `shoal-pki` to make certificates).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod apiserver;
 pub mod cloudconfig;
 pub mod dhcp;
 pub mod http;
+pub mod http1;
 pub mod metadata;
 pub mod netconf;
+pub mod node;
 pub mod seed;
 pub mod services;
+pub mod stand_ins;
+pub mod tls;
+pub mod whoami;
 
 /// Prints one progress line to the console, prefixed `shoal-guest:`.
 #[macro_export]
@@ -121,6 +132,8 @@ pub struct GuestConfig {
     pub phone_home_deadline: Duration,
     /// The services' addresses.
     pub services: services::ServiceConfig,
+    /// The role stand-ins' addresses.
+    pub stand_ins: stand_ins::StandInConfig,
 }
 
 impl Default for GuestConfig {
@@ -134,6 +147,7 @@ impl Default for GuestConfig {
             fetch_deadline: Duration::from_secs(60),
             phone_home_deadline: Duration::from_secs(60),
             services: services::ServiceConfig::default(),
+            stand_ins: stand_ins::StandInConfig::default(),
         }
     }
 }
@@ -246,6 +260,21 @@ pub fn run_with(cfg: &GuestConfig) -> Result<(), GuestError> {
         running.http,
         running.control
     );
+    let role = stand_ins::start(&cfg.root, &cfg.stand_ins);
+    if let Some(node) = &role.node {
+        say!(
+            "role {} in cluster {} (Kubernetes {})",
+            node.role,
+            node.cluster,
+            node.kubernetes_version
+        );
+    }
+    for (name, addr) in &role.serving {
+        say!("serving {name} on {addr}");
+    }
+    for e in &role.failed {
+        say!("{e}");
+    }
 
     let ph = cc.phone_home.clone().unwrap_or(cloudconfig::PhoneHome {
         url: None,

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: shoal guest\n\nRuns inside a Shoal test-image VM: DHCP, NoCloud seed, hostname, write_files,\nservices on 8080 and 7070, phone home.";
+const USAGE: &str = "usage: shoal guest\n\nRuns inside a Shoal test-image VM: DHCP, NoCloud seed, hostname, write_files,\nservices on 8080 and 7070, the role's stand-ins (API server on 6443 on control-plane\nnodes, ingress on 30080/30443 on workers), phone home.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -9,6 +9,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -243,17 +245,39 @@ pub fn start(cfg: &ServiceConfig) -> Result<Running, ServiceError> {
     })
 }
 
-fn accept_loop<F>(service: &'static str, listener: TcpListener, handle: F)
+/// The most connections one listener serves at once; more are closed at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// Accepts connections on `listener` forever, each handled on its own thread, at most
+/// [`MAX_CONNECTIONS`] at once.
+pub(crate) fn accept_loop<F>(service: &'static str, listener: TcpListener, handle: F)
 where
     F: Fn(TcpStream) + Clone + Send + 'static,
 {
+    /// Counts a connection while its thread runs.
+    struct Slot(Arc<AtomicUsize>);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    say!("{service}: {MAX_CONNECTIONS} connections busy: closing {peer}");
+                    continue;
+                }
+                let slot = Slot(Arc::clone(&active));
                 let handle = handle.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("{service}-conn"))
-                    .spawn(move || handle(stream));
+                    .spawn(move || {
+                        let _slot = slot;
+                        handle(stream)
+                    });
                 if let Err(e) = spawned {
                     say!("{service}: cannot start a connection thread: {e}");
                 }

@@ -323,6 +323,20 @@ impl AgentProc {
         killed
     }
 
+    /// SIGKILLs the QEMU of one VM (by Machine name), after checking the PID still
+    /// is that VM's; true if it was killed.
+    pub fn kill_vm(&self, machine: &str) -> bool {
+        let marker = self.state_dir.display().to_string();
+        self.qemu_pids()
+            .into_iter()
+            .filter(|(name, _)| name == machine)
+            .any(|(_, pid)| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&marker)
+                    && crate::signal(pid, "KILL").is_ok()
+            })
+    }
+
     /// The QEMUs of this agent's state directory that are still alive.
     pub fn live_vms(&self) -> Vec<(String, u32)> {
         let marker = self.state_dir.display().to_string();

@@ -112,6 +112,12 @@ impl ServerProc {
             } else {
                 &["--local-agent=false"][..]
             })
+            // Only tests about the gateway run one; they pass its flags.
+            .args(if args.iter().any(|a| a.starts_with("--gateway")) {
+                &[][..]
+            } else {
+                &["--gateway=false"][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -8,6 +8,7 @@
 //! - [`reconcile`]: the level-triggered loop that owns every VM and network.
 
 pub mod desired;
+pub mod forward;
 pub mod metrics;
 pub mod network;
 pub mod reconcile;
@@ -55,6 +56,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where the gateway reaches this host's VMs (the forward endpoint), if anywhere.
+    pub forward_listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the agent failed, with what it was doing.

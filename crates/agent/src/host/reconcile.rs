@@ -95,6 +95,21 @@ pub async fn run(
         cpus: cfg.cpus.unwrap_or(detected.cpus),
         memory_mib: cfg.memory_mib.unwrap_or(detected.memory_mib),
     };
+    let forward_listener = match cfg.forward_listen {
+        Some(addr) => Some(super::forward::bind(addr).await?),
+        None => None,
+    };
+    let forward_endpoint = match &forward_listener {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|source| AgentError::Io {
+                    what: "reading the forward endpoint's address".into(),
+                    source,
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
     let facts = HostFacts {
         name: cfg.name.clone(),
         underlay: cfg.underlay,
@@ -102,6 +117,7 @@ pub async fn run(
         disk: register::disk_bytes(&cfg.state_dir),
         kvm: accel == Accel::Kvm,
         cpu_allocation_ratio: cfg.cpu_allocation_ratio,
+        forward_endpoint,
     };
     register_until_reachable(&client, &facts).await?;
     let beat = tokio::spawn(heartbeat_loop(client.clone(), cfg.name.clone()));
@@ -121,6 +137,14 @@ pub async fn run(
             tracing::warn!("a watch ended before its first list");
         }
     }
+    let forward_task = forward_listener.map(|listener| {
+        let targets = super::forward::Targets {
+            host: cfg.name.clone(),
+            machines: machines.0.clone(),
+            clusters: clusters.0.clone(),
+        };
+        tokio::spawn(super::forward::serve(listener, netns.clone(), targets))
+    });
     let (phone_tx, mut phone_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         client,
@@ -177,6 +201,9 @@ pub async fn run(
         }
     }
     beat.abort();
+    if let Some(task) = forward_task {
+        task.abort();
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

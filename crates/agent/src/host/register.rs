@@ -79,6 +79,8 @@ pub struct HostFacts {
     pub kvm: bool,
     /// vCPUs offered per CPU.
     pub cpu_allocation_ratio: u32,
+    /// Where the gateway reaches this host's VMs, `address:port`.
+    pub forward_endpoint: Option<String>,
 }
 
 /// Creates the Host if it does not exist (users own its spec afterwards).
@@ -129,6 +131,7 @@ pub async fn report(
     let status = serde_json::json!({
         "status": {
             "underlayIp": facts.underlay.to_string(),
+            "forwardEndpoint": facts.forward_endpoint,
             "capacity": cap,
             "allocatable": totals(
                 facts.capacity.cpus.saturating_mul(facts.cpu_allocation_ratio.max(1)),

@@ -212,6 +212,12 @@ fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<V
             )))
         }
     };
+    if t.sub == crate::resource::Subresource::Endpoints && verb != Verb::Get {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "{} of {}/endpoints is not supported: endpoints is read-only, GET it",
+            method, t.kind.plural
+        )));
+    }
     if t.kind.namespaced && t.namespace.is_none() && verb == Verb::Create {
         return Err(ApiError::BadRequest(format!(
             "{} are namespaced: POST to {}/namespaces/<namespace>/{}",
@@ -270,6 +276,24 @@ async fn run(
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
     let content_type = header_str(headers, header::CONTENT_TYPE).to_owned();
     match verb {
+        Verb::Get if t.sub == crate::resource::Subresource::Endpoints => {
+            let (ns, name) = (ns.unwrap_or_default(), name.unwrap_or_default());
+            // 404 for a cluster that does not exist, before asking the gateway.
+            res.get(kind, Some(ns), name).await?;
+            let source = state.endpoints.as_ref().ok_or_else(|| {
+                ApiError::Unavailable(
+                    "this server runs no gateway (--gateway=false): ask the gateway's own endpoints address, or read its file-sd output".into(),
+                )
+            })?;
+            let doc = source.endpoints(ns, name).ok_or_else(|| {
+                ApiError::Unavailable(format!(
+                    "the gateway has no route for cluster {ns}/{name} yet: retry in a few seconds"
+                ))
+            })?;
+            let doc = serde_json::to_value(&doc)
+                .map_err(|e| ApiError::Internal(format!("encoding the endpoints: {e}")))?;
+            Ok(json_response(200, &doc))
+        }
         Verb::Get => {
             let obj = res.get(kind, ns, name.unwrap_or_default()).await?;
             if as_table {

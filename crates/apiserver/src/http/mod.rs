@@ -76,6 +76,19 @@ pub struct AppState {
     pub limits: Limits,
     /// Fires when the server starts shutting down.
     pub closing: Closing,
+    /// The gateway's view of each cluster's backends, when a gateway is wired in.
+    pub endpoints: Option<Arc<dyn EndpointsSource>>,
+}
+
+/// Where `GET …/clusters/<name>/endpoints` gets its answer: the gateway.
+pub trait EndpointsSource: Send + Sync {
+    /// The backends of cluster `namespace/name`, or `None` if the gateway has no
+    /// route for it yet.
+    fn endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<shoal_api::endpoints::ClusterEndpoints>;
 }
 
 /// The API's routes.

@@ -22,6 +22,8 @@ pub enum Subresource {
     Main,
     /// `/status`: only status changes.
     Status,
+    /// A Cluster's `/endpoints`: the gateway's backends, read-only.
+    Endpoints,
 }
 
 /// A patch format.
@@ -637,6 +639,11 @@ fn merge_for_update(
     sub: Subresource,
 ) -> Result<Value, ApiError> {
     let mut next = match sub {
+        Subresource::Endpoints => {
+            return Err(ApiError::MethodNotAllowed(
+                "endpoints is read-only: GET it".into(),
+            ))
+        }
         Subresource::Status => {
             let mut next = current.clone();
             match incoming.get("status") {

@@ -81,6 +81,13 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         resync: Duration::from_secs(args.resync.max(1)),
         metrics_listen: args.metrics_listen,
         cpu_allocation_ratio: args.cpu_allocation_ratio.max(1),
+        forward_listen: Some(args.forward_listen.unwrap_or_else(|| {
+            if args.netns.is_some() {
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+            } else {
+                std::net::SocketAddr::from((underlay, 7445))
+            }
+        })),
     };
     shoal_agent::host::run(client, cfg, super::server::shutdown_signal()).await?;
     Ok(())

@@ -3,7 +3,9 @@
 pub mod agent;
 pub mod cluster;
 pub mod cluster_view;
+pub mod gateway;
 pub mod host;
+pub mod kubeconfig;
 pub mod login;
 pub mod objects;
 pub mod org;

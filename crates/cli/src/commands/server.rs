@@ -1,5 +1,6 @@
 //! `shoal server`: the API, and the controllers behind leader election.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_apiserver::http::Limits;
@@ -90,6 +91,14 @@ fn controller_config(
         test_image_dir,
         kubeadm_image: args.kubeadm_image.clone(),
         kubeadm_version: args.kubeadm_version.clone(),
+        gateway_address: args.gateway.then(|| {
+            // A wildcard listener is reached on loopback from this process.
+            let mut addr = args.gateway_flags.gateway_listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            addr
+        }),
         ..Default::default()
     })
 }
@@ -97,7 +106,30 @@ fn controller_config(
 /// Starts the server and serves until SIGTERM or SIGINT; a second signal exits at once.
 /// On shutdown the leader Lease is released first, then the API drains.
 pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
-    let server = Server::start(config(args)?).await?;
+    let mut server = Server::start(config(args)?).await?;
+    let gateway = if args.gateway {
+        let client = crate::client::connect(Some(&server.admin_kubeconfig), None)
+            .await
+            .map_err(|e| {
+                ServerError::Bootstrap(format!("the gateway cannot reach the API: {e}"))
+            })?;
+        let source = super::gateway::Source::Api {
+            client,
+            base_domain: &args.base_domain,
+        };
+        let running = super::gateway::start(&args.gateway_flags, source)
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        server.set_endpoints_source(Arc::new(super::gateway::Endpoints(running.gateway.clone())));
+        server.metrics().add_registry(running.registry);
+        println!(
+            "gateway listening on {} (TLS, by SNI) and {} (HTTP, by Host)",
+            args.gateway_flags.gateway_listen, args.gateway_flags.gateway_http_listen
+        );
+        Some(running.gateway)
+    } else {
+        None
+    };
     tracing::info!(url = %server.url(), kubeconfig = %server.admin_kubeconfig.display(), "shoal server is ready");
     println!("shoal server listening on {}", server.url());
     println!("admin kubeconfig: {}", server.admin_kubeconfig.display());
@@ -163,6 +195,7 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
             let _ = api_stopped.await;
         })
         .await;
+    drop(gateway);
     Ok(())
 }
 
@@ -197,6 +230,11 @@ async fn start_local_agent(
         // The server serves its own metrics; the local agent's would need a port.
         metrics_listen: None,
         cpu_allocation_ratio: 4,
+        // The embedded gateway runs in this process's namespace.
+        forward_listen: Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        ))),
     };
     tracing::info!(host = %cfg.name, netns = %args.local_agent_netns, "starting the local agent");
     Ok(tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 pub mod delete;
 pub mod pki;
+pub mod probe;
 pub mod status;
 
 use std::sync::Arc;
@@ -127,6 +128,14 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         &ctx.config.base_domain,
     );
     next.ca_certificate = Some(secrets.pki.ca().cert_pem().to_owned());
+    if next.phase == Some(shoal_api::ClusterPhase::Ready) {
+        if let Some(gateway) = ctx.config.gateway_address {
+            let api = status::api_host(&cluster, &ctx.config.base_domain);
+            if let Err(why) = probe::readyz(gateway, &api, secrets.pki.ca().cert_pem()).await {
+                status::not_answering(&mut next, &api, &why);
+            }
+        }
+    }
     let ready = next.phase == Some(shoal_api::ClusterPhase::Ready);
     write_status(&ctx, &cluster, next).await?;
     // Machine and NodePool changes wake this cluster at once, but its cache of

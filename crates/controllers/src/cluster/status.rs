@@ -11,10 +11,30 @@ use crate::machines::{failure_reason, phase};
 
 /// The address of a cluster's API through the gateway.
 pub fn api_endpoint(cluster: &Cluster, base_domain: &str) -> String {
+    format!("https://{}:443", api_host(cluster, base_domain))
+}
+
+/// The guest API's server name: `api.<cluster>.<org>.<base-domain>`.
+pub fn api_host(cluster: &Cluster, base_domain: &str) -> String {
     let ns = cluster.metadata.namespace.as_deref().unwrap_or_default();
     let org = namespace_org(ns).unwrap_or(ns);
     let name = cluster.metadata.name.as_deref().unwrap_or_default();
-    format!("https://api.{name}.{org}.{base_domain}:443")
+    format!("api.{name}.{org}.{base_domain}")
+}
+
+/// Every Machine is Ready but the API does not answer through the gateway yet: the
+/// cluster stays Provisioning, and the Ready condition says why.
+pub fn not_answering(status: &mut ClusterStatus, api: &str, why: &str) {
+    conditions::set(
+        &mut status.conditions,
+        condition(
+            "Ready",
+            false,
+            "APINotAnswering",
+            format!("every machine is Ready, but https://{api}/readyz does not answer through the gateway yet: {why}"),
+        ),
+    );
+    status.phase = Some(ClusterPhase::Provisioning);
 }
 
 /// Says how a group of Machines is doing, for its condition's message.
