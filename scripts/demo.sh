@@ -63,6 +63,14 @@ fi
 echo
 SHOAL cluster get demo --org acme
 SHOAL get hosts
+# A kubeconfig with a client certificate from the cluster's CA, pointed at the
+# server's gateway (127.0.0.1:9443, routing by SNI to the control plane's port 6443).
+SHOAL kubeconfig create --cluster demo --org acme --cn-prefix demo --groups demo \
+  --ttl 8h --gateway-address 127.0.0.1:9443 --output "$DATA/demo.kubeconfig"
+KUBECTL=${KUBECTL:-/opt/shoal/kubernetes-client/usr/bin/kubectl}
+[ -x "$KUBECTL" ] || KUBECTL=kubectl
+echo "through the gateway: $KUBECTL --kubeconfig $DATA/demo.kubeconfig get --raw /version"
+"$KUBECTL" --kubeconfig "$DATA/demo.kubeconfig" get --raw /version; echo
 cat <<MSG
 
 Shoal is running at https://$LISTEN, with cluster org-acme/demo (1 control plane,
@@ -73,5 +81,6 @@ does not run Kubernetes.
   kubectl get clusters,nodepools,machines -n org-acme     # or: $BIN get machines -n org-acme
   $BIN cluster scale demo --org acme --workers 3
   cat $DATA/data/agent/vms/org-acme/demo-cp-0/console.log
+  $KUBECTL --kubeconfig $DATA/demo.kubeconfig get --raw /api   # the identity the guest saw
 Stop it with: make demo-stop (it deletes the cluster, so its VMs stop too)
 MSG

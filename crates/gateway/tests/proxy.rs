@@ -275,6 +275,7 @@ async fn routes_by_sni_and_host_and_passes_client_certs_through() -> Result<()> 
     let (b_api, _t2) = tls_backend("b-cp-0", &b).await?;
     let (a_web, _t3) = http_backend("a-w-0").await?;
     let (b_web, _t4) = http_backend("b-w-0").await?;
+    let (a_web_tls, _t5) = tls_backend("a-w-0-tls", &a).await?;
     let r = rig(ProxyConfig::default()).await?;
     r.gw.set_table(RouteTable::from_routes([
         ClusterRoute {
@@ -283,6 +284,7 @@ async fn routes_by_sni_and_host_and_passes_client_certs_through() -> Result<()> 
             ca_pem: Some(a.ca.cert_pem().into()),
             api: vec![backend("org-acme/a-cp-0", a_api)],
             ingress_http: vec![backend("org-acme/a-w-0", a_web)],
+            ingress_https: vec![backend("org-acme/a-w-0", a_web_tls)],
             ..Default::default()
         },
         ClusterRoute {
@@ -312,8 +314,13 @@ async fn routes_by_sni_and_host_and_passes_client_certs_through() -> Result<()> 
         .await
         .is_err());
     assert_eq!(http_get(r.http, "shop.a.acme.test").await?, "a-w-0");
+    // Ingress TLS by SNI reaches the worker's TLS port, not the API.
+    assert_eq!(
+        https_get(r.tls, "shop.a.acme.test", &a.ca, None).await?,
+        "a-w-0-tls -"
+    );
     assert_eq!(http_get(r.http, "shop.b.acme.test:80").await?, "b-w-0");
-    assert_eq!(counter_reaches(&r.metrics, "proxied", "6").await, "6");
+    assert_eq!(counter_reaches(&r.metrics, "proxied", "7").await, "7");
     Ok(())
 }
 
