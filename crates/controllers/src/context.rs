@@ -6,17 +6,16 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use shoal_api::{Cluster, Host, Machine, NodePool, Release};
 use tokio::sync::Mutex;
 
 use crate::ipam::{Ipam, IpamConfig};
 use crate::labels::CLUSTER;
+use crate::shared::Shared;
 
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
@@ -78,56 +77,61 @@ pub struct Stores {
     pub leases: Store<Lease>,
 }
 
-fn cache<K>(api: Api<K>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    )
-    .applied_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::debug!(error = %e, "cache watch interrupted; it resumes");
-            }
-        }
-    });
-    reader
+/// One watch per kind, shared by every controller: the caches, and the change
+/// streams that trigger reconciles.
+pub struct Feeds {
+    /// Clusters.
+    pub clusters: Shared<Cluster>,
+    /// Machines.
+    pub machines: Shared<Machine>,
+    /// Node pools.
+    pub pools: Shared<NodePool>,
+    /// Hosts.
+    pub hosts: Shared<Host>,
+    /// Releases.
+    pub releases: Shared<Release>,
+    /// Leases of the system namespace.
+    pub leases: Shared<Lease>,
 }
 
-impl Stores {
-    /// Starts the caches and waits until each has listed once.
+impl Feeds {
+    /// Starts the watches and waits until each cache has listed once.
     pub async fn start(client: &Client) -> Result<Self, reflector::store::WriterDropped> {
-        let stores = Self {
-            clusters: cache(Api::all(client.clone())),
-            machines: cache(Api::all(client.clone())),
-            pools: cache(Api::all(client.clone())),
-            hosts: cache(Api::all(client.clone())),
-            releases: cache(Api::all(client.clone())),
-            leases: cache(Api::namespaced(
+        let feeds = Self {
+            clusters: Shared::start(Api::all(client.clone())),
+            machines: Shared::start(Api::all(client.clone())),
+            pools: Shared::start(Api::all(client.clone())),
+            hosts: Shared::start(Api::all(client.clone())),
+            releases: Shared::start(Api::all(client.clone())),
+            leases: Shared::start(Api::namespaced(
                 client.clone(),
                 crate::labels::SYSTEM_NAMESPACE,
             )),
         };
+        let stores = feeds.stores();
         stores.clusters.wait_until_ready().await?;
         stores.machines.wait_until_ready().await?;
         stores.pools.wait_until_ready().await?;
         stores.hosts.wait_until_ready().await?;
         stores.releases.wait_until_ready().await?;
         stores.leases.wait_until_ready().await?;
-        Ok(stores)
+        Ok(feeds)
     }
 
+    /// The caches.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            clusters: self.clusters.store.clone(),
+            machines: self.machines.store.clone(),
+            pools: self.pools.store.clone(),
+            hosts: self.hosts.store.clone(),
+            releases: self.releases.store.clone(),
+            leases: self.leases.store.clone(),
+        }
+    }
+}
+
+impl Stores {
     /// The Machines of one cluster.
     pub fn cluster_machines(&self, namespace: &str, cluster: &str) -> Vec<Arc<Machine>> {
         self.machines

@@ -29,6 +29,7 @@ pub mod nodepool;
 pub mod release;
 pub mod rollout;
 pub mod scheduler;
+pub mod shared;
 pub mod userdata;
 
 use std::fmt::Debug;
@@ -105,9 +106,10 @@ pub async fn run_controllers(
 ) -> Result<(), Error> {
     config.ipam.validate()?;
     release::seed(&client, &config).await?;
-    let stores = context::Stores::start(&client).await.map_err(|_| {
+    let feeds = context::Feeds::start(&client).await.map_err(|_| {
         Error::NotReady("the controllers' caches stopped before they filled".into())
     })?;
+    let stores = feeds.stores();
     let ctx = Arc::new(Context::new(client.clone(), config, stores.clone()));
     let wc = watcher::Config::default;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,66 +117,64 @@ pub async fn run_controllers(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let clusters = Controller::new(Api::<Cluster>::all(client.clone()), wc())
-        .with_config(settings())
-        .watches(Api::<Machine>::all(client.clone()), wc(), |m: Machine| {
-            m.namespace()
-                .map(|ns| ObjectRef::new(&m.spec.cluster).within(&ns))
-        })
-        .watches(Api::<NodePool>::all(client.clone()), wc(), |p: NodePool| {
-            p.namespace()
-                .map(|ns| ObjectRef::new(&p.spec.cluster).within(&ns))
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(cluster::reconcile, error_policy, ctx.clone());
+    // Every controller is fed from the shared watches (one per kind).
+    let clusters =
+        Controller::for_shared_stream(feeds.clusters.subscribe(), stores.clusters.clone())
+            .with_config(settings())
+            .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
+                m.namespace()
+                    .map(|ns| ObjectRef::new(&m.spec.cluster).within(&ns))
+            })
+            .watches_shared_stream(feeds.pools.subscribe(), |p: Arc<NodePool>| {
+                p.namespace()
+                    .map(|ns| ObjectRef::new(&p.spec.cluster).within(&ns))
+            })
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(cluster::reconcile, error_policy, ctx.clone());
 
     let pool_store = stores.pools.clone();
-    let pools = Controller::new(Api::<NodePool>::all(client.clone()), wc())
+    let pools = Controller::for_shared_stream(feeds.pools.subscribe(), stores.pools.clone())
         .with_config(settings())
-        .watches(Api::<Machine>::all(client.clone()), wc(), |m: Machine| {
+        .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
             let ns = m.namespace().unwrap_or_default();
-            m.spec.node_pool.map(|p| ObjectRef::new(&p).within(&ns))
+            m.spec
+                .node_pool
+                .clone()
+                .map(|p| ObjectRef::new(&p).within(&ns))
         })
-        .watches(
-            Api::<Cluster>::all(client.clone()),
-            wc(),
-            move |c: Cluster| {
-                let ns = c.namespace().unwrap_or_default();
-                let name = c.name_any();
-                pool_store
-                    .state()
-                    .iter()
-                    .filter(|p| {
-                        p.namespace().as_deref() == Some(ns.as_str()) && p.spec.cluster == name
-                    })
-                    .map(|p| ObjectRef::new(&p.name_any()).within(&ns))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(feeds.clusters.subscribe(), move |c: Arc<Cluster>| {
+            let ns = c.namespace().unwrap_or_default();
+            let name = c.name_any();
+            pool_store
+                .state()
+                .iter()
+                .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.spec.cluster == name)
+                .map(|p| ObjectRef::new(&p.name_any()).within(&ns))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(nodepool::reconcile, error_policy, ctx.clone());
 
     let machine_store = stores.machines.clone();
-    let scheduler = Controller::new(Api::<Machine>::all(client.clone()), wc())
-        .with_config(settings())
-        .watches(Api::<Host>::all(client.clone()), wc(), move |_h: Host| {
-            machine_store
-                .state()
-                .iter()
-                .filter(|m| m.spec.host_name.is_none())
-                .map(|m| ObjectRef::from_obj(m.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(scheduler::reconcile, error_policy, ctx.clone());
+    let scheduler =
+        Controller::for_shared_stream(feeds.machines.subscribe(), stores.machines.clone())
+            .with_config(settings())
+            .watches_shared_stream(feeds.hosts.subscribe(), move |_h: Arc<Host>| {
+                machine_store
+                    .state()
+                    .iter()
+                    .filter(|m| m.spec.host_name.is_none())
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(scheduler::reconcile, error_policy, ctx.clone());
 
-    let hosts = Controller::new(Api::<Host>::all(client.clone()), wc())
+    let hosts = Controller::for_shared_stream(feeds.hosts.subscribe(), stores.hosts.clone())
         .with_config(settings())
-        .watches(
-            Api::<Lease>::namespaced(client.clone(), labels::SYSTEM_NAMESPACE),
-            wc(),
-            |l: Lease| hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new),
-        )
+        .watches_shared_stream(feeds.leases.subscribe(), |l: Arc<Lease>| {
+            hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new)
+        })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(hostlife::reconcile, error_policy, ctx.clone());
 

@@ -106,6 +106,9 @@ pub(crate) struct Shared {
     compacted: AtomicI64,
 }
 
+/// The page cache [`RedbStore::open`] gives redb.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// A [`Store`] kept in one redb file, durable across `kill -9`.
 ///
 /// [`Store::compact`] with a revision beyond the current one compacts up to the
@@ -127,11 +130,24 @@ impl RedbStore {
     /// This blocks on file I/O (and on crash recovery after an unclean shutdown),
     /// and starts the writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of at most `cache_bytes` (redb's own default
+    /// is 1 GiB, which a server would otherwise fill with every page it wrote; pages
+    /// not cached are read through the kernel's page cache).
+    pub fn open_with_cache(
+        path: impl AsRef<Path>,
+        cache_bytes: usize,
+    ) -> Result<RedbStore, StoreError> {
         let path = path.as_ref();
-        let db = Database::create(path).map_err(|err| RedbError::Open {
-            path: path.to_owned(),
-            source: err.into(),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|err| RedbError::Open {
+                path: path.to_owned(),
+                source: err.into(),
+            })?;
         let (revision, compacted) = init_tables(&db)?;
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
