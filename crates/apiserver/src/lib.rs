@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub encryption_key_file: Option<PathBuf>,
     /// Where objects are stored.
     pub storage: Storage,
+    /// The embedded store's page cache, in bytes.
+    pub store_cache_bytes: usize,
 }
 
 /// The storage backend.
@@ -105,6 +107,7 @@ impl ServerConfig {
             compaction_interval: Duration::from_secs(60),
             encryption_key_file: None,
             storage: Storage::Embedded,
+            store_cache_bytes: shoal_store::redb::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -148,7 +151,10 @@ impl Server {
         let dir = DataDir::create(&config.data_dir)?;
         let store: Arc<dyn Store> = match &config.storage {
             Storage::Embedded => Arc::new(
-                shoal_store::redb::RedbStore::open(dir.path("store.redb"))
+                shoal_store::redb::RedbStore::open_with_cache(
+                    dir.path("store.redb"),
+                    config.store_cache_bytes,
+                )
                     .map_err(ServerError::Store)?,
             ),
             Storage::Etcd(etcd) => Arc::new(

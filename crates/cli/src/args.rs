@@ -91,6 +91,10 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// The embedded store's page cache in MiB (the rest is read through the
+    /// kernel's page cache).
+    #[arg(long, default_value_t = 64)]
+    pub store_cache_mib: usize,
     /// Revisions of change history kept for watches to resume from.
     #[arg(long, default_value_t = 100_000)]
     pub watch_history: i64,

@@ -153,7 +153,7 @@ async fn main() -> Result<()> {
         EVENTS
     );
 
-    let server = ServerProc::start()?;
+    let server = ServerProc::start_with(&["--controllers=false"])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(server.pid())?;
     let out = server.shoal(&["org", "create", "bench"])?;

@@ -51,6 +51,7 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
         ..Limits::default()
     };
     config.storage = storage(args)?;
+    config.store_cache_bytes = args.store_cache_mib.max(1) << 20;
     Ok(config)
 }
 
