@@ -155,7 +155,7 @@ impl Server {
                     dir.path("store.redb"),
                     config.store_cache_bytes,
                 )
-                    .map_err(ServerError::Store)?,
+                .map_err(ServerError::Store)?,
             ),
             Storage::Etcd(etcd) => Arc::new(
                 shoal_store::etcd::EtcdStore::connect(etcd.clone())

@@ -145,6 +145,9 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
     let images = workspace_root().join("images/out").display().to_string();
     let (tls_port, http_port) = (free_port()?, free_port()?);
     let tls_listen = format!("127.0.0.1:{tls_port}");
+    let sd_dir = tempfile::tempdir()?;
+    let file_sd = sd_dir.path().join("gateway-sd.json");
+    let file_sd_arg = file_sd.display().to_string();
     let http_listen = format!("127.0.0.1:{http_port}");
     let server = ServerProc::start_with(&[
         "--test-image-dir",
@@ -155,6 +158,8 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
         &http_listen,
         "--gateway-hello-timeout",
         "2",
+        "--gateway-file-sd",
+        &file_sd_arg,
     ])?;
     let client = server.client().await?;
     run(&server, &["org", "create", ORG])?;
@@ -318,6 +323,54 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
     assert_eq!(ep["api"].as_array().map(Vec::len), Some(3), "{ep}");
     assert_eq!(ep["ingressHttp"].as_array().map(Vec::len), Some(1), "{ep}");
 
+    // The same backends in the file-sd output, for Prometheus or an external balancer.
+    let sd: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file_sd)?)?;
+    let a_api_targets = sd
+        .as_array()
+        .context("file-sd is a list")?
+        .iter()
+        .filter(|g| g["labels"]["cluster"] == "a" && g["labels"]["service"] == "api")
+        .count();
+    assert_eq!(a_api_targets, 3, "{sd}");
+
+    // A new worker is routed within a second of turning Ready.
+    run(
+        &server,
+        &["cluster", "scale", "b", "--org", ORG, "--workers", "2"],
+    )?;
+    let before: Vec<String> = b_workers.clone();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut ready_at: Option<(String, Instant)> = None;
+    loop {
+        if ready_at.is_none() {
+            ready_at = machines(&client, "b")
+                .await?
+                .iter()
+                .find(|m| {
+                    m.spec.role == MachineRole::Worker
+                        && !before.contains(&m.name_any())
+                        && m.status.as_ref().and_then(|s| s.phase) == Some(MachinePhase::Ready)
+                })
+                .map(|m| (m.name_any(), Instant::now()));
+        }
+        if let Some((name, at)) = &ready_at {
+            let ep = endpoints(&server, "b")?;
+            let routed = ep["ingressHttp"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|b| b["machine"] == format!("{NS}/{name}")));
+            if routed {
+                let lag = at.elapsed();
+                eprintln!("new worker {name} routed {lag:?} after it was seen Ready");
+                assert!(lag <= Duration::from_secs(1), "routed {lag:?} after Ready");
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the new worker of b was not routed: {ready_at:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Kill one of A's three control-plane VMs: requests keep succeeding after at most
     // one failure, and the gateway drops the backend.
     let cps: Vec<Machine> = machines(&client, "a")
@@ -340,6 +393,7 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
             failures += 1;
         }
     }
+    eprintln!("{failures} failed requests in the 10 s after {victim_name} was killed");
     assert!(
         failures <= 1,
         "{failures} requests failed after a control plane died"
