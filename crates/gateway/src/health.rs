@@ -181,39 +181,48 @@ async fn check(
         return Ok(());
     };
     let config = configs.get(ca)?;
-    let name = route.api_name();
-    let server_name =
-        ServerName::try_from(name.clone()).map_err(|e| format!("server name {name}: {e}"))?;
-    let probe = async {
-        let mut tls = tokio_rustls::TlsConnector::from(config)
-            .connect(server_name, stream)
-            .await
-            .map_err(|e| format!("TLS with the cluster CA: {e}"))?;
-        let req = format!("GET /readyz HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
-        tls.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("sending /readyz: {e}"))?;
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !reply.windows(2).any(|w| w == b"\r\n") && reply.len() < MAX_REPLY {
-            let n = tls
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("reading /readyz: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&reply);
-        let status = line.lines().next().unwrap_or_default().to_owned();
-        if status.split(' ').nth(1) == Some("200") {
-            Ok(())
-        } else {
-            Err(format!("/readyz answered {status:?}"))
-        }
-    };
-    tokio::time::timeout(timeout, probe)
+    tokio::time::timeout(timeout, readyz(stream, &route.api_name(), config))
         .await
         .map_err(|_| format!("/readyz took longer than {timeout:?}"))?
+}
+
+/// `GET /readyz` over TLS on `stream` for `server_name`, trusting what `config`
+/// trusts: `Ok` on a 200, else what went wrong. The gateway's health checks use it
+/// on a backend, the cluster controller through the gateway itself.
+pub async fn readyz(
+    stream: tokio::net::TcpStream,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(), String> {
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| format!("{server_name} is not a server name: {e}"))?;
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS with the cluster CA: {e}"))?;
+    let req = format!("GET /readyz HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("sending /readyz: {e}"))?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !reply.windows(2).any(|w| w == b"\r\n") && reply.len() < MAX_REPLY {
+        let n = tls
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("reading /readyz: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&reply);
+    let status = head.lines().next().unwrap_or_default();
+    if status.split(' ').nth(1) == Some("200") {
+        Ok(())
+    } else if status.is_empty() {
+        Err("/readyz: the connection closed without an answer".into())
+    } else {
+        Err(format!("/readyz answered {status:?}"))
+    }
 }

@@ -285,7 +285,6 @@ async fn routes_by_sni_and_host_and_passes_client_certs_through() -> Result<()> 
             api: vec![backend("org-acme/a-cp-0", a_api)],
             ingress_http: vec![backend("org-acme/a-w-0", a_web)],
             ingress_https: vec![backend("org-acme/a-w-0", a_web_tls)],
-            ..Default::default()
         },
         ClusterRoute {
             key: "org-acme/b".into(),
