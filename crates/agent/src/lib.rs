@@ -31,29 +31,8 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 /// Golden-file comparison for the pure renderers' tests.
 #[cfg(test)]
 pub(crate) mod golden {
-    use std::path::PathBuf;
-
     /// Compares `rendered` with `testdata/<name>`; `SHOAL_UPDATE_GOLDEN=1` rewrites it.
     pub fn check(name: &str, rendered: &str) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata")
-            .join(name);
-        if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-            std::fs::write(&path, rendered).expect("write golden file");
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run with SHOAL_UPDATE_GOLDEN=1 to create it",
-                path.display()
-            )
-        });
-        assert_eq!(
-            rendered,
-            want,
-            "output differs from {}; if the change is intended, rerun with SHOAL_UPDATE_GOLDEN=1",
-            path.display()
-        );
+        shoal_testutil::check_golden(env!("CARGO_MANIFEST_DIR"), name, rendered);
     }
 }

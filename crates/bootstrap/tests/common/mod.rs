@@ -1,7 +1,6 @@
 //! Fixtures and helpers shared by this crate's integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 
 use shoal_bootstrap::{
     render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeBootstrap, Oidc, Role,
@@ -118,24 +117,5 @@ pub fn variants() -> Vec<(&'static str, Result<String, BootstrapError>)> {
 
 /// Compares `rendered` with `testdata/<name>`; `SHOAL_UPDATE_GOLDEN=1` rewrites it.
 pub fn check_golden(name: &str, rendered: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(name);
-    if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir testdata");
-        std::fs::write(&path, rendered).expect("write golden file");
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with SHOAL_UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    assert_eq!(
-        rendered,
-        want,
-        "output differs from {}; if the change is intended, rerun with SHOAL_UPDATE_GOLDEN=1",
-        path.display()
-    );
+    shoal_testutil::check_golden(env!("CARGO_MANIFEST_DIR"), name, rendered);
 }
