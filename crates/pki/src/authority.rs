@@ -256,7 +256,7 @@ impl CertificateAuthority {
         ttl: Duration,
         max_ttl: Duration,
     ) -> Result<SignedCert, PkiError> {
-        self.sign_csr_at(csr_pem, ttl.min(max_ttl), OffsetDateTime::now_utc())
+        self.sign_csr_at(csr_pem, None, ttl.min(max_ttl), OffsetDateTime::now_utc())
     }
 
     /// Signs a PEM PKCS#10 CSR as a client certificate for `identity`, whatever
@@ -269,25 +269,19 @@ impl CertificateAuthority {
         ttl: Duration,
         max_ttl: Duration,
     ) -> Result<SignedCert, PkiError> {
-        let csr = parse_csr(csr_pem)?;
-        let subject = subject_name(
-            "client certificate",
-            &identity.common_name,
-            &identity.organizations,
-        )?;
-        self.issue_leaf(
-            &identity.common_name,
-            subject,
-            csr.public_key,
-            Usage::Client,
+        self.sign_csr_at(
+            csr_pem,
+            Some(identity),
             ttl.min(max_ttl),
             OffsetDateTime::now_utc(),
         )
     }
 
+    /// Signs the CSR's key for `identity`, or for the subject the CSR asks for.
     fn sign_csr_at(
         &self,
         csr_pem: &str,
+        identity: Option<&ClientIdentity>,
         ttl: Duration,
         now: OffsetDateTime,
     ) -> Result<SignedCert, PkiError> {
@@ -295,7 +289,7 @@ impl CertificateAuthority {
         let ClientIdentity {
             common_name,
             organizations,
-        } = &csr.identity;
+        } = identity.unwrap_or(&csr.identity);
         let subject = subject_name("client certificate", common_name, organizations)?;
         self.issue_leaf(
             common_name,
@@ -769,7 +763,7 @@ mod tests {
         let (csr, _) = generate_csr("carol", &[]).expect("csr");
         let day = time::Duration::days(1);
         let old = ca
-            .sign_csr_at(&csr, HOUR, OffsetDateTime::now_utc() - day)
+            .sign_csr_at(&csr, None, HOUR, OffsetDateTime::now_utc() - day)
             .expect("sign backdated");
         let der = pem_to_der(&old.cert_pem);
         match ca.verify_client_cert(&der) {

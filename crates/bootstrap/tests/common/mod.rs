@@ -1,7 +1,6 @@
 //! Fixtures and helpers shared by this crate's integration tests.
 #![allow(dead_code)]
 
-
 use shoal_bootstrap::{
     render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeBootstrap, Oidc, Role,
 };
