@@ -40,6 +40,27 @@ pub struct NewMachine<'a> {
     pub owner: OwnerReference,
 }
 
+/// Carries out a rollout plan: each `Create` makes a Machine from `new()`, each
+/// `Delete` deletes the named Machine in `namespace`.
+pub async fn apply_plan<'a>(
+    ctx: &Context,
+    namespace: &str,
+    steps: Vec<crate::rollout::Step>,
+    new: impl Fn() -> Result<NewMachine<'a>, Error>,
+) -> Result<(), Error> {
+    for step in steps {
+        match step {
+            crate::rollout::Step::Create => {
+                create(ctx, new()?).await?;
+            }
+            crate::rollout::Step::Delete(m) => {
+                crate::cluster::delete_machine(ctx, namespace, &m).await?
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The owner reference pointing at `obj`.
 pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Option<OwnerReference> {
     obj.controller_owner_ref(&())

@@ -22,7 +22,7 @@ use crate::error::{failed, Error};
 use crate::ipam::{slot_of_claim, Owner};
 use crate::labels::{CLUSTER_FINALIZER, IPAM_OWNER};
 use crate::machines::{self, member, NewMachine};
-use crate::rollout::{self, Step};
+use crate::rollout;
 
 /// The name prefix of a cluster's control-plane Machines.
 pub fn control_plane_prefix(cluster: &str) -> String {
@@ -96,29 +96,20 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         .collect();
     cp.extend(machines::pending_members(&ctx, &ns, &name, &prefix, &machines).await);
     let desired = u32::from(cluster.spec.control_plane.replicas);
-    for step in rollout::plan(&cp, desired, true) {
-        match step {
-            Step::Create => {
-                let owner = machines::owner_of(cluster.as_ref()).ok_or_else(|| {
-                    Error::NotReady(format!("cluster {ns}/{name} has no uid yet"))
-                })?;
-                machines::create(
-                    &ctx,
-                    NewMachine {
-                        cluster: &cluster,
-                        release: &release,
-                        role: MachineRole::ControlPlane,
-                        pool: None,
-                        size: cluster.spec.control_plane.size(),
-                        prefix: prefix.clone(),
-                        owner,
-                    },
-                )
-                .await?;
-            }
-            Step::Delete(m) => delete_machine(&ctx, &ns, &m).await?,
-        }
-    }
+    let steps = rollout::plan(&cp, desired, true);
+    machines::apply_plan(&ctx, &ns, steps, || {
+        Ok(NewMachine {
+            cluster: &cluster,
+            release: &release,
+            role: MachineRole::ControlPlane,
+            pool: None,
+            size: cluster.spec.control_plane.size(),
+            prefix: prefix.clone(),
+            owner: machines::owner_of(cluster.as_ref())
+                .ok_or_else(|| Error::NotReady(format!("cluster {ns}/{name} has no uid yet")))?,
+        })
+    })
+    .await?;
 
     let mut next = status::compute(
         &cluster,

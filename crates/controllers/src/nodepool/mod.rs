@@ -17,7 +17,7 @@ use crate::conditions::{self, condition};
 use crate::context::Context;
 use crate::error::{failed, Error};
 use crate::machines::{self, member, phase, NewMachine};
-use crate::rollout::{self, Step};
+use crate::rollout;
 
 /// Reconciles one NodePool.
 pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -92,29 +92,20 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
         .collect();
     members
         .extend(machines::pending_members(&ctx, &ns, &pool.spec.cluster, &name, &machines).await);
-    for step in rollout::plan(&members, pool.spec.replicas, cp_settled) {
-        match step {
-            Step::Create => {
-                let owner = machines::owner_of(pool.as_ref()).ok_or_else(|| {
-                    Error::NotReady(format!("node pool {ns}/{name} has no uid yet"))
-                })?;
-                machines::create(
-                    &ctx,
-                    NewMachine {
-                        cluster: &cluster,
-                        release: &release,
-                        role: MachineRole::Worker,
-                        pool: Some(name.clone()),
-                        size: pool.spec.machine.clone(),
-                        prefix: name.clone(),
-                        owner,
-                    },
-                )
-                .await?;
-            }
-            Step::Delete(m) => crate::cluster::delete_machine(&ctx, &ns, &m).await?,
-        }
-    }
+    let steps = rollout::plan(&members, pool.spec.replicas, cp_settled);
+    machines::apply_plan(&ctx, &ns, steps, || {
+        Ok(NewMachine {
+            cluster: &cluster,
+            release: &release,
+            role: MachineRole::Worker,
+            pool: Some(name.clone()),
+            size: pool.spec.machine.clone(),
+            prefix: name.clone(),
+            owner: machines::owner_of(pool.as_ref())
+                .ok_or_else(|| Error::NotReady(format!("node pool {ns}/{name} has no uid yet")))?,
+        })
+    })
+    .await?;
 
     let live: Vec<&&Arc<Machine>> = mine
         .iter()
