@@ -40,19 +40,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn run(server: &ServerProc, args: &[&str]) -> Result<String> {
-    let out = server.shoal(args)?;
-    if !out.status.success() {
-        bail!(
-            "shoal {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// P1 and P7 on two namespace hosts.
 async fn p1_p7() -> Result<(f64, f64, f64)> {
     let raw = {
@@ -69,41 +56,35 @@ async fn p1_p7() -> Result<(f64, f64, f64)> {
     let dir = tempfile::tempdir()?;
     // The hosts must be there before the clock starts, as QEMU is for the baseline.
     let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
-    run(&server, &["org", "create", "bench"])?;
+    server.shoal_ok(&["org", "create", "bench"])?;
     let started = Instant::now();
-    run(
-        &server,
-        &[
-            "cluster",
-            "create",
-            "--name",
-            "p1",
-            "--org",
-            "bench",
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "2",
-            "--cpu",
-            "1",
-            "--memory",
-            "256Mi",
-            "--disk",
-            "1Gi",
-            "--wait",
-            "--timeout",
-            "300",
-        ],
-    )?;
+    server.shoal_ok(&[
+        "cluster",
+        "create",
+        "--name",
+        "p1",
+        "--org",
+        "bench",
+        "--release",
+        "test",
+        "--control-plane",
+        "1",
+        "--workers",
+        "2",
+        "--cpu",
+        "1",
+        "--memory",
+        "256Mi",
+        "--disk",
+        "1Gi",
+        "--wait",
+        "--timeout",
+        "300",
+    ])?;
     let create = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    run(
-        &server,
-        &["cluster", "delete", "p1", "--org", "bench", "--wait"],
-    )?;
+    server.shoal_ok(&["cluster", "delete", "p1", "--org", "bench", "--wait"])?;
     loop {
         let machines: Api<Machine> = Api::namespaced(client.clone(), "org-bench");
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "org-bench");
@@ -190,7 +171,7 @@ async fn p4(n: usize) -> Result<(f64, f64, f64)> {
     let floor = {
         let server = ServerProc::start_with(&["--controllers=false"])?;
         let client = server.client().await?;
-        run(&server, &["org", "create", "scale"])?;
+        server.shoal_ok(&["org", "create", "scale"])?;
         let started = Instant::now();
         create_all(&client, n).await?;
         // Each of the 5 Machines and its bootstrap Secret, written directly.
@@ -219,7 +200,7 @@ async fn p4(n: usize) -> Result<(f64, f64, f64)> {
     let images = workspace_root().join("images/out").display().to_string();
     let server = ServerProc::start_with(&["--test-image-dir", &images])?;
     let client = server.client().await?;
-    run(&server, &["org", "create", "scale"])?;
+    server.shoal_ok(&["org", "create", "scale"])?;
     let mut sim = simulate(&server, 100)?;
     let hosts_api: Api<shoal_api::Host> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -201,6 +201,21 @@ impl ServerProc {
             .output()?)
     }
 
+    /// Runs `shoal <args>` against this server and returns its stdout and stderr,
+    /// or an error with both when it fails.
+    pub fn shoal_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.shoal(args)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!("shoal {}: {}\n{text}", args.join(" "), out.status);
+        }
+        Ok(text)
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(&mut self) -> Result<()> {
         signal(self.pid(), "TERM")?;

@@ -26,19 +26,6 @@ use shoal_e2e::{free_port, kubectl_bin, workspace_root, ServerProc};
 const ORG: &str = "gw";
 const NS: &str = "org-gw";
 
-fn run(server: &ServerProc, args: &[&str]) -> Result<String> {
-    let out = server.shoal(args)?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!("shoal {}: {}\n{text}", args.join(" "), out.status);
-    }
-    Ok(text)
-}
-
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
     Ok(std::process::Command::new(kubectl_bin()?)
         .arg("--kubeconfig")
@@ -162,35 +149,32 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
         &file_sd_arg,
     ])?;
     let client = server.client().await?;
-    run(&server, &["org", "create", ORG])?;
+    server.shoal_ok(&["org", "create", ORG])?;
     let dir = tempfile::tempdir()?;
     let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
 
     // A: three control planes and a worker; B: one of each.
     for (name, cps) in [("a", "3"), ("b", "1")] {
-        run(
-            &server,
-            &[
-                "cluster",
-                "create",
-                "--name",
-                name,
-                "--org",
-                ORG,
-                "--release",
-                "test",
-                "--control-plane",
-                cps,
-                "--workers",
-                "1",
-                "--cpu",
-                "1",
-                "--memory",
-                "256Mi",
-                "--disk",
-                "1Gi",
-            ],
-        )?;
+        server.shoal_ok(&[
+            "cluster",
+            "create",
+            "--name",
+            name,
+            "--org",
+            ORG,
+            "--release",
+            "test",
+            "--control-plane",
+            cps,
+            "--workers",
+            "1",
+            "--cpu",
+            "1",
+            "--memory",
+            "256Mi",
+            "--disk",
+            "1Gi",
+        ])?;
     }
     wait_ready(&client, "a", Duration::from_secs(300)).await?;
     wait_ready(&client, "b", Duration::from_secs(300)).await?;
@@ -200,27 +184,24 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
     let a_yaml = dir.path().join("a.yaml");
     let b_yaml = dir.path().join("b.yaml");
     for (cluster, file) in [("a", &a_yaml), ("b", &b_yaml)] {
-        run(
-            &server,
-            &[
-                "kubeconfig",
-                "create",
-                "--cluster",
-                cluster,
-                "--org",
-                ORG,
-                "--groups",
-                "dev,ops",
-                "--cn-prefix",
-                "laptop",
-                "--ttl",
-                "2h",
-                "--gateway-address",
-                &gateway,
-                "--output",
-                &file.display().to_string(),
-            ],
-        )?;
+        server.shoal_ok(&[
+            "kubeconfig",
+            "create",
+            "--cluster",
+            cluster,
+            "--org",
+            ORG,
+            "--groups",
+            "dev,ops",
+            "--cn-prefix",
+            "laptop",
+            "--ttl",
+            "2h",
+            "--gateway-address",
+            &gateway,
+            "--output",
+            &file.display().to_string(),
+        ])?;
     }
     let version = kubectl_until_ok(
         &a_yaml,
@@ -263,23 +244,20 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
     // An expired certificate is refused by the guest.
     let short = dir.path().join("short.yaml");
     let issued = Instant::now();
-    run(
-        &server,
-        &[
-            "kubeconfig",
-            "create",
-            "--cluster",
-            "a",
-            "--org",
-            ORG,
-            "--ttl",
-            "10s",
-            "--gateway-address",
-            &gateway,
-            "--output",
-            &short.display().to_string(),
-        ],
-    )?;
+    server.shoal_ok(&[
+        "kubeconfig",
+        "create",
+        "--cluster",
+        "a",
+        "--org",
+        ORG,
+        "--ttl",
+        "10s",
+        "--gateway-address",
+        &gateway,
+        "--output",
+        &short.display().to_string(),
+    ])?;
     let out = kubectl(&short, &["get", "--raw", "/api"])?;
     assert!(out.status.success(), "before expiry: {}", text(&out));
     tokio::time::sleep(Duration::from_secs(12).saturating_sub(issued.elapsed())).await;
@@ -334,10 +312,7 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
     assert_eq!(a_api_targets, 3, "{sd}");
 
     // A new worker is routed within a second of turning Ready.
-    run(
-        &server,
-        &["cluster", "scale", "b", "--org", ORG, "--workers", "2"],
-    )?;
+    server.shoal_ok(&["cluster", "scale", "b", "--org", ORG, "--workers", "2"])?;
     let before: Vec<String> = b_workers.clone();
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut ready_at: Option<(String, Instant)> = None;

@@ -21,19 +21,6 @@ use shoal_e2e::{workspace_root, ServerProc};
 const ORG: &str = "life";
 const NS: &str = "org-life";
 
-fn run(server: &ServerProc, args: &[&str]) -> Result<String> {
-    let out = server.shoal(args)?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!("shoal {}: {}\n{text}", args.join(" "), out.status);
-    }
-    Ok(text)
-}
-
 async fn machines(client: &Client) -> Result<Vec<Machine>> {
     let api: Api<Machine> = Api::namespaced(client.clone(), NS);
     Ok(api.list(&ListParams::default()).await?.items)
@@ -126,35 +113,32 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     let server =
         ServerProc::start_with(&["--host-grace-period", "3", "--test-image-dir", &images_arg])?;
     let client = server.client().await?;
-    run(&server, &["org", "create", ORG])?;
+    server.shoal_ok(&["org", "create", ORG])?;
 
     // A cluster too big for either host: Pending, with a message a
     // person can act on, never Failed.
     let dir = tempfile::tempdir()?;
     let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
-    run(
-        &server,
-        &[
-            "cluster",
-            "create",
-            "--name",
-            "big",
-            "--org",
-            ORG,
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "0",
-            "--cpu",
-            "64",
-            "--memory",
-            "256Mi",
-            "--disk",
-            "1Gi",
-        ],
-    )?;
+    server.shoal_ok(&[
+        "cluster",
+        "create",
+        "--name",
+        "big",
+        "--org",
+        ORG,
+        "--release",
+        "test",
+        "--control-plane",
+        "1",
+        "--workers",
+        "0",
+        "--cpu",
+        "64",
+        "--memory",
+        "256Mi",
+        "--disk",
+        "1Gi",
+    ])?;
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -176,38 +160,32 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    run(
-        &server,
-        &["cluster", "delete", "big", "--org", ORG, "--wait"],
-    )?;
+    server.shoal_ok(&["cluster", "delete", "big", "--org", ORG, "--wait"])?;
 
     // Create: 1 control plane + 2 workers, spread over both hosts.
-    let out = run(
-        &server,
-        &[
-            "cluster",
-            "create",
-            "--name",
-            "c1",
-            "--org",
-            ORG,
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "2",
-            "--cpu",
-            "1",
-            "--memory",
-            "256Mi",
-            "--disk",
-            "1Gi",
-            "--wait",
-            "--timeout",
-            "300",
-        ],
-    )?;
+    let out = server.shoal_ok(&[
+        "cluster",
+        "create",
+        "--name",
+        "c1",
+        "--org",
+        ORG,
+        "--release",
+        "test",
+        "--control-plane",
+        "1",
+        "--workers",
+        "2",
+        "--cpu",
+        "1",
+        "--memory",
+        "256Mi",
+        "--disk",
+        "1Gi",
+        "--wait",
+        "--timeout",
+        "300",
+    ])?;
     assert!(out.contains("is Ready"), "{out}");
     assert!(out.contains("https://api.c1.life.shoal.local:443"), "{out}");
     let ms = machines(&client).await?;
@@ -234,19 +212,13 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     );
 
     // Scale the workers to 3, then back to 1.
-    run(
-        &server,
-        &["cluster", "scale", "c1", "--org", ORG, "--workers", "3"],
-    )?;
+    server.shoal_ok(&["cluster", "scale", "c1", "--org", ORG, "--workers", "3"])?;
     converge(&client, "3 Ready workers", Duration::from_secs(180), |ms| {
         let l = live(ms);
         l.len() == 4 && l.iter().all(|m| ready(m))
     })
     .await?;
-    run(
-        &server,
-        &["cluster", "scale", "c1", "--org", ORG, "--workers", "1"],
-    )?;
+    server.shoal_ok(&["cluster", "scale", "c1", "--org", ORG, "--workers", "1"])?;
     converge(&client, "1 worker", Duration::from_secs(120), |ms| {
         ms.len() == 2 && ms.iter().all(ready)
     })
@@ -264,18 +236,15 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
         }),
     )
     .await?;
-    run(
-        &server,
-        &[
-            "cluster",
-            "upgrade",
-            "c1",
-            "--org",
-            ORG,
-            "--release",
-            "test-2",
-        ],
-    )?;
+    server.shoal_ok(&[
+        "cluster",
+        "upgrade",
+        "c1",
+        "--org",
+        ORG,
+        "--release",
+        "test-2",
+    ])?;
     let desired = 2;
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut samples = 0;
@@ -316,10 +285,7 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     wait_cluster_ready(&client, "c1", Duration::from_secs(60)).await?;
 
     // Lose host 2: two workers, one per host; kill h2's agent and its VMs.
-    run(
-        &server,
-        &["cluster", "scale", "c1", "--org", ORG, "--workers", "2"],
-    )?;
+    server.shoal_ok(&["cluster", "scale", "c1", "--org", ORG, "--workers", "2"])?;
     let ms = converge(
         &client,
         "2 workers on both hosts",
@@ -363,10 +329,7 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     agents[1].restart()?;
 
     // Delete: the output names what was removed, and nothing is left.
-    let out = run(
-        &server,
-        &["cluster", "delete", "c1", "--org", ORG, "--wait"],
-    )?;
+    let out = server.shoal_ok(&["cluster", "delete", "c1", "--org", ORG, "--wait"])?;
     assert!(out.contains("machines"), "{out}");
     assert!(out.contains("c1-cp-"), "{out}");
     assert!(out.contains("secrets"), "{out}");
