@@ -25,6 +25,7 @@ pub mod keypair;
 pub mod labels;
 pub mod leader;
 pub mod machines;
+pub mod metrics;
 pub mod nodepool;
 pub mod release;
 pub mod rollout;
@@ -130,7 +131,11 @@ pub async fn run_controllers(
                     .map(|ns| ObjectRef::new(&p.spec.cluster).within(&ns))
             })
             .graceful_shutdown_on(stopped(stop_rx.clone()))
-            .run(cluster::reconcile, error_policy, ctx.clone());
+            .run(
+                |o, c| metrics::measured("cluster", o, c, cluster::reconcile),
+                error_policy,
+                ctx.clone(),
+            );
 
     let pool_store = stores.pools.clone();
     let pools = Controller::for_shared_stream(feeds.pools.subscribe(), stores.pools.clone())
@@ -153,7 +158,11 @@ pub async fn run_controllers(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(nodepool::reconcile, error_policy, ctx.clone());
+        .run(
+            |o, c| metrics::measured("nodepool", o, c, nodepool::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
 
     let machine_store = stores.machines.clone();
     let scheduler =
@@ -168,7 +177,11 @@ pub async fn run_controllers(
                     .collect::<Vec<_>>()
             })
             .graceful_shutdown_on(stopped(stop_rx.clone()))
-            .run(scheduler::reconcile, error_policy, ctx.clone());
+            .run(
+                |o, c| metrics::measured("scheduler", o, c, scheduler::reconcile),
+                error_policy,
+                ctx.clone(),
+            );
 
     let hosts = Controller::for_shared_stream(feeds.hosts.subscribe(), stores.hosts.clone())
         .with_config(settings())
@@ -176,12 +189,20 @@ pub async fn run_controllers(
             hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new)
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(hostlife::reconcile, error_policy, ctx.clone());
+        .run(
+            |o, c| metrics::measured("hostlife", o, c, hostlife::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
 
     let keypairs = Controller::new(Api::<shoal_api::KeyPair>::all(client.clone()), wc())
         .with_config(settings())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(keypair::reconcile, error_policy, ctx.clone());
+        .run(
+            |o, c| metrics::measured("keypair", o, c, keypair::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
 
     tracing::info!(
         "controllers started: release, cluster, nodepool, scheduler, host lifecycle, keypair"

@@ -439,6 +439,16 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
         );
     }
     let metrics = server.kubectl_ok(&["get", "--raw", "/metrics"])?;
+    // The controllers count their reconciles on the same endpoint.
+    for controller in ["cluster", "nodepool", "scheduler", "hostlife", "keypair"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("shoal_controller_reconciles_total")
+                    && l.contains(&format!("controller=\"{controller}\""))),
+            "no reconciles of {controller} in the metrics"
+        );
+    }
     for outcome in ["not_tls", "no_sni", "hello_timeout", "proxied"] {
         assert!(
             metrics

@@ -148,9 +148,13 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
                 ServerError::Bootstrap(format!("controllers cannot reach the API: {e}"))
             })?;
         let (leading_tx, mut leading) = watch::channel(false);
+        let controllers = controller_config(args)?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        controllers.metrics.register(&mut registry);
+        server.metrics().add_registry(registry);
         tokio::spawn(shoal_controllers::run_when_leading(
             client.clone(),
-            controller_config(args)?,
+            controllers,
             leading.clone(),
         ));
         let gauge = server.metrics().leader.clone();
