@@ -110,6 +110,21 @@ impl Closed {
         }
     }
 
+    /// The status a plain HTTP client gets, if the request got that far.
+    fn http_status(&self) -> Option<&'static str> {
+        match self {
+            Closed::NotHttp(_) | Closed::NoHost => Some("400 Bad Request"),
+            Closed::UnknownHost(_) => Some("404 Not Found"),
+            Closed::HelloTimeout => Some("408 Request Timeout"),
+            Closed::NoBackend(_) | Closed::BackendsFailed(_) => Some("503 Service Unavailable"),
+            Closed::Overloaded
+            | Closed::ClientLeft
+            | Closed::NotTls(_)
+            | Closed::NoSni
+            | Closed::Io(_) => None,
+        }
+    }
+
     fn why(&self) -> String {
         match self {
             Closed::Overloaded => "too many open connections".into(),
@@ -126,6 +141,15 @@ impl Closed {
     }
 }
 
+/// A complete HTTP/1.1 error response whose body says why.
+fn http_error(status: &str, why: &str) -> String {
+    let body = format!("shoal gateway: {why}\n");
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Accepts connections on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
     loop {
@@ -140,6 +164,7 @@ pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let mut conn = conn;
             let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
                 shared
                     .metrics
@@ -149,7 +174,7 @@ pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
                 return;
             };
             shared.metrics.active.inc();
-            match handle(conn, kind, &shared).await {
+            match handle(&mut conn, kind, &shared).await {
                 Ok((host, up, down)) => {
                     shared.metrics.connection(kind.as_str(), "proxied");
                     shared.metrics.bytes_in.inc_by(up);
@@ -157,6 +182,15 @@ pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
                     tracing::debug!(%peer, %host, up, down, "connection done");
                 }
                 Err(closed) => {
+                    if let (Listener::Http, Some(status)) = (kind, closed.http_status()) {
+                        // A plain HTTP client gets a status line saying why.
+                        let reply = http_error(status, &closed.why());
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            conn.write_all(reply.as_bytes()),
+                        )
+                        .await;
+                    }
                     shared.metrics.connection(kind.as_str(), closed.outcome());
                     tracing::info!(%peer, listener = kind.as_str(), outcome = closed.outcome(), why = %closed.why(), "connection closed");
                 }
@@ -208,18 +242,15 @@ async fn read_name(
 }
 
 async fn handle(
-    mut conn: TcpStream,
+    conn: &mut TcpStream,
     kind: Listener,
     shared: &Shared,
 ) -> Result<(String, u64, u64), Closed> {
     let _ = conn.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
-    let name = tokio::time::timeout(
-        shared.config.hello_timeout,
-        read_name(&mut conn, kind, &mut buf),
-    )
-    .await
-    .map_err(|_| Closed::HelloTimeout)??;
+    let name = tokio::time::timeout(shared.config.hello_timeout, read_name(conn, kind, &mut buf))
+        .await
+        .map_err(|_| Closed::HelloTimeout)??;
     let table = shared.table.borrow().clone();
     let (route, service) = table
         .lookup(&name, kind)
@@ -261,14 +292,10 @@ async fn handle(
             .map_err(|e| Closed::Io(format!("writing to {}: {e}", b.machine)))?;
         let up = buf.len() as u64;
         drop(buf);
-        let (a, d) = tokio::io::copy_bidirectional_with_sizes(
-            &mut conn,
-            &mut upstream,
-            COPY_BUFFER,
-            COPY_BUFFER,
-        )
-        .await
-        .map_err(|e| Closed::Io(format!("copying to {}: {e}", b.machine)))?;
+        let (a, d) =
+            tokio::io::copy_bidirectional_with_sizes(conn, &mut upstream, COPY_BUFFER, COPY_BUFFER)
+                .await
+                .map_err(|e| Closed::Io(format!("copying to {}: {e}", b.machine)))?;
         return Ok((name, up + a, d));
     }
     Err(Closed::BackendsFailed(format!(

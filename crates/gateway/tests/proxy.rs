@@ -354,7 +354,10 @@ async fn bad_clients_are_closed_and_counted() -> Result<()> {
     assert!(https_get(r.tls, "api.a.acme.test", &ca, None)
         .await
         .is_err());
-    assert_eq!(http_get(r.http, "nope.example").await?, "");
+    assert_eq!(
+        http_get(r.http, "nope.example").await?,
+        "shoal gateway: nope.example is not a cluster this gateway routes\n"
+    );
     // Slow loris: half a ClientHello, then nothing.
     let mut slow = TcpStream::connect(r.tls).await?;
     slow.write_all(&[22, 3, 1, 0, 200, 1, 0]).await?;

@@ -140,7 +140,8 @@ async fn client_with_token(
 
 #[tokio::test]
 async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
-    let server = ServerProc::start()?;
+    // The API alone: no controller writes to the objects under test.
+    let server = ServerProc::start_with(&["--controllers=false"])?;
     let client = server.client().await?;
     let tmp = tempfile::tempdir()?;
 

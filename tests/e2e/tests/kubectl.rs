@@ -61,7 +61,9 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Result<Self> {
-        let server = ServerProc::start()?;
+        // kubectl against the API alone: controllers would add finalizers, delete a
+        // deleted cluster's node pools and write statuses under the test's feet.
+        let server = ServerProc::start_with(&["--controllers=false"])?;
         let dir = tempfile::tempdir()?;
         let manifest = dir.path().join("acme.yaml");
         std::fs::write(&manifest, MANIFEST)?;
@@ -400,7 +402,7 @@ fn describe(kubeconfig: &Path) -> Result<String> {
 
 #[test]
 fn api_resources_lists_shoal_kinds() -> Result<()> {
-    let server = ServerProc::start()?;
+    let server = ServerProc::start_with(&["--controllers=false"])?;
     let out = server.kubectl_ok(&["api-resources", "--api-group", "shoal.io", "-o", "name"])?;
     let names: Vec<&str> = out.lines().map(str::trim).collect();
     for plural in [

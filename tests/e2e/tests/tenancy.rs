@@ -170,7 +170,8 @@ const ROLES: [&str; 3] = ["owner", "member", "viewer"];
 
 #[tokio::test]
 async fn organization_roles_are_confined_to_their_namespace() -> Result<()> {
-    let server = ServerProc::start()?;
+    // The API alone: no controller writes to the objects under test.
+    let server = ServerProc::start_with(&["--controllers=false"])?;
     let admin = server.client().await?;
     let tmp = tempfile::tempdir()?;
     let mut writes = Writes::default();
