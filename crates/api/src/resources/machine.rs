@@ -77,6 +77,111 @@ pub enum MachinePhase {
     Deleting,
 }
 
+impl MachinePhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [MachinePhase; 6] = [
+        MachinePhase::Pending,
+        MachinePhase::Provisioning,
+        MachinePhase::Running,
+        MachinePhase::Ready,
+        MachinePhase::Failed,
+        MachinePhase::Deleting,
+    ];
+
+    /// The phase's name as the API spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MachinePhase::Pending => "Pending",
+            MachinePhase::Provisioning => "Provisioning",
+            MachinePhase::Running => "Running",
+            MachinePhase::Ready => "Ready",
+            MachinePhase::Failed => "Failed",
+            MachinePhase::Deleting => "Deleting",
+        }
+    }
+
+    /// The table of legal phase changes, the one every writer of a Machine's
+    /// phase (host agent, simulator, controllers) consults. Staying in a phase is
+    /// always legal (conditions change within it). Failed and Deleting are final:
+    /// a Failed Machine is replaced, never revived, so a late phone-home or a
+    /// stale writer cannot move it back to Ready.
+    pub const fn may_become(self, next: MachinePhase) -> bool {
+        use MachinePhase::*;
+        match (self, next) {
+            (Pending, Pending | Provisioning | Running | Failed | Deleting) => true,
+            (Provisioning, Provisioning | Running | Failed | Deleting) => true,
+            (Running, Running | Ready | Failed | Deleting) => true,
+            (Ready, Ready | Failed | Deleting) => true,
+            (Failed, Failed | Deleting) => true,
+            (Deleting, Deleting) => true,
+            (Pending, Ready)
+            | (Provisioning, Pending | Ready)
+            | (Running, Pending | Provisioning)
+            | (Ready, Pending | Provisioning | Running)
+            | (Failed, Pending | Provisioning | Running | Ready)
+            | (Deleting, Pending | Provisioning | Running | Ready | Failed) => false,
+        }
+    }
+
+    /// Checks a change from `from` (`None`: no phase written yet, which is
+    /// Pending) to `to` against [`MachinePhase::may_become`].
+    pub fn check_transition(
+        from: Option<MachinePhase>,
+        to: MachinePhase,
+    ) -> Result<(), IllegalPhaseTransition> {
+        let from = from.unwrap_or_default();
+        if from.may_become(to) {
+            Ok(())
+        } else {
+            Err(IllegalPhaseTransition { from, to })
+        }
+    }
+}
+
+impl std::fmt::Display for MachinePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Machine phase change that the transition table refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a Machine cannot go from phase {from} to {to}")]
+pub struct IllegalPhaseTransition {
+    /// The phase the Machine is in.
+    pub from: MachinePhase,
+    /// The phase a writer asked for.
+    pub to: MachinePhase,
+}
+
+impl Machine {
+    /// The Machine's phase; `None` until a writer set one.
+    pub fn phase(&self) -> Option<MachinePhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+
+    /// A merge patch that sets `status` (which must name `phase`) only if the
+    /// change from this copy's phase is legal, pinned to this copy's
+    /// resourceVersion: if the Machine changed since it was read, the server
+    /// answers 409 and the writer must re-read it and ask again, so a decision
+    /// made on a stale copy never lands.
+    pub fn phase_patch(
+        &self,
+        to: MachinePhase,
+        mut status: serde_json::Value,
+    ) -> Result<serde_json::Value, IllegalPhaseTransition> {
+        MachinePhase::check_transition(self.phase(), to)?;
+        if let Some(obj) = status.as_object_mut() {
+            obj.insert("phase".into(), serde_json::json!(to));
+        }
+        let mut patch = serde_json::json!({ "status": status });
+        if let Some(rv) = &self.metadata.resource_version {
+            patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+        }
+        Ok(patch)
+    }
+}
+
 /// What Shoal reports on a Machine.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -133,5 +238,105 @@ impl MachineSpec {
                 errs.check("spec.ip", Err(format!("{ip:?} is not an IP address")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MachinePhase::*;
+
+    #[test]
+    fn staying_in_a_phase_is_always_legal() {
+        for p in MachinePhase::ALL {
+            assert!(p.may_become(p), "{p} -> {p}");
+        }
+    }
+
+    #[test]
+    fn the_table_is_exactly_the_lifecycle() {
+        let legal = [
+            (Pending, Provisioning),
+            (Pending, Running),
+            (Pending, Failed),
+            (Pending, Deleting),
+            (Provisioning, Running),
+            (Provisioning, Failed),
+            (Provisioning, Deleting),
+            (Running, Ready),
+            (Running, Failed),
+            (Running, Deleting),
+            (Ready, Failed),
+            (Ready, Deleting),
+            (Failed, Deleting),
+        ];
+        for from in MachinePhase::ALL {
+            for to in MachinePhase::ALL {
+                let want = from == to || legal.contains(&(from, to));
+                assert_eq!(from.may_become(to), want, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn failed_and_deleting_are_final() {
+        for to in [Pending, Provisioning, Running, Ready] {
+            assert_eq!(
+                MachinePhase::check_transition(Some(Failed), to),
+                Err(IllegalPhaseTransition { from: Failed, to })
+            );
+            assert!(MachinePhase::check_transition(Some(Deleting), to).is_err());
+        }
+        assert!(MachinePhase::check_transition(Some(Deleting), Failed).is_err());
+    }
+
+    #[test]
+    fn no_phase_counts_as_pending() {
+        assert!(MachinePhase::check_transition(None, Provisioning).is_ok());
+        assert!(MachinePhase::check_transition(None, Ready).is_err());
+    }
+
+    fn machine(phase: Option<MachinePhase>, rv: &str) -> Machine {
+        let mut m: Machine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1",
+            "kind": "Machine",
+            "metadata": {"name": "m", "namespace": "org-a", "resourceVersion": rv},
+            "spec": {
+                "cluster": "c",
+                "role": "worker",
+                "size": {"cpu": "1", "memory": "1Gi", "disk": "2Gi"},
+                "release": "r"
+            }
+        }))
+        .expect("a valid Machine");
+        m.status = Some(MachineStatus {
+            phase,
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn a_late_phone_home_cannot_revive_a_failed_machine() {
+        let m = machine(Some(Failed), "7");
+        let err = m
+            .phase_patch(Ready, serde_json::json!({"readyTime": "now"}))
+            .expect_err("Failed -> Ready is refused");
+        assert_eq!(err.to_string(), "a Machine cannot go from phase Failed to Ready");
+    }
+
+    #[test]
+    fn a_phase_patch_is_pinned_to_the_copy_it_was_decided_on() {
+        let m = machine(Some(Running), "42");
+        let patch = m
+            .phase_patch(Ready, serde_json::json!({"readyTime": "now"}))
+            .expect("Running -> Ready is legal");
+        assert_eq!(
+            patch,
+            serde_json::json!({
+                "metadata": {"resourceVersion": "42"},
+                "status": {"phase": "Ready", "readyTime": "now"}
+            })
+        );
     }
 }

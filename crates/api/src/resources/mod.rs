@@ -20,7 +20,9 @@ pub use cluster::{
 pub use common::{Condition, MachineRole, MachineSize, ResourceTotals};
 pub use host::{Host, HostSpec, HostStatus};
 pub use keypair::{KeyPair, KeyPairSpec, KeyPairStatus};
-pub use machine::{Machine, MachineBootstrap, MachinePhase, MachineSpec, MachineStatus};
+pub use machine::{
+    IllegalPhaseTransition, Machine, MachineBootstrap, MachinePhase, MachineSpec, MachineStatus,
+};
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
 pub use organization::{OrgRole, Organization, OrganizationSpec, OrganizationStatus};
 pub use release::{BootstrapFormat, Release, ReleaseImage, ReleaseSpec, ReleaseState};
