@@ -179,10 +179,38 @@ pub fn request(mac: &Mac, xid: u32, secs: u16, offer: &Offer) -> Message {
     msg
 }
 
+/// A message that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum Undecodable {
+    /// dhcproto refused it.
+    #[error("not a DHCP message: {0}")]
+    Decode(#[from] dhcproto::error::DecodeError),
+    /// dhcproto panicked on it (caught).
+    #[error("a malformed DHCP message (the decoder panicked)")]
+    Malformed,
+}
+
+/// Decodes a DHCPv4 message received from the network.
+///
+/// dhcproto's option decoder asserts some option lengths (`debug_assert!`) and
+/// subtracts from others unchecked, so a malformed option can panic it; as in the
+/// host agent's server, decoding runs under `catch_unwind`, so that one packet
+/// cannot stop the guest's boot.
+pub fn decode(bytes: &[u8]) -> Result<Message, Undecodable> {
+    std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)))
+        .map_err(|_| Undecodable::Malformed)?
+        .map_err(Undecodable::Decode)
+}
+
 /// Classifies a message received on the client port: `None` unless it is a
 /// BOOTREPLY to this exchange (`xid`) and this client (`mac`).
 pub fn classify(msg: &Message, xid: u32, mac: &Mac) -> Option<Reply> {
-    if msg.opcode() != Opcode::BootReply || msg.xid() != xid || msg.chaddr().get(..6)? != mac {
+    // dhcproto's chaddr() slices its 16-byte field by hlen: check hlen first.
+    if msg.opcode() != Opcode::BootReply
+        || msg.xid() != xid
+        || !(6..=16).contains(&msg.hlen())
+        || msg.chaddr().get(..6)? != mac
+    {
         return None;
     }
     let server = match msg.opts().get(OptionCode::ServerIdentifier) {
@@ -340,8 +368,12 @@ pub async fn obtain(
             let recv = tokio::time::timeout_at(wait_until, sock.recv_from(&mut buf)).await;
             let Ok(recv) = recv else { break None };
             let (n, _from) = recv.map_err(io("receive"))?;
-            let Ok(reply) = Message::decode(&mut Decoder::new(&buf[..n])) else {
-                continue;
+            let reply = match decode(buf.get(..n).unwrap_or_default()) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    say!("DHCP on {iface}: ignoring a message: {e}");
+                    continue;
+                }
             };
             match (classify(&reply, xid, mac), &state) {
                 (Some(Reply::Offer(offer)), State::Discovering) => {
@@ -430,6 +462,64 @@ mod tests {
             DhcpOption::Hostname("vm0".into()),
             DhcpOption::AddressLeaseTime(86400),
         ]
+    }
+
+    /// Arbitrary bytes, and mutations of the replies a server sends, through the
+    /// guarded decoder and the client's handling of what it decodes: never a
+    /// panic, and every untouched reply still classifies.
+    #[test]
+    fn fuzz_decode_and_classify() {
+        use shoal_testutil::fuzz::{mutate, plan, quiet_panics, Rng};
+        let req = discover(&MAC, 7, 3);
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        let seeds: Vec<Vec<u8>> = [
+            reply(&req, MessageType::Offer, ip, full_opts()),
+            reply(&req, MessageType::Ack, ip, full_opts()),
+            reply(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED, vec![]),
+        ]
+        .iter()
+        .map(|m| m.to_vec().expect("encodes"))
+        .collect();
+        for s in &seeds {
+            let m = decode(s).expect("a seed decodes");
+            assert!(classify(&m, 7, &MAC).is_some());
+        }
+        let (seed, cases) = plan("guest DHCP", 20_000);
+        let mut rng = Rng::new(seed);
+        let (mut decoded, mut caught) = (0, 0);
+        // The options start after the 236-byte header and the 4-byte magic cookie.
+        quiet_panics(|| {
+            for _ in 0..cases {
+                let input = mutate(&mut rng, &seeds, 240);
+                match decode(&input) {
+                    Ok(m) => {
+                        decoded += 1;
+                        let _ = classify(&m, m.xid(), &MAC);
+                        let _ = classify(&m, 7, &MAC);
+                    }
+                    Err(Undecodable::Malformed) => caught += 1,
+                    Err(Undecodable::Decode(_)) => {}
+                }
+            }
+        });
+        eprintln!("guest DHCP: {cases} inputs, {decoded} decoded, {caught} decoder panics caught");
+        assert!(decoded > 0, "the mutations reach the client's handling");
+    }
+
+    #[test]
+    fn an_oversized_hlen_is_not_this_client() {
+        let req = discover(&MAC, 7, 3);
+        let mut bytes = reply(
+            &req,
+            MessageType::Offer,
+            Ipv4Addr::new(10, 0, 0, 5),
+            full_opts(),
+        )
+        .to_vec()
+        .expect("encodes");
+        bytes[2] = 200;
+        let m = decode(&bytes).expect("decodes");
+        assert!(classify(&m, 7, &MAC).is_none());
     }
 
     #[test]

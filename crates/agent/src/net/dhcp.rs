@@ -622,6 +622,52 @@ mod tests {
         assert!(respond(&net, &table, &m).is_none());
     }
 
+    /// Arbitrary bytes, and mutations of the requests guests send, through the
+    /// guarded decoder and everything the server does with what it decodes
+    /// (answer, address, encode): never a panic.
+    #[test]
+    fn fuzz_decode_respond_encode() {
+        use shoal_testutil::fuzz::{mutate, plan, quiet_panics, Rng};
+        let net = net();
+        let table = leases();
+        let mut requesting = request(MessageType::Request, MAC);
+        requesting
+            .opts_mut()
+            .insert(DhcpOption::RequestedIpAddress(IP));
+        let seeds: Vec<Vec<u8>> = [
+            request(MessageType::Discover, MAC),
+            requesting,
+            request(MessageType::Inform, MAC),
+        ]
+        .iter()
+        .map(|m| encode(m).expect("encodes"))
+        .collect();
+        let (seed, cases) = plan("agent DHCP", 20_000);
+        let mut rng = Rng::new(seed);
+        let (mut decoded, mut answered, mut caught) = (0, 0, 0);
+        quiet_panics(|| {
+            for _ in 0..cases {
+                let input = mutate(&mut rng, &seeds, 240);
+                match decode(&input) {
+                    Ok(m) => {
+                        decoded += 1;
+                        if let Some(reply) = respond(&net, &table, &m) {
+                            answered += 1;
+                            let _ = destination(&m, &reply);
+                            let _ = encode(&reply);
+                        }
+                    }
+                    Err(DhcpError::Malformed) => caught += 1,
+                    Err(_) => {}
+                }
+            }
+        });
+        eprintln!(
+            "agent DHCP: {cases} inputs, {decoded} decoded, {answered} answered, {caught} decoder panics caught"
+        );
+        assert!(answered > 0, "the mutations reach the server's answers");
+    }
+
     #[test]
     fn encodes_to_the_bootp_minimum() {
         let offer =
