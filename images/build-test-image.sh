@@ -21,8 +21,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 out="$here/out"
 cache="$out/cache"
 work="$out/work"
-# The virtio drivers the guest needs; their dependencies are resolved below.
-modules=(virtio_pci virtio_net virtio_blk virtio_console)
+# The virtio drivers the guest needs, and the ACPI power button with its evdev
+# device (`shoal guest` powers off on a press: QEMU's system_powerdown); their
+# dependencies are resolved below.
+modules=(virtio_pci virtio_net virtio_blk virtio_console button evdev)
 
 for tool in apt-get apt-cache dpkg-deb cpio gzip modinfo sha256sum; do
   command -v "$tool" >/dev/null || { log "$tool is missing: run scripts/setup.sh"; exit 1; }

@@ -15,6 +15,9 @@
 //!    30443. A stand-in that cannot start is logged and the rest keep running;
 //! 6. phones home, prints `SHOAL-GUEST-READY <hostname> <ip>` and serves forever.
 //!
+//! Throughout, it powers the machine off when the ACPI power button is pressed
+//! ([`power`]), which is how the host agent stops a VM.
+//!
 //! Progress goes to stdout (the serial console), each line prefixed `shoal-guest:`.
 //!
 //! What this crate must not do: run anything from user-data (`runcmd` and scripts are
@@ -33,6 +36,7 @@ pub mod http1;
 pub mod metadata;
 pub mod netconf;
 pub mod node;
+pub mod power;
 pub mod seed;
 pub mod services;
 pub mod stand_ins;
@@ -134,6 +138,9 @@ pub struct GuestConfig {
     pub services: services::ServiceConfig,
     /// The role stand-ins' addresses.
     pub stand_ins: stand_ins::StandInConfig,
+    /// The sysfs input class directory and the device directory in which the
+    /// ACPI power button is looked for ([`power`]); `None` does not watch it.
+    pub power_button: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for GuestConfig {
@@ -148,6 +155,7 @@ impl Default for GuestConfig {
             phone_home_deadline: Duration::from_secs(60),
             services: services::ServiceConfig::default(),
             stand_ins: stand_ins::StandInConfig::default(),
+            power_button: Some(("/sys/class/input".into(), "/dev/input".into())),
         }
     }
 }
@@ -160,6 +168,10 @@ pub fn run() -> Result<(), GuestError> {
 
 /// Runs `shoal guest` with `cfg`; see [`run`].
 pub fn run_with(cfg: &GuestConfig) -> Result<(), GuestError> {
+    // First, so that a stop powers the guest off at any point of its boot.
+    if let Some((sys_input, dev)) = &cfg.power_button {
+        power::spawn_watcher(sys_input.clone(), dev.clone(), Duration::from_secs(2));
+    }
     let seed = seed::read_serial(&cfg.serial)?;
     say!("seed {seed}");
 
