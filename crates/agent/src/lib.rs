@@ -13,6 +13,7 @@
 //!   state directory, after checking that PID still belongs to that VM.
 pub mod host;
 pub mod net;
+pub mod phase;
 pub mod simulate;
 pub mod vm;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use shoal_api::{Condition, Machine, MachinePhase};
@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use crate::host::desired::Capacity;
 use crate::host::register::{self, HostFacts};
 use crate::host::AgentError;
+use crate::phase::{write_phase, PhaseWrite, PhaseWriteError};
 
 /// The fake hosts.
 #[derive(Clone, Debug)]
@@ -89,24 +90,26 @@ pub fn status_patch(phase: MachinePhase) -> serde_json::Value {
     serde_json::json!({ "status": status })
 }
 
-async fn advance(client: Client, m: Arc<Machine>) -> Result<(), kube::Error> {
+async fn advance(client: Client, m: Arc<Machine>) -> Result<(), PhaseWriteError> {
     let api: Api<Machine> = Api::namespaced(client, &m.namespace().unwrap_or_default());
-    let phase = m.status.as_ref().and_then(|s| s.phase);
-    let params = PatchParams::default();
-    if phase != Some(MachinePhase::Running) {
-        api.patch_status(
-            &m.name_any(),
-            &params,
-            &Patch::Merge(status_patch(MachinePhase::Running)),
+    let mut seen = (*m).clone();
+    if m.phase() != Some(MachinePhase::Running) {
+        let running = status_patch(MachinePhase::Running);
+        match write_phase(
+            &api,
+            &seen,
+            MachinePhase::Running,
+            running["status"].clone(),
         )
-        .await?;
+        .await?
+        {
+            // The next write is decided on the copy just written.
+            PhaseWrite::Written(written) => seen = *written,
+            PhaseWrite::Refused(_) | PhaseWrite::Gone => return Ok(()),
+        }
     }
-    api.patch_status(
-        &m.name_any(),
-        &params,
-        &Patch::Merge(status_patch(MachinePhase::Ready)),
-    )
-    .await?;
+    let ready = status_patch(MachinePhase::Ready);
+    write_phase(&api, &seen, MachinePhase::Ready, ready["status"].clone()).await?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use shoal_agent::net::metadata::{self, MachineMeta, MetaTable, MetadataError};
 use shoal_agent::net::netns::NetNs;
 use shoal_agent::net::{ClusterNet, MacAddr};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x77, 0x00, 0x10]);
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
@@ -351,7 +351,10 @@ async fn metadata_serves_each_machine_to_itself_only() {
             },
         );
     }
-    let (phone_tx, mut phone_rx) = mpsc::unbounded_channel();
+    let (phone_tx, mut phone_rx) = metadata::PhoneHomeSender::channel(
+        8,
+        prometheus_client::metrics::counter::Counter::default(),
+    );
     let router = metadata::router(fx.net.key.clone(), table, phone_tx);
 
     // An address that is not on the bridge is a typed error.

@@ -151,10 +151,10 @@ async fn fail_lost(
         "host {host} has sent no heartbeat since {}; the machine's node pool replaces it",
         since.to_rfc3339()
     );
-    let patch = json!({"status": {"phase": "Failed", "conditions": [condition("Ready", false, "HostLost", msg.clone())]}});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(failed(format!("mark machine {ns}/{name} Failed")))?;
+    let status = json!({"conditions": [condition("Ready", false, "HostLost", msg.clone())]});
+    if !crate::machines::set_phase(&api, m, MachinePhase::Failed, status).await? {
+        return Ok(());
+    }
     ctx.event(m, true, "HostLost", msg).await;
     tracing::warn!(machine = %format!("{ns}/{name}"), %host, "machine failed: host lost");
     Ok(())

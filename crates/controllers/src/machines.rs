@@ -239,3 +239,28 @@ pub fn member(m: &Machine, release: &str, prefix: &str) -> crate::rollout::Membe
         current: m.spec.release == release,
     }
 }
+
+/// Writes `to` and the rest of `status` on the Machine `seen` through the
+/// transition table of `shoal-api`, pinned to `seen`'s resourceVersion: a copy
+/// that went stale answers 409 and the reconcile retries on a fresh one. A change
+/// the table refuses is logged and skipped (`Ok(false)`).
+pub async fn set_phase(
+    api: &Api<Machine>,
+    seen: &Machine,
+    to: shoal_api::MachinePhase,
+    status: serde_json::Value,
+) -> Result<bool, Error> {
+    let ns = seen.namespace().unwrap_or_default();
+    let name = seen.name_any();
+    let patch = match seen.phase_patch(to, status) {
+        Ok(p) => p,
+        Err(illegal) => {
+            tracing::warn!(machine = %format!("{ns}/{name}"), error = %illegal, "phase change refused");
+            return Ok(false);
+        }
+    };
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(failed(format!("set phase {to} of machine {ns}/{name}")))?;
+    Ok(true)
+}

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub vm_ops: Family<OpLabels, Counter>,
     /// Guests that phoned home.
     pub phone_homes: Counter,
+    /// Phone-homes dropped because the agent's queue of them was full.
+    pub phone_homes_shed: Counter,
+    /// Machine phase changes the transition table refused.
+    pub phase_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -49,6 +53,8 @@ impl Default for Metrics {
             networks: Gauge::default(),
             vm_ops: Family::default(),
             phone_homes: Counter::default(),
+            phone_homes_shed: Counter::default(),
+            phase_refusals: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("syncs", "Passes of the host loop", m.syncs.clone());
@@ -72,6 +78,16 @@ impl Default for Metrics {
             "phone_homes",
             "Guests that phoned home",
             m.phone_homes.clone(),
+        );
+        registry.register(
+            "phone_homes_shed",
+            "Phone-homes dropped because the agent's queue was full (the guest retries)",
+            m.phone_homes_shed.clone(),
+        );
+        registry.register(
+            "machine_phase_refusals",
+            "Machine phase changes the transition table refused",
+            m.phase_refusals.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddrV4;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::net::dhcp::{self, LeaseTable};
-use crate::net::metadata::{self, MetaTable, PhoneHome};
+use crate::net::metadata::{self, MetaTable, PhoneHomeSender};
 use crate::net::netns::NetNs;
 use crate::net::ClusterNet;
 
@@ -35,7 +35,7 @@ impl ClusterServices {
     pub fn start(
         netns: &NetNs,
         net: &ClusterNet,
-        phone_home: mpsc::UnboundedSender<PhoneHome>,
+        phone_home: PhoneHomeSender,
     ) -> Result<Self, AgentError> {
         let leases = LeaseTable::default();
         let meta = MetaTable::default();

@@ -19,7 +19,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use shoal_api::{Cluster, Condition, Host, Machine, MachinePhase, Release};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::desired::{self, Capacity, Context, DesiredVm, Refusal};
 use super::metrics::Metrics;
@@ -28,10 +28,11 @@ use super::register::{self, HostFacts};
 use super::{chain, AgentConfig, AgentError, FINALIZER};
 use crate::net::dhcp::Lease;
 use crate::net::link::{Links, RtLinks};
-use crate::net::metadata::{MachineMeta, PhoneHome};
+use crate::net::metadata::{MachineMeta, PhoneHome, PhoneHomeSender};
 use crate::net::netns::NetNs;
 use crate::net::nft::{Firewall, NftFirewall};
 use crate::net::plan::{ClusterPlan, HostPlan, BRIDGE_PREFIX, TAP_PREFIX, VXLAN_PREFIX};
+use crate::phase::PhaseWrite;
 use crate::vm::kvm::probe_kvm;
 use crate::vm::runtime::{QemuRuntime, Vm, VmRuntime, VmState};
 use crate::vm::Accel;
@@ -47,6 +48,9 @@ struct Owner {
 }
 
 const OWNER_FILE: &str = "owner.json";
+/// Phone-homes queued for the host loop; more are shed (counted) and retried by
+/// the guests. A pass handles a whole queue, so this is a burst, not a backlog.
+const PHONE_HOME_QUEUE: usize = 256;
 
 type Key = (String, String);
 
@@ -145,7 +149,8 @@ pub async fn run(
         };
         tokio::spawn(super::forward::serve(listener, netns.clone(), targets))
     });
-    let (phone_tx, mut phone_rx) = mpsc::unbounded_channel();
+    let (phone_tx, mut phone_rx) =
+        PhoneHomeSender::channel(PHONE_HOME_QUEUE, metrics.phone_homes_shed.clone());
     let mut agent = Agent {
         client,
         cfg,
@@ -304,7 +309,7 @@ struct Agent {
     vms: BTreeMap<Key, OwnedVm>,
     nets: BTreeMap<String, ClusterServices>,
     applied: Option<HostPlan>,
-    phone_tx: mpsc::UnboundedSender<PhoneHome>,
+    phone_tx: PhoneHomeSender,
     reported: Option<(u32, u64, u64)>,
     last_report: Instant,
     metrics: Arc<Metrics>,
@@ -901,7 +906,7 @@ impl Agent {
             return;
         }
         let now = Utc::now().to_rfc3339();
-        let mut status = serde_json::json!({ "phase": phase });
+        let mut status = serde_json::json!({});
         if let Some((s, reason, message)) = cond {
             let transition = match current_cond {
                 Some(c) if c.status == s => c.last_transition_time.clone(),
@@ -921,15 +926,14 @@ impl Agent {
         }
         let api: Api<Machine> =
             Api::namespaced(self.client.clone(), &m.namespace().unwrap_or_default());
-        if let Err(e) = api
-            .patch_status(
-                &m.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&serde_json::json!({"status": status})),
-            )
-            .await
-        {
-            tracing::warn!(machine = %m.name_any(), error = %e, "status (retried next pass)");
+        match crate::phase::write_phase(&api, m, phase, status).await {
+            Ok(PhaseWrite::Refused(_)) => {
+                self.metrics.phase_refusals.inc();
+            }
+            Ok(PhaseWrite::Written(_) | PhaseWrite::Gone) => {}
+            Err(e) => {
+                tracing::warn!(machine = %m.name_any(), error = %chain(&e), "status (retried next pass)");
+            }
         }
     }
 

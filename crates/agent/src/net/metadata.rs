@@ -22,7 +22,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use tokio::sync::mpsc::UnboundedSender;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
 
 use super::netns::{NetNs, NetnsError};
 
@@ -176,6 +177,9 @@ pub enum Refusal {
     /// The phone-home could not be handed to the agent.
     #[error("the agent is not receiving phone-home calls right now; retry")]
     NotListening,
+    /// The agent's queue of phone-homes is full; this one was shed (counted).
+    #[error("the agent has too many phone-home calls queued; retry shortly")]
+    Busy,
 }
 
 impl IntoResponse for Refusal {
@@ -183,7 +187,7 @@ impl IntoResponse for Refusal {
         let status = match &self {
             Refusal::UnknownMachine(_) => StatusCode::NOT_FOUND,
             Refusal::WrongPeer { .. } => StatusCode::FORBIDDEN,
-            Refusal::NotListening => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NotListening | Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, format!("{self}\n")).into_response()
     }
@@ -203,16 +207,48 @@ pub struct PhoneHome {
     pub fields: BTreeMap<String, String>,
 }
 
+/// Where the metadata services hand phone-homes to the agent: a bounded queue.
+/// When it is full a phone-home is shed, counted, and answered 503, and the
+/// guest retries (cloud-init and `shoal guest` both do), so a burst of guests
+/// cannot grow the agent's memory without bound.
+#[derive(Clone, Debug)]
+pub struct PhoneHomeSender {
+    tx: mpsc::Sender<PhoneHome>,
+    shed: Counter,
+}
+
+impl PhoneHomeSender {
+    /// A queue of `capacity` phone-homes; `shed` counts those dropped when it is full.
+    pub fn channel(capacity: usize, shed: Counter) -> (Self, mpsc::Receiver<PhoneHome>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx, shed }, rx)
+    }
+
+    /// Queues `call` without waiting.
+    pub fn send(&self, call: PhoneHome) -> Result<(), Refusal> {
+        match self.tx.try_send(call) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(call)) => {
+                self.shed.inc();
+                tracing::warn!(cluster = %call.cluster, machine = %call.machine,
+                    "phone-home queue full; shed (the guest retries)");
+                Err(Refusal::Busy)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refusal::NotListening),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     cluster: Arc<str>,
     table: MetaTable,
-    phone_home: UnboundedSender<PhoneHome>,
+    phone_home: PhoneHomeSender,
 }
 
 /// The NoCloud service of one cluster. It needs the peer address, so serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` (as [`serve`] does).
-pub fn router(cluster: String, table: MetaTable, phone_home: UnboundedSender<PhoneHome>) -> Router {
+pub fn router(cluster: String, table: MetaTable, phone_home: PhoneHomeSender) -> Router {
     let shared = Shared {
         cluster: cluster.into(),
         table,
@@ -292,10 +328,7 @@ async fn receive_phone_home(
         at: chrono::Utc::now(),
         fields,
     };
-    shared
-        .phone_home
-        .send(call)
-        .map_err(|_| Refusal::NotListening)?;
+    shared.phone_home.send(call)?;
     Ok("ok\n")
 }
 
@@ -379,7 +412,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
     use tower::ServiceExt;
 
     const M1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
@@ -436,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_documents_to_their_machine_only() {
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = PhoneHomeSender::channel(8, Counter::default());
         let app = router("org-t/c".into(), table(), tx);
         let (s, body) = call(&app, Method::GET, "/m1/meta-data", M1, b"").await;
         assert_eq!(s, StatusCode::OK);
@@ -465,8 +497,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_phone_home_queue_sheds_counts_and_asks_to_retry() {
+        let shed = Counter::default();
+        let (tx, mut rx) = PhoneHomeSender::channel(1, shed.clone());
+        let app = router("org-t/c".into(), table(), tx);
+        let body = b"instance_id=i-m1-1";
+        let (s, _) = call(&app, Method::POST, "/m1/phone-home", M1, body).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, text) = call(&app, Method::POST, "/m1/phone-home", M1, body).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.contains("retry"), "{text}");
+        assert_eq!(shed.get(), 1);
+        // Drained, it takes the guest's retry.
+        assert!(rx.try_recv().is_ok());
+        let (s, _) = call(&app, Method::POST, "/m1/phone-home", M1, body).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(shed.get(), 1);
+        drop(rx);
+        let (s, _) = call(&app, Method::POST, "/m1/phone-home", M1, body).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "nobody listens");
+    }
+
+    #[tokio::test]
     async fn phone_home_reaches_the_agent() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = PhoneHomeSender::channel(8, Counter::default());
         let app = router("org-t/c".into(), table(), tx);
         let (s, _) = call(
             &app,

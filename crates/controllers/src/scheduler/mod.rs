@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::common::MachineRole;
-use shoal_api::{Host, Machine};
+use shoal_api::{Host, Machine, MachinePhase};
 
 use crate::conditions;
 use crate::context::Context;
@@ -190,7 +190,7 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
             if was_pending {
                 let status = json!({"status": {"conditions": [conditions::condition(
                     "Scheduled", true, "Scheduled", format!("assigned to host {host}"))]}});
-                set_scheduled(&api, &m, status).await?;
+                set_scheduled(&api, &m, status, None).await?;
             }
             tracing::info!(machine = %format!("{ns}/{name}"), %host, "scheduled");
             Ok(Action::await_change())
@@ -202,9 +202,9 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
                 .and_then(|s| conditions::get(&s.conditions, "Scheduled"))
                 .is_some_and(|c| c.status == "False" && c.message == why.0);
             if !already {
-                let status = json!({"status": {"phase": "Pending", "conditions": [conditions::condition(
+                let status = json!({"status": {"conditions": [conditions::condition(
                     "Scheduled", false, "Unschedulable", why.0.clone())]}});
-                set_scheduled(&api, &m, status).await?;
+                set_scheduled(&api, &m, status, Some(MachinePhase::Pending)).await?;
                 ctx.event(m.as_ref(), true, "FailedScheduling", why.0.clone())
                     .await;
                 tracing::info!(machine = %format!("{ns}/{name}"), reason = %why, "unschedulable");
@@ -215,11 +215,13 @@ pub async fn reconcile(m: Arc<Machine>, ctx: Arc<Context>) -> Result<Action, Err
     }
 }
 
-/// Writes the Scheduled condition, keeping the Machine's other conditions.
+/// Writes the Scheduled condition, keeping the Machine's other conditions, and
+/// `phase` through the transition table when given.
 async fn set_scheduled(
     api: &Api<Machine>,
     m: &Machine,
     patch: serde_json::Value,
+    phase: Option<MachinePhase>,
 ) -> Result<(), Error> {
     let mut conds = m
         .status
@@ -233,6 +235,10 @@ async fn set_scheduled(
     }
     let mut patch = patch;
     patch["status"]["conditions"] = json!(conds);
+    if let Some(phase) = phase {
+        crate::machines::set_phase(api, m, phase, patch["status"].take()).await?;
+        return Ok(());
+    }
     let name = m.name_any();
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
