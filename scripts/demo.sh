@@ -63,10 +63,13 @@ fi
 echo
 SHOAL cluster get demo --org acme
 SHOAL get hosts
-# A kubeconfig with a client certificate from the cluster's CA, pointed at the
-# server's gateway (127.0.0.1:9443, routing by SNI to the control plane's port 6443).
+# A kubeconfig with a client certificate from the cluster's CA. No flag names the
+# gateway: the server publishes its address (status.gatewayAddress, here its own
+# listener 127.0.0.1:9443), and since api.demo.acme.shoal.local has no DNS record
+# the kubeconfig connects there with that name as tls-server-name (SNI routing to
+# the control plane's port 6443).
 SHOAL kubeconfig create --cluster demo --org acme --cn-prefix demo --groups demo \
-  --ttl 8h --gateway-address 127.0.0.1:9443 --output "$DATA/demo.kubeconfig"
+  --ttl 8h --output "$DATA/demo.kubeconfig"
 KUBECTL=${KUBECTL:-/opt/shoal/kubernetes-client/usr/bin/kubectl}
 [ -x "$KUBECTL" ] || KUBECTL=kubectl
 echo "through the gateway: $KUBECTL --kubeconfig $DATA/demo.kubeconfig get --raw /version"

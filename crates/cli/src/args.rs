@@ -171,6 +171,11 @@ pub struct ServerArgs {
     /// Run the gateway in this process.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub gateway: bool,
+    /// Where clients reach the gateway, HOST:PORT, published in each Cluster's
+    /// status.gatewayAddress so that `shoal kubeconfig create` needs no flag.
+    /// Default: the embedded gateway's --gateway-listen (127.0.0.1 for a wildcard).
+    #[arg(long)]
+    pub gateway_public_address: Option<crate::kubeconfig::GatewayAddress>,
     /// The embedded gateway's settings.
     #[command(flatten)]
     pub gateway_flags: GatewayFlags,

@@ -154,6 +154,35 @@ pub fn endpoint(
     })
 }
 
+/// The host and port of a cluster's `status.apiEndpoint` (`https://HOST[:PORT]`,
+/// 443 by default), to look the host up.
+pub fn api_host_port(api_endpoint: &str) -> Option<(String, u16)> {
+    let authority = api_endpoint.strip_prefix("https://")?.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (authority, 443),
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// Which gateway a kubeconfig goes through: the one the user named; else the one
+/// the server publishes (`status.gatewayAddress`) when the API's host name does
+/// not resolve (a base domain without DNS, as on the all-in-one install); else
+/// none, and kubectl connects to the API endpoint directly.
+pub fn choose_gateway(
+    flag: Option<&GatewayAddress>,
+    published: Option<&str>,
+    api_resolves: bool,
+) -> Result<Option<GatewayAddress>, GatewayAddressError> {
+    if let Some(g) = flag {
+        return Ok(Some(g.clone()));
+    }
+    match published {
+        Some(p) if !api_resolves => p.parse().map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// The name of a guest cluster's cluster, user and context entries.
 pub fn entry_name(org: &str, cluster: &str) -> String {
     format!("shoal-{org}-{cluster}")
@@ -468,6 +497,41 @@ pub fn merge(
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn api_host_port_of_endpoints() {
+        assert_eq!(
+            api_host_port("https://api.c.o.shoal.local:443"),
+            Some(("api.c.o.shoal.local".into(), 443))
+        );
+        assert_eq!(
+            api_host_port("https://api.example.com"),
+            Some(("api.example.com".into(), 443))
+        );
+        assert_eq!(api_host_port("http://x:1"), None);
+        assert_eq!(api_host_port("https://:443"), None);
+    }
+
+    #[test]
+    fn the_flag_wins_then_the_published_gateway_when_there_is_no_dns() {
+        let flag: GatewayAddress = "gw.example.com:8443".parse().expect("valid");
+        let published = Some("127.0.0.1:9443");
+        assert_eq!(
+            choose_gateway(Some(&flag), published, false),
+            Ok(Some(flag.clone()))
+        );
+        assert_eq!(
+            choose_gateway(None, published, false),
+            Ok(Some("127.0.0.1:9443".parse().expect("valid")))
+        );
+        assert_eq!(choose_gateway(None, published, true), Ok(None), "DNS works");
+        assert_eq!(
+            choose_gateway(None, None, false),
+            Ok(None),
+            "none published"
+        );
+        assert!(choose_gateway(None, Some("no-port"), false).is_err());
+    }
 
     /// Compares `rendered` with `testdata/<name>`; `SHOAL_UPDATE_GOLDEN=1` rewrites it.
     fn golden(name: &str, rendered: &str) {

@@ -41,6 +41,9 @@ pub struct ControllerConfig {
     /// The gateway's TLS listener. When set, a cluster is Ready only once its API
     /// answers `/readyz` through it; without a gateway, once every Machine is Ready.
     pub gateway_address: Option<std::net::SocketAddr>,
+    /// Where clients reach the gateway (`HOST:PORT`), published in every
+    /// Cluster's `status.gatewayAddress` for kubeconfigs.
+    pub gateway_public_address: Option<String>,
     /// Where the controllers count and time their reconciles.
     pub metrics: crate::metrics::ControllerMetrics,
 }
@@ -58,6 +61,7 @@ impl Default for ControllerConfig {
             kubeadm_version: "1.31.2".into(),
             renew_before: Duration::from_secs(30 * 24 * 3600),
             gateway_address: None,
+            gateway_public_address: None,
             metrics: crate::metrics::ControllerMetrics::default(),
         }
     }

@@ -718,6 +718,76 @@ async fn kubeconfig_bad_input_leaves_files_untouched() -> Result<()> {
     Ok(())
 }
 
+/// On the all-in-one install (the server runs the gateway) `kubeconfig create`
+/// needs no flag: the server publishes its gateway listener in the Cluster's
+/// `status.gatewayAddress`, and since `api.<cluster>.<org>.shoal.local` has no DNS
+/// record the kubeconfig connects there with the API's name as tls-server-name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_create_needs_no_flags_with_the_embedded_gateway() -> Result<()> {
+    let images = shoal_e2e::workspace_root()
+        .join("images/out")
+        .display()
+        .to_string();
+    let gateway = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let server = ServerProc::start_with(&[
+        "--gateway-listen",
+        &gateway,
+        "--gateway-http-listen",
+        &http,
+        "--test-image-dir",
+        &images,
+    ])?;
+    for args in [
+        vec!["org", "create", ORG],
+        vec![
+            "cluster",
+            "create",
+            "--name",
+            CLUSTER,
+            "--org",
+            ORG,
+            "--release",
+            "test",
+            "--control-plane",
+            "1",
+            "--workers",
+            "0",
+        ],
+    ] {
+        let out = server.shoal(&args)?;
+        ensure!(out.status.success(), "shoal {args:?}: {}", text(&out));
+    }
+    let tmp = tempfile::tempdir()?;
+    let config = tmp.path().join("issued.yaml");
+    let out = shoal_ok(
+        &server,
+        &tmp.path().join("unused"),
+        &[
+            "kubeconfig",
+            "create",
+            "--cluster",
+            CLUSTER,
+            "--org",
+            ORG,
+            "--output",
+            &config.display().to_string(),
+        ],
+    )?;
+    ensure!(
+        out.contains(&format!("https://{gateway} (tls-server-name {API_HOST})")),
+        "{out}"
+    );
+    let doc = yaml(&config)?;
+    let cluster_entry = &entry(&doc, "clusters", CONTEXT)?["cluster"];
+    assert_eq!(cluster_entry["server"], format!("https://{gateway}"));
+    assert_eq!(cluster_entry["tls-server-name"], API_HOST);
+    let clusters: Api<Cluster> = Api::namespaced(server.client().await?, &format!("org-{ORG}"));
+    let status = clusters.get(CLUSTER).await?.status.context("status")?;
+    assert_eq!(status.gateway_address.as_deref(), Some(gateway.as_str()));
+    Ok(())
+}
+
 /// Without a keypair controller nothing signs: the CLI gives up after
 /// `--timeout` with its own exit code, deletes the KeyPair whose key it threw
 /// away, and writes nothing.
@@ -725,6 +795,7 @@ async fn kubeconfig_bad_input_leaves_files_untouched() -> Result<()> {
 async fn kubeconfig_create_times_out_cleanly() -> Result<()> {
     let server = ServerProc::start_with(&["--controllers=false"])?;
     let client = server.client().await?;
+    shoal_e2e::ensure_release(&client, "test").await?;
     for args in [
         vec!["org", "create", ORG],
         vec![

@@ -219,6 +219,11 @@ pub struct ClusterStatus {
     /// The guest API's URL, through the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_endpoint: Option<String>,
+    /// Where clients reach the gateway (`HOST:PORT`, the server's
+    /// `--gateway-public-address`): when the API endpoint's host name has no DNS
+    /// record, connect here and send that name as the TLS server name (SNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_address: Option<String>,
     /// Ready nodes over desired nodes, e.g. `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,

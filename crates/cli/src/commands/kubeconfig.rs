@@ -21,7 +21,10 @@ use crate::args::{KubeconfigCommand, KubeconfigCreateArgs, Output};
 use crate::client::{find_kind, CliError};
 use crate::commands::cluster_view::standing;
 use crate::commands::wait::Deadline;
-use crate::kubeconfig::{endpoint, entry_name, merge, parse, render_new, GuestAccess};
+use crate::kubeconfig::{
+    api_host_port, choose_gateway, endpoint, entry_name, merge, parse, render_new, GatewayAddress,
+    GuestAccess,
+};
 use crate::output::{emit, print, render_columns};
 
 /// `Issued=False` reasons that the keypair controller clears by itself.
@@ -241,6 +244,34 @@ async fn wait_cluster_ca(
     }
 }
 
+/// The gateway the kubeconfig goes through ([`choose_gateway`]): `--gateway-address`,
+/// else the server's published one when the API host name does not resolve.
+async fn gateway_for(
+    a: &KubeconfigCreateArgs,
+    cluster: &Cluster,
+    api_endpoint: &str,
+) -> Result<Option<GatewayAddress>, CliError> {
+    let published = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.gateway_address.as_deref());
+    let resolves = match (&a.gateway_address, published, api_host_port(api_endpoint)) {
+        // A resolver that does not answer counts as no DNS record.
+        (None, Some(_), Some(hp)) => {
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(hp))
+                .await
+                .is_ok_and(|r| r.is_ok_and(|mut addrs| addrs.next().is_some()))
+        }
+        _ => true,
+    };
+    choose_gateway(a.gateway_address.as_ref(), published, resolves).map_err(|e| {
+        CliError::Usage(format!(
+            "cluster {}/{}: the server's status.gatewayAddress {e}; pass --gateway-address",
+            a.org, a.cluster
+        ))
+    })
+}
+
 /// Deletes a KeyPair whose certificate will never be used (its key is gone).
 async fn discard(api: &Api<KeyPair>, ns: &str, name: &str) {
     match api.delete(name, &DeleteParams::default()).await {
@@ -375,7 +406,8 @@ async fn create(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliErro
         .map_err(|e| CliError::Usage(format!("--cn-prefix {cn:?}: {e}")))?;
     let (api_endpoint, ca_pem, cluster) =
         wait_cluster_ca(&clusters, &a.org, &a.cluster, &deadline, &spinner).await?;
-    let endpoint = endpoint(&api_endpoint, a.gateway_address.as_ref())
+    let gateway = gateway_for(a, &cluster, &api_endpoint).await?;
+    let endpoint = endpoint(&api_endpoint, gateway.as_ref())
         .map_err(|source| CliError::Usage(format!("cluster {}/{}: {source}", a.org, a.cluster)))?;
     let request = KeyPair {
         metadata: ObjectMeta {

@@ -84,6 +84,18 @@ fn controller_config(
     });
     let keypair_max_ttl = shoal_api::resources::keypair::parse_ttl(&args.keypair_max_ttl)
         .map_err(|e| bad(format!("--keypair-max-ttl: {e}")))?;
+    // A wildcard listener is reached on loopback from this machine.
+    let gateway_listener = {
+        let mut addr = args.gateway_flags.gateway_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr
+    };
+    let gateway_public_address = match &args.gateway_public_address {
+        Some(a) => Some(a.to_string()),
+        None => args.gateway.then(|| gateway_listener.to_string()),
+    };
     Ok(shoal_controllers::ControllerConfig {
         keypair_max_ttl: Duration::from_secs(keypair_max_ttl),
         base_domain: args.base_domain.clone(),
@@ -92,14 +104,8 @@ fn controller_config(
         test_image_dir,
         kubeadm_image: args.kubeadm_image.clone(),
         kubeadm_version: args.kubeadm_version.clone(),
-        gateway_address: args.gateway.then(|| {
-            // A wildcard listener is reached on loopback from this process.
-            let mut addr = args.gateway_flags.gateway_listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            addr
-        }),
+        gateway_address: args.gateway.then_some(gateway_listener),
+        gateway_public_address,
         ..Default::default()
     })
 }

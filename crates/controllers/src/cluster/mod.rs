@@ -70,13 +70,14 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let machines = ctx.stores.cluster_machines(&ns, &name);
     let pools = ctx.stores.cluster_pools(&ns, &name);
     let Some(release) = release else {
-        let next = status::compute(
+        let mut next = status::compute(
             &cluster,
             release_cond,
             &machines,
             &pools,
             &ctx.config.base_domain,
         );
+        next.gateway_address = ctx.config.gateway_public_address.clone();
         write_status(&ctx, &cluster, next).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
@@ -119,6 +120,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         &ctx.config.base_domain,
     );
     next.ca_certificate = Some(secrets.pki.ca().cert_pem().to_owned());
+    next.gateway_address = ctx.config.gateway_public_address.clone();
     if next.phase == Some(shoal_api::ClusterPhase::Ready) {
         if let Some(gateway) = ctx.config.gateway_address {
             let api = status::api_host(&cluster, &ctx.config.base_domain);
