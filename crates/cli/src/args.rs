@@ -360,9 +360,9 @@ pub struct ClusterCreateArgs {
     /// The organization.
     #[arg(long)]
     pub org: String,
-    /// The release.
+    /// The release; by default the newest active one (by Kubernetes version).
     #[arg(long)]
-    pub release: String,
+    pub release: Option<String>,
     /// Control-plane machines: 1 or 3.
     #[arg(long, default_value_t = 1)]
     pub control_plane: u8,

@@ -65,26 +65,10 @@ pub async fn seed(client: &Client, config: &ControllerConfig) -> Result<(), Erro
     Ok(())
 }
 
-fn version_key(r: &Release) -> Vec<u64> {
-    r.spec
-        .kubernetes_version
-        .trim_start_matches('v')
-        .split('.')
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
-}
-
 /// The active releases, newest Kubernetes first, as a readable list.
 fn suggestions(releases: &[Arc<Release>]) -> String {
-    let mut active: Vec<&Arc<Release>> = releases
-        .iter()
-        .filter(|r| r.spec.state == ReleaseState::Active)
-        .collect();
-    active.sort_by(|a, b| {
-        version_key(b)
-            .cmp(&version_key(a))
-            .then(a.name_any().cmp(&b.name_any()))
-    });
+    let owned: Vec<Release> = releases.iter().map(|r| (**r).clone()).collect();
+    let active = shoal_api::resources::release::active_newest_first(&owned);
     if active.is_empty() {
         "no release is active; ask an administrator to create one".into()
     } else {

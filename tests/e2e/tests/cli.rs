@@ -75,6 +75,7 @@ fn rows(table: &str) -> Vec<Vec<&str>> {
 async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
     let server = ServerProc::start()?;
     let admin = server.client().await?;
+    shoal_e2e::ensure_release(&admin, "test-1").await?;
     let tmp = tempfile::tempdir()?;
 
     // Organizations.
@@ -623,5 +624,71 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         code == 200,
         "cluster delete in acme removed beta's cluster ({code})"
     );
+    Ok(())
+}
+
+/// `cluster create` without `--release` takes the newest active Release by
+/// version (not by name, not a deprecated one) and says which; with no active
+/// Release it refuses and says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_create_defaults_to_the_newest_active_release() -> Result<()> {
+    // No controllers: no seeded Releases, only the test's.
+    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let client = server.client().await?;
+    ok(&server, &["org", "create", "rel"])?;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while namespaces.get_opt("org-rel").await?.is_none() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "namespace org-rel never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let releases: kube::Api<shoal_api::Release> = kube::Api::all(client.clone());
+    let release = |name: &str, version: &str, state: &str| {
+        serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": name},
+            "spec": {"kubernetesVersion": version, "state": state,
+                     "image": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img"}}
+        })
+    };
+    let create_cluster = ["cluster", "create", "--name", "d1", "--org", "rel"];
+
+    shoal_e2e::fleet::create(&releases, release("only-old", "1.31.2", "deprecated")).await?;
+    let err = fails(&server, &create_cluster)?;
+    ensure!(err.contains("no release is active"), "{err}");
+    ensure!(err.contains("--release"), "{err}");
+
+    for (name, version, state) in [
+        ("a-1-31-9", "1.31.9", "active"),
+        ("z-1-31-10", "1.31.10", "active"),
+        ("newest-deprecated", "1.40.0", "deprecated"),
+    ] {
+        shoal_e2e::fleet::create(&releases, release(name, version, state)).await?;
+    }
+    let out = ok(&server, &create_cluster)?;
+    ensure!(
+        out.contains("release z-1-31-10 (Kubernetes 1.31.10) taken"),
+        "{out}"
+    );
+    let clusters: kube::Api<shoal_api::Cluster> = kube::Api::namespaced(client, "org-rel");
+    assert_eq!(clusters.get("d1").await?.spec.release, "z-1-31-10");
+    // --release still wins.
+    ok(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "--name",
+            "d2",
+            "--org",
+            "rel",
+            "--release",
+            "a-1-31-9",
+        ],
+    )?;
+    assert_eq!(clusters.get("d2").await?.spec.release, "a-1-31-9");
     Ok(())
 }

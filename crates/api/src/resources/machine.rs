@@ -322,7 +322,10 @@ mod tests {
         let err = m
             .phase_patch(Ready, serde_json::json!({"readyTime": "now"}))
             .expect_err("Failed -> Ready is refused");
-        assert_eq!(err.to_string(), "a Machine cannot go from phase Failed to Ready");
+        assert_eq!(
+            err.to_string(),
+            "a Machine cannot go from phase Failed to Ready"
+        );
     }
 
     #[test]

@@ -102,3 +102,76 @@ impl ReleaseSpec {
         }
     }
 }
+
+impl ReleaseSpec {
+    /// The Kubernetes version as numbers for ordering: `1.31.2` → `[1, 31, 2]`
+    /// (a leading `v` and a suffix such as `-rc.1` on a part are ignored).
+    pub fn version_key(&self) -> Vec<u64> {
+        let v = self.kubernetes_version.trim_start_matches('v');
+        let core = v.split(['-', '+']).next().unwrap_or_default();
+        core.split('.')
+            .map(|p| {
+                let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// The active releases, newest Kubernetes version first (deprecated ones
+/// skipped); releases of one version are ordered by name.
+pub fn active_newest_first(releases: &[Release]) -> Vec<&Release> {
+    let mut active: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.spec.state == ReleaseState::Active)
+        .collect();
+    active.sort_by(|a, b| {
+        b.spec
+            .version_key()
+            .cmp(&a.spec.version_key())
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    active
+}
+
+#[cfg(test)]
+mod ordering_tests {
+    use super::*;
+
+    fn release(name: &str, version: &str, state: ReleaseState) -> Release {
+        let mut r: Release = serde_json::from_value(serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Release",
+            "metadata": {"name": name},
+            "spec": {"kubernetesVersion": version, "image": {"kernel": "/k"}}
+        }))
+        .expect("a valid Release");
+        r.spec.state = state;
+        r
+    }
+
+    #[test]
+    fn versions_order_numerically_not_as_text() {
+        let key = |v: &str| release("r", v, ReleaseState::Active).spec.version_key();
+        assert!(key("1.31.10") > key("1.31.9"));
+        assert!(key("v1.32.0") > key("1.31.99"));
+        assert_eq!(key("1.31.0-rc.1"), vec![1, 31, 0]);
+    }
+
+    #[test]
+    fn the_newest_active_release_comes_first_and_deprecated_ones_are_skipped() {
+        let rs = vec![
+            release("old", "1.30.5", ReleaseState::Active),
+            release("newest-but-deprecated", "1.33.0", ReleaseState::Deprecated),
+            release("b-new", "1.31.10", ReleaseState::Active),
+            release("a-new", "1.31.10", ReleaseState::Active),
+            release("mid", "1.31.9", ReleaseState::Active),
+        ];
+        let names: Vec<&str> = active_newest_first(&rs)
+            .iter()
+            .filter_map(|r| r.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, ["a-new", "b-new", "mid", "old"]);
+        let none: Vec<Release> = vec![release("d", "1.33.0", ReleaseState::Deprecated)];
+        assert!(active_newest_first(&none).is_empty());
+    }
+}

@@ -26,8 +26,8 @@ use crate::output::{emit, emit_line, print};
 /// The label on Machines and NodePools naming their cluster.
 const CLUSTER_LABEL: &str = "shoal.io/cluster";
 
-/// The Cluster and default NodePool that `cluster create` writes.
-pub fn cluster_objects(a: &ClusterCreateArgs) -> Vec<Value> {
+/// The Cluster (on `release`) and default NodePool that `cluster create` writes.
+pub fn cluster_objects(a: &ClusterCreateArgs, release: &str) -> Vec<Value> {
     let ns = org_namespace(&a.org);
     let size = json!({"cpu": a.cpu, "memory": a.memory, "disk": a.disk});
     let mut cp = size.clone();
@@ -36,7 +36,7 @@ pub fn cluster_objects(a: &ClusterCreateArgs) -> Vec<Value> {
         json!({
             "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
             "metadata": {"name": a.name, "namespace": ns},
-            "spec": {"release": a.release, "controlPlane": cp},
+            "spec": {"release": release, "controlPlane": cp},
         }),
         json!({
             "apiVersion": "shoal.io/v1alpha1", "kind": "NodePool",
@@ -140,9 +140,34 @@ pub async fn run(client: &Client, cmd: &ClusterCommand) -> Result<(), CliError> 
 }
 
 /// `cluster create`: writes the Cluster and its default NodePool, then waits if asked.
+/// The release `cluster create` uses: `--release`, else the newest active one,
+/// said in the output so that the choice is never silent.
+async fn release_for(client: &Client, a: &ClusterCreateArgs) -> Result<String, CliError> {
+    if let Some(r) = &a.release {
+        return Ok(r.clone());
+    }
+    let api: Api<Release> = Api::all(client.clone());
+    let releases = api.list(&ListParams::default()).await?.items;
+    let active = shoal_api::resources::release::active_newest_first(&releases);
+    let Some(newest) = active.first() else {
+        return Err(CliError::Usage(
+            "no release is active, so none can be taken by default; ask an administrator \
+             to create one, or pass --release"
+                .into(),
+        ));
+    };
+    let name = newest.name_any();
+    emit_line(format_args!(
+        "release {name} (Kubernetes {}) taken: the newest active release; pass --release to choose another",
+        newest.spec.kubernetes_version
+    ))?;
+    Ok(name)
+}
+
 async fn create(client: &Client, a: &ClusterCreateArgs) -> Result<(), CliError> {
     let ns = org_namespace(&a.org);
-    for obj in cluster_objects(a) {
+    let release = release_for(client, a).await?;
+    for obj in cluster_objects(a, &release) {
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
         let name = obj["metadata"]["name"]
             .as_str()
