@@ -46,6 +46,10 @@ pub struct ControllerConfig {
     pub gateway_public_address: Option<String>,
     /// Where the controllers count and time their reconciles.
     pub metrics: crate::metrics::ControllerMetrics,
+    /// A failed reconcile is retried after this, doubling per failure in a row.
+    pub backoff_base: Duration,
+    /// The longest wait before retrying a failed reconcile.
+    pub backoff_cap: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -63,6 +67,8 @@ impl Default for ControllerConfig {
             gateway_address: None,
             gateway_public_address: None,
             metrics: crate::metrics::ControllerMetrics::default(),
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(60),
         }
     }
 }
@@ -233,6 +239,8 @@ pub struct Context {
     pki: std::sync::Mutex<HashMap<String, (Instant, Arc<crate::cluster::pki::ClusterSecrets>)>>,
     /// The scheduler's placements the cache may not show yet.
     pub assumed: Mutex<crate::scheduler::Assumed>,
+    /// Per-object retry delays of failed reconciles.
+    pub backoff: crate::backoff::Backoff,
 }
 
 impl Context {
@@ -240,7 +248,9 @@ impl Context {
     pub fn new(client: Client, config: ControllerConfig, stores: Stores) -> Self {
         let ipam = Ipam::new(client.clone(), config.ipam.clone());
         let recorder = Recorder::new(client.clone(), Reporter::from("shoal-controllers"));
+        let backoff = crate::backoff::Backoff::new(config.backoff_base, config.backoff_cap);
         Self {
+            backoff,
             client,
             config,
             stores,

@@ -15,6 +15,7 @@
 //! the next steps, and requeues; a restart at any point converges to the same state.
 
 pub mod addressing;
+pub mod backoff;
 pub mod cluster;
 pub mod conditions;
 pub mod context;
@@ -50,12 +51,23 @@ use tokio::sync::watch;
 pub use context::{Context, ControllerConfig};
 pub use error::Error;
 
-fn error_policy<K>(obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action
+/// A failed reconcile is retried after its object's own backoff (see
+/// [`backoff`]): exponential up to a cap, reset by the object's next success.
+fn error_policy<K>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action
 where
     K: kube::Resource,
 {
-    tracing::warn!(object = %obj.meta().name.as_deref().unwrap_or_default(), error = %chain(err), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(3))
+    let key = backoff::key_of(obj.as_ref());
+    let delay = ctx.backoff.failed(&key);
+    tracing::warn!(
+        object = %obj.meta().name.as_deref().unwrap_or_default(),
+        namespace = %obj.meta().namespace.as_deref().unwrap_or_default(),
+        error = %chain(err),
+        failures = ctx.backoff.failures(&key),
+        retry_in = ?delay,
+        "reconcile failed; retrying"
+    );
+    Action::requeue(delay)
 }
 
 /// An error with its sources, on one line.

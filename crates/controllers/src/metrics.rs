@@ -91,7 +91,11 @@ where
     let span = tracing::debug_span!("reconcile", controller, %object);
     let metrics = ctx.config.metrics.clone();
     let started = Instant::now();
-    let result = reconcile(obj, ctx).instrument(span).await;
+    let key = crate::backoff::key_of(obj.as_ref());
+    let result = reconcile(obj, ctx.clone()).instrument(span).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
     metrics
         .reconciles
         .get_or_create(&ReconcileLabels {
