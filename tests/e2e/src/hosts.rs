@@ -174,7 +174,8 @@ pub struct AgentProc {
 
 impl AgentProc {
     /// Starts `shoal agent --name <name>` confined to `netns`, against the server
-    /// whose admin kubeconfig is `kubeconfig`; it offers 8 CPUs and 8Gi to guests.
+    /// whose admin kubeconfig is `kubeconfig`; it offers 8 CPUs and 8Gi to guests
+    /// and gives a stopping guest 1 s to power off.
     pub fn start(
         kubeconfig: &Path,
         name: &str,
@@ -182,9 +183,22 @@ impl AgentProc {
         underlay: Ipv4Addr,
         dir: &Path,
     ) -> Result<Self> {
+        Self::start_with_grace(kubeconfig, name, netns, underlay, dir, Some(1))
+    }
+
+    /// [`AgentProc::start`] with `--stop-grace` seconds, or the agent's default
+    /// (10 s) for `None`.
+    pub fn start_with_grace(
+        kubeconfig: &Path,
+        name: &str,
+        netns: &str,
+        underlay: Ipv4Addr,
+        dir: &Path,
+        stop_grace: Option<u64>,
+    ) -> Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let metrics_port = crate::free_port()?;
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "agent".into(),
@@ -200,13 +214,14 @@ impl AgentProc {
             "8".into(),
             "--memory".into(),
             "8Gi".into(),
-            "--stop-grace".into(),
-            "1".into(),
             "--kvm-probe-timeout-ms".into(),
             "1500".into(),
             "--metrics-listen".into(),
             format!("127.0.0.1:{metrics_port}"),
         ];
+        if let Some(grace) = stop_grace {
+            args.extend(["--stop-grace".into(), grace.to_string()]);
+        }
         let mut a = AgentProc {
             child: None,
             args,

@@ -8,14 +8,14 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine, MachinePhase, NodePool, Release};
 use shoal_e2e::fleet::{create as apply, image};
-use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
+use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, AgentProc, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
 
 const ORG: &str = "life";
@@ -393,5 +393,130 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    Ok(())
+}
+
+/// What is left of Shoal's guests on host namespace `ns`: QEMU processes, links
+/// and nft tables.
+fn left_on_host(agent: &AgentProc, ns: &str) -> Result<Vec<String>> {
+    let mut left: Vec<String> = agent
+        .live_vms()
+        .into_iter()
+        .map(|(vm, pid)| format!("{ns}: qemu {vm} ({pid})"))
+        .collect();
+    left.extend(
+        shoal_links(ns)?
+            .into_iter()
+            .map(|l| format!("{ns}: link {l}")),
+    );
+    left.extend(
+        nft_tables(ns)?
+            .into_iter()
+            .filter(|t| t.contains("shoal"))
+            .map(|t| format!("{ns}: nft {t}")),
+    );
+    Ok(left)
+}
+
+/// With the default settings (the agent's 10 s stop grace) a cluster delete is
+/// quick because the test image powers off on the ACPI power button that the
+/// agent presses: from `cluster delete` until nothing is left in the API or on
+/// the host takes at most 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_is_quick_with_default_settings() -> Result<()> {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let hosts = Underlay::pair(&format!("sq{}h", std::process::id()))?;
+    image("vmlinuz")?;
+    let images = workspace_root().join("images/out").display().to_string();
+    let server = ServerProc::start_with(&["--test-image-dir", &images])?;
+    let client = server.client().await?;
+    server.shoal_ok(&["org", "create", ORG])?;
+    let dir = tempfile::tempdir()?;
+    let ns = &hosts.names[0];
+    let agent = AgentProc::start_with_grace(
+        &server.kubeconfig(),
+        "h1",
+        ns,
+        hosts.underlay(0),
+        dir.path(),
+        None,
+    )?;
+    server.shoal_ok(&[
+        "cluster",
+        "create",
+        "--name",
+        "quick",
+        "--org",
+        ORG,
+        "--release",
+        "test",
+        "--control-plane",
+        "1",
+        "--workers",
+        "1",
+        "--cpu",
+        "1",
+        "--memory",
+        "256Mi",
+        "--disk",
+        "1Gi",
+        "--wait",
+        "--timeout",
+        "240",
+    ])?;
+    ensure!(
+        agent.live_vms().len() == 2,
+        "two VMs run: {:?}",
+        agent.live_vms()
+    );
+
+    let started = Instant::now();
+    server.shoal_ok(&["cluster", "delete", "quick", "--org", ORG, "--wait"])?;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "shoal-system");
+    loop {
+        let mut left = left_on_host(&agent, ns)?;
+        left.extend(
+            clusters
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(|c| format!("cluster {}", c.name_any())),
+        );
+        left.extend(
+            machines(&client)
+                .await?
+                .iter()
+                .map(|m| format!("machine {}", m.name_any())),
+        );
+        left.extend(
+            leases
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(|l| l.name_any())
+                .filter(|n| n.starts_with("ipam-")),
+        );
+        if left.is_empty() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("left after delete: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    eprintln!("cluster delete until nothing is left: {took:.2?} (limit {LIMIT:?})");
+    let log = agent.log_text();
+    ensure!(
+        !log.contains("guest ignored powerdown"),
+        "a guest ignored the power button:\n{log}"
+    );
+    ensure!(
+        took <= LIMIT,
+        "cluster delete took {took:.2?}, more than {LIMIT:?}"
+    );
     Ok(())
 }
