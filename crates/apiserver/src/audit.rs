@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -28,24 +28,109 @@ pub struct AuditRecord<'a> {
     pub result: &'a str,
 }
 
-/// Appends audit records to a file.
+/// When the audit log is rotated.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    /// The size in bytes at which the log is rotated.
+    pub max_bytes: u64,
+    /// How many rotated files (`audit.log.1` newest … `audit.log.<keep>`) are kept.
+    pub keep: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// The open log file and its size.
+struct Current {
+    file: File,
+    size: u64,
+}
+
+/// Appends audit records to a file readable by its owner only (0600), rotated
+/// by size with a kept count.
 #[derive(Clone)]
 pub struct AuditLog {
-    file: Option<Arc<Mutex<File>>>,
+    file: Option<Arc<Mutex<Current>>>,
+    path: PathBuf,
+    rotation: Rotation,
+}
+
+/// Opens `path` for appending with mode 0600, tightening an older file's mode.
+fn open_private(path: &Path) -> std::io::Result<Current> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(Current {
+        file,
+        size: meta.len(),
+    })
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path` for appending.
+    /// Opens (or creates) the log at `path` for appending, with the default rotation.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Self::open_with(path, Rotation::default())
+    }
+
+    /// Opens (or creates) the log at `path` for appending, rotated by `rotation`.
+    pub fn open_with(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
         Ok(Self {
-            file: Some(Arc::new(Mutex::new(file))),
+            file: Some(Arc::new(Mutex::new(open_private(path)?))),
+            path: path.to_owned(),
+            rotation,
         })
+    }
+
+    /// The path of rotated file `n` (1 is the newest).
+    pub fn rotated_path(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// Shifts `audit.log.N` to `.N+1` (dropping the oldest), moves the log to
+    /// `.1` and starts a new one.
+    fn rotate(&self, current: &mut Current) -> std::io::Result<()> {
+        if self.rotation.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let oldest = self.rotated_path(self.rotation.keep);
+            match std::fs::remove_file(&oldest) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            for n in (1..self.rotation.keep).rev() {
+                match std::fs::rename(self.rotated_path(n), self.rotated_path(n + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, self.rotated_path(1))?;
+        }
+        *current = open_private(&self.path)?;
+        Ok(())
     }
 
     /// A log that records nothing.
     pub fn disabled() -> Self {
-        Self { file: None }
+        Self {
+            file: None,
+            path: PathBuf::new(),
+            rotation: Rotation::default(),
+        }
     }
 
     /// Writes one record as one line.
@@ -63,13 +148,89 @@ impl AuditLog {
         })
         .to_string();
         line.push('\n');
-        match file.lock() {
-            Ok(mut f) => {
-                if let Err(e) = f.write_all(line.as_bytes()) {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
+        let Ok(mut current) = file.lock() else {
+            tracing::error!("the audit log lock is poisoned");
+            return;
+        };
+        let len = line.len() as u64;
+        if current.size > 0 && current.size.saturating_add(len) > self.rotation.max_bytes {
+            if let Err(e) = self.rotate(&mut current) {
+                tracing::error!(error = %e, path = %self.path.display(), "cannot rotate the audit log");
             }
-            Err(_) => tracing::error!("the audit log lock is poisoned"),
         }
+        match current.file.write_all(line.as_bytes()) {
+            Ok(()) => current.size = current.size.saturating_add(len),
+            Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn record(log: &AuditLog, name: &str) {
+        log.record(&AuditRecord {
+            user: "admin",
+            verb: "create",
+            resource: "shoal.io/v1alpha1/clusters",
+            namespace: Some("org-a"),
+            name: Some(name),
+            code: 201,
+            result: "Success",
+        });
+    }
+
+    #[test]
+    fn private_and_rotated_by_size_keeping_a_count() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("audit.log");
+        // An older world-readable log is tightened on open.
+        std::fs::write(&path, "")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        let log = AuditLog::open_with(
+            &path,
+            Rotation {
+                max_bytes: 1000,
+                keep: 2,
+            },
+        )?;
+        for i in 0..40 {
+            record(&log, &format!("c{i}"));
+        }
+        for p in [path.clone(), log.rotated_path(1), log.rotated_path(2)] {
+            let meta = std::fs::metadata(&p)?;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", p.display());
+            assert!(
+                meta.len() <= 1000,
+                "{} is {} bytes",
+                p.display(),
+                meta.len()
+            );
+            assert!(meta.len() > 0, "{} is empty", p.display());
+        }
+        assert!(
+            !log.rotated_path(3).exists(),
+            "only two rotated files are kept"
+        );
+        let newest = std::fs::read_to_string(&path)?;
+        assert!(newest.contains("\"c39\""), "{newest}");
+        let older = std::fs::read_to_string(log.rotated_path(1))?;
+        let last_rotated: serde_json::Value =
+            serde_json::from_str(older.lines().last().unwrap_or_default())?;
+        let first_current: serde_json::Value =
+            serde_json::from_str(newest.lines().next().unwrap_or_default())?;
+        let n = |v: &serde_json::Value| -> i64 {
+            v["name"].as_str().unwrap_or("c-1")[1..]
+                .parse()
+                .unwrap_or(-1)
+        };
+        assert_eq!(
+            n(&last_rotated) + 1,
+            n(&first_current),
+            "no record is lost between files"
+        );
+        Ok(())
     }
 }

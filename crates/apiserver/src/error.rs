@@ -98,9 +98,40 @@ pub enum ApiError {
         /// What the caller would need.
         why: String,
     },
-    /// Storage failed; the request may be retried.
-    #[error("storage is unavailable: {0}; retry later")]
+    /// A body, a patch result or a part of one that must be a JSON object is not.
+    #[error("{} must be a JSON object, not {found}: send an object with apiVersion, kind, metadata and spec", describe_field(.field))]
+    NotAnObject {
+        /// The field path, empty for the whole object.
+        field: String,
+        /// What was found instead: "an array", "a number", ...
+        found: &'static str,
+    },
+    /// Storage failed; what the client should do depends on the store error's kind
+    /// (see [`ApiError::code_and_reason`]).
+    #[error("{}", storage_message(.0))]
     Storage(#[source] StoreError),
+    /// A stored object could not be decoded: an operator must repair or delete it.
+    #[error("the stored object at {key} cannot be read ({message}): this is not transient; an administrator must restore or delete it")]
+    CorruptObject {
+        /// The storage key.
+        key: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// A request took longer than the server's request timeout.
+    #[error("the request did not finish within {seconds} s and was abandoned; it may or may not have taken effect: read the object and retry")]
+    Timeout {
+        /// The timeout in seconds.
+        seconds: u64,
+    },
+    /// The server is at its limit of concurrent requests.
+    #[error("the server is handling {limit} requests already; retry after {retry_after} s")]
+    TooManyRequests {
+        /// The concurrency limit.
+        limit: usize,
+        /// Seconds the client should wait.
+        retry_after: u64,
+    },
     /// A server-side fault that is not the caller's.
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,6 +139,43 @@ pub enum ApiError {
     /// message says where to go or when to retry.
     #[error("{0}")]
     Unavailable(String),
+}
+
+fn describe_field(field: &str) -> String {
+    if field.is_empty() {
+        "the object".to_owned()
+    } else {
+        field.to_owned()
+    }
+}
+
+/// What JSON type a value is, for messages: "an array", "a number", ...
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn storage_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Backend(_) | StoreError::Closed => {
+            format!("storage is unavailable: {e}; retry later")
+        }
+        StoreError::WatcherLagged => {
+            format!("{e}: list again and watch from the new resourceVersion")
+        }
+        StoreError::AlreadyExists { .. }
+        | StoreError::NotFound { .. }
+        | StoreError::Conflict { .. }
+        | StoreError::Compacted { .. } => {
+            format!("storage refused the write: {e}; read the object again and retry")
+        }
+    }
 }
 
 fn summarize(causes: &[FieldCause]) -> String {
@@ -156,7 +224,21 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (405, "MethodNotAllowed"),
             ApiError::Unauthorized(_) => (401, "Unauthorized"),
             ApiError::Forbidden { .. } => (403, "Forbidden"),
-            ApiError::Storage(_) => (503, "ServiceUnavailable"),
+            ApiError::NotAnObject { .. } => (422, "Invalid"),
+            // Each store error kind decides for itself: only a backend that is down
+            // or closing is worth retrying as it is.
+            ApiError::Storage(e) => match e {
+                StoreError::Backend(_) => (503, "ServiceUnavailable"),
+                StoreError::Closed => (503, "ServiceUnavailable"),
+                StoreError::AlreadyExists { .. } => (409, "AlreadyExists"),
+                StoreError::NotFound { .. } => (404, "NotFound"),
+                StoreError::Conflict { .. } => (409, "Conflict"),
+                StoreError::Compacted { .. } => (410, "Expired"),
+                StoreError::WatcherLagged => (410, "Expired"),
+            },
+            ApiError::CorruptObject { .. } => (500, "InternalError"),
+            ApiError::Timeout { .. } => (504, "Timeout"),
+            ApiError::TooManyRequests { .. } => (429, "TooManyRequests"),
             ApiError::Internal(_) => (500, "InternalError"),
             ApiError::Unavailable(_) => (503, "ServiceUnavailable"),
         }
@@ -187,11 +269,21 @@ impl ApiError {
             ApiError::MalformedBody { message, .. } => Some(json!({
                 "causes": [{"reason": "FieldValueInvalid", "message": message, "field": ""}]
             })),
-            ApiError::Storage(_) => Some(json!({ "retryAfterSeconds": 1 })),
+            ApiError::NotAnObject { field, .. } => Some(json!({
+                "causes": [{"reason": "FieldValueInvalid", "message": self.to_string(), "field": field}]
+            })),
+            ApiError::Storage(StoreError::Backend(_) | StoreError::Closed) => {
+                Some(json!({ "retryAfterSeconds": 1 }))
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                Some(json!({ "retryAfterSeconds": retry_after }))
+            }
             _ => None,
         };
         if let Some(d) = details {
-            status["details"] = d;
+            if let Some(map) = status.as_object_mut() {
+                map.insert("details".into(), d);
+            }
         }
         status
     }

@@ -30,7 +30,7 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::bootstrap::DataDir;
 use crate::crypto::Sealer;
-use crate::http::{AppState, Closing, Limits};
+use crate::http::{AppState, Closing, InFlight, Limits};
 use crate::metrics::Metrics;
 use crate::resource::codec::Codec;
 use crate::resource::Resources;
@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub storage: Storage,
     /// The embedded store's page cache, in bytes.
     pub store_cache_bytes: usize,
+    /// When `<data-dir>/audit.log` is rotated.
+    pub audit_rotation: audit::Rotation,
 }
 
 /// The storage backend.
@@ -108,6 +110,7 @@ impl ServerConfig {
             encryption_key_file: None,
             storage: Storage::Embedded,
             store_cache_bytes: shoal_store::redb::DEFAULT_CACHE_BYTES,
+            audit_rotation: audit::Rotation::default(),
         }
     }
 }
@@ -185,7 +188,7 @@ impl Server {
         let resources = Resources::new(store, Codec::new(sealer)).with_read_caches();
         let material = bootstrap::bootstrap(&resources, &dir, local_addr, &config.tls_sans).await?;
         let tls = rustls_config(&material)?;
-        let audit = AuditLog::open(&dir.path("audit.log"))
+        let audit = AuditLog::open_with(&dir.path("audit.log"), config.audit_rotation)
             .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
         let (closing, closing_signal) = Closing::channel();
         let state = AppState {
@@ -194,6 +197,7 @@ impl Server {
             audit,
             metrics: Arc::new(Metrics::default()),
             limits: config.limits,
+            in_flight: InFlight::new(config.limits.max_in_flight),
             closing: closing_signal,
             endpoints: None,
         };

@@ -18,6 +18,13 @@ pub struct RequestLabels {
     pub code: u16,
 }
 
+/// Labels of a shed request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// Why: `concurrency` (429) or `timeout` (504).
+    pub reason: String,
+}
+
 /// The API server's metrics.
 pub struct Metrics {
     /// The registry they are exposed from.
@@ -28,6 +35,10 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Open watches.
     pub watches: Gauge,
+    /// Requests other than watches being served.
+    pub in_flight: Gauge,
+    /// Requests shed: refused at the concurrency limit, or abandoned at the timeout.
+    pub shed: Family<ShedLabels, Counter>,
     /// 1 while this replica's controllers hold the leader Lease.
     pub leader: Gauge,
     /// Registries of components wired in beside the API (the gateway), exposed on
@@ -42,6 +53,18 @@ impl Default for Metrics {
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let watches = Gauge::default();
         let leader = Gauge::default();
+        let in_flight = Gauge::default();
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests other than watches being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests refused at the concurrency limit (429) or abandoned at the request timeout (504)",
+            shed.clone(),
+        );
         registry.register(
             "requests",
             "API requests by verb, resource and code",
@@ -63,6 +86,8 @@ impl Default for Metrics {
             requests,
             latency,
             watches,
+            in_flight,
+            shed,
             leader,
             extra: std::sync::Mutex::new(Vec::new()),
         }

@@ -45,6 +45,15 @@ async fn shared_and_own_watches_see_every_change_once() -> anyhow::Result<()> {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "org-a"}}),
     )
     .await?;
+    // A Cluster must name a Release that exists.
+    res.create(
+        kind("Release"),
+        None,
+        json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "test-1"},
+               "spec": {"kubernetesVersion": "1.31.2",
+                        "image": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img"}}}),
+    )
+    .await?;
     let clusters = kind("Cluster");
     let first = res
         .create(clusters, Some("org-a"), cluster("c-first"))

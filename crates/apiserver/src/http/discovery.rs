@@ -1,4 +1,4 @@
-//! Discovery documents, `/version` and `/openapi/v2`.
+//! Discovery documents and `/version`.
 
 use serde_json::{json, Value};
 use shoal_api::{registry::group_versions, KINDS};
@@ -95,51 +95,5 @@ pub fn version() -> Value {
         "gitVersion": format!("v1.31.0-shoal.{}", env!("CARGO_PKG_VERSION")),
         "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
         "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
-    })
-}
-
-/// The media type of the protobuf `/openapi/v2` answer. Clients ask for the
-/// `...spec.v2@v1.0+protobuf` spelling, but `@` is not valid in a Content-Type,
-/// so the answer uses the dotted form, as Kubernetes does.
-pub const OPENAPI_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
-
-/// A protobuf OpenAPI v2 document with no definitions: clients then skip
-/// client-side validation of Shoal's kinds and leave it to the server, which
-/// validates every field itself.
-pub fn openapi_protobuf() -> Vec<u8> {
-    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag, u8::try_from(bytes.len()).expect("short strings only")];
-        out.extend_from_slice(bytes);
-        out
-    }
-    let info = [
-        field(0x0a, b"Shoal"),
-        field(0x12, shoal_api::VERSION.as_bytes()),
-    ]
-    .concat();
-    [field(0x0a, b"2.0"), field(0x12, &info)].concat()
-}
-
-/// The JSON OpenAPI v2 document, with the schemas of Shoal's kinds.
-pub fn openapi_json() -> Value {
-    let mut definitions = serde_json::Map::new();
-    if let Ok(crds) = shoal_api::crd::all() {
-        for crd in crds {
-            let kind = crd["spec"]["names"]["kind"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
-            schema["x-kubernetes-group-version-kind"] = json!([{
-                "group": shoal_api::GROUP, "version": shoal_api::VERSION, "kind": kind,
-            }]);
-            definitions.insert(format!("io.shoal.{}.{kind}", shoal_api::VERSION), schema);
-        }
-    }
-    json!({
-        "swagger": "2.0",
-        "info": {"title": "Shoal", "version": shoal_api::VERSION},
-        "paths": {},
-        "definitions": definitions,
     })
 }

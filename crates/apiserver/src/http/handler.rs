@@ -11,7 +11,6 @@ use serde_json::Value;
 use crate::audit::AuditRecord;
 use crate::auth::{authorize, Identity, Restriction, Verb};
 use crate::error::ApiError;
-use crate::http::discovery;
 use crate::http::request::{
     decode_body, decode_patch, flag, list_options, parse_path, parse_query, Target,
 };
@@ -19,8 +18,9 @@ use crate::http::response::{error_response, json_response, list_document};
 use crate::http::table::{self, wants_table, IncludeObject};
 use crate::http::watch::{watch_response, WatchFormat};
 use crate::http::AppState;
-use crate::metrics::RequestLabels;
-use crate::resource::meta::parse_resource_version;
+use crate::http::{discovery, openapi};
+use crate::metrics::{RequestLabels, ShedLabels};
+use crate::resource::meta::{parse_resource_version, REQUESTED_BY};
 use crate::resource::{ListOptions, WatchOptions};
 use crate::selector::FieldSelector;
 
@@ -31,10 +31,14 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
         .unwrap_or("")
 }
 
-/// Reads the request body, refusing one over the limit. An oversized body is
-/// still read (and dropped) up to [`DRAIN_FACTOR`] times the limit, so the
-/// client finishes sending and can read the 413; closing the connection on
-/// unread data would reset it and lose the response.
+/// Reads the request body, refusing one over the limit with 413 and never
+/// holding more than the limit in memory.
+///
+/// A client that sent `Expect: 100-continue` with a declared length over the
+/// limit is answered at once: it has not sent the body and will not. Any other
+/// oversized body is read and dropped up to [`DRAIN_BYTES`] or [`DRAIN_TIME`], so
+/// the client finishes sending and reads the 413; closing a connection with unread
+/// data resets it and the client would see no answer at all.
 async fn read_body(
     state: &AppState,
     body: Body,
@@ -43,39 +47,114 @@ async fn read_body(
     use futures::StreamExt;
 
     let limit = state.limits.body_bytes;
-    let drain_cap = limit.saturating_mul(DRAIN_FACTOR);
+    let too_large = ApiError::TooLarge { limit };
     let declared = header_str(headers, header::CONTENT_LENGTH)
-        .parse::<usize>()
+        .parse::<u64>()
         .ok();
-    if declared.is_some_and(|n| n > drain_cap) {
-        return Err(ApiError::TooLarge { limit });
+    let over = |n: u64| usize::try_from(n).map_or(true, |n| n > limit);
+    let expects_continue = header_str(headers, header::EXPECT).eq_ignore_ascii_case("100-continue");
+    if expects_continue && declared.is_some_and(over) {
+        return Err(too_large);
     }
     let mut chunks = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
-    while let Some(chunk) = chunks.next().await {
+    let mut drain_until = None;
+    loop {
+        let next = match drain_until {
+            None => chunks.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, chunks.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             ApiError::BadRequest(format!("the request body could not be read: {e}"))
         })?;
         seen = seen.saturating_add(chunk.len());
-        if seen > drain_cap {
-            break;
-        }
         if seen <= limit {
             buf.extend_from_slice(&chunk);
+            continue;
         }
+        buf = bytes::BytesMut::new();
+        if seen > DRAIN_BYTES {
+            break;
+        }
+        drain_until.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_TIME);
     }
     if seen > limit {
-        return Err(ApiError::TooLarge { limit });
+        return Err(too_large);
     }
     Ok(buf.freeze())
 }
 
-/// How much of an oversized body is drained, as a multiple of the limit.
-const DRAIN_FACTOR: usize = 2;
+/// How much of an oversized body is read and dropped before the 413 is sent
+/// regardless (the connection is then closed with data unread).
+const DRAIN_BYTES: usize = 256 * 1024 * 1024;
 
-/// Every authenticated request outside the health and metrics endpoints.
+/// How long an oversized body is read and dropped, at most.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Every request outside the health and metrics endpoints. Watches run as long
+/// as they like; every other request takes a permit of the in-flight limit (429
+/// with Retry-After when none is left) and is answered within the request
+/// timeout (504 after it), as kube-apiserver treats long-running requests.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Body> {
+    let watch = req.method() == Method::GET && flag(&parse_query(req.uri().query()), "watch");
+    if watch {
+        return serve(state, req).await;
+    }
+    let metrics = state.metrics.clone();
+    let shed = |reason: &str| {
+        metrics
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    };
+    let Some(permit) = state.in_flight.try_acquire() else {
+        shed("concurrency");
+        return error_response(&ApiError::TooManyRequests {
+            limit: state.limits.max_in_flight,
+            retry_after: 1,
+        });
+    };
+    let _counted = InFlightGuard::new(&metrics.in_flight);
+    let timeout = state.limits.request_timeout;
+    let resp = match tokio::time::timeout(timeout, serve(state, req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            shed("timeout");
+            error_response(&ApiError::Timeout {
+                seconds: timeout.as_secs(),
+            })
+        }
+    };
+    drop(permit);
+    resp
+}
+
+/// Counts a request in the in-flight gauge until dropped, also when the client
+/// goes away and the request's future is dropped.
+struct InFlightGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlightGuard<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Authenticates, parses, authorizes and runs one request, then counts and audits it.
+async fn serve(state: AppState, req: Request) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let identity = match authenticate(&state, &parts.headers).await {
@@ -172,16 +251,26 @@ fn discovery_response(method: &Method, path: &str, headers: &HeaderMap) -> Optio
         "/openapi/v2" => {
             let accept = header_str(headers, header::ACCEPT);
             if accept.contains("protobuf") {
-                let mut resp = Response::new(Body::from(discovery::openapi_protobuf()));
+                let mut resp = Response::new(Body::from(openapi::v2_protobuf()));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(discovery::OPENAPI_PROTOBUF),
+                    header::HeaderValue::from_static(openapi::OPENAPI_PROTOBUF),
                 );
                 return Some(resp);
             }
-            discovery::openapi_json()
+            openapi::v2()
         }
+        "/openapi/v3" => openapi::v3_discovery(),
         p => {
+            if let Some(gv) = p.strip_prefix("/openapi/v3/") {
+                return Some(match openapi::v3(gv) {
+                    Some(doc) => json_response(200, &doc),
+                    None => error_response(&ApiError::UnknownResource {
+                        path: p.to_owned(),
+                        hint: "GET /openapi/v3 lists the served group-versions".into(),
+                    }),
+                });
+            }
             let segs: Vec<&str> = p.trim_start_matches('/').split('/').collect();
             match segs.as_slice() {
                 ["apis", g] => discovery::group(g)?,
@@ -371,7 +460,7 @@ async fn run(
         Verb::Create => {
             let bytes = read_body(state, body, headers).await?;
             let mut obj = decode_body(&content_type, &bytes)?;
-            if kind.kind == "KeyPair" {
+            if kind.group == shoal_api::GROUP && kind.kind == "KeyPair" {
                 stamp_requester(&mut obj, &identity.user);
             }
             let created = res.create(kind, ns, obj).await?;
@@ -422,10 +511,6 @@ async fn run(
         }
     }
 }
-
-/// The annotation on a KeyPair naming the user who asked for it, set by the server
-/// (whatever the client sent): its certificate's CN is prefixed with this name.
-pub const REQUESTED_BY: &str = "shoal.io/requested-by";
 
 fn stamp_requester(obj: &mut Value, user: &str) {
     if let Some(map) = obj.as_object_mut() {

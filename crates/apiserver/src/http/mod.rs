@@ -2,6 +2,7 @@
 
 mod discovery;
 mod handler;
+pub mod openapi;
 pub mod request;
 mod response;
 pub mod table;
@@ -31,6 +32,12 @@ pub struct Limits {
     pub body_bytes: usize,
     /// How often idle watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// How long a request other than a watch may take before it is answered
+    /// with 504, as kube-apiserver's `--request-timeout`.
+    pub request_timeout: Duration,
+    /// How many requests other than watches are served at once; more get 429
+    /// with Retry-After, as kube-apiserver's `--max-requests-inflight`.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -38,7 +45,25 @@ impl Default for Limits {
         Self {
             body_bytes: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_in_flight: 400,
         }
+    }
+}
+
+/// The permits for requests in flight, shared by every connection.
+#[derive(Clone, Debug)]
+pub struct InFlight(Arc<tokio::sync::Semaphore>);
+
+impl InFlight {
+    /// Room for `limit` requests at once (at least one).
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(limit.max(1))))
+    }
+
+    /// A permit, or `None` when the limit is reached.
+    pub fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
     }
 }
 
@@ -74,6 +99,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub limits: Limits,
+    /// Requests in flight, bounded by `limits.max_in_flight`.
+    pub in_flight: InFlight,
     /// Fires when the server starts shutting down.
     pub closing: Closing,
     /// The gateway's view of each cluster's backends, when a gateway is wired in.
@@ -119,13 +146,22 @@ pub async fn serve_tls(
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let mut backoff = AcceptBackoff::default();
     loop {
         let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    // Out of file descriptors or memory: retrying at once would spin.
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis(), "accept failed; backing off");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -159,5 +195,43 @@ pub async fn serve_tls(
         .is_err()
     {
         tracing::info!("drain deadline reached; closing open connections");
+    }
+}
+
+/// The delay after a failed accept: 5 ms doubling to 1 s, as Go's net/http does,
+/// back to the start after a success.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    current: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// The delay before the next accept.
+    pub fn next_delay(&mut self) -> Duration {
+        let next = self.current.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
+        self.current = Some(next);
+        next
+    }
+
+    /// Called after a successful accept.
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_to_a_cap_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 5);
     }
 }

@@ -29,6 +29,15 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
             HeaderValue::from_static("Bearer realm=\"shoal\""),
         );
     }
+    let retry_after = err
+        .to_status()
+        .pointer("/details/retryAfterSeconds")
+        .and_then(Value::as_u64);
+    if let Some(secs) = retry_after {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     resp
 }
 

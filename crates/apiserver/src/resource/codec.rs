@@ -43,21 +43,39 @@ impl Codec {
 
     /// The object stored in `kv`, with its resourceVersion.
     pub fn decode(&self, kind: &KindInfo, kv: &KeyValue) -> Result<Value, ApiError> {
-        self.decode_at(kind, &kv.value, kv.mod_revision)
+        self.decode_at(kind, &kv.key, &kv.value, kv.mod_revision)
     }
 
-    /// The object in `bytes`, with resourceVersion `rv`.
-    pub fn decode_at(&self, kind: &KindInfo, bytes: &[u8], rv: i64) -> Result<Value, ApiError> {
+    /// The object stored at `key` as `bytes`, with resourceVersion `rv`. A record
+    /// that cannot be opened or parsed, or is not an object, is corrupt: that is
+    /// named with its key and is not a transient failure.
+    pub fn decode_at(
+        &self,
+        kind: &KindInfo,
+        key: &str,
+        bytes: &[u8],
+        rv: i64,
+    ) -> Result<Value, ApiError> {
+        let corrupt = |message: String| ApiError::CorruptObject {
+            key: key.to_owned(),
+            message,
+        };
         let mut obj: Value = if kind.sensitive {
             let plain = self
                 .sealer
                 .open(bytes)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .map_err(|e| corrupt(e.to_string()))?;
             serde_json::from_slice(&plain)
         } else {
             serde_json::from_slice(bytes)
         }
-        .map_err(|e| ApiError::Internal(format!("a stored object is corrupt: {e}")))?;
+        .map_err(|e| corrupt(e.to_string()))?;
+        if !obj.is_object() {
+            return Err(corrupt(format!(
+                "the record is {}, not an object",
+                crate::error::json_type(&obj)
+            )));
+        }
         set_resource_version(&mut obj, rv);
         Ok(obj)
     }

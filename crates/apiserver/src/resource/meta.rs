@@ -4,7 +4,24 @@ use chrono::{SecondsFormat, Utc};
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{json_type, ApiError};
+
+/// The annotation on a KeyPair naming the user who asked for it. The server owns
+/// it: it is stamped on create and kept on every update and patch, whatever the
+/// client sent, because the signed certificate's CN is prefixed with it.
+pub const REQUESTED_BY: &str = "shoal.io/requested-by";
+
+/// Refuses `value` unless it is a JSON object; `field` names it in the Status.
+pub fn require_object(value: &Value, field: &str) -> Result<(), ApiError> {
+    if value.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::NotAnObject {
+            field: field.to_owned(),
+            found: json_type(value),
+        })
+    }
+}
 
 /// The current time as Kubernetes writes it, e.g. `2026-01-02T03:04:05Z`.
 pub fn now_rfc3339() -> String {
@@ -13,17 +30,24 @@ pub fn now_rfc3339() -> String {
 
 /// The object's `metadata` map, created if missing.
 pub fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
-    let map = obj
-        .as_object_mut()
-        .ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
+    let found = json_type(obj);
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::NotAnObject {
+            field: String::new(),
+            found,
+        });
+    };
     let meta = map
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
     if meta.is_null() {
         *meta = Value::Object(Map::new());
     }
-    meta.as_object_mut()
-        .ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))
+    let found = json_type(meta);
+    meta.as_object_mut().ok_or(ApiError::NotAnObject {
+        field: "metadata".into(),
+        found,
+    })
 }
 
 /// Reads a string field of `metadata`.

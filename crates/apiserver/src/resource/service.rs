@@ -11,6 +11,7 @@ use crate::resource::cache::PrefixCache;
 use crate::resource::codec::{object_key, prefix, Codec};
 use crate::resource::meta::{
     finalizers, generated_name, meta_mut, meta_str, now_rfc3339, parse_resource_version,
+    require_object, REQUESTED_BY,
 };
 use crate::resource::view;
 use crate::selector::{labels_of, FieldSelector, LabelSelector};
@@ -121,6 +122,13 @@ fn namespace_kind() -> &'static KindInfo {
         .iter()
         .find(|k| k.group.is_empty() && k.kind == "Namespace")
         .expect("the registry serves core Namespaces")
+}
+
+fn release_kind() -> &'static KindInfo {
+    KINDS
+        .iter()
+        .find(|k| k.group == shoal_api::GROUP && k.kind == "Release")
+        .expect("the registry serves Releases")
 }
 
 fn encode_continue(key: &str) -> String {
@@ -326,10 +334,9 @@ impl Resources {
 
     /// Checks that apiVersion, kind and namespace agree with the request.
     fn check_identity(kind: &KindInfo, ns: Option<&str>, obj: &Value) -> Result<(), ApiError> {
-        if !obj.is_object() {
-            return Err(ApiError::BadRequest(
-                "the body must be a JSON or YAML object".into(),
-            ));
+        require_object(obj, "")?;
+        if let Some(meta) = obj.get("metadata").filter(|m| !m.is_null()) {
+            require_object(meta, "metadata")?;
         }
         let api_version = kind.api_version();
         match obj.get("apiVersion").and_then(Value::as_str) {
@@ -361,6 +368,52 @@ impl Resources {
         Ok(())
     }
 
+    /// Refuses a new object that names another that must exist first: a Cluster's
+    /// `spec.release`. The 422 lists the active Releases to choose from.
+    async fn check_references(&self, kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
+        if !(kind.group == shoal_api::GROUP && kind.kind == "Cluster") {
+            return Ok(());
+        }
+        let Some(release) = obj.pointer("/spec/release").and_then(Value::as_str) else {
+            // Validation has already refused a Cluster without one.
+            return Ok(());
+        };
+        let releases = release_kind();
+        if self
+            .store
+            .get(&object_key(releases, None, release))
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let known: Vec<shoal_api::Release> = self
+            .list(releases, None, &ListOptions::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|r| serde_json::from_value(r).ok())
+            .collect();
+        let active: Vec<&str> = shoal_api::resources::release::active_newest_first(&known)
+            .into_iter()
+            .filter_map(|r| r.metadata.name.as_deref())
+            .collect();
+        let hint = if active.is_empty() {
+            "no Release is active: ask an administrator to create one (the controllers seed `test` and `kubeadm-<version>` at first start)".to_owned()
+        } else {
+            format!("use one of the active Releases: {}", active.join(", "))
+        };
+        Err(ApiError::Invalid {
+            kind: kind.kind.to_owned(),
+            name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+            causes: vec![shoal_api::validate::FieldCause {
+                reason: "FieldValueNotFound".into(),
+                field: "spec.release".into(),
+                message: format!("Release {release:?} does not exist; {hint}"),
+            }],
+        })
+    }
+
     /// Creates an object.
     pub async fn create(
         &self,
@@ -370,13 +423,19 @@ impl Resources {
     ) -> Result<Value, ApiError> {
         Self::check_identity(kind, ns, &obj)?;
         let mut obj = obj;
-        let map = obj
-            .as_object_mut()
-            .ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
+        let Some(map) = obj.as_object_mut() else {
+            return Err(ApiError::NotAnObject {
+                field: String::new(),
+                found: crate::error::json_type(&obj),
+            });
+        };
         map.insert("apiVersion".into(), Value::String(kind.api_version()));
         map.insert("kind".into(), Value::String(kind.kind.to_owned()));
         if kind.has_status && kind.kind != "Namespace" {
             map.remove("status");
+        }
+        if kind.kind == "Namespace" {
+            map.insert("status".into(), json!({ "phase": "Active" }));
         }
         let meta = meta_mut(&mut obj)?;
         if meta
@@ -414,11 +473,9 @@ impl Resources {
                 meta.remove("namespace");
             }
         }
-        if kind.kind == "Namespace" {
-            obj["status"] = json!({ "phase": "Active" });
-        }
         Self::validate(kind, &obj)?;
         self.require_namespace(kind, ns).await?;
+        self.check_references(kind, &obj).await?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         let stored = view::to_storage(kind, obj);
         let bytes = self.codec.encode(kind, &stored)?;
@@ -638,6 +695,8 @@ fn merge_for_update(
     incoming: Value,
     sub: Subresource,
 ) -> Result<Value, ApiError> {
+    require_object(&incoming, "")?;
+    require_object(current, "")?;
     let mut next = match sub {
         Subresource::Endpoints => {
             return Err(ApiError::MethodNotAllowed(
@@ -646,34 +705,24 @@ fn merge_for_update(
         }
         Subresource::Status => {
             let mut next = current.clone();
-            match incoming.get("status") {
-                Some(status) => next["status"] = status.clone(),
-                None => {
-                    if let Some(map) = next.as_object_mut() {
-                        map.remove("status");
-                    }
-                }
-            }
+            copy_field(&mut next, "status", incoming.get("status"));
             next
         }
         Subresource::Main => {
             let mut next = incoming;
             if kind.has_status {
-                match current.get("status") {
-                    Some(status) => next["status"] = status.clone(),
-                    None => {
-                        if let Some(map) = next.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
+                copy_field(&mut next, "status", current.get("status"));
             }
             next
         }
     };
-    let map = next
-        .as_object_mut()
-        .ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
+    let found = crate::error::json_type(&next);
+    let Some(map) = next.as_object_mut() else {
+        return Err(ApiError::NotAnObject {
+            field: String::new(),
+            found,
+        });
+    };
     map.insert(
         "apiVersion".into(),
         current.get("apiVersion").cloned().unwrap_or(Value::Null),
@@ -711,5 +760,278 @@ fn merge_for_update(
             + 1;
         meta_mut(&mut next)?.insert("generation".into(), Value::from(generation));
     }
+    if kind.group == shoal_api::GROUP && kind.kind == "KeyPair" {
+        keep_requester(&mut next, &cur_meta)?;
+    }
     Ok(next)
+}
+
+/// Sets `obj[field]` to `value`, or removes it when `value` is `None`; `obj` is an object.
+fn copy_field(obj: &mut Value, field: &str, value: Option<&Value>) {
+    if let Some(map) = obj.as_object_mut() {
+        match value {
+            Some(v) => map.insert(field.to_owned(), v.clone()),
+            None => map.remove(field),
+        };
+    }
+}
+
+/// Keeps a KeyPair's `shoal.io/requested-by` annotation as it is stored: no
+/// update or patch may add, change or remove it.
+fn keep_requester(next: &mut Value, cur_meta: &Value) -> Result<(), ApiError> {
+    let stored = cur_meta
+        .get("annotations")
+        .and_then(|a| a.get(REQUESTED_BY))
+        .cloned();
+    let meta = meta_mut(next)?;
+    let notes = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if notes.is_null() {
+        *notes = Value::Object(Default::default());
+    }
+    let found = crate::error::json_type(notes);
+    let Some(notes) = notes.as_object_mut() else {
+        return Err(ApiError::NotAnObject {
+            field: "metadata.annotations".into(),
+            found,
+        });
+    };
+    match stored {
+        Some(user) => notes.insert(REQUESTED_BY.to_owned(), user),
+        None => notes.remove(REQUESTED_BY),
+    };
+    if notes.is_empty() {
+        meta.remove("annotations");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const KEYS: &[&str] = &[
+        "apiVersion",
+        "kind",
+        "metadata",
+        "spec",
+        "status",
+        "name",
+        "namespace",
+        "uid",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "resourceVersion",
+        "annotations",
+        "labels",
+        REQUESTED_BY,
+        "release",
+        "",
+    ];
+
+    /// An arbitrary JSON value, biased towards Kubernetes-shaped keys.
+    fn arbitrary(rng: &mut StdRng, depth: u32) -> Value {
+        let pick = if depth == 0 {
+            rng.gen_range(0..4)
+        } else {
+            rng.gen_range(0..7)
+        };
+        match pick {
+            0 => Value::Null,
+            1 => Value::Bool(rng.gen()),
+            2 => json!(rng.gen::<i64>()),
+            3 => Value::String(KEYS[rng.gen_range(0..KEYS.len())].to_owned()),
+            4 => Value::Array(
+                (0..rng.gen_range(0..4))
+                    .map(|_| arbitrary(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..rng.gen_range(0..6))
+                    .map(|_| {
+                        (
+                            KEYS[rng.gen_range(0..KEYS.len())].to_owned(),
+                            arbitrary(rng, depth - 1),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn stored(kind: &KindInfo) -> Value {
+        let ns = kind.namespaced.then_some("org-a");
+        json!({
+            "apiVersion": kind.api_version(), "kind": kind.kind,
+            "metadata": {"name": "x", "namespace": ns, "uid": "u-1",
+                         "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 3,
+                         "annotations": {REQUESTED_BY: "alice", "note": "n"}},
+            "spec": {"release": "r"},
+            "status": {"phase": "Ready"},
+        })
+    }
+
+    const OWNED: &[&str] = &[
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ];
+
+    /// merge_for_update never panics; it yields an object whose identity and
+    /// server-owned metadata are the stored ones, or refuses a non-object with 422.
+    /// Replay a failure with SHOAL_FUZZ_SEED; SHOAL_FUZZ_CASES sets the count.
+    #[test]
+    fn merge_for_update_keeps_server_owned_fields() {
+        let seed = std::env::var("SHOAL_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::thread_rng().gen::<u64>());
+        let cases: usize = std::env::var("SHOAL_FUZZ_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3000);
+        eprintln!("merge_for_update fuzz: SHOAL_FUZZ_SEED={seed} SHOAL_FUZZ_CASES={cases}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut refused = 0;
+        for case in 0..cases {
+            let kind = &KINDS[rng.gen_range(0..KINDS.len())];
+            let current = stored(kind);
+            let incoming = if rng.gen_bool(0.5) {
+                let mut obj = stored(kind);
+                let key = KEYS[rng.gen_range(0..KEYS.len())];
+                let v = arbitrary(&mut rng, 3);
+                if rng.gen_bool(0.5) {
+                    obj["metadata"][key] = v;
+                } else {
+                    obj[key] = v;
+                }
+                obj
+            } else {
+                arbitrary(&mut rng, 4)
+            };
+            let sub = if rng.gen_bool(0.5) {
+                Subresource::Main
+            } else {
+                Subresource::Status
+            };
+            let ctx = format!(
+                "case {case} (seed {seed}): {} {sub:?} {incoming}",
+                kind.kind
+            );
+            match merge_for_update(kind, &current, incoming.clone(), sub) {
+                Ok(next) => {
+                    assert!(next.is_object(), "{ctx}: {next}");
+                    assert_eq!(next["apiVersion"], current["apiVersion"], "{ctx}");
+                    assert_eq!(next["kind"], current["kind"], "{ctx}");
+                    for f in OWNED {
+                        assert_eq!(
+                            next["metadata"].get(*f),
+                            current["metadata"].get(*f),
+                            "{ctx}: metadata.{f}"
+                        );
+                    }
+                    let gen = next["metadata"]["generation"].as_i64();
+                    assert!(matches!(gen, Some(3 | 4)), "{ctx}: generation {gen:?}");
+                    if kind.kind == "KeyPair" {
+                        assert_eq!(
+                            next["metadata"]["annotations"][REQUESTED_BY], "alice",
+                            "{ctx}"
+                        );
+                    }
+                    match sub {
+                        Subresource::Status => {
+                            let mut rest = next.clone();
+                            let mut before = current.clone();
+                            for v in [&mut rest, &mut before] {
+                                copy_field(v, "status", None);
+                            }
+                            assert_eq!(rest, before, "{ctx}: /status changed more than status");
+                        }
+                        _ if kind.has_status => {
+                            assert_eq!(next.get("status"), current.get("status"), "{ctx}");
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    let (code, _) = e.code_and_reason();
+                    assert!((400..500).contains(&code), "{ctx}: {code} {e}");
+                    if !incoming.is_object() {
+                        assert_eq!(code, 422, "{ctx}: {e}");
+                    }
+                }
+            }
+        }
+        assert!(
+            refused > 0 && refused < cases,
+            "{refused} of {cases} refused"
+        );
+    }
+
+    #[test]
+    fn requested_by_cannot_be_added_changed_or_removed() -> Result<(), ApiError> {
+        let kp = KINDS
+            .iter()
+            .find(|k| k.kind == "KeyPair")
+            .expect("KeyPairs are served");
+        let current = stored(kp);
+        for annotations in [
+            json!({REQUESTED_BY: "mallory"}),
+            json!({}),
+            Value::Null,
+            json!({REQUESTED_BY: null}),
+        ] {
+            let mut incoming = current.clone();
+            incoming["metadata"]["annotations"] = annotations.clone();
+            let next = merge_for_update(kp, &current, incoming, Subresource::Main)?;
+            assert_eq!(
+                next["metadata"]["annotations"][REQUESTED_BY], "alice",
+                "{annotations}"
+            );
+        }
+        // A KeyPair stored without one (made before the server stamped it) gets none.
+        let mut bare = current.clone();
+        copy_field(&mut bare["metadata"], "annotations", None);
+        let mut incoming = bare.clone();
+        incoming["metadata"]["annotations"] = json!({REQUESTED_BY: "mallory"});
+        let next = merge_for_update(kp, &bare, incoming, Subresource::Main)?;
+        assert_eq!(next["metadata"].get("annotations"), None, "{next}");
+        Ok(())
+    }
+
+    #[test]
+    fn non_objects_are_refused_with_422() {
+        let cluster = KINDS
+            .iter()
+            .find(|k| k.kind == "Cluster")
+            .expect("Clusters are served");
+        let current = stored(cluster);
+        for body in [
+            json!([1, 2]),
+            json!(1),
+            json!("x"),
+            Value::Null,
+            json!(true),
+        ] {
+            for sub in [Subresource::Main, Subresource::Status] {
+                let err = merge_for_update(cluster, &current, body.clone(), sub)
+                    .expect_err("a non-object is refused");
+                assert_eq!(err.code_and_reason(), (422, "Invalid"), "{body}: {err}");
+            }
+        }
+        let mut bad_meta = current.clone();
+        bad_meta["metadata"] = json!([1]);
+        let err = merge_for_update(cluster, &current, bad_meta, Subresource::Main)
+            .expect_err("metadata must be an object");
+        assert_eq!(err.code_and_reason(), (422, "Invalid"));
+        assert!(err.to_string().contains("metadata"), "{err}");
+    }
 }

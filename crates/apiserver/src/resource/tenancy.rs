@@ -37,7 +37,9 @@ impl Resources {
             Err(e) => return Err(e),
         }
         let mut status = created.clone();
-        status["status"] = json!({ "namespace": ns });
+        if let Some(map) = status.as_object_mut() {
+            map.insert("status".into(), json!({ "namespace": ns }));
+        }
         if let Some(meta) = status.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }

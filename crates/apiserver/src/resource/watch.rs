@@ -120,9 +120,10 @@ impl Resources {
             let item = match ev {
                 Err(e) => Some(WatchItem::Error(e.into())),
                 Ok(ev) => {
+                    let key = ev.kv.key.clone();
                     let decode = |bytes: &[u8], rv| {
                         codec
-                            .decode_at(kind, bytes, rv)
+                            .decode_at(kind, &key, bytes, rv)
                             .map(|o| view::from_storage(kind, o))
                     };
                     let now = match ev.kind {
