@@ -130,7 +130,31 @@ impl ServerProc {
             _tmp: None,
         };
         s.wait_ready()?;
+        let no_controllers = args.iter().enumerate().any(|(i, a)| {
+            *a == "--controllers=false"
+                || (*a == "--controllers" && args.get(i + 1) == Some(&"false"))
+        });
+        if !no_controllers {
+            s.wait_seeded();
+        }
         Ok(s)
+    }
+
+    /// Waits (up to 30 s) until the controllers have seeded the default Releases,
+    /// which every Cluster create needs; a server whose controllers cannot seed
+    /// (no leader yet) is left to the test, with a warning.
+    fn wait_seeded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let seeded = self
+                .shoal(&["get", "releases", "-o", "name"])
+                .is_ok_and(|out| out.status.success() && !out.stdout.trim_ascii().is_empty());
+            if seeded {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: the controllers seeded no Release within 30 s; Cluster creates will be refused until they do");
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -279,6 +303,26 @@ pub fn signal(pid: u32, sig: &str) -> Result<()> {
     if !status.success() {
         bail!("kill -{sig} {pid} failed");
     }
+    Ok(())
+}
+
+/// Creates Release `name` unless it exists (a Cluster must name a Release that
+/// exists). It points at kernel files that need not exist: for API-only tests,
+/// where nothing boots.
+pub async fn ensure_release(client: &Client, name: &str) -> Result<()> {
+    let releases: kube::Api<shoal_api::Release> = kube::Api::all(client.clone());
+    if releases.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let release: shoal_api::Release = serde_json::from_value(serde_json::json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": name},
+        "spec": {"kubernetesVersion": "1.31.2",
+                 "image": {"kernel": "/nonexistent/vmlinuz", "initrd": "/nonexistent/initrd.img"}}
+    }))?;
+    releases
+        .create(&kube::api::PostParams::default(), &release)
+        .await
+        .with_context(|| format!("creating Release {name}"))?;
     Ok(())
 }
 

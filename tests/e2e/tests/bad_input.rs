@@ -154,6 +154,8 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
     )
     .await?;
     ensure!(code == 201, "creating organization acme: {code} {org}");
+    // A Cluster must name a Release that exists; the API alone seeds none.
+    shoal_e2e::ensure_release(&client, "test-1").await?;
     let (code, before) = post(&client, &cluster("demo")).await?;
     ensure!(code == 201, "creating the valid cluster: {code} {before}");
     let demo = format!("{CLUSTERS}/demo");
@@ -245,6 +247,11 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
             cluster("demo"),
             expect(409, "AlreadyExists"),
         ),
+        (
+            "a Release that does not exist",
+            cluster_with("c11", "/spec/release", json!("no-such-release"))?,
+            invalid("spec.release"),
+        ),
     ];
     for (case, body, want) in cases {
         check_status(case, post(&client, &body).await?, want)?;
@@ -284,6 +291,13 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         json!({"e2e.shoal.io/padding": "x".repeat(3 * 1024 * 1024 + 16)});
     check_status(
         "body over 3 MiB",
+        post(&client, &huge).await?,
+        expect(413, "RequestEntityTooLarge"),
+    )?;
+    // Far over the limit: still an answer, not a reset connection.
+    huge["metadata"]["annotations"] = json!({"e2e.shoal.io/padding": "x".repeat(20 * 1024 * 1024)});
+    check_status(
+        "body of 20 MiB",
         post(&client, &huge).await?,
         expect(413, "RequestEntityTooLarge"),
     )?;
@@ -375,7 +389,7 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
             CLUSTERS.to_owned(),
             JSON,
             b"null".to_vec(),
-            expect(400, "BadRequest"),
+            expect(422, "Invalid"),
         ),
         (
             "JSON array",
@@ -383,7 +397,7 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
             CLUSTERS.to_owned(),
             JSON,
             b"[1,2]".to_vec(),
-            expect(400, "BadRequest"),
+            expect(422, "Invalid"),
         ),
         (
             "YAML list",
@@ -391,7 +405,71 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
             CLUSTERS.to_owned(),
             "application/yaml",
             b"- a\n- b\n".to_vec(),
-            expect(400, "BadRequest"),
+            expect(422, "Invalid"),
+        ),
+        (
+            "metadata that is not an object",
+            "POST",
+            CLUSTERS.to_owned(),
+            JSON,
+            br#"{"apiVersion":"shoal.io/v1alpha1","kind":"Cluster","metadata":[1]}"#.to_vec(),
+            invalid("metadata"),
+        ),
+        (
+            "JSON array on PUT",
+            "PUT",
+            victim_path.clone(),
+            JSON,
+            b"[1,2]".to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "a number on PUT of /status",
+            "PUT",
+            format!("{victim_path}/status"),
+            JSON,
+            b"1".to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "merge patch that is an array",
+            "PATCH",
+            victim_path.clone(),
+            "application/merge-patch+json",
+            b"[1,2]".to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "merge patch that is a number",
+            "PATCH",
+            victim_path.clone(),
+            "application/merge-patch+json",
+            b"1".to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "merge patch that is a string, on /status",
+            "PATCH",
+            format!("{victim_path}/status"),
+            "application/merge-patch+json",
+            br#""x""#.to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "JSON patch replacing the whole object with a number",
+            "PATCH",
+            victim_path.clone(),
+            "application/json-patch+json",
+            br#"[{"op":"replace","path":"","value":1}]"#.to_vec(),
+            expect(422, "Invalid"),
+        ),
+        (
+            "merge patch making metadata a list",
+            "PATCH",
+            victim_path.clone(),
+            "application/merge-patch+json",
+            br#"{"metadata":[1]}"#.to_vec(),
+            invalid("metadata"),
         ),
         (
             "not UTF-8",

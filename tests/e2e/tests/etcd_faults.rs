@@ -190,7 +190,9 @@ async fn acknowledged_writes_survive_etcd_follower_and_leader_kills() -> Result<
         "org create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let api: Api<Cluster> = Api::namespaced(server.client().await?, NAMESPACE);
+    let client = server.client().await?;
+    shoal_e2e::ensure_release(&client, "test-1").await?;
+    let api: Api<Cluster> = Api::namespaced(client, NAMESPACE);
     // The org's namespace may appear a moment after the Organization.
     let warm = Instant::now();
     loop {

@@ -45,6 +45,7 @@ async fn setup(args: &[&str]) -> Result<(ServerProc, Client, Api<Cluster>)> {
     let server = ServerProc::start_with(args)?;
     let client = server.client().await?;
     create_org(&client, "acme").await?;
+    shoal_e2e::ensure_release(&client, "test-1").await?;
     let api = Api::namespaced(client.clone(), NS);
     Ok((server, client, api))
 }

@@ -52,6 +52,18 @@ spec:
     disk: 10Gi
 "#;
 
+/// The Release [`MANIFEST`]'s Cluster names, applied by [`Fixture::new`].
+const RELEASE: &str = r#"apiVersion: shoal.io/v1alpha1
+kind: Release
+metadata:
+  name: test-1
+spec:
+  kubernetesVersion: 1.31.2
+  image:
+    kernel: /nonexistent/vmlinuz
+    initrd: /nonexistent/initrd.img
+"#;
+
 /// A started server with [`MANIFEST`] written to its temp dir (not applied).
 struct Fixture {
     server: ServerProc,
@@ -65,6 +77,10 @@ impl Fixture {
         // deleted cluster's node pools and write statuses under the test's feet.
         let server = ServerProc::start_with(&["--controllers=false"])?;
         let dir = tempfile::tempdir()?;
+        // A Cluster must name a Release that exists; the API alone seeds none.
+        let release = dir.path().join("release.yaml");
+        std::fs::write(&release, RELEASE)?;
+        server.kubectl_ok(&["apply", "-f", release.to_str().unwrap_or_default()])?;
         let manifest = dir.path().join("acme.yaml");
         std::fs::write(&manifest, MANIFEST)?;
         Ok(Self {

@@ -106,6 +106,8 @@ async fn two_replicas_share_one_etcd() -> Result<()> {
     let r = start()?;
     one_admin_kubeconfig_works_with_both(&r).await?;
     let (one, two) = (r.one.client().await?, r.two.client().await?);
+    // API-only replicas seed no Release; a Cluster must name one that exists.
+    shoal_e2e::ensure_release(&one, "test-1").await?;
     kubectl_apply_on_one_is_seen_by_a_watcher_on_two(&r, &two).await?;
     a_watch_on_two_sees_writes_through_both_once_in_order(&one, &two).await?;
     stale_concurrent_updates_through_both_conflict(&one, &two).await?;

@@ -189,6 +189,9 @@ async fn organization_roles_are_confined_to_their_namespace() -> Result<()> {
         .await?;
         writes.add(ADMIN);
     }
+    // A Cluster must name a Release that exists; the API alone seeds none.
+    shoal_e2e::ensure_release(&admin, "test-1").await?;
+    writes.add(ADMIN);
     let own_cluster = expect_code(
         &admin,
         "POST",

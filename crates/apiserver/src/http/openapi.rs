@@ -139,6 +139,35 @@ fn meta_definitions() -> Vec<(String, Value)> {
             }),
         ),
         (
+            format!("{META}.ObjectMeta"),
+            json!({
+                "description": "ObjectMeta is the metadata every object has: name, namespace, labels, annotations, and what the server owns.",
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": "The object's name, unique in its namespace."},
+                    "generateName": {"type": "string", "description": "A prefix the server completes into a unique name when name is empty."},
+                    "namespace": {"type": "string", "description": "The namespace; an organization's is org-<name>."},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Labels for selectors."},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Annotations; shoal.io/requested-by on a KeyPair is the server's."},
+                    "finalizers": {"type": "array", "items": {"type": "string"}, "description": "What must finish before the object is removed."},
+                    "ownerReferences": {"type": "array", "items": {"type": "object", "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "name": {"type": "string"}, "uid": {"type": "string"},
+                        "controller": {"type": "boolean"}, "blockOwnerDeletion": {"type": "boolean"},
+                    }}, "description": "The objects this one belongs to."},
+                    "uid": {"type": "string", "description": "Set by the server."},
+                    "resourceVersion": {"type": "string", "description": "Set by the server; send it back for optimistic concurrency."},
+                    "generation": {"type": "integer", "format": "int64", "description": "Set by the server; bumped on spec changes."},
+                    "creationTimestamp": {"type": "string", "format": "date-time", "description": "Set by the server."},
+                    "deletionTimestamp": {"type": "string", "format": "date-time", "description": "Set by the server on delete while finalizers remain."},
+                    "deletionGracePeriodSeconds": {"type": "integer", "format": "int64"},
+                    "managedFields": {"type": "array", "items": {"type": "object"}},
+                    "selfLink": {"type": "string"},
+                    "clusterName": {"type": "string"},
+                },
+            }),
+        ),
+        (
             format!("{META}.ListMeta"),
             json!({
                 "description": "ListMeta carries the revision of a list and the token for its next page.",
@@ -195,6 +224,25 @@ fn definitions_v3() -> Vec<(String, Value)> {
             },
         });
         if k.group == shoal_api::GROUP {
+            // As kube-apiserver publishes custom resources: the common fields too.
+            if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                for (field, def) in [
+                    (
+                        "apiVersion",
+                        json!({"type": "string", "description": format!("{} for this kind.", k.api_version())}),
+                    ),
+                    (
+                        "kind",
+                        json!({"type": "string", "description": format!("{}.", k.kind)}),
+                    ),
+                    (
+                        "metadata",
+                        json!({"$ref": format!("#/definitions/{META}.ObjectMeta")}),
+                    ),
+                ] {
+                    props.insert(field.to_owned(), def);
+                }
+            }
             if let (Some(s), Some(l)) = (schema.as_object_mut(), list.as_object_mut()) {
                 s.insert(
                     "x-kubernetes-group-version-kind".into(),
