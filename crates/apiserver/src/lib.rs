@@ -160,11 +160,7 @@ impl Server {
                 )
                 .map_err(ServerError::Store)?,
             ),
-            Storage::Etcd(etcd) => Arc::new(
-                shoal_store::etcd::EtcdStore::connect(etcd.clone())
-                    .await
-                    .map_err(ServerError::Store)?,
-            ),
+            Storage::Etcd(etcd) => Arc::new(open_etcd(etcd).await.map_err(ServerError::Store)?),
         };
         Self::start_with_store(config, store).await
     }
@@ -253,6 +249,82 @@ impl Server {
     }
 }
 
+/// Opens the etcd store so that objects live at `<prefix>registry/...`: the
+/// server's keys start with a slash, so the store gets the prefix without its
+/// trailing one. Objects an older Shoal wrote at `<prefix>/registry/...` (a double
+/// slash) are moved to the new layout once, here; stop every replica of the older
+/// version before starting this one.
+async fn open_etcd(
+    config: &shoal_store::etcd::EtcdConfig,
+) -> Result<shoal_store::etcd::EtcdStore, shoal_store::StoreError> {
+    use shoal_store::etcd::EtcdStore;
+    let trimmed = config.prefix.trim_end_matches('/');
+    if trimmed.len() == config.prefix.len() {
+        // No trailing slash: the keys never had a double one.
+        return EtcdStore::connect(config.clone()).await;
+    }
+    let mut current = config.clone();
+    current.prefix = trimmed.to_owned();
+    let store = EtcdStore::connect(current).await?;
+    let legacy = EtcdStore::connect(config.clone()).await?;
+    let moved = migrate_keys(&legacy, &store, "/registry/").await?;
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            from = %format!("{}/registry/", config.prefix),
+            to = %format!("{trimmed}/registry/"),
+            "moved objects to the etcd key layout without a double slash"
+        );
+    }
+    Ok(store)
+}
+
+/// Moves every key under `prefix` from `from` to `to` (a key already in `to`
+/// wins), deleting each from `from` once it is in `to`. Safe to run by several
+/// replicas at once and to rerun after an interruption. Returns how many moved.
+pub async fn migrate_keys(
+    from: &dyn Store,
+    to: &dyn Store,
+    prefix: &str,
+) -> Result<usize, shoal_store::StoreError> {
+    use shoal_store::{RangeRequest, StoreError};
+    let mut moved = 0;
+    loop {
+        let page = from
+            .range(RangeRequest {
+                prefix: prefix.to_owned(),
+                start_after: None,
+                limit: std::num::NonZeroUsize::new(500),
+            })
+            .await?;
+        if page.items.is_empty() {
+            return Ok(moved);
+        }
+        for kv in page.items {
+            match to.create(&kv.key, kv.value.clone()).await {
+                Ok(_) => moved += 1,
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match from.delete(&kv.key, Some(kv.mod_revision)).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                // Changed meanwhile by an older replica still running: the
+                // copy already moved wins, as the doc above tells operators.
+                Err(StoreError::Conflict { .. }) => {
+                    from.delete(&kv.key, None)
+                        .await
+                        .map(|_| ())
+                        .or_else(|e| match e {
+                            StoreError::NotFound { .. } => Ok(()),
+                            other => Err(other),
+                        })?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// Keeps `history` revisions of change history, compacting the rest.
 async fn compact_forever(store: Arc<dyn Store>, history: i64, every: Duration) {
     let mut tick = tokio::time::interval(every);
@@ -271,5 +343,45 @@ async fn compact_forever(store: Arc<dyn Store>, history: i64, every: Duration) {
                 Err(e) => tracing::warn!(error = %e, "compaction failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use shoal_store::redb::RedbStore;
+
+    #[tokio::test]
+    async fn migrate_keys_moves_each_key_once_and_keeps_newer_copies() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let from = RedbStore::open(dir.path().join("from.redb"))?;
+        let to = RedbStore::open(dir.path().join("to.redb"))?;
+        for i in 0..1200 {
+            from.create(
+                &format!("/registry/things/{i:04}"),
+                Bytes::from(format!("old-{i}")),
+            )
+            .await?;
+        }
+        from.create("/other/kept", Bytes::from_static(b"x")).await?;
+        to.create("/registry/things/0007", Bytes::from_static(b"newer"))
+            .await?;
+        assert_eq!(migrate_keys(&from, &to, "/registry/").await?, 1199);
+        assert_eq!(
+            migrate_keys(&from, &to, "/registry/").await?,
+            0,
+            "a rerun moves nothing"
+        );
+        let kept = to.get("/registry/things/0007").await?.map(|kv| kv.value);
+        assert_eq!(kept.as_deref(), Some(&b"newer"[..]));
+        let moved = to.get("/registry/things/1199").await?.map(|kv| kv.value);
+        assert_eq!(moved.as_deref(), Some(&b"old-1199"[..]));
+        assert!(from.get("/registry/things/0001").await?.is_none());
+        assert!(
+            from.get("/other/kept").await?.is_some(),
+            "keys outside the prefix stay"
+        );
+        Ok(())
     }
 }

@@ -129,6 +129,18 @@ pub struct ServerArgs {
     /// Seconds between BOOKMARK events on idle watches.
     #[arg(long, default_value_t = 10)]
     pub bookmark_interval: u64,
+    /// Seconds a request other than a watch may take before it gets 504.
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Requests other than watches served at once; more get 429 with Retry-After.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// MiB at which <data-dir>/audit.log is rotated.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept (audit.log.1 is the newest).
+    #[arg(long, default_value_t = 5)]
+    pub audit_log_maxbackup: usize,
     /// Run a local host agent in this process, so this machine hosts VMs too (the
     /// all-in-one install). Its data plane lives in --local-agent-netns.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

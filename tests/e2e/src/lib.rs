@@ -147,8 +147,15 @@ impl ServerProc {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let seeded = self
-                .shoal(&["get", "releases", "-o", "name"])
-                .is_ok_and(|out| out.status.success() && !out.stdout.trim_ascii().is_empty());
+                .shoal(&["get", "releases", "-o", "json"])
+                .ok()
+                .filter(|out| out.status.success())
+                .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+                .is_some_and(|list| {
+                    list["items"]
+                        .as_array()
+                        .is_some_and(|items| !items.is_empty())
+                });
             if seeded {
                 return;
             }
@@ -307,8 +314,9 @@ pub fn signal(pid: u32, sig: &str) -> Result<()> {
 }
 
 /// Creates Release `name` unless it exists (a Cluster must name a Release that
-/// exists). It points at kernel files that need not exist: for API-only tests,
-/// where nothing boots.
+/// exists): for tests of the API, where nothing boots. It is deprecated, so
+/// controllers, where they run, start nothing from it, as they would not for a
+/// Release that does not exist; and its kernel files need not exist.
 pub async fn ensure_release(client: &Client, name: &str) -> Result<()> {
     let releases: kube::Api<shoal_api::Release> = kube::Api::all(client.clone());
     if releases.get_opt(name).await?.is_some() {
@@ -316,7 +324,7 @@ pub async fn ensure_release(client: &Client, name: &str) -> Result<()> {
     }
     let release: shoal_api::Release = serde_json::from_value(serde_json::json!({
         "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": name},
-        "spec": {"kubernetesVersion": "1.31.2",
+        "spec": {"kubernetesVersion": "1.31.2", "state": "deprecated",
                  "image": {"kernel": "/nonexistent/vmlinuz", "initrd": "/nonexistent/initrd.img"}}
     }))?;
     releases

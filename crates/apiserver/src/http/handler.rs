@@ -156,7 +156,14 @@ impl Drop for InFlightGuard<'_> {
 /// Authenticates, parses, authorizes and runs one request, then counts and audits it.
 async fn serve(state: AppState, req: Request) -> Response<Body> {
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if parts.version != axum::http::Version::HTTP_11
+        && parts.version != axum::http::Version::HTTP_10
+    {
+        // Only HTTP/1.1 has the 100-continue handshake: an HTTP/2 client sends
+        // its body regardless, so an oversized one is read and dropped instead.
+        parts.headers.remove(header::EXPECT);
+    }
     let identity = match authenticate(&state, &parts.headers).await {
         Ok(id) => id,
         Err(e) => return error_response(&e),

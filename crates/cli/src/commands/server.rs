@@ -48,7 +48,13 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
     config.compaction_interval = Duration::from_secs(args.compaction_interval.max(1));
     config.limits = Limits {
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        max_in_flight: args.max_requests_inflight.max(1),
         ..Limits::default()
+    };
+    config.audit_rotation = shoal_apiserver::audit::Rotation {
+        max_bytes: args.audit_log_maxsize.max(1) << 20,
+        keep: args.audit_log_maxbackup,
     };
     config.storage = storage(args)?;
     config.store_cache_bytes = args.store_cache_mib.max(1) << 20;
