@@ -162,6 +162,8 @@ async fn main() -> Result<()> {
         "org create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A Cluster must name a Release that exists; the API alone seeds none.
+    shoal_e2e::ensure_release(&server.client().await?, "test-1").await?;
 
     let mut creates_rows = Vec::new();
     for c in CONCURRENCY {

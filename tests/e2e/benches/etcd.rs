@@ -196,6 +196,8 @@ async fn main() -> Result<()> {
         "org create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A Cluster must name a Release that exists.
+    shoal_e2e::ensure_release(&first.client().await?, "test-1").await?;
     // The org's namespace may appear a moment after the Organization.
     let api: Api<Cluster> = Api::namespaced(first.client().await?, NAMESPACE);
     let started = Instant::now();

@@ -172,6 +172,8 @@ async fn p4(n: usize) -> Result<(f64, f64, f64)> {
         let server = ServerProc::start_with(&["--controllers=false"])?;
         let client = server.client().await?;
         server.shoal_ok(&["org", "create", "scale"])?;
+        // A Cluster must name a Release that exists; the API alone seeds none.
+        shoal_e2e::ensure_release(&client, "test").await?;
         let started = Instant::now();
         create_all(&client, n).await?;
         // Each of the 5 Machines and its bootstrap Secret, written directly.
