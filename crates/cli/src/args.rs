@@ -108,7 +108,7 @@ pub struct ServerArgs {
     /// the embedded store; several replicas may share it.
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
-    /// The etcd key prefix.
+    /// The etcd key prefix: objects live at `<prefix>registry/...`.
     #[arg(long, default_value = "/shoal/")]
     pub etcd_prefix: String,
     /// The CA (PEM) of the etcd members' certificates.

@@ -290,7 +290,12 @@ async fn acknowledged_writes_survive_etcd_follower_and_leader_kills() -> Result<
 
     // What the API lists, and what etcd itself holds under the server's prefix.
     let listed = list_names(&api).await?;
-    let store = EtcdStore::connect(EtcdConfig::new(etcd.endpoints())).await?;
+    // The server keeps objects at `<prefix>registry/...`, /shoal/registry/... here.
+    let store = EtcdStore::connect(EtcdConfig {
+        prefix: "/shoal".into(),
+        ..EtcdConfig::new(etcd.endpoints())
+    })
+    .await?;
     let raw = store
         .range(RangeRequest {
             prefix: format!("/registry/clusters/{NAMESPACE}/"),
