@@ -127,6 +127,18 @@ async fn a_member_cannot_rewrite_who_a_keypair_is_for() -> Result<()> {
             "{what} changed the requester: {now}"
         );
     }
+    // The attempts are in the audit log, which only its owner may read.
+    let audit = server.data_dir.join("audit.log");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&audit)?.permissions());
+    ensure!(
+        mode & 0o777 == 0o600,
+        "audit.log has mode {:o}",
+        mode & 0o777
+    );
+    ensure!(
+        std::fs::read_to_string(&audit)?.contains("\"verb\":\"patch\""),
+        "the patches are not in the audit log"
+    );
     Ok(())
 }
 
