@@ -108,18 +108,22 @@ pub struct Feeds {
 }
 
 impl Feeds {
-    /// Starts the watches and waits until each cache has listed once.
-    pub async fn start(client: &Client) -> Result<Self, reflector::store::WriterDropped> {
+    /// Starts the watches and waits until each cache has listed once; their
+    /// fan-out waits are counted in `metrics`.
+    pub async fn start(
+        client: &Client,
+        metrics: &crate::metrics::ControllerMetrics,
+    ) -> Result<Self, reflector::store::WriterDropped> {
         let feeds = Self {
-            clusters: Shared::start(Api::all(client.clone())),
-            machines: Shared::start(Api::all(client.clone())),
-            pools: Shared::start(Api::all(client.clone())),
-            hosts: Shared::start(Api::all(client.clone())),
-            releases: Shared::start(Api::all(client.clone())),
-            leases: Shared::start(Api::namespaced(
-                client.clone(),
-                crate::labels::SYSTEM_NAMESPACE,
-            )),
+            clusters: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Cluster")),
+            machines: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Machine")),
+            pools: Shared::start(Api::all(client.clone()), metrics.fanout_waits("NodePool")),
+            hosts: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Host")),
+            releases: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Release")),
+            leases: Shared::start(
+                Api::namespaced(client.clone(), crate::labels::SYSTEM_NAMESPACE),
+                metrics.fanout_waits("Lease"),
+            ),
         };
         let stores = feeds.stores();
         stores.clusters.wait_until_ready().await?;

@@ -119,9 +119,11 @@ pub async fn run_controllers(
 ) -> Result<(), Error> {
     config.ipam.validate()?;
     release::seed(&client, &config).await?;
-    let feeds = context::Feeds::start(&client).await.map_err(|_| {
-        Error::NotReady("the controllers' caches stopped before they filled".into())
-    })?;
+    let feeds = context::Feeds::start(&client, &config.metrics)
+        .await
+        .map_err(|_| {
+            Error::NotReady("the controllers' caches stopped before they filled".into())
+        })?;
     let stores = feeds.stores();
     let ctx = Arc::new(Context::new(client.clone(), config, stores.clone()));
     let wc = watcher::Config::default;

@@ -44,6 +44,25 @@ pub struct ControllerMetrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Reconcile duration by controller, in seconds.
     pub duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
+    /// Changes the shared watch of a kind had to hold until a slow controller's
+    /// queue had room (backpressure; nothing is dropped).
+    pub fanout_waits: Family<KindLabel, Counter>,
+}
+
+/// Labels naming a watched kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind, e.g. `Machine`.
+    pub kind: String,
+}
+
+impl ControllerMetrics {
+    /// The fan-out wait counter of `kind`.
+    pub fn fanout_waits(&self, kind: &str) -> Counter {
+        self.fanout_waits
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .clone()
+    }
 }
 
 impl Default for ControllerMetrics {
@@ -51,6 +70,7 @@ impl Default for ControllerMetrics {
         Self {
             reconciles: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
+            fanout_waits: Family::default(),
         }
     }
 }
@@ -68,6 +88,11 @@ impl ControllerMetrics {
             "reconcile_duration_seconds",
             "Reconcile duration by controller",
             self.duration.clone(),
+        );
+        r.register(
+            "fanout_waits",
+            "Changes a shared watch held until a slow controller's bounded queue had room",
+            self.fanout_waits.clone(),
         );
     }
 }

@@ -4,6 +4,12 @@
 //!
 //! Unlike kube-runtime's shared stores, deletions are fanned out too: a cluster
 //! waiting for its Machines to go is woken when the last one is deleted.
+//!
+//! Each subscriber has a bounded queue ([`FANOUT_QUEUE`]). A subscriber that falls
+//! behind applies backpressure: the fan-out waits for room (counted in
+//! `shoal_controller_fanout_waits_total{kind}`) rather than dropping a change,
+//! since a controller that returned `await_change` relies on that change to run
+//! again. Memory therefore stays bounded, and the watch itself slows down.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,9 +17,13 @@ use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
-type Subscribers<K> = Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>>;
+/// Changes queued per subscriber before the fan-out waits for it.
+pub const FANOUT_QUEUE: usize = 1024;
+
+type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
 
 /// A cache of one kind, and the changes to it for whoever subscribes.
 pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
@@ -33,8 +43,9 @@ where
         + Sync
         + 'static,
 {
-    /// Starts watching `api`.
-    pub fn start(api: Api<K>) -> Self {
+    /// Starts watching `api`; `waits` counts changes that had to wait for a
+    /// subscriber's full queue.
+    pub fn start(api: Api<K>, waits: Counter) -> Self {
         let (store, writer) = reflector::store();
         let subscribers: Subscribers<K> = Arc::default();
         let stream = watcher(api, watcher::Config::default())
@@ -60,8 +71,17 @@ where
                         continue;
                     }
                 };
-                let mut list = subs.lock().unwrap_or_else(|p| p.into_inner());
-                list.retain(|tx| changed.iter().all(|o| tx.send(o.clone()).is_ok()));
+                let list: Vec<mpsc::Sender<Arc<K>>> =
+                    subs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut gone = false;
+                for tx in &list {
+                    gone |= !fan_out(tx, &changed, &waits).await;
+                }
+                if gone {
+                    subs.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|tx| !tx.is_closed());
+                }
             }
         });
         Self {
@@ -73,22 +93,76 @@ where
 
     /// Every object as it is now, then every change (deletions included).
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(FANOUT_QUEUE);
         // Registered before the snapshot is taken: a change in between arrives
-        // twice, never not at all.
+        // twice, never not at all. The snapshot is not queued, so it may be larger
+        // than the queue.
         self.subscribers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(tx.clone());
-        for obj in self.store.state() {
-            let _ = tx.send(obj);
-        }
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) })
+            .push(tx);
+        let snapshot = futures::stream::iter(self.store.state());
+        snapshot.chain(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|o| (o, rx))
+        }))
     }
+}
+
+/// Sends `changed` to one subscriber, waiting (and counting the wait) when its
+/// queue is full; false once the subscriber is gone.
+async fn fan_out<K>(tx: &mpsc::Sender<Arc<K>>, changed: &[Arc<K>], waits: &Counter) -> bool {
+    for obj in changed {
+        match tx.try_send(obj.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(obj)) => {
+                waits.inc();
+                if tx.send(obj).await.is_err() {
+                    return false;
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+    }
+    true
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Drop for Shared<K> {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_waits_for_room_and_counts_it() {
+        let (tx, mut rx) = mpsc::channel::<Arc<u32>>(2);
+        let waits = Counter::default();
+        let changed: Vec<Arc<u32>> = (0..5).map(Arc::new).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(v) = rx.recv().await {
+                got.push(*v);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            got
+        });
+        assert!(fan_out(&tx, &changed, &waits).await);
+        drop(tx);
+        assert_eq!(
+            reader.await.expect("reader"),
+            [0, 1, 2, 3, 4],
+            "nothing shed"
+        );
+        assert!(waits.get() >= 1, "the full queue was waited for");
+    }
+
+    #[tokio::test]
+    async fn a_gone_subscriber_is_reported() {
+        let (tx, rx) = mpsc::channel::<Arc<u32>>(2);
+        drop(rx);
+        assert!(!fan_out(&tx, &[Arc::new(1)], &Counter::default()).await);
     }
 }
