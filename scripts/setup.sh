@@ -52,6 +52,13 @@ if ! command -v cloud-init >/dev/null; then
   need_apt+=(cloud-init)
   fresh_cloud_init=1
 fi
+# The Kubernetes node image (images/build-kubernetes-image.sh): debootstrap makes its
+# Debian root filesystem, mkfs.ext4 -d (e2fsprogs) its disk, python3 its OCI archives;
+# its e2e test runs dnsmasq (dnsmasq-base) for the lab network's DHCP.
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v python3 >/dev/null || need_apt+=(python3)
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq

@@ -155,6 +155,27 @@ pub enum BootstrapError {
         /// What is wrong and what to do.
         why: &'static str,
     },
+    /// No Shoal node image carries the requested Kubernetes version, so kubeadm would
+    /// look for container images that no node has.
+    #[error(
+        "kubernetes_version {value:?}: Shoal's Kubernetes node image carries {carried}; \
+         use a release with that version"
+    )]
+    NoNodeImage {
+        /// The value given.
+        value: String,
+        /// The version the node image carries.
+        carried: &'static str,
+    },
+    /// serde_json could not serialize a document (a bug in this crate, not in the input).
+    #[error("serializing {what} as JSON: {source}")]
+    Json {
+        /// Which document.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// serde_yaml could not serialize a document (a bug in this crate, not in the input).
     #[error("serializing {what} as YAML: {source}")]
     Yaml {
@@ -176,7 +197,9 @@ impl BootstrapError {
             | Self::NotDnsName { field, .. }
             | Self::Yaml11Ambiguous { field, .. }
             | Self::Cidr { field, .. } => Some((*field).to_string()),
-            Self::KubernetesVersion { .. } => Some("kubernetes_version".into()),
+            Self::KubernetesVersion { .. } | Self::NoNodeImage { .. } => {
+                Some("kubernetes_version".into())
+            }
             Self::Endpoint { .. } => Some("control_plane_endpoint".into()),
             Self::AdvertiseAddress { .. } => Some("advertise_address".into()),
             Self::BootstrapToken => Some("bootstrap_token".into()),
@@ -188,7 +211,7 @@ impl BootstrapError {
             Self::FilePermissions { index, .. } => Some(format!("files[{index}].permissions")),
             Self::Oidc { field, .. } => Some(format!("oidc.{field}")),
             Self::PhoneHomeUrl { .. } => Some("phone_home_url".into()),
-            Self::Yaml { .. } => None,
+            Self::Yaml { .. } | Self::Json { .. } => None,
         }
     }
 }

@@ -1,47 +1,168 @@
-//! User-data for a real cloud image with kubeadm: the PKI and a kubeadm configuration
-//! (`kubeadm.k8s.io/v1beta4`) in `write_files`, then `kubeadm init` or `kubeadm join`
-//! in `runcmd`, then `phone_home`.
+//! User-data for Shoal's Kubernetes node image with kubeadm: the PKI, a kubeadm
+//! configuration (`kubeadm.k8s.io/v1beta4`) naming the image's preloaded containers,
+//! probe patches for the control plane and, on the first control-plane node, the pod
+//! network's manifest in `write_files`; then `kubeadm init` (and the pod network) or
+//! `kubeadm join` in `runcmd`, then `phone_home`.
 
 use serde::Serialize;
 
 use crate::cloudconfig::{to_yaml, CloudConfig, WriteFile};
 use crate::input::{NodeBootstrap, Role};
+use crate::nodeimage::{NodeImage, NODE_IMAGE};
 use crate::validate::{split_endpoint, version_digits};
 use crate::{BootstrapError, KUBEADM_CONFIG_PATH};
 
 const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
 /// The configuration holds the bootstrap token and the certificate key.
 const CONFIG_MODE: u32 = 0o600;
+/// Manifests and patches hold no secret.
+const PUBLIC_MODE: u32 = 0o644;
+
+/// Where the first control-plane node finds the pod network's manifest.
+pub const FLANNEL_MANIFEST_PATH: &str = "/etc/kubernetes/addons/flannel.yaml";
+/// Where kubeadm finds the control plane's probe patches.
+pub const KUBEADM_PATCHES_DIR: &str = "/etc/kubernetes/patches";
+/// The administrator's kubeconfig `kubeadm init` writes.
+const ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
+
+/// How long kubeadm waits for each phase. Its defaults (4 minutes for the control
+/// plane) assume a native CPU; under emulation the API server takes several minutes to
+/// start, so the waits are generous: a node that never comes up still fails, later.
+const PHASE_TIMEOUT: &str = "20m0s";
+
+/// Leader election of the controller manager and the scheduler. The defaults (15 s
+/// lease, 10 s renew deadline, 5 s API timeouts) assume a native CPU; under emulation
+/// a busy API server misses the renewal, the leader exits and, restarting, stops
+/// allocating node pod CIDRs for minutes. A longer lease only delays a failover.
+const LEADER_ELECTION: [(&str, &str); 3] = [
+    ("leader-elect-lease-duration", "60s"),
+    ("leader-elect-renew-deadline", "45s"),
+    ("leader-elect-retry-period", "10s"),
+];
+
+/// The static pods whose probes are relaxed, and whether the container has a
+/// readiness probe (only the API server's does).
+const PROBED: [(&str, bool); 4] = [
+    ("etcd", false),
+    ("kube-apiserver", true),
+    ("kube-controller-manager", false),
+    ("kube-scheduler", false),
+];
 
 /// Renders `#cloud-config` user-data that makes `n` a Kubernetes node with kubeadm.
 pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
     n.validate()?;
     crate::validate::kubeadm_worker_files(n)?;
+    let image = node_image(n)?;
+    let mut patches = Vec::new();
+    if n.role.is_control_plane() {
+        for (component, readiness) in PROBED {
+            patches.push((
+                format!("{KUBEADM_PATCHES_DIR}/{component}+strategic.yaml"),
+                probe_patch(component, readiness)?,
+            ));
+        }
+    }
     let mut doc = CloudConfig::base(n);
     doc.write_files.push(WriteFile::new(
         KUBEADM_CONFIG_PATH,
-        kubeadm_config(n)?,
+        kubeadm_config(n, image)?,
         CONFIG_MODE,
     ));
-    doc.runcmd.push(match n.role {
-        Role::ControlPlaneInit => vec![
-            "kubeadm",
-            "init",
-            "--config",
-            KUBEADM_CONFIG_PATH,
-            "--upload-certs",
-        ],
-        Role::ControlPlaneJoin | Role::Worker => {
-            vec!["kubeadm", "join", "--config", KUBEADM_CONFIG_PATH]
+    for (path, content) in &patches {
+        doc.write_files
+            .push(WriteFile::new(path, content.clone(), PUBLIC_MODE));
+    }
+    if n.role == Role::ControlPlaneInit {
+        let pod_cidr = n.pod_cidr.split(',').next().unwrap_or(&n.pod_cidr).trim();
+        // Validation made sure the endpoint is host:port.
+        let api =
+            split_endpoint(&n.control_plane_endpoint).ok_or_else(|| BootstrapError::Endpoint {
+                value: n.control_plane_endpoint.clone(),
+                why: "no port",
+            })?;
+        doc.write_files.push(WriteFile::new(
+            FLANNEL_MANIFEST_PATH,
+            crate::flannel::manifest(pod_cidr, api, image)?,
+            PUBLIC_MODE,
+        ));
+    }
+    match n.role {
+        Role::ControlPlaneInit => {
+            doc.runcmd.push(vec![
+                "kubeadm",
+                "init",
+                "--config",
+                KUBEADM_CONFIG_PATH,
+                "--upload-certs",
+            ]);
+            doc.runcmd.push(vec![
+                "kubectl",
+                "--kubeconfig",
+                ADMIN_KUBECONFIG,
+                "apply",
+                "-f",
+                FLANNEL_MANIFEST_PATH,
+            ]);
         }
-    });
+        Role::ControlPlaneJoin | Role::Worker => {
+            doc.runcmd
+                .push(vec!["kubeadm", "join", "--config", KUBEADM_CONFIG_PATH]);
+        }
+    }
     doc.render()
+}
+
+/// The node image that carries `n`'s Kubernetes version.
+fn node_image(n: &NodeBootstrap) -> Result<&'static NodeImage, BootstrapError> {
+    if version_digits(&n.kubernetes_version) == NODE_IMAGE.kubernetes_version {
+        Ok(&NODE_IMAGE)
+    } else {
+        Err(BootstrapError::NoNodeImage {
+            value: n.kubernetes_version.clone(),
+            carried: NODE_IMAGE.kubernetes_version,
+        })
+    }
+}
+
+/// A strategic-merge patch of one static pod that gives its probes room on a slow CPU.
+fn probe_patch(component: &'static str, readiness: bool) -> Result<String, BootstrapError> {
+    let patch = PodPatch {
+        spec: PodPatchSpec {
+            containers: vec![ContainerPatch {
+                name: component,
+                startup_probe: Probe {
+                    failure_threshold: 120,
+                    period_seconds: 10,
+                    timeout_seconds: 30,
+                },
+                liveness_probe: Probe {
+                    failure_threshold: 20,
+                    period_seconds: 30,
+                    timeout_seconds: 30,
+                },
+                readiness_probe: readiness.then_some(Probe {
+                    failure_threshold: 10,
+                    period_seconds: 10,
+                    timeout_seconds: 30,
+                }),
+            }],
+        },
+    };
+    to_yaml("a kubeadm probe patch", &patch)
 }
 
 /// The kubeadm configuration file: `InitConfiguration` and `ClusterConfiguration` on
 /// the first control-plane node, a `JoinConfiguration` on the others.
-fn kubeadm_config(n: &NodeBootstrap) -> Result<String, BootstrapError> {
-    let node_registration = NodeRegistration { name: &n.hostname };
+fn kubeadm_config(n: &NodeBootstrap, image: &'static NodeImage) -> Result<String, BootstrapError> {
+    let node_registration = NodeRegistration {
+        name: &n.hostname,
+        cri_socket: image.cri_socket,
+    };
+    let timeouts = Timeouts::generous();
+    let patches = n.role.is_control_plane().then_some(Patches {
+        directory: KUBEADM_PATCHES_DIR,
+    });
     match n.role {
         Role::ControlPlaneInit => {
             let init = InitConfiguration {
@@ -55,12 +176,20 @@ fn kubeadm_config(n: &NodeBootstrap) -> Result<String, BootstrapError> {
                 },
                 node_registration,
                 certificate_key: n.certificate_key.as_deref(),
+                timeouts,
+                patches,
             };
-            let cluster = cluster_configuration(n);
+            let cluster = cluster_configuration(n, image);
+            let kubelet = KubeletConfiguration {
+                api_version: "kubelet.config.k8s.io/v1beta1",
+                kind: "KubeletConfiguration",
+                cgroup_driver: "systemd",
+            };
             Ok(format!(
-                "{}---\n{}",
+                "{}---\n{}---\n{}",
                 to_yaml("the kubeadm InitConfiguration", &init)?,
-                to_yaml("the kubeadm ClusterConfiguration", &cluster)?
+                to_yaml("the kubeadm ClusterConfiguration", &cluster)?,
+                to_yaml("the KubeletConfiguration", &kubelet)?
             ))
         }
         Role::ControlPlaneJoin | Role::Worker => {
@@ -85,13 +214,18 @@ fn kubeadm_config(n: &NodeBootstrap) -> Result<String, BootstrapError> {
                     // Validation refuses a control-plane join without a key.
                     _ => None,
                 },
+                timeouts,
+                patches,
             };
             to_yaml("the kubeadm JoinConfiguration", &join)
         }
     }
 }
 
-fn cluster_configuration(n: &NodeBootstrap) -> ClusterConfiguration<'_> {
+fn cluster_configuration<'a>(
+    n: &'a NodeBootstrap,
+    image: &'static NodeImage,
+) -> ClusterConfiguration<'a> {
     let api_name = format!("api.{}.{}.{}", n.cluster, n.org, n.base_domain);
     let mut cert_sans = vec![api_name];
     if let Some((host, _)) = split_endpoint(&n.control_plane_endpoint) {
@@ -128,6 +262,15 @@ fn cluster_configuration(n: &NodeBootstrap) -> ClusterConfiguration<'_> {
         cluster_name: &n.cluster,
         kubernetes_version: format!("v{}", version_digits(&n.kubernetes_version)),
         control_plane_endpoint: &n.control_plane_endpoint,
+        image_repository: image.image_repository,
+        etcd: Etcd {
+            local: LocalEtcd {
+                image_tag: image.etcd_image_tag,
+            },
+        },
+        dns: Dns {
+            image_tag: image.coredns_image_tag,
+        },
         networking: Networking {
             pod_subnet: &n.pod_cidr,
             service_subnet: &n.service_cidr,
@@ -137,6 +280,8 @@ fn cluster_configuration(n: &NodeBootstrap) -> ClusterConfiguration<'_> {
             cert_sans,
             extra_args,
         },
+        controller_manager: Component::leader_elected(),
+        scheduler: Component::leader_elected(),
     }
 }
 
@@ -151,6 +296,40 @@ struct InitConfiguration<'a> {
     node_registration: NodeRegistration<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     certificate_key: Option<&'a str>,
+    timeouts: Timeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patches: Option<Patches>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct Timeouts {
+    control_plane_component_health_check: &'static str,
+    kubelet_health_check: &'static str,
+    #[serde(rename = "kubernetesAPICall")]
+    kubernetes_api_call: &'static str,
+    #[serde(rename = "etcdAPICall")]
+    etcd_api_call: &'static str,
+    tls_bootstrap: &'static str,
+    discovery: &'static str,
+}
+
+impl Timeouts {
+    fn generous() -> Self {
+        Self {
+            control_plane_component_health_check: PHASE_TIMEOUT,
+            kubelet_health_check: PHASE_TIMEOUT,
+            kubernetes_api_call: PHASE_TIMEOUT,
+            etcd_api_call: PHASE_TIMEOUT,
+            tls_bootstrap: PHASE_TIMEOUT,
+            discovery: PHASE_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Patches {
+    directory: &'static str,
 }
 
 #[derive(Serialize)]
@@ -164,9 +343,11 @@ struct LocalApiEndpoint<'a> {
     advertise_address: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
 struct NodeRegistration<'a> {
     name: &'a str,
+    cri_socket: &'static str,
 }
 
 #[derive(Serialize)]
@@ -177,8 +358,85 @@ struct ClusterConfiguration<'a> {
     cluster_name: &'a str,
     kubernetes_version: String,
     control_plane_endpoint: &'a str,
+    image_repository: &'static str,
+    etcd: Etcd,
+    dns: Dns,
     networking: Networking<'a>,
     api_server: ApiServer<'a>,
+    controller_manager: Component,
+    scheduler: Component,
+}
+
+/// A control-plane component's settings: its extra flags.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Component {
+    extra_args: Vec<Arg<'static>>,
+}
+
+impl Component {
+    /// A leader-elected component with the relaxed election of [`LEADER_ELECTION`].
+    fn leader_elected() -> Self {
+        Self {
+            extra_args: LEADER_ELECTION
+                .iter()
+                .map(|&(name, value)| Arg { name, value })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Etcd {
+    local: LocalEtcd,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LocalEtcd {
+    image_tag: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Dns {
+    image_tag: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeletConfiguration {
+    api_version: &'static str,
+    kind: &'static str,
+    cgroup_driver: &'static str,
+}
+
+#[derive(Serialize)]
+struct PodPatch {
+    spec: PodPatchSpec,
+}
+
+#[derive(Serialize)]
+struct PodPatchSpec {
+    containers: Vec<ContainerPatch>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPatch {
+    name: &'static str,
+    startup_probe: Probe,
+    liveness_probe: Probe,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readiness_probe: Option<Probe>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    failure_threshold: u32,
+    period_seconds: u32,
+    timeout_seconds: u32,
 }
 
 #[derive(Serialize)]
@@ -214,6 +472,9 @@ struct JoinConfiguration<'a> {
     node_registration: NodeRegistration<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     control_plane: Option<JoinControlPlane<'a>>,
+    timeouts: Timeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patches: Option<Patches>,
 }
 
 #[derive(Serialize)]

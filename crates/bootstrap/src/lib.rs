@@ -3,9 +3,12 @@
 //! Given a [`NodeBootstrap`] (the node's role, its cluster's endpoint and networks, the
 //! PKI files and the join secrets), this crate renders a `#cloud-config` document:
 //!
-//! - [`render_kubeadm`] for a real cloud image with kubeadm: `write_files` for the PKI
-//!   and a `kubeadm.k8s.io/v1beta4` configuration, `kubeadm init` or `kubeadm join` in
-//!   `runcmd`, OIDC flags on the API server, and `phone_home`;
+//! - [`render_kubeadm`] for Shoal's Kubernetes node image ([`NODE_IMAGE`]):
+//!   `write_files` for the PKI, a `kubeadm.k8s.io/v1beta4` configuration naming the
+//!   image's preloaded containers and its CRI socket, probe patches that survive a slow
+//!   (emulated) CPU and, on the first control-plane node, the pod network's manifest
+//!   (flannel); `kubeadm init` or `kubeadm join` in `runcmd`, OIDC flags on the API
+//!   server, and `phone_home`;
 //! - [`render_test_image`] for Shoal's test image, which honours only `hostname`,
 //!   `write_files` and `phone_home`: the same PKI plus a [`NodeFile`] at
 //!   [`NODE_FILE_PATH`] telling the image its role.
@@ -25,15 +28,18 @@
 
 mod cloudconfig;
 mod error;
+mod flannel;
 mod input;
 mod kubeadm;
+mod nodeimage;
 mod testimage;
 mod validate;
 mod yaml11;
 
 pub use error::BootstrapError;
 pub use input::{BootstrapFile, NodeBootstrap, Oidc, Role};
-pub use kubeadm::render_kubeadm;
+pub use kubeadm::{render_kubeadm, FLANNEL_MANIFEST_PATH, KUBEADM_PATCHES_DIR};
+pub use nodeimage::{NodeImage, NODE_IMAGE};
 pub use testimage::{render_test_image, NodeFile};
 
 /// Where [`render_kubeadm`] writes the kubeadm configuration (mode 0600: it holds the

@@ -7,7 +7,7 @@ use common::{node, oidc, variants};
 use serde_yaml::Value;
 use shoal_bootstrap::{
     render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeFile, Role,
-    KUBEADM_CONFIG_PATH, NODE_FILE_PATH,
+    FLANNEL_MANIFEST_PATH, KUBEADM_CONFIG_PATH, KUBEADM_PATCHES_DIR, NODE_FILE_PATH, NODE_IMAGE,
 };
 
 #[test]
@@ -84,13 +84,23 @@ fn init_writes_pki_and_kubeadm_config_and_runs_init() {
         serde_yaml::from_value(doc["runcmd"].clone()).expect("runcmd is a list of argvs");
     assert_eq!(
         runcmd,
-        vec![vec![
-            "kubeadm",
-            "init",
-            "--config",
-            "/etc/kubernetes/kubeadm.yaml",
-            "--upload-certs"
-        ]]
+        vec![
+            vec![
+                "kubeadm",
+                "init",
+                "--config",
+                "/etc/kubernetes/kubeadm.yaml",
+                "--upload-certs"
+            ],
+            vec![
+                "kubectl",
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf",
+                "apply",
+                "-f",
+                FLANNEL_MANIFEST_PATH
+            ]
+        ]
     );
     assert_eq!(
         doc["phone_home"]["url"].as_str(),
@@ -99,7 +109,12 @@ fn init_writes_pki_and_kubeadm_config_and_runs_init() {
     assert_eq!(doc["phone_home"]["tries"].as_u64(), Some(10));
 
     let docs = kubeadm_docs(&doc);
-    assert_eq!(docs.len(), 2);
+    assert_eq!(docs.len(), 3, "init, cluster and kubelet configuration");
+    assert_eq!(
+        kind(&docs, "KubeletConfiguration")["cgroupDriver"].as_str(),
+        Some("systemd"),
+        "the image's containerd uses the systemd cgroup driver"
+    );
     let init = kind(&docs, "InitConfiguration");
     assert_eq!(init["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
     assert_eq!(
@@ -112,7 +127,7 @@ fn init_writes_pki_and_kubeadm_config_and_runs_init() {
     );
     assert_eq!(init["nodeRegistration"]["name"].as_str(), Some("demo-cp-0"));
     let cluster = kind(&docs, "ClusterConfiguration");
-    assert_eq!(cluster["kubernetesVersion"].as_str(), Some("v1.31.2"));
+    assert_eq!(cluster["kubernetesVersion"].as_str(), Some("v1.35.4"));
     assert_eq!(
         cluster["controlPlaneEndpoint"].as_str(),
         Some("api.demo.acme.shoal.local:443")
@@ -243,7 +258,7 @@ fn test_image_gets_the_files_and_its_role_but_no_commands() {
     .expect("a node file");
     assert_eq!(node_file, NodeFile::new(&n));
     assert_eq!(node_file.role, Role::ControlPlaneInit);
-    assert_eq!(node_file.kubernetes_version, "1.31.2");
+    assert_eq!(node_file.kubernetes_version, "1.35.4");
 }
 
 #[test]
@@ -420,4 +435,112 @@ fn errors_and_debug_never_show_secrets() {
     n.bootstrap_token = "abcdef.0123456789abcdef".into();
     let err = render_kubeadm(&n).expect_err("bad key");
     assert!(!err.to_string().contains("SECRET"), "{err}");
+}
+
+#[test]
+fn kubeadm_names_what_the_node_image_carries() {
+    let doc = parse(&render_kubeadm(&node(Role::ControlPlaneInit)).expect("renders"));
+    let docs = kubeadm_docs(&doc);
+    let init = kind(&docs, "InitConfiguration");
+    assert_eq!(
+        init["nodeRegistration"]["criSocket"].as_str(),
+        Some("unix:///run/containerd/containerd.sock")
+    );
+    assert_eq!(
+        init["patches"]["directory"].as_str(),
+        Some(KUBEADM_PATCHES_DIR)
+    );
+    assert_eq!(
+        init["timeouts"]["controlPlaneComponentHealthCheck"].as_str(),
+        Some("20m0s")
+    );
+    let cluster = kind(&docs, "ClusterConfiguration");
+    assert_eq!(
+        cluster["imageRepository"].as_str(),
+        Some(NODE_IMAGE.image_repository)
+    );
+    assert_eq!(
+        cluster["etcd"]["local"]["imageTag"].as_str(),
+        Some(NODE_IMAGE.etcd_image_tag)
+    );
+    assert_eq!(
+        cluster["dns"]["imageTag"].as_str(),
+        Some(NODE_IMAGE.coredns_image_tag)
+    );
+    // The leader-elected components keep their lease through a slow API server.
+    for component in ["controllerManager", "scheduler"] {
+        let args = cluster[component]["extraArgs"]
+            .as_sequence()
+            .expect("a list");
+        let value = |name: &str| {
+            args.iter()
+                .find(|a| a["name"].as_str() == Some(name))
+                .and_then(|a| a["value"].as_str())
+        };
+        assert_eq!(
+            value("leader-elect-lease-duration"),
+            Some("60s"),
+            "{component}"
+        );
+        assert_eq!(
+            value("leader-elect-renew-deadline"),
+            Some("45s"),
+            "{component}"
+        );
+    }
+    let kubelet = kind(&docs, "KubeletConfiguration");
+    assert_eq!(kubelet["cgroupDriver"].as_str(), Some("systemd"));
+    // Every control-plane static pod gets its probes relaxed; the API server also
+    // its readiness probe, which only it has.
+    for component in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        let path = format!("{KUBEADM_PATCHES_DIR}/{component}+strategic.yaml");
+        let patch: Value =
+            serde_yaml::from_str(file(&doc, &path)["content"].as_str().expect("text"))
+                .expect("YAML");
+        let c = &patch["spec"]["containers"][0];
+        assert_eq!(c["name"].as_str(), Some(component));
+        assert!(c["startupProbe"]["failureThreshold"].as_u64() >= Some(60));
+        assert_eq!(
+            c.get("readinessProbe").is_some(),
+            component == "kube-apiserver",
+            "{component}"
+        );
+    }
+    let flannel = file(&doc, FLANNEL_MANIFEST_PATH)["content"]
+        .as_str()
+        .expect("text");
+    assert!(
+        flannel.contains("\"Network\": \"10.244.0.0/16\""),
+        "{flannel}"
+    );
+}
+
+#[test]
+fn workers_get_no_patches_and_no_pod_network_manifest() {
+    let doc = parse(&render_kubeadm(&node(Role::Worker)).expect("renders"));
+    let paths: Vec<&str> = doc["write_files"]
+        .as_sequence()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec![KUBEADM_CONFIG_PATH], "{paths:?}");
+}
+
+#[test]
+fn a_version_no_node_image_carries_is_refused() {
+    let mut n = node(Role::ControlPlaneInit);
+    n.kubernetes_version = "1.34.2".into();
+    let err = render_kubeadm(&n).expect_err("no image carries 1.34.2");
+    assert!(matches!(err, BootstrapError::NoNodeImage { .. }), "{err}");
+    assert_eq!(err.field().as_deref(), Some("kubernetes_version"));
+    assert!(
+        err.to_string().contains(NODE_IMAGE.kubernetes_version),
+        "{err}"
+    );
 }

@@ -162,12 +162,12 @@ pub struct ServerArgs {
     /// `test` Release; by default ./images/out when it exists.
     #[arg(long, env = "SHOAL_TEST_IMAGE_DIR")]
     pub test_image_dir: Option<PathBuf>,
-    /// The disk image (with cloud-init and kubeadm) of the seeded kubeadm Release.
-    #[arg(long, default_value = "/var/lib/shoal/images/kubeadm.qcow2")]
-    pub kubeadm_image: PathBuf,
-    /// The Kubernetes version of the seeded kubeadm Release.
-    #[arg(long, default_value = "1.31.2")]
-    pub kubeadm_version: String,
+    /// The directory of Shoal's Kubernetes node image (vmlinuz, initrd.img,
+    /// disk.qcow2; `images/build-kubernetes-image.sh`) for the seeded
+    /// `kubeadm-<version>` Release; by default ~/.cache/shoal/kubernetes/current when
+    /// it exists, else /var/lib/shoal/images/kubernetes.
+    #[arg(long, env = "SHOAL_KUBERNETES_IMAGE_DIR")]
+    pub kubernetes_image_dir: Option<PathBuf>,
     /// The pool guest node networks are cut from.
     #[arg(long, default_value = "10.128.0.0/9")]
     pub node_cidr_pool: String,

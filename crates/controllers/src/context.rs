@@ -32,10 +32,12 @@ pub struct ControllerConfig {
     pub keypair_max_ttl: Duration,
     /// Where the test image's kernel and initrd are, for the seeded `test` Release.
     pub test_image_dir: Option<std::path::PathBuf>,
-    /// The disk image of the seeded kubeadm Release.
-    pub kubeadm_image: std::path::PathBuf,
-    /// The Kubernetes version of the seeded kubeadm Release.
-    pub kubeadm_version: String,
+    /// The Kubernetes version the seeded `test` Release announces.
+    pub test_release_version: String,
+    /// The directory of Shoal's Kubernetes node image (`vmlinuz`, `initrd.img`,
+    /// `disk.qcow2`, from `images/build-kubernetes-image.sh`) for the seeded
+    /// `kubeadm-<version>` Release.
+    pub kubernetes_image_dir: std::path::PathBuf,
     /// Certificates are renewed this long before they expire.
     pub renew_before: Duration,
     /// The gateway's TLS listener. When set, a cluster is Ready only once its API
@@ -61,8 +63,8 @@ impl Default for ControllerConfig {
             host_grace_period: Duration::from_secs(60),
             keypair_max_ttl: Duration::from_secs(30 * 24 * 3600),
             test_image_dir: None,
-            kubeadm_image: "/var/lib/shoal/images/kubeadm.qcow2".into(),
-            kubeadm_version: "1.31.2".into(),
+            test_release_version: "1.31.2".into(),
+            kubernetes_image_dir: "/var/lib/shoal/images/kubernetes".into(),
             renew_before: Duration::from_secs(30 * 24 * 3600),
             gateway_address: None,
             gateway_public_address: None,

@@ -16,14 +16,15 @@ use crate::error::{failed, is_conflict, Error};
 pub const TEST_RELEASE: &str = "test";
 
 /// The releases created at first start: `test` (the test image, when its files are
-/// known) and `kubeadm-<version>` (a cloud image with kubeadm at the configured path).
+/// known) and `kubeadm-<version>` (Shoal's Kubernetes node image: kernel, initrd and
+/// root disk from the configured image directory).
 pub fn seeds(config: &ControllerConfig) -> Vec<Release> {
     let mut out = Vec::new();
     if let Some(dir) = &config.test_image_dir {
         out.push(Release::new(
             TEST_RELEASE,
             ReleaseSpec {
-                kubernetes_version: config.kubeadm_version.clone(),
+                kubernetes_version: config.test_release_version.clone(),
                 image: ReleaseImage {
                     kernel: Some(dir.join("vmlinuz").display().to_string()),
                     initrd: Some(dir.join("initrd.img").display().to_string()),
@@ -35,13 +36,18 @@ pub fn seeds(config: &ControllerConfig) -> Vec<Release> {
             },
         ));
     }
+    let image = &shoal_bootstrap::NODE_IMAGE;
+    let dir = &config.kubernetes_image_dir;
+    let file = |name: &str| Some(dir.join(name).display().to_string());
     out.push(Release::new(
-        &format!("kubeadm-{}", config.kubeadm_version.replace('.', "-")),
+        &format!("kubeadm-{}", image.kubernetes_version.replace('.', "-")),
         ReleaseSpec {
-            kubernetes_version: config.kubeadm_version.clone(),
+            kubernetes_version: image.kubernetes_version.to_owned(),
             image: ReleaseImage {
-                disk: Some(config.kubeadm_image.display().to_string()),
-                ..Default::default()
+                kernel: file(image.kernel_file),
+                initrd: file(image.initrd_file),
+                disk: file(image.disk_file),
+                cmdline: Some(image.kernel_cmdline.to_owned()),
             },
             state: ReleaseState::Active,
             bootstrap: BootstrapFormat::Kubeadm,
@@ -185,7 +191,26 @@ mod tests {
             s[0].spec.image.kernel.as_deref(),
             Some("/opt/shoal/images/vmlinuz")
         );
-        assert_eq!(s[1].name_any(), "kubeadm-1-31-2");
+        assert_eq!(s[0].spec.kubernetes_version, "1.31.2");
+        assert_eq!(s[1].name_any(), "kubeadm-1-35-4");
+        assert_eq!(s[1].spec.kubernetes_version, "1.35.4");
         assert_eq!(s[1].spec.bootstrap, BootstrapFormat::Kubeadm);
+        let img = &s[1].spec.image;
+        assert_eq!(
+            img.disk.as_deref(),
+            Some("/var/lib/shoal/images/kubernetes/disk.qcow2")
+        );
+        assert_eq!(
+            img.kernel.as_deref(),
+            Some("/var/lib/shoal/images/kubernetes/vmlinuz")
+        );
+        assert_eq!(
+            img.initrd.as_deref(),
+            Some("/var/lib/shoal/images/kubernetes/initrd.img")
+        );
+        assert!(img
+            .cmdline
+            .as_deref()
+            .is_some_and(|c| c.contains("root=LABEL=shoal-root")));
     }
 }

@@ -1,7 +1,7 @@
 //! The NoCloud seed address, read from the SMBIOS system serial number.
 //!
 //! Shoal (like any NoCloud host) starts a VM with
-//! `-smbios type=1,serial=ds=nocloud;s=http://<gateway>/<machine>/`, and the guest
+//! `-smbios type=1,serial=ds=nocloud-net;s=http://<gateway>/<machine>/`, and the guest
 //! kernel exposes that string as `/sys/class/dmi/id/product_serial`.
 
 use std::fmt;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::free_port;
+use crate::free_ports;
 
 /// How long a member may take to become healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
@@ -92,18 +92,34 @@ impl EtcdCluster {
     }
 
     fn start_with(members: usize, tls: bool) -> Result<EtcdCluster> {
+        // A port chosen free can be taken by another process before etcd binds it:
+        // such a start is retried with other ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(members, tls) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("etcd start attempt {attempt}: a port was taken, retrying: {e:#}");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_start(members: usize, tls: bool) -> Result<EtcdCluster> {
         if members == 0 {
             bail!("an etcd cluster needs at least one member");
         }
         etcd_bin()?;
         let dir = tempfile::Builder::new().prefix("shoal-etcd-").tempdir()?;
         let mut list = Vec::with_capacity(members);
-        for i in 0..members {
+        let ports = free_ports(3 * members)?;
+        for (i, p) in ports.chunks(3).enumerate() {
             list.push(Member {
                 name: format!("m{i}"),
-                client_port: free_port()?,
-                peer_port: free_port()?,
-                metrics_port: free_port()?,
+                client_port: p[0],
+                peer_port: p[1],
+                metrics_port: p[2],
                 data_dir: dir.path().join(format!("m{i}.etcd")),
                 log: dir.path().join(format!("m{i}.log")),
                 child: None,

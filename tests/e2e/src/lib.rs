@@ -16,6 +16,7 @@ pub mod bench;
 pub mod etcd;
 pub mod fleet;
 pub mod hosts;
+pub mod kubelab;
 pub mod rawboot;
 
 /// The workspace root.
@@ -55,6 +56,18 @@ pub fn kubectl_bin() -> Result<PathBuf> {
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// `n` distinct free ports on 127.0.0.1: every listener is held until all are
+/// chosen (calls of [`free_port`] one after another can return the same port).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 /// A running `shoal server`.

@@ -156,8 +156,13 @@ pub struct RawBoot {
 }
 
 /// The `-smbios` value carrying the NoCloud seed; QEMU doubles commas in values.
+/// `nocloud-net`: cloud-init 22.4 (bookworm) fetches an `http://` seed only in its
+/// network stage, which takes no `ds=nocloud` (local) seed.
 pub fn smbios_serial(seed_url: &str) -> String {
-    format!("type=1,serial=ds=nocloud;s={}", seed_url.replace(',', ",,"))
+    format!(
+        "type=1,serial=ds=nocloud-net;s={}",
+        seed_url.replace(',', ",,")
+    )
 }
 
 /// The MAC of VM `index` (a locally administered QEMU-style address).
@@ -545,7 +550,7 @@ mod tests {
         };
         assert_eq!(
             after("-smbios"),
-            "type=1,serial=ds=nocloud;s=http://10.0.2.2:8123/vm3/"
+            "type=1,serial=ds=nocloud-net;s=http://10.0.2.2:8123/vm3/"
         );
         assert_eq!(
             after("-netdev"),
@@ -559,7 +564,7 @@ mod tests {
         assert_eq!(after("-machine"), "q35,accel=tcg");
         assert_eq!(
             smbios_serial("http://h/a,b/"),
-            "type=1,serial=ds=nocloud;s=http://h/a,,b/"
+            "type=1,serial=ds=nocloud-net;s=http://h/a,,b/"
         );
     }
 }

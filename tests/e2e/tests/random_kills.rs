@@ -7,7 +7,7 @@
 //! either host.
 //!
 //! Seeded: the seed is printed; `SHOAL_KILL_SEED=<n>` replays a run sequence and
-//! `SHOAL_KILL_RUNS=<n>` sets the number of runs (default 20).
+//! `SHOAL_KILL_RUNS=<n>` sets the number of runs (default 20, about 6 minutes).
 //! Needs root, QEMU, nftables and the test image (scripts/setup.sh).
 
 use std::time::{Duration, Instant};

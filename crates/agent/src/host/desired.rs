@@ -213,7 +213,9 @@ pub fn desired_vm(
         memory_mib: memory,
         accel: ctx.accel,
         boot,
-        serial: format!("ds=nocloud;s={}", net.seed_url(&name)),
+        // `nocloud-net`: cloud-init (22.4, Debian bookworm) fetches an http seed only
+        // in its network stage, and that stage ignores a `ds=nocloud` (local) seed.
+        serial: format!("ds=nocloud-net;s={}", net.seed_url(&name)),
         tap: Some(Tap {
             ifname: tap.clone(),
             mac: mac.to_string(),
@@ -316,7 +318,7 @@ mod tests {
         .expect("runs");
         assert_eq!(d.spec.vcpus.get(), 2);
         assert_eq!(d.spec.memory_mib.get(), 512);
-        assert_eq!(d.spec.serial, "ds=nocloud;s=http://10.9.0.1/m1/");
+        assert_eq!(d.spec.serial, "ds=nocloud-net;s=http://10.9.0.1/m1/");
         assert_eq!(d.cluster_key, "org-x/a");
         assert_eq!(d.spec.state_dir, dir.path().join("org-x/m1"));
     }

@@ -1,6 +1,6 @@
 //! The NoCloud metadata service of the anycast gateway: HTTP on the gateway's IP,
 //! port 80, one listener per cluster. A guest finds it through its SMBIOS serial
-//! (`ds=nocloud;s=http://<gateway>/<machine>/`, see [`ClusterNet::seed_url`]) and
+//! (`ds=nocloud-net;s=http://<gateway>/<machine>/`, see [`ClusterNet::seed_url`]) and
 //! fetches `meta-data`, `user-data` and `vendor-data`; cloud-init's `phone_home`
 //! module posts to `phone-home` once the guest is up.
 //!

@@ -71,7 +71,7 @@ pub struct VmSpec {
     pub accel: Accel,
     /// How the guest boots.
     pub boot: Boot,
-    /// The SMBIOS type 1 serial, e.g. `ds=nocloud;s=http://10.0.0.1/m1/` for cloud-init.
+    /// The SMBIOS type 1 serial, e.g. `ds=nocloud-net;s=http://10.0.0.1/m1/` for cloud-init.
     pub serial: String,
     /// The NIC, if the VM has one.
     pub tap: Option<Tap>,

@@ -51,7 +51,7 @@ pub fn node(role: Role) -> NodeBootstrap {
         base_domain: "shoal.local".into(),
         hostname: hostname.into(),
         role,
-        kubernetes_version: "1.31.2".into(),
+        kubernetes_version: "1.35.4".into(),
         control_plane_endpoint: "api.demo.acme.shoal.local:443".into(),
         advertise_address: address.into(),
         pod_cidr: "10.244.0.0/16".into(),

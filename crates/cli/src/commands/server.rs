@@ -1,5 +1,6 @@
 //! `shoal server`: the API, and the controllers behind leader election.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +89,14 @@ fn controller_config(
         let dir = std::env::current_dir().ok()?.join("images/out");
         dir.join("vmlinuz").exists().then_some(dir)
     });
+    let kubernetes_image_dir = args.kubernetes_image_dir.clone().unwrap_or_else(|| {
+        let built = std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".cache/shoal/kubernetes/current"));
+        match built {
+            Some(dir) if dir.join("disk.qcow2").exists() => dir,
+            _ => PathBuf::from("/var/lib/shoal/images/kubernetes"),
+        }
+    });
     let keypair_max_ttl = shoal_api::resources::keypair::parse_ttl(&args.keypair_max_ttl)
         .map_err(|e| bad(format!("--keypair-max-ttl: {e}")))?;
     // A wildcard listener is reached on loopback from this machine.
@@ -108,8 +117,7 @@ fn controller_config(
         ipam,
         host_grace_period: Duration::from_secs(args.host_grace_period),
         test_image_dir,
-        kubeadm_image: args.kubeadm_image.clone(),
-        kubeadm_version: args.kubeadm_version.clone(),
+        kubernetes_image_dir,
         gateway_address: args.gateway.then_some(gateway_listener),
         gateway_public_address,
         ..Default::default()
