@@ -204,7 +204,7 @@ build_go_kubernetes() {
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy \
     k8s.io/kubernetes/cmd/kubectl ./etcd ./pause) \
     || die "go build in $build_module failed (see the compiler output above)"
-  "$tmp/kubeadm" version -o short | grep -qx "$KUBERNETES_VERSION" \
+  [ "$("$tmp/kubeadm" version -o short)" = "$KUBERNETES_VERSION" ] \
     || die "the built kubeadm does not report $KUBERNETES_VERSION"
   seal "$tmp" "$dir" "$step" "$inputs" "${k8s_bins[@]}"
   log "step $step: done in $((SECONDS - start)) s"
@@ -375,7 +375,9 @@ build_images() {
   mkdir -p "$l/busybox/etc" "$l/busybox/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$l/busybox/etc/passwd"
   printf 'root:x:0:\nnobody:x:65534:\n' > "$l/busybox/etc/group"
-  busybox_version=$("$root/bin/busybox" | head -n1 | sed -n 's/^BusyBox v\([0-9.]*\).*/\1/p')
+  # sed reads the whole help text: `| head -n1` would close the pipe early, and the
+  # SIGPIPE that busybox may then get fails the pipeline under pipefail (exit 141).
+  busybox_version=$("$root/bin/busybox" 2>/dev/null | sed -n '1s/^BusyBox v\([0-9.]*\).*/\1/p') || true
   [ -n "$busybox_version" ] || die "cannot read the busybox version"
   python3 "$oci" "$tmp/busybox.tar" --ref "$IMAGE_REPOSITORY/busybox:$busybox_version" \
     --cmd sh --env PATH=/bin --layer "$l/busybox"
