@@ -75,6 +75,14 @@ fi
 
 command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain"; exit 1; }
 
+# cargo-machete finds dependencies a crate declares but never uses (make test runs it).
+# Installed into ~/.cargo/bin, outside the checkout, once per version.
+MACHETE_VERSION=0.9.2
+if ! cargo machete --version 2>/dev/null | grep -q "$MACHETE_VERSION"; then
+  log "installing cargo-machete $MACHETE_VERSION"
+  cargo install --quiet --locked --version "$MACHETE_VERSION" cargo-machete
+fi
+
 # The test guest image (Debian's kernel and busybox-static) with the static guest agent
 # as /bin/shoal: cargo and the image's stamp make both no-ops when current.
 guest_bin=$("$(dirname "$0")/build-guest.sh")

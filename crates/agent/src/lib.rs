@@ -17,17 +17,7 @@ pub mod phase;
 pub mod simulate;
 pub mod vm;
 
-/// Renders an error with its sources, `outer: inner: ...`, for logs and conditions.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
+pub use shoal_kube::chain;
 
 /// Golden-file comparison for the pure renderers' tests.
 #[cfg(test)]

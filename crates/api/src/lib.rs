@@ -11,6 +11,7 @@ pub mod forward;
 pub mod registry;
 pub mod resources;
 pub mod validate;
+pub mod wellknown;
 
-pub use registry::{KindInfo, GROUP, KINDS, VERSION};
+pub use registry::{Behavior, KindInfo, GROUP, KINDS, VERSION};
 pub use resources::*;

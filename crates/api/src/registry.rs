@@ -61,6 +61,40 @@ pub struct KindInfo {
     pub columns: &'static [Column],
     /// Checks an incoming object.
     pub validate: Validator,
+    /// What the server does for this kind beyond the generic handling.
+    pub behavior: Behavior,
+}
+
+/// What the API server does for a kind beyond the generic handling, as flags on
+/// its registry entry instead of comparisons of kind names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Behavior {
+    /// The server owns the `shoal.io/requested-by` annotation: it stamps the
+    /// caller on create and keeps it on every update and patch (KeyPair).
+    pub requested_by: bool,
+    /// Creating one creates its organization's namespace (Organization).
+    pub creates_namespace: bool,
+    /// Its owners (not only cluster admins) may update it (Organization).
+    pub owner_may_update: bool,
+    /// `spec.release` must name an existing Release when it is created (Cluster).
+    pub references_release: bool,
+    /// It serves the `endpoints` subresource (Cluster).
+    pub endpoints: bool,
+    /// Its status is `phase: Active` from creation, whatever the client sent
+    /// (Namespace).
+    pub always_active: bool,
+}
+
+impl Behavior {
+    /// Nothing beyond the generic handling.
+    pub const NONE: Behavior = Behavior {
+        requested_by: false,
+        creates_namespace: false,
+        owner_may_update: false,
+        references_release: false,
+        endpoints: false,
+        always_active: false,
+    };
 }
 
 impl KindInfo {
@@ -346,6 +380,11 @@ pub static KINDS: &[KindInfo] = &[
             ),
         ],
         validate: validate_shoal::<Organization>,
+        behavior: Behavior {
+            creates_namespace: true,
+            owner_may_update: true,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: GROUP,
@@ -369,6 +408,7 @@ pub static KINDS: &[KindInfo] = &[
             col("STATE", "string", ".spec.state", "active or deprecated"),
         ],
         validate: validate_shoal::<Release>,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: GROUP,
@@ -393,6 +433,11 @@ pub static KINDS: &[KindInfo] = &[
             ),
         ],
         validate: validate_shoal::<Cluster>,
+        behavior: Behavior {
+            references_release: true,
+            endpoints: true,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: GROUP,
@@ -417,6 +462,7 @@ pub static KINDS: &[KindInfo] = &[
             ),
         ],
         validate: validate_shoal::<NodePool>,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: GROUP,
@@ -443,6 +489,7 @@ pub static KINDS: &[KindInfo] = &[
             col("PHASE", "string", ".status.phase", "The machine's phase"),
         ],
         validate: validate_shoal::<Machine>,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: GROUP,
@@ -472,6 +519,7 @@ pub static KINDS: &[KindInfo] = &[
             ),
         ],
         validate: validate_shoal::<Host>,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: GROUP,
@@ -506,6 +554,10 @@ pub static KINDS: &[KindInfo] = &[
             ),
         ],
         validate: validate_shoal::<KeyPair>,
+        behavior: Behavior {
+            requested_by: true,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: GROUP,
@@ -525,6 +577,7 @@ pub static KINDS: &[KindInfo] = &[
             col("STATE", "string", ".status.state", "Provisioning state"),
         ],
         validate: validate_shoal::<BareMetalMachine>,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: "coordination.k8s.io",
@@ -545,6 +598,7 @@ pub static KINDS: &[KindInfo] = &[
             "The current holder",
         )],
         validate: validate_lease,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: "events.k8s.io",
@@ -570,6 +624,7 @@ pub static KINDS: &[KindInfo] = &[
             col("MESSAGE", "string", ".note", "What happened"),
         ],
         validate: validate_events_event,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: "",
@@ -595,6 +650,7 @@ pub static KINDS: &[KindInfo] = &[
             col("MESSAGE", "string", ".message", "What happened"),
         ],
         validate: validate_core_event,
+        behavior: Behavior::NONE,
     },
     KindInfo {
         group: "",
@@ -615,6 +671,10 @@ pub static KINDS: &[KindInfo] = &[
             "Active or Terminating",
         )],
         validate: validate_namespace,
+        behavior: Behavior {
+            always_active: true,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: "",
@@ -630,6 +690,7 @@ pub static KINDS: &[KindInfo] = &[
         storage: "secrets",
         columns: &[col("TYPE", "string", ".type", "The secret's type")],
         validate: validate_secret,
+        behavior: Behavior::NONE,
     },
 ];
 

@@ -191,11 +191,10 @@ async fn create_system_secret(
 /// The management CA, shared through the store so that every replica serves
 /// certificates clients of any replica trust.
 async fn shared_ca(res: &Resources) -> Result<CertificateAuthority, ServerError> {
-    let pki = |e: shoal_pki::PkiError| ServerError::Pki(e.to_string());
     let fields = match read_system_secret(res, CA_SECRET, &["tls.crt", "tls.key"]).await? {
         Some(f) => f,
         None => {
-            let ca = CertificateAuthority::generate("shoal-management-ca").map_err(pki)?;
+            let ca = CertificateAuthority::generate("shoal-management-ca")?;
             let fields = [
                 ("tls.crt", ca.cert_pem().to_owned()),
                 ("tls.key", ca.key_pem().to_owned()),
@@ -203,7 +202,7 @@ async fn shared_ca(res: &Resources) -> Result<CertificateAuthority, ServerError>
             create_system_secret(res, CA_SECRET, &fields).await?
         }
     };
-    CertificateAuthority::from_pem(&fields[0], &fields[1]).map_err(pki)
+    Ok(CertificateAuthority::from_pem(&fields[0], &fields[1])?)
 }
 
 /// The serving certificate of this replica, issued from the shared CA at every
@@ -227,14 +226,12 @@ async fn serving_material(
             Err(_) => dns.push(san.clone()),
         }
     }
-    let issued = ca
-        .issue_server(
-            "shoal-apiserver",
-            &dns,
-            &ips,
-            Duration::from_secs(365 * 86400),
-        )
-        .map_err(|e| ServerError::Pki(e.to_string()))?;
+    let issued = ca.issue_server(
+        "shoal-apiserver",
+        &dns,
+        &ips,
+        Duration::from_secs(365 * 86400),
+    )?;
     write_private(&dir.path("tls/ca.crt"), ca.cert_pem().as_bytes())?;
     write_private(&dir.path("tls/server.crt"), issued.cert_pem.as_bytes())?;
     write_private(&dir.path("tls/server.key"), issued.key_pem.as_bytes())?;

@@ -46,10 +46,13 @@ pub enum ServerError {
     Store(#[source] shoal_store::StoreError),
     /// Certificates could not be made or loaded.
     #[error("certificates: {0}")]
-    Pki(String),
-    /// TLS setup failed.
+    Pki(#[from] shoal_pki::PkiError),
+    /// The serving certificate or key is not PEM.
     #[error("TLS setup: {0}")]
-    Tls(String),
+    TlsPem(#[from] rustls_pki_types::pem::Error),
+    /// rustls refused the serving configuration.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
@@ -131,19 +134,14 @@ pub struct Server {
 fn rustls_config(
     material: &bootstrap::TlsMaterial,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
     let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(material.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+        CertificateDer::pem_slice_iter(material.cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(&e))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| tls(&e))?;
+        .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

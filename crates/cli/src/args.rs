@@ -148,6 +148,9 @@ pub struct ServerArgs {
     /// The network namespace of the local agent's data plane (created if needed).
     #[arg(long, default_value = "shoal-local")]
     pub local_agent_netns: String,
+    /// The local agent's accelerator: `auto` (probe KVM, else TCG), `kvm` or `tcg`.
+    #[arg(long, env = "SHOAL_ACCEL", default_value = "auto", value_parser = accel_arg)]
+    pub local_agent_accel: AccelChoice,
     /// The local agent's Host name.
     #[arg(long, default_value = "local")]
     pub local_agent_name: String,
@@ -170,7 +173,7 @@ pub struct ServerArgs {
     pub kubernetes_image_dir: Option<PathBuf>,
     /// The pool guest node networks are cut from.
     #[arg(long, default_value = "10.128.0.0/9")]
-    pub node_cidr_pool: String,
+    pub node_cidr_pool: shoal_api::validate::Cidr,
     /// The prefix length of each guest cluster's node network.
     #[arg(long, default_value_t = 24)]
     pub node_prefix: u8,
@@ -281,6 +284,10 @@ pub struct AgentArgs {
     /// Milliseconds the KVM probe may take before TCG is used.
     #[arg(long, default_value_t = 3000)]
     pub kvm_probe_timeout_ms: u64,
+    /// The accelerator: `auto` probes KVM and falls back to TCG; `kvm` or `tcg`
+    /// skip the probe (a nested KVM may pass it and still hang real kernels).
+    #[arg(long, env = "SHOAL_ACCEL", default_value = "auto", value_parser = accel_arg)]
+    pub accel: AccelChoice,
     /// Let VMs reach the outside through this interface (NAT); off by default.
     #[arg(long)]
     pub egress_interface: Option<String>,
@@ -636,4 +643,18 @@ pub struct LoginArgs {
     /// Where to write the config (default ~/.config/shoal/config).
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `--accel`: `None` for `auto` (probe), else the accelerator named.
+pub type AccelChoice = Option<shoal_agent::vm::Accel>;
+
+fn accel_arg(s: &str) -> Result<AccelChoice, String> {
+    match s {
+        "auto" => Ok(None),
+        "kvm" => Ok(Some(shoal_agent::vm::Accel::Kvm)),
+        "tcg" => Ok(Some(shoal_agent::vm::Accel::Tcg)),
+        other => Err(format!(
+            "{other:?} is not an accelerator: use auto, kvm or tcg"
+        )),
+    }
 }

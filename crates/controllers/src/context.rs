@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::ipam::{Ipam, IpamConfig};
 use crate::labels::CLUSTER;
-use crate::shared::Shared;
+use shoal_kube::Shared;
 
 /// Settings of the controllers.
 #[derive(Clone, Debug)]

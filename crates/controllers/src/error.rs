@@ -44,12 +44,4 @@ pub fn failed(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Api { action, source }
 }
 
-/// True for a 404 from the API.
-pub fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// True for a 409 from the API (already exists, or a conflict).
-pub fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
+pub use shoal_kube::{is_conflict, is_not_found};

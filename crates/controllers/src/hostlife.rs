@@ -15,10 +15,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::{Host, Machine, MachinePhase};
+use shoal_kube::conditions::{self, condition};
+use shoal_kube::finalizer::{self, Change};
 
-use crate::conditions::{self, condition};
 use crate::context::Context;
-use crate::error::{failed, is_not_found, Error};
+use crate::error::{failed, Error};
 use crate::labels::{AGENT_FINALIZER, SYSTEM_NAMESPACE};
 use crate::machines::phase;
 
@@ -124,23 +125,11 @@ async fn fail_lost(
     let name = m.name_any();
     let api: Api<Machine> = Api::namespaced(ctx.client.clone(), &ns);
     if m.metadata.deletion_timestamp.is_some() {
-        if m.finalizers().iter().any(|f| f == AGENT_FINALIZER) {
-            let rest: Vec<&String> = m
-                .finalizers()
-                .iter()
-                .filter(|f| *f != AGENT_FINALIZER)
-                .collect();
-            let patch = json!({"metadata": {"finalizers": rest}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(machine = %format!("{ns}/{name}"), %host, "released a machine of a lost host")
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(failed(format!("release machine {ns}/{name}"))(e)),
-            }
+        let change = finalizer::remove(&api, m, AGENT_FINALIZER)
+            .await
+            .map_err(failed(format!("release machine {ns}/{name}")))?;
+        if change == Change::Done {
+            tracing::info!(machine = %format!("{ns}/{name}"), %host, "released a machine of a lost host");
         }
         return Ok(());
     }

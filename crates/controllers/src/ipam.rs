@@ -8,12 +8,13 @@
 //! owning cluster's UID as a label, so a controller that crashed between claiming
 //! and writing the cluster's status finds its claim again instead of taking another.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
+use shoal_api::validate::Cidr;
 
 use crate::labels::{CLUSTER, CLUSTER_NAMESPACE, IPAM_OWNER, SYSTEM_NAMESPACE};
 
@@ -78,7 +79,25 @@ pub enum IpamError {
 }
 
 impl IpamConfig {
-    /// Checks the pool settings.
+    /// Pools from the VNI of slot 0, an IPv4 node pool and each cluster's prefix
+    /// length; refused unless they describe at least one slot.
+    pub fn new(vni_base: u32, node_pool: Cidr, node_prefix: u8) -> Result<Self, IpamError> {
+        let IpAddr::V4(addr) = node_pool.addr() else {
+            return Err(IpamError::Config(format!(
+                "the node pool {node_pool} is not IPv4 (e.g. 10.128.0.0/9)"
+            )));
+        };
+        let config = Self {
+            vni_base,
+            node_pool: addr,
+            node_pool_prefix: node_pool.prefix(),
+            node_prefix,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that describe no slot.
     pub fn validate(&self) -> Result<(), IpamError> {
         if self.node_pool_prefix > self.node_prefix || self.node_prefix > 30 {
             return Err(IpamError::Config(format!(

@@ -15,15 +15,15 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::keypair::parse_ttl;
 use shoal_api::KeyPair;
+use shoal_kube::conditions::condition;
 use shoal_pki::{csr_identity, ClientIdentity, ClusterPki};
 
-use crate::conditions::condition;
 use crate::context::Context;
 use crate::error::{failed, is_not_found, Error};
 use crate::labels::{pki_secret_name, SYSTEM_NAMESPACE};
 
 /// The annotation the API server sets on a KeyPair: who asked for it.
-pub const REQUESTED_BY: &str = "shoal.io/requested-by";
+pub use shoal_api::wellknown::annotation::REQUESTED_BY;
 
 /// The certificate's identity: CN `<user>` or `<user>:<csr CN>`, O = the groups.
 pub fn identity(user: &str, csr_cn: &str, groups: &[String]) -> ClientIdentity {

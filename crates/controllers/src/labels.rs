@@ -1,24 +1,10 @@
 //! The labels, finalizers and names the controllers put on what they create.
 
-/// Label on Machines, NodePools and Secrets: the cluster they belong to.
-pub const CLUSTER: &str = "shoal.io/cluster";
-/// Label on Machines: `control-plane` or `worker`.
-pub const ROLE: &str = "shoal.io/role";
-/// Label on worker Machines: their NodePool.
-pub const NODE_POOL: &str = "shoal.io/nodepool";
-/// Label on system Secrets and IPAM claims: the namespace of the cluster they serve.
-pub const CLUSTER_NAMESPACE: &str = "shoal.io/cluster-namespace";
-/// Label on IPAM claims: the UID of the cluster holding them.
-pub const IPAM_OWNER: &str = "shoal.io/ipam-owner";
-
-/// The cluster controller's finalizer: children are removed before the Cluster goes.
-pub const CLUSTER_FINALIZER: &str = "shoal.io/cluster";
-/// The host agent's finalizer on Machines (set and removed by the agent; the host
-/// lifecycle controller removes it only when the host is lost).
-pub const AGENT_FINALIZER: &str = "shoal.io/host-agent";
-
-/// The namespace of the system's own objects: PKI Secrets, IPAM claims, Leases.
-pub const SYSTEM_NAMESPACE: &str = "shoal-system";
+pub use shoal_api::wellknown::finalizer::{
+    CLUSTER as CLUSTER_FINALIZER, HOST_AGENT as AGENT_FINALIZER,
+};
+pub use shoal_api::wellknown::label::{CLUSTER, CLUSTER_NAMESPACE, IPAM_OWNER, NODE_POOL, ROLE};
+pub use shoal_api::wellknown::SYSTEM_NAMESPACE;
 
 /// The Secret holding a cluster's PKI, in [`SYSTEM_NAMESPACE`].
 pub fn pki_secret_name(namespace: &str, cluster: &str) -> String {

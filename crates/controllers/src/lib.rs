@@ -17,7 +17,6 @@
 pub mod addressing;
 pub mod backoff;
 pub mod cluster;
-pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod hostlife;
@@ -31,7 +30,6 @@ pub mod nodepool;
 pub mod release;
 pub mod rollout;
 pub mod scheduler;
-pub mod shared;
 pub mod userdata;
 
 use std::fmt::Debug;
@@ -50,6 +48,7 @@ use tokio::sync::watch;
 
 pub use context::{Context, ControllerConfig};
 pub use error::Error;
+pub use shoal_kube::chain;
 
 /// A failed reconcile is retried after its object's own backoff (see
 /// [`backoff`]): exponential up to a cap, reset by the object's next success.
@@ -68,22 +67,6 @@ where
         "reconcile failed; retrying"
     );
     Action::requeue(delay)
-}
-
-/// An error with its sources, on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        // Some errors already print their source; say each part once.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = e.source();
-    }
-    out
 }
 
 async fn drain<S, T, E>(name: &'static str, stream: S)

@@ -128,7 +128,7 @@ pub async fn create(ctx: &Context, new: NewMachine<'_>) -> Result<String, Error>
             "value".to_owned(),
             ByteString(user_data.clone().into_bytes()),
         )])),
-        type_: Some("shoal.io/bootstrap".into()),
+        type_: Some(shoal_api::wellknown::secret_type::BOOTSTRAP.into()),
         ..Default::default()
     };
     match secrets.create(&PostParams::default(), &secret).await {
@@ -190,7 +190,7 @@ pub fn phase(m: &Machine) -> shoal_api::MachinePhase {
 pub fn failure_reason(m: &Machine) -> Option<&str> {
     let status = m.status.as_ref()?;
     (status.phase == Some(shoal_api::MachinePhase::Failed)).then(|| {
-        crate::conditions::get(&status.conditions, "Ready")
+        shoal_kube::conditions::get(&status.conditions, "Ready")
             .map(|c| c.reason.as_str())
             .unwrap_or("Failed")
     })

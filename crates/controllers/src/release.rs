@@ -7,8 +7,8 @@ use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use shoal_api::resources::common::Condition;
 use shoal_api::{BootstrapFormat, Release, ReleaseImage, ReleaseSpec, ReleaseState};
+use shoal_kube::conditions::condition;
 
-use crate::conditions::condition;
 use crate::context::ControllerConfig;
 use crate::error::{failed, is_conflict, Error};
 

@@ -7,19 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shoal_kube::readyz::{client_config, readyz, ProbeError};
 use tokio::sync::watch;
 
-use crate::dial::dial;
+use crate::dial::{dial, DialError};
 use crate::metrics::{Metrics, ServiceLabels};
 use crate::routes::{Backend, ClusterRoute, RouteTable, Service};
 
 /// How many checks run at once.
 const PARALLEL_CHECKS: usize = 32;
-/// The longest reply head a check reads.
-const MAX_REPLY: usize = 4096;
 
 /// The last word on a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +110,7 @@ pub async fn run(
                             })
                             .inc();
                         if was != State::Down {
-                            tracing::warn!(backend = %b.machine, service = service.as_str(), %why, "backend down");
+                            tracing::warn!(backend = %b.machine, service = service.as_str(), why = %shoal_kube::chain(&why), "backend down");
                         }
                     } else if was == State::Down {
                         tracing::info!(backend = %b.machine, service = service.as_str(), "backend up again");
@@ -141,7 +137,7 @@ struct TlsConfigs {
 }
 
 impl TlsConfigs {
-    fn get(&self, ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    fn get(&self, ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
         let mut map = self.by_ca.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(ca_pem) {
             return Ok(c.clone());
@@ -152,21 +148,18 @@ impl TlsConfigs {
     }
 }
 
-/// A TLS client that trusts only `ca_pem`.
-pub fn client_config(ca_pem: &str) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("the cluster CA is not PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the cluster CA is unusable: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+/// Why a backend failed its check.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    /// No connection.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The API's `/readyz` did not pass.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// `/readyz` did not answer in time.
+    #[error("/readyz took longer than {0:?}")]
+    Timeout(Duration),
 }
 
 async fn check(
@@ -175,54 +168,14 @@ async fn check(
     b: &Backend,
     timeout: Duration,
     configs: &TlsConfigs,
-) -> Result<(), String> {
-    let stream = dial(b, timeout).await.map_err(|e| e.to_string())?;
+) -> Result<(), CheckError> {
+    let stream = dial(b, timeout).await?;
     let (Service::Api, Some(ca)) = (service, route.ca_pem.as_deref()) else {
         return Ok(());
     };
     let config = configs.get(ca)?;
     tokio::time::timeout(timeout, readyz(stream, &route.api_name(), config))
         .await
-        .map_err(|_| format!("/readyz took longer than {timeout:?}"))?
-}
-
-/// `GET /readyz` over TLS on `stream` for `server_name`, trusting what `config`
-/// trusts: `Ok` on a 200, else what went wrong. The gateway's health checks use it
-/// on a backend, the cluster controller through the gateway itself.
-pub async fn readyz(
-    stream: tokio::net::TcpStream,
-    server_name: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<(), String> {
-    let name = ServerName::try_from(server_name.to_owned())
-        .map_err(|e| format!("{server_name} is not a server name: {e}"))?;
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS with the cluster CA: {e}"))?;
-    let req = format!("GET /readyz HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("sending /readyz: {e}"))?;
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !reply.windows(2).any(|w| w == b"\r\n") && reply.len() < MAX_REPLY {
-        let n = tls
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("reading /readyz: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&reply);
-    let status = head.lines().next().unwrap_or_default();
-    if status.split(' ').nth(1) == Some("200") {
-        Ok(())
-    } else if status.is_empty() {
-        Err("/readyz: the connection closed without an answer".into())
-    } else {
-        Err(format!("/readyz answered {status:?}"))
-    }
+        .map_err(|_| CheckError::Timeout(timeout))??;
+    Ok(())
 }

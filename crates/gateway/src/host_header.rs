@@ -96,4 +96,45 @@ mod tests {
         assert!(matches!(parse(&vec![b'a'; MAX_HEAD]), Head::NotHttp(_)));
         assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), Head::NoHost);
     }
+
+    /// Seeded fuzzing: mutated and random heads never panic, a host found is
+    /// always normalized, and a decided head stays decided with more bytes.
+    #[test]
+    fn fuzz_mutated_heads() {
+        use shoal_testutil::fuzz::{mutate, plan, Rng};
+        let seeds: Vec<Vec<u8>> = [
+            &b"GET / HTTP/1.1\r\nHost: Shop.A.example:8080\r\nAccept: */*\r\n\r\n"[..],
+            b"POST /x HTTP/1.0\r\nhost: a.b\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        let (seed, cases) = plan("gateway HTTP head", 50_000);
+        let mut rng = Rng::new(seed);
+        let mut hosts = 0;
+        for _ in 0..cases {
+            let input = mutate(&mut rng, &seeds, 16);
+            let first = parse(&input);
+            if let Head::Host(host) = &first {
+                hosts += 1;
+                assert_eq!(
+                    crate::hello::normalize(host.as_bytes()).as_deref(),
+                    Some(host.as_str()),
+                    "{input:?}"
+                );
+            }
+            if !matches!(first, Head::Incomplete) {
+                let mut more = input.clone();
+                more.extend_from_slice(b"\r\n\r\nmore");
+                let second = parse(&more);
+                match (&first, &second) {
+                    // The reason may name another defect; refused it stays.
+                    (Head::NotHttp(_), Head::NotHttp(_)) => {}
+                    _ => assert_eq!(second, first, "more bytes change nothing: {input:?}"),
+                }
+            }
+        }
+        assert!(hosts > 0, "some mutated heads still name a host");
+    }
 }

@@ -1,13 +1,14 @@
-//! One watch per kind for all the controllers: a cache (a reflector store) and a
-//! fan-out of every change, so that five controllers looking at Machines decode
-//! each Machine event once, and hold one copy of each Machine, instead of five.
+//! One watch per kind for a whole process (the controllers, the gateway or the
+//! agent): a cache (a reflector store) and a fan-out of every change, so that five
+//! controllers looking at Machines decode each Machine event once, and hold one
+//! copy of each Machine, instead of five.
 //!
 //! Unlike kube-runtime's shared stores, deletions are fanned out too: a cluster
 //! waiting for its Machines to go is woken when the last one is deleted.
 //!
 //! Each subscriber has a bounded queue ([`FANOUT_QUEUE`]). A subscriber that falls
 //! behind applies backpressure: the fan-out waits for room (counted in
-//! `shoal_controller_fanout_waits_total{kind}`) rather than dropping a change,
+//! the counter given to [`Shared::start`]) rather than dropping a change,
 //! since a controller that returned `await_change` relies on that change to run
 //! again. Memory therefore stays bounded, and the watch itself slows down.
 
@@ -18,7 +19,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+
+use crate::task::AbortOnDrop;
 
 /// Changes queued per subscriber before the fan-out waits for it.
 pub const FANOUT_QUEUE: usize = 1024;
@@ -30,7 +33,7 @@ pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
     /// The cache.
     pub store: Store<K>,
     subscribers: Subscribers<K>,
-    task: tokio::task::JoinHandle<()>,
+    _task: AbortOnDrop,
 }
 
 impl<K> Shared<K>
@@ -67,7 +70,7 @@ where
                     Ok(watcher::Event::InitDone) => reader.state(),
                     Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
                     Err(e) => {
-                        tracing::debug!(error = %e, "shared watch interrupted; it resumes");
+                        tracing::warn!(error = %e, "watch interrupted; it resumes");
                         continue;
                     }
                 };
@@ -87,7 +90,7 @@ where
         Self {
             store,
             subscribers,
-            task,
+            _task: AbortOnDrop::from(task),
         }
     }
 
@@ -105,6 +108,18 @@ where
         snapshot.chain(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|o| (o, rx))
         }))
+    }
+
+    /// Wakes `wake` on every change (deletions included) until the returned task
+    /// is aborted: for loops that look at the whole cache, not at each change.
+    pub fn wake_on_change(&self, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+        let changes = self.subscribe();
+        tokio::spawn(async move {
+            let mut changes = std::pin::pin!(changes);
+            while changes.next().await.is_some() {
+                wake.notify_one();
+            }
+        })
     }
 }
 
@@ -124,12 +139,6 @@ async fn fan_out<K>(tx: &mpsc::Sender<Arc<K>>, changed: &[Arc<K>], waits: &Count
         }
     }
     true
-}
-
-impl<K: Resource<DynamicType = ()> + 'static> Drop for Shared<K> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[cfg(test)]

@@ -24,16 +24,49 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The `shoal` binary under test: `$SHOAL_BIN`, or the workspace's debug build.
+/// The `shoal` binary under test: `$SHOAL_BIN`, or else the workspace's debug build,
+/// which the first call in each test process brings up to date (`cargo build --bin
+/// shoal`, a no-op when nothing changed), so that `cargo test -p shoal-e2e` never
+/// tests a stale binary.
 pub fn shoal_bin() -> Result<PathBuf> {
-    let path = std::env::var_os("SHOAL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/debug/shoal"));
-    if !path.exists() {
+    if let Some(path) = std::env::var_os("SHOAL_BIN").map(PathBuf::from) {
+        if !path.exists() {
+            bail!("SHOAL_BIN={} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_shoal().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// `cargo build --bin shoal` in the workspace, with the cargo that runs the tests.
+fn build_shoal() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let out = Command::new(&cargo)
+        .args(["build", "--quiet", "--bin", "shoal"])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} build --bin shoal", cargo.to_string_lossy()))?;
+    if !out.status.success() {
         bail!(
-            "{} is missing: run 'cargo build --bin shoal' first (make test does)",
-            path.display()
+            "cargo build --bin shoal failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
         );
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| root.join(t))
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("debug/shoal");
+    if !path.exists() {
+        bail!("cargo built shoal but {} is missing", path.display());
     }
     Ok(path)
 }

@@ -5,23 +5,35 @@
 //! - [`desired`]: a Machine's VM and port as pure data, or why it cannot run here.
 //! - [`register`]: the Host object, its capacity and the heartbeat Lease.
 //! - [`network`]: a cluster's DHCP and metadata services on this host.
-//! - [`reconcile`]: the level-triggered loop that owns every VM and network.
+//! - [`reconcile`]: the level-triggered loop that owns every VM and network, generic
+//!   over its I/O (runtime, links, firewall, services, API) and unit-tested on fakes.
+//! - [`api`]: the loop's API calls (phases, finalizer, bootstrap Secrets, Host status).
+//! - [`state`]: the state directory and the owner record of each VM.
+//! - [`run`]: the wiring, watches and event loop around it.
 
+pub mod api;
 pub mod desired;
 pub mod forward;
 pub mod metrics;
 pub mod network;
 pub mod reconcile;
 pub mod register;
+pub mod run;
+pub mod state;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use reconcile::run;
+pub use run::run;
 
 /// The finalizer the agent puts on the Machines it runs.
-pub const FINALIZER: &str = "shoal.io/host-agent";
+pub const FINALIZER: &str = shoal_api::wellknown::finalizer::HOST_AGENT;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -50,6 +62,8 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     /// How long the KVM probe may take before TCG is used.
     pub kvm_probe_timeout: Duration,
+    /// The accelerator to use; `None` probes KVM and falls back to TCG.
+    pub accel: Option<crate::vm::Accel>,
     /// The interface VMs may reach the outside through (NAT), if any.
     pub egress: Option<String>,
     /// How often everything is re-checked even without events.
@@ -58,6 +72,35 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the gateway reaches this host's VMs (the forward endpoint), if anywhere.
     pub forward_listen: Option<std::net::SocketAddr>,
+}
+
+impl AgentConfig {
+    /// The host `name`, reached by other hosts at `underlay`, keeping VM state
+    /// under `state_dir`; everything else as `shoal agent`'s flags default it: no
+    /// namespace, the binaries from `PATH`, detected capacity, 4 vCPUs per CPU, a
+    /// 10 s stop grace, a 3 s KVM probe deciding the accelerator, no egress, a 5 s resync, no metrics
+    /// listener and no forward endpoint.
+    pub fn new(name: impl Into<String>, underlay: Ipv4Addr, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            underlay,
+            state_dir: state_dir.into(),
+            netns: None,
+            qemu: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            nft: "nft".into(),
+            cpus: None,
+            memory_mib: None,
+            cpu_allocation_ratio: 4,
+            stop_grace: Duration::from_secs(10),
+            kvm_probe_timeout: Duration::from_secs(3),
+            accel: None,
+            egress: None,
+            resync: Duration::from_secs(5),
+            metrics_listen: None,
+            forward_listen: None,
+        }
+    }
 }
 
 /// Why the agent failed, with what it was doing.

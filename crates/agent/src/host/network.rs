@@ -24,9 +24,33 @@ pub struct ClusterServices {
     pub leases: LeaseTable,
     /// The metadata served per machine.
     pub meta: MetaTable,
-    dhcp: JoinHandle<()>,
-    http: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+/// Starts a cluster network's services: the host loop's boundary to sockets, so
+/// that its unit tests can keep the tables without serving them.
+pub trait ServiceStarter: Send + Sync {
+    /// Starts DHCP and metadata for `net`, whose bridge holds the gateway address.
+    fn start(
+        &self,
+        net: &ClusterNet,
+        phone_home: PhoneHomeSender,
+    ) -> Result<ClusterServices, AgentError>;
+}
+
+/// [`ServiceStarter`] serving inside a network namespace.
+#[derive(Debug, Clone)]
+pub struct NetnsServices(pub NetNs);
+
+impl ServiceStarter for NetnsServices {
+    fn start(
+        &self,
+        net: &ClusterNet,
+        phone_home: PhoneHomeSender,
+    ) -> Result<ClusterServices, AgentError> {
+        ClusterServices::start(&self.0, net, phone_home)
+    }
 }
 
 impl ClusterServices {
@@ -67,10 +91,21 @@ impl ClusterServices {
             net: net.clone(),
             leases,
             meta,
-            dhcp: dhcp_task,
-            http: http_task,
+            tasks: vec![dhcp_task, http_task],
             stop: Some(stop),
         })
+    }
+
+    /// The tables of `net` with nothing serving them (the host loop's unit tests).
+    #[cfg(test)]
+    pub(crate) fn unserved(net: &ClusterNet) -> Self {
+        ClusterServices {
+            net: net.clone(),
+            leases: LeaseTable::default(),
+            meta: MetaTable::default(),
+            tasks: Vec::new(),
+            stop: None,
+        }
     }
 }
 
@@ -79,7 +114,8 @@ impl Drop for ClusterServices {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.dhcp.abort();
-        self.http.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }

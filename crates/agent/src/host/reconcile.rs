@@ -1,316 +1,79 @@
-//! The host loop. One task owns every VM and cluster network of this host; it wakes
-//! on any change to Machines, Clusters, Releases or Hosts, on a guest phoning home,
-//! and on a periodic resync, and converges the host to what the API says
-//! (level-triggered, idempotent).
+//! The host loop. It owns every VM and cluster network of this host and converges
+//! them to what the API says (level-triggered, idempotent): it stops what no live
+//! Machine owns, builds the networks, leases and metadata of what should run,
+//! launches what is missing, reports what exited, and keeps the firewall and the
+//! Host's allocation current. Its I/O goes through [`Backends`], so that its unit
+//! tests run it against in-memory fakes; `run` wires it to the real ones.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Client, Resource, ResourceExt};
-use serde::{Deserialize, Serialize};
-use shoal_api::{Cluster, Condition, Host, Machine, MachinePhase, Release};
-use tokio::sync::Notify;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use shoal_api::{Cluster, Host, Machine, MachinePhase, Release};
 
+use super::api::{status_patch, Allocation, HostApi, ReadyCondition, UserDataError};
 use super::desired::{self, Capacity, Context, DesiredVm, Refusal};
 use super::metrics::Metrics;
-use super::network::ClusterServices;
-use super::register::{self, HostFacts};
+use super::network::{ClusterServices, ServiceStarter};
+use super::register::HostFacts;
+use super::state::{console_tail, read_owner, state_dirs, write_owner, OwnedVm, Owner};
 use super::{chain, AgentConfig, AgentError, FINALIZER};
 use crate::net::dhcp::Lease;
-use crate::net::link::{Links, RtLinks};
+use crate::net::link::Links;
 use crate::net::metadata::{MachineMeta, PhoneHome, PhoneHomeSender};
-use crate::net::netns::NetNs;
-use crate::net::nft::{Firewall, NftFirewall};
+use crate::net::nft::Firewall;
 use crate::net::plan::{ClusterPlan, HostPlan, BRIDGE_PREFIX, TAP_PREFIX, VXLAN_PREFIX};
 use crate::phase::PhaseWrite;
-use crate::vm::kvm::probe_kvm;
-use crate::vm::runtime::{QemuRuntime, Vm, VmRuntime, VmState};
+use crate::vm::runtime::{Vm, VmRuntime, VmState};
 use crate::vm::Accel;
 
-/// Who a VM state directory belongs to, saved beside the VM's own state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Owner {
-    namespace: String,
-    name: String,
-    uid: String,
-    cluster: String,
-}
-
-const OWNER_FILE: &str = "owner.json";
-/// Phone-homes queued for the host loop; more are shed (counted) and retried by
-/// the guests. A pass handles a whole queue, so this is a burst, not a backlog.
-const PHONE_HOME_QUEUE: usize = 256;
-
+/// A Machine by namespace and name.
 type Key = (String, String);
 
-struct OwnedVm {
-    vm: Vm,
-    owner: Owner,
+/// The I/O boundaries of the host loop.
+pub struct Backends<R, L, F, S, A> {
+    /// Runs QEMU.
+    pub runtime: R,
+    /// Bridges, VXLANs and taps.
+    pub links: L,
+    /// nftables.
+    pub firewall: F,
+    /// DHCP and metadata per cluster network.
+    pub services: S,
+    /// The API calls besides the watches.
+    pub api: A,
 }
 
-/// Runs the agent until `shutdown` resolves. VMs and networks outlive it.
-pub async fn run(
-    client: Client,
-    cfg: AgentConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), AgentError> {
-    let vms_dir = cfg.state_dir.join("vms");
-    std::fs::create_dir_all(&vms_dir).map_err(|source| AgentError::Io {
-        what: format!("creating {}", vms_dir.display()),
-        source,
-    })?;
-    let metrics = Arc::new(Metrics::default());
-    let metrics_task = match cfg.metrics_listen {
-        Some(addr) => {
-            let listener = super::metrics::bind(addr).await?;
-            let m = metrics.clone();
-            Some(tokio::spawn(async move {
-                if let Err(e) = super::metrics::serve(m, listener).await {
-                    tracing::error!(error = %chain(&e), "metrics");
-                }
-            }))
-        }
-        None => None,
-    };
-    let netns = match &cfg.netns {
-        Some(name) => NetNs::ensure(name).await?,
-        None => NetNs::current(),
-    };
-    let accel = probe_kvm(&cfg.qemu, cfg.kvm_probe_timeout).await;
-    tracing::info!(accel = accel.as_str(), "accelerator chosen");
-    let runtime = QemuRuntime::new(cfg.qemu.clone())
-        .with_command_prefix(netns.command_prefix())
-        .with_quit_timeout(Duration::from_secs(5));
-    let links = RtLinks::new(&netns)?;
-    let firewall = NftFirewall::new(netns.clone(), cfg.nft.clone());
-    let detected = register::detect_capacity();
-    let capacity = Capacity {
-        cpus: cfg.cpus.unwrap_or(detected.cpus),
-        memory_mib: cfg.memory_mib.unwrap_or(detected.memory_mib),
-    };
-    let forward_listener = match cfg.forward_listen {
-        Some(addr) => Some(super::forward::bind(addr).await?),
-        None => None,
-    };
-    let forward_endpoint = match &forward_listener {
-        Some(l) => Some(
-            l.local_addr()
-                .map_err(|source| AgentError::Io {
-                    what: "reading the forward endpoint's address".into(),
-                    source,
-                })?
-                .to_string(),
-        ),
-        None => None,
-    };
-    let facts = HostFacts {
-        name: cfg.name.clone(),
-        underlay: cfg.underlay,
-        capacity,
-        disk: register::disk_bytes(&cfg.state_dir),
-        kvm: accel == Accel::Kvm,
-        cpu_allocation_ratio: cfg.cpu_allocation_ratio,
-        forward_endpoint,
-    };
-    register_until_reachable(&client, &facts).await?;
-    let beat = tokio::spawn(heartbeat_loop(client.clone(), cfg.name.clone()));
-
-    let wake = Arc::new(Notify::new());
-    let machines = watch_all::<Machine>(&client, &wake);
-    let clusters = watch_all::<Cluster>(&client, &wake);
-    let releases = watch_all::<Release>(&client, &wake);
-    let hosts = watch_all::<Host>(&client, &wake);
-    for ready in [
-        machines.0.wait_until_ready().await.is_ok(),
-        clusters.0.wait_until_ready().await.is_ok(),
-        releases.0.wait_until_ready().await.is_ok(),
-        hosts.0.wait_until_ready().await.is_ok(),
-    ] {
-        if !ready {
-            tracing::warn!("a watch ended before its first list");
-        }
-    }
-    let forward_task = forward_listener.map(|listener| {
-        let targets = super::forward::Targets {
-            host: cfg.name.clone(),
-            machines: machines.0.clone(),
-            clusters: clusters.0.clone(),
-        };
-        tokio::spawn(super::forward::serve(listener, netns.clone(), targets))
-    });
-    let (phone_tx, mut phone_rx) =
-        PhoneHomeSender::channel(PHONE_HOME_QUEUE, metrics.phone_homes_shed.clone());
-    let mut agent = Agent {
-        client,
-        cfg,
-        vms_dir,
-        netns,
-        accel,
-        capacity,
-        facts,
-        runtime,
-        links,
-        firewall,
-        machines: machines.0,
-        clusters: clusters.0,
-        releases: releases.0,
-        hosts: hosts.0,
-        vms: BTreeMap::new(),
-        nets: BTreeMap::new(),
-        applied: None,
-        phone_tx,
-        reported: None,
-        last_report: Instant::now(),
-        metrics,
-    };
-    agent.adopt().await;
-    let mut tick = tokio::time::interval(agent.cfg.resync);
-    tokio::pin!(shutdown);
-    loop {
-        let pass = Instant::now();
-        agent.sync().await;
-        agent.metrics.syncs.inc();
-        agent
-            .metrics
-            .sync_seconds
-            .observe(pass.elapsed().as_secs_f64());
-        agent
-            .metrics
-            .vms
-            .set(i64::try_from(agent.vms.len()).unwrap_or(i64::MAX));
-        agent
-            .metrics
-            .networks
-            .set(i64::try_from(agent.nets.len()).unwrap_or(i64::MAX));
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = wake.notified() => {}
-            Some(ph) = phone_rx.recv() => agent.phoned_home(ph).await,
-            _ = tick.tick() => {}
-        }
-        // Coalesce a burst of events into one pass.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Ok(ph) = phone_rx.try_recv() {
-            agent.phoned_home(ph).await;
-        }
-    }
-    beat.abort();
-    if let Some(task) = forward_task {
-        task.abort();
-    }
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    if let Err(e) = register::report_stopped(&agent.client, &agent.facts).await {
-        tracing::warn!(error = %chain(&e), "marking the host NotReady");
-    }
-    for task in [machines.1, clusters.1, releases.1, hosts.1] {
-        task.abort();
-    }
-    tracing::info!("agent stopped; VMs keep running");
-    Ok(())
+/// The caches the host loop reads (kept by the watches).
+pub struct Caches {
+    /// Every Machine.
+    pub machines: Store<Machine>,
+    /// Every Cluster.
+    pub clusters: Store<Cluster>,
+    /// Every Release.
+    pub releases: Store<Release>,
+    /// Every Host.
+    pub hosts: Store<Host>,
 }
 
-/// Registers the Host, reports its status and takes its Lease, retrying while the
-/// API cannot be reached or answers 5xx (a server restarting, say); a refusal (bad
-/// credentials, an invalid object) is returned at once.
-async fn register_until_reachable(client: &Client, facts: &HostFacts) -> Result<(), AgentError> {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let attempt = async {
-            register::register(client, facts).await?;
-            register::report(client, facts, (0, 0, 0)).await?;
-            register::heartbeat(client, &facts.name).await
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(AgentError::Api { what, source }) if transient(&source) => {
-                tracing::warn!(%what, error = %source, retry_in = ?delay, "the API is not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Whether an API error may go away by itself: no answer, or a 5xx/429 answer.
-fn transient(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
-        _ => true,
-    }
-}
-
-async fn heartbeat_loop(client: Client, name: String) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        if let Err(e) = register::heartbeat(&client, &name).await {
-            tracing::warn!(error = %chain(&e), "heartbeat");
-        }
-    }
-}
-
-fn watch_all<K>(client: &Client, wake: &Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let api: Api<K> = Api::all(client.clone());
-    let wake = wake.clone();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => wake.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "watch"),
-            }
-        }
-    });
-    (reader, task)
-}
-
-struct Agent {
-    client: Client,
+/// The host loop's state: every VM and cluster network this host runs.
+pub struct Agent<R, L, F, S, A> {
     cfg: AgentConfig,
     vms_dir: PathBuf,
-    netns: NetNs,
     accel: Accel,
     capacity: Capacity,
     facts: HostFacts,
-    runtime: QemuRuntime,
-    links: RtLinks,
-    firewall: NftFirewall,
-    machines: Store<Machine>,
-    clusters: Store<Cluster>,
-    releases: Store<Release>,
-    hosts: Store<Host>,
+    b: Backends<R, L, F, S, A>,
+    caches: Caches,
     vms: BTreeMap<Key, OwnedVm>,
     nets: BTreeMap<String, ClusterServices>,
     applied: Option<HostPlan>,
     phone_tx: PhoneHomeSender,
-    reported: Option<(u32, u64, u64)>,
+    reported: Option<Allocation>,
     last_report: Instant,
     metrics: Arc<Metrics>,
 }
@@ -323,19 +86,81 @@ fn phase_of(m: &Machine) -> Option<MachinePhase> {
     m.status.as_ref().and_then(|s| s.phase)
 }
 
-impl Agent {
+impl<R, L, F, S, A> Agent<R, L, F, S, A>
+where
+    R: VmRuntime,
+    L: Links,
+    F: Firewall,
+    S: ServiceStarter,
+    A: HostApi,
+{
+    /// A loop for the host `facts` describes, with nothing adopted yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: AgentConfig,
+        accel: Accel,
+        capacity: Capacity,
+        facts: HostFacts,
+        backends: Backends<R, L, F, S, A>,
+        caches: Caches,
+        phone_tx: PhoneHomeSender,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            vms_dir: cfg.state_dir.join("vms"),
+            cfg,
+            accel,
+            capacity,
+            facts,
+            b: backends,
+            caches,
+            vms: BTreeMap::new(),
+            nets: BTreeMap::new(),
+            applied: None,
+            phone_tx,
+            reported: None,
+            last_report: Instant::now(),
+            metrics,
+        }
+    }
+
+    /// The I/O boundaries (the unit tests read their fakes).
+    #[cfg(test)]
+    pub(crate) fn backends(&self) -> &Backends<R, L, F, S, A> {
+        &self.b
+    }
+
+    /// The services of the cluster network `key`, if it runs here.
+    #[cfg(test)]
+    pub(crate) fn network(&self, key: &str) -> Option<&ClusterServices> {
+        self.nets.get(key)
+    }
+
+    /// One pass, counted and timed.
+    pub async fn pass(&mut self) {
+        let pass = Instant::now();
+        self.sync().await;
+        self.metrics.syncs.inc();
+        self.metrics
+            .sync_seconds
+            .observe(pass.elapsed().as_secs_f64());
+        self.metrics
+            .vms
+            .set(i64::try_from(self.vms.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .networks
+            .set(i64::try_from(self.nets.len()).unwrap_or(i64::MAX));
+    }
+
     /// Re-adopts the VMs whose state directories survive from an earlier agent.
-    async fn adopt(&mut self) {
+    pub async fn adopt(&mut self) {
         for dir in state_dirs(&self.vms_dir) {
-            let owner: Option<Owner> = std::fs::read(dir.join(OWNER_FILE))
-                .ok()
-                .and_then(|raw| serde_json::from_slice(&raw).ok());
-            let Some(owner) = owner else {
+            let Some(owner) = read_owner(&dir) else {
                 tracing::warn!(dir = %dir.display(), "no owner record; removing");
                 let _ = std::fs::remove_dir_all(&dir);
                 continue;
             };
-            match self.runtime.adopt(&dir).await {
+            match self.b.runtime.adopt(&dir).await {
                 Ok(vm) => {
                     tracing::info!(vm = %owner.name, pid = ?vm.pid(), "re-adopted running VM");
                     self.vms.insert(
@@ -351,7 +176,8 @@ impl Agent {
     }
 
     fn mine(&self) -> Vec<Arc<Machine>> {
-        self.machines
+        self.caches
+            .machines
             .state()
             .into_iter()
             .filter(|m| m.spec.host_name.as_deref() == Some(self.cfg.name.as_str()))
@@ -369,10 +195,11 @@ impl Agent {
 
     fn decide(&self, m: &Machine) -> Result<DesiredVm, Refusal> {
         let ns = m.namespace().unwrap_or_default();
-        let cluster = self.clusters.state().into_iter().find(|c| {
+        let cluster = self.caches.clusters.state().into_iter().find(|c| {
             c.namespace().as_deref() == Some(ns.as_str()) && c.name_any() == m.spec.cluster
         });
         let release = self
+            .caches
             .releases
             .state()
             .into_iter()
@@ -459,7 +286,7 @@ impl Agent {
         // A VM whose QEMU went away is reported; the Machine's owner replaces it.
         let mut exited = Vec::new();
         for (k, o) in self.vms.iter_mut() {
-            if let Ok(st) = self.runtime.status(&mut o.vm).await {
+            if let Ok(st) = self.b.runtime.status(&mut o.vm).await {
                 if st.state == VmState::Stopped {
                     exited.push(k.clone());
                 }
@@ -509,6 +336,7 @@ impl Agent {
         }
         // Peers: the underlay addresses of other hosts with Machines of the cluster.
         let underlays: BTreeMap<String, Ipv4Addr> = self
+            .caches
             .hosts
             .state()
             .iter()
@@ -517,7 +345,7 @@ impl Agent {
                 Some((h.name_any(), ip))
             })
             .collect();
-        for m in self.machines.state() {
+        for m in self.caches.machines.state() {
             let Some(host) = m.spec.host_name.as_deref() else {
                 continue;
             };
@@ -536,20 +364,20 @@ impl Agent {
                 if old != *net {
                     tracing::warn!(cluster = %net.key, "cluster network changed; rebuilding");
                     self.nets.remove(&net.key);
-                    if let Err(e) = self.links.remove_cluster(&old).await {
+                    if let Err(e) = self.b.links.remove_cluster(&old).await {
                         tracing::warn!(error = %chain(&e), "removing old network");
                     }
                 }
             }
-            if let Err(e) = self.links.ensure_cluster(net, self.cfg.underlay).await {
+            if let Err(e) = self.b.links.ensure_cluster(net, self.cfg.underlay).await {
                 tracing::error!(cluster = %net.key, error = %chain(&e), "network");
                 continue;
             }
-            if let Err(e) = self.links.set_peers(net, &plan.peers).await {
+            if let Err(e) = self.b.links.set_peers(net, &plan.peers).await {
                 tracing::error!(cluster = %net.key, error = %chain(&e), "VXLAN peers");
             }
             if !self.nets.contains_key(&net.key) {
-                match ClusterServices::start(&self.netns, net, self.phone_tx.clone()) {
+                match self.b.services.start(net, self.phone_tx.clone()) {
                     Ok(s) => {
                         self.nets.insert(net.key.clone(), s);
                     }
@@ -596,8 +424,8 @@ impl Agent {
                             vendor_data: String::new(),
                         },
                     ),
-                    Err(message) => {
-                        tracing::warn!(machine = %d.port.machine, %message, "user-data")
+                    Err(e) => {
+                        tracing::warn!(machine = %d.port.machine, error = %chain(&e), "user-data")
                     }
                 }
             }
@@ -613,7 +441,7 @@ impl Agent {
             if let Some(services) = self.nets.remove(&key) {
                 let net = services.net.clone();
                 drop(services);
-                match self.links.remove_cluster(&net).await {
+                match self.b.links.remove_cluster(&net).await {
                     Ok(()) => tracing::info!(cluster = %key, "network removed: last VM left"),
                     Err(e) => {
                         tracing::warn!(cluster = %key, error = %chain(&e), "removing network")
@@ -628,7 +456,7 @@ impl Agent {
             egress: self.cfg.egress.clone(),
         };
         if self.applied.as_ref() != Some(&plan) {
-            match self.firewall.apply(&plan).await {
+            match self.b.firewall.apply(&plan).await {
                 Ok(()) => self.applied = Some(plan),
                 Err(e) => tracing::error!(error = %chain(&e), "firewall"),
             }
@@ -637,7 +465,7 @@ impl Agent {
 
     /// The user-data of a Machine: its bootstrap Secret's `value`, or a minimal
     /// cloud-config naming the host.
-    async fn user_data(&self, m: &Machine) -> Result<String, String> {
+    async fn user_data(&self, m: &Machine) -> Result<String, UserDataError> {
         let secret = m
             .spec
             .bootstrap
@@ -646,20 +474,10 @@ impl Agent {
         let Some(secret) = secret else {
             return Ok(format!("#cloud-config\nhostname: {}\n", m.name_any()));
         };
-        let api: Api<Secret> =
-            Api::namespaced(self.client.clone(), &m.namespace().unwrap_or_default());
-        let s = api
-            .get(&secret)
+        self.b
+            .api
+            .bootstrap_value(&m.namespace().unwrap_or_default(), &secret)
             .await
-            .map_err(|e| format!("bootstrap secret {secret}: {e}"))?;
-        let value = s
-            .data
-            .as_ref()
-            .and_then(|d| d.get("value"))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .or_else(|| s.string_data.as_ref().and_then(|d| d.get("value").cloned()))
-            .ok_or_else(|| format!("bootstrap secret {secret} has no key 'value'"))?;
-        Ok(value)
     }
 
     /// Starts the VMs that should run and do not, all at once.
@@ -676,6 +494,7 @@ impl Agent {
                     let bridge = d.net.bridge.clone();
                     let tap = d.port.tap.clone();
                     if let Err(e) = self
+                        .b
                         .links
                         .attach_tap(&tap, &bridge, Duration::from_secs(2))
                         .await
@@ -720,8 +539,8 @@ impl Agent {
             .await;
             starts.push((m.clone(), d.clone()));
         }
-        let runtime = &self.runtime;
-        let links = &self.links;
+        let runtime = &self.b.runtime;
+        let links = &self.b.links;
         let qemu_img = &self.cfg.qemu_img;
         let results = futures::future::join_all(starts.into_iter().map(|(m, d)| async move {
             let r = start_vm(runtime, links, qemu_img, &m, &d).await;
@@ -767,7 +586,7 @@ impl Agent {
     }
 
     /// A guest phoned home: its Machine is Ready.
-    async fn phoned_home(&mut self, ph: PhoneHome) {
+    pub async fn phoned_home(&mut self, ph: PhoneHome) {
         let ns = ph.cluster.split('/').next().unwrap_or_default().to_string();
         let key = (ns, ph.machine.clone());
         if !self.vms.contains_key(&key) {
@@ -802,7 +621,7 @@ impl Agent {
                 (k, o)
             })
             .collect();
-        let runtime = &self.runtime;
+        let runtime = &self.b.runtime;
         let grace = self.cfg.stop_grace;
         let stopped = futures::future::join_all(taken.into_iter().map(|(k, o)| async move {
             let Some(mut o) = o else {
@@ -851,38 +670,14 @@ impl Agent {
     }
 
     async fn add_finalizer(&self, m: &Machine) {
-        let mut finalizers = m.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        self.patch_finalizers(m, finalizers).await;
-    }
-
-    async fn remove_finalizer(&self, m: &Machine) {
-        let finalizers: Vec<String> = m
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        if finalizers.len() != m.finalizers().len() {
-            self.patch_finalizers(m, finalizers).await;
+        if let Err(e) = self.b.api.set_finalizer(m, true).await {
+            tracing::warn!(machine = %m.name_any(), error = %chain(&e), "finalizer (retried next pass)");
         }
     }
 
-    async fn patch_finalizers(&self, m: &Machine, finalizers: Vec<String>) {
-        let api: Api<Machine> =
-            Api::namespaced(self.client.clone(), &m.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"metadata": {
-            "finalizers": finalizers, "resourceVersion": m.resource_version()
-        }});
-        if let Err(e) = api
-            .patch(
-                &m.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            tracing::warn!(machine = %m.name_any(), error = %e, "finalizer (retried next pass)");
+    async fn remove_finalizer(&self, m: &Machine) {
+        if let Err(e) = self.b.api.set_finalizer(m, false).await {
+            tracing::warn!(machine = %m.name_any(), error = %chain(&e), "finalizer (retried next pass)");
         }
     }
 
@@ -892,41 +687,13 @@ impl Agent {
         &self,
         m: &Machine,
         phase: MachinePhase,
-        cond: Option<(&str, &str, String)>,
+        cond: Option<ReadyCondition<'_>>,
         stamp: Option<&str>,
     ) {
-        let current = m.status.clone().unwrap_or_default();
-        let current_cond = current.conditions.iter().find(|c| c.type_ == "Ready");
-        let same_cond = match (&cond, current_cond) {
-            (Some((s, r, msg)), Some(c)) => c.status == *s && c.reason == *r && c.message == *msg,
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        if current.phase == Some(phase) && same_cond {
+        let Some(status) = status_patch(m, phase, cond, stamp) else {
             return;
-        }
-        let now = Utc::now().to_rfc3339();
-        let mut status = serde_json::json!({});
-        if let Some((s, reason, message)) = cond {
-            let transition = match current_cond {
-                Some(c) if c.status == s => c.last_transition_time.clone(),
-                _ => Some(now.clone()),
-            };
-            status["conditions"] = serde_json::json!([Condition {
-                type_: "Ready".into(),
-                status: s.into(),
-                reason: reason.into(),
-                message,
-                last_transition_time: transition,
-                observed_generation: m.meta().generation,
-            }]);
-        }
-        if let Some(field) = stamp {
-            status[field] = serde_json::json!(now);
-        }
-        let api: Api<Machine> =
-            Api::namespaced(self.client.clone(), &m.namespace().unwrap_or_default());
-        match crate::phase::write_phase(&api, m, phase, status).await {
+        };
+        match self.b.api.write_phase(m, phase, status).await {
             Ok(PhaseWrite::Refused(_)) => {
                 self.metrics.phase_refusals.inc();
             }
@@ -939,7 +706,7 @@ impl Agent {
 
     /// Deletes Shoal links that no wanted network or running VM owns.
     async fn collect_orphan_links(&self) {
-        let Ok(names) = self.links.list().await else {
+        let Ok(names) = self.b.links.list().await else {
             return;
         };
         let mut keep: BTreeSet<String> = BTreeSet::new();
@@ -958,7 +725,7 @@ impl Agent {
                 .any(|p| name.starts_with(p));
             if ours && !keep.contains(&name) {
                 tracing::info!(link = %name, "removing orphan link");
-                if let Err(e) = self.links.delete(&name).await {
+                if let Err(e) = self.b.links.delete(&name).await {
                     tracing::warn!(link = %name, error = %chain(&e), "orphan link");
                 }
             }
@@ -978,7 +745,7 @@ impl Agent {
         {
             return;
         }
-        match register::report(&self.client, &self.facts, allocated).await {
+        match self.b.api.report(&self.facts, allocated).await {
             Ok(()) => {
                 self.reported = Some(allocated);
                 self.last_report = Instant::now();
@@ -990,31 +757,19 @@ impl Agent {
 
 /// Makes the overlay (for disk boots), launches QEMU and plugs its tap.
 async fn start_vm(
-    runtime: &QemuRuntime,
-    links: &RtLinks,
+    runtime: &impl VmRuntime,
+    links: &impl Links,
     qemu_img: &Path,
     m: &Machine,
     d: &DesiredVm,
 ) -> Result<OwnedVm, AgentError> {
-    let dir = &d.spec.state_dir;
-    std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
-        what: format!("creating {}", dir.display()),
-        source,
-    })?;
     let owner = Owner {
         namespace: m.namespace().unwrap_or_default(),
         name: m.name_any(),
         uid: m.uid().unwrap_or_default(),
         cluster: d.cluster_key.clone(),
     };
-    let raw = serde_json::to_vec_pretty(&owner).map_err(|e| AgentError::Io {
-        what: "encoding the owner record".into(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(dir.join(OWNER_FILE), raw).map_err(|source| AgentError::Io {
-        what: format!("writing {}", dir.join(OWNER_FILE).display()),
-        source,
-    })?;
+    write_owner(&d.spec.state_dir, &owner)?;
     if let (Some(base), crate::vm::Boot::Disk { overlay_path }) = (&d.base_disk, &d.spec.boot) {
         if !overlay_path.exists() {
             crate::vm::disk::make_overlay(qemu_img, base, overlay_path, d.disk_bytes)
@@ -1036,32 +791,4 @@ async fn start_vm(
         return Err(e.into());
     }
     Ok(OwnedVm { vm, owner })
-}
-
-/// The VM state directories under `vms/<namespace>/<name>`.
-fn state_dirs(vms_dir: &Path) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    let Ok(namespaces) = std::fs::read_dir(vms_dir) else {
-        return dirs;
-    };
-    for ns in namespaces.flatten() {
-        if let Ok(vms) = std::fs::read_dir(ns.path()) {
-            dirs.extend(vms.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-        }
-    }
-    dirs.sort();
-    dirs
-}
-
-/// The last line of a VM's console log, for failure messages.
-fn console_tail(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("console.log"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-        })
-        .unwrap_or_else(|| "(empty)".into())
 }

@@ -16,7 +16,7 @@ use super::desired::Capacity;
 use super::AgentError;
 
 /// The namespace of host heartbeat Leases.
-pub const LEASE_NAMESPACE: &str = "shoal-system";
+pub const LEASE_NAMESPACE: &str = shoal_api::wellknown::SYSTEM_NAMESPACE;
 /// Seconds a host Lease lasts without renewal.
 pub const LEASE_SECONDS: i32 = 40;
 

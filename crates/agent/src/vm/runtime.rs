@@ -218,6 +218,18 @@ impl Vm {
         self.pid
     }
 
+    /// Records that QEMU runs as `pid`: a runtime's launch or adopt succeeded.
+    pub(crate) fn set_running(&mut self, pid: u32) {
+        self.pid = Some(pid);
+        self.state = VmState::Running;
+    }
+
+    /// Records that QEMU is gone.
+    pub(crate) fn set_stopped(&mut self) {
+        self.state = VmState::Stopped;
+        self.pid = None;
+    }
+
     fn check(&self, op: VmOp) -> Result<VmState, VmError> {
         self.state
             .next(op)
@@ -368,8 +380,7 @@ impl QemuRuntime {
         }
         let (pid, status) = self.attach(&name, &paths, true).await?;
         tracing::info!(pid, status = %status.status, "running");
-        vm.pid = Some(pid);
-        vm.state = VmState::Running;
+        vm.set_running(pid);
         Ok(())
     }
 
@@ -507,8 +518,7 @@ impl QemuRuntime {
             }
         }
         tracing::warn!("QEMU went away");
-        vm.state = VmState::Stopped;
-        vm.pid = None;
+        vm.set_stopped();
         Ok(VmStatus {
             state: vm.state,
             pid: None,
@@ -527,8 +537,7 @@ impl QemuRuntime {
         let result = self.shut_down(&name, &paths, pid, grace).await;
         match &result {
             Ok(()) => {
-                vm.state = VmState::Stopped;
-                vm.pid = None;
+                vm.set_stopped();
                 for file in [&paths.pidfile, &paths.qmp] {
                     // Leftovers only confuse a later adopt; QEMU may have removed them.
                     let _ = std::fs::remove_file(file);

@@ -162,4 +162,53 @@ mod tests {
         assert!(!a.overlaps(&c));
         Ok(())
     }
+
+    /// Seeded properties (`SHOAL_FUZZ_SEED`, `SHOAL_FUZZ_CASES`): every network
+    /// prints and parses back to itself, an address with host bits set is refused,
+    /// and overlap is symmetric and agrees with containment of the network address.
+    #[test]
+    fn properties_of_random_networks() -> Result<(), String> {
+        use shoal_testutil::fuzz::{plan, Rng};
+        let (seed, cases) = plan("Cidr", 20_000);
+        let mut rng = Rng::new(seed);
+        let v4 = |rng: &mut Rng| -> Cidr {
+            let prefix = rng.below(33) as u8;
+            let addr =
+                (rng.next_u64() as u32) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            Cidr {
+                addr: IpAddr::V4(addr.into()),
+                prefix,
+            }
+        };
+        for _ in 0..cases {
+            let a = v4(&mut rng);
+            let b = v4(&mut rng);
+            assert_eq!(a.to_string().parse::<Cidr>()?, a);
+            assert_eq!(a.overlaps(&b), b.overlaps(&a), "{a} {b}");
+            let (IpAddr::V4(x), IpAddr::V4(y)) = (a.addr, b.addr) else {
+                unreachable!("both are IPv4");
+            };
+            let within = |net: &Cidr, ip: u32| {
+                let IpAddr::V4(n) = net.addr else {
+                    return false;
+                };
+                mask_v4(ip, net.prefix) == mask_v4(u32::from(n), net.prefix)
+            };
+            assert_eq!(
+                a.overlaps(&b),
+                within(&a, u32::from(y)) || within(&b, u32::from(x)),
+                "{a} {b}"
+            );
+            if a.prefix < 32 {
+                let host_bit = 1u32 << rng.below(usize::from(32 - a.prefix));
+                let bad = format!(
+                    "{}/{}",
+                    std::net::Ipv4Addr::from(u32::from(x) | host_bit),
+                    a.prefix
+                );
+                assert!(bad.parse::<Cidr>().is_err(), "{bad} has host bits set");
+            }
+        }
+        Ok(())
+    }
 }

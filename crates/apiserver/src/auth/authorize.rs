@@ -95,7 +95,7 @@ pub fn authorize(
         Role::ClusterAdmin => {
             let system_secret = kind.group.is_empty()
                 && kind.kind == "Secret"
-                && ns == Some("shoal-system")
+                && ns == Some(shoal_api::wellknown::SYSTEM_NAMESPACE)
                 && name.is_some_and(|n| PROTECTED_SECRETS.contains(&n));
             if system_secret && matches!(verb, Verb::Delete | Verb::Update | Verb::Patch) {
                 return Err(forbidden(
@@ -137,7 +137,7 @@ pub fn authorize(
                 (Verb::List | Verb::Watch, _) => Ok(Restriction::Name(own_name)),
                 (_, Some(n)) if n != own_name => deny(&format!("tokens of organization {org:?} may only see {own_name:?}")),
                 (Verb::Get, Some(_)) => Ok(Restriction::None),
-                (Verb::Update | Verb::Patch, Some(_)) if kind.kind == "Organization" && role == OrgRole::Owner => Ok(Restriction::None),
+                (Verb::Update | Verb::Patch, Some(_)) if kind.behavior.owner_may_update && role == OrgRole::Owner => Ok(Restriction::None),
                 _ => deny("only owners may change their organization, and only cluster admins create or delete organizations"),
             }
         }

@@ -9,24 +9,23 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shoal_api::{OrgRole, KINDS};
+use shoal_api::{wellknown, OrgRole, KINDS};
 
 use crate::auth::{Identity, Role};
 use crate::error::ApiError;
 use crate::resource::Resources;
 
 /// The namespace holding tokens and other system state.
-pub const TOKEN_NAMESPACE: &str = "shoal-system";
+pub const TOKEN_NAMESPACE: &str = wellknown::SYSTEM_NAMESPACE;
 /// The Secret type of tokens.
-pub const TOKEN_SECRET_TYPE: &str = "shoal.io/token";
+pub const TOKEN_SECRET_TYPE: &str = wellknown::secret_type::TOKEN;
 /// The id of the bootstrap admin token.
 pub const ADMIN_TOKEN_NAME: &str = "admin";
 
-const LABEL_ORG: &str = "shoal.io/org";
-const LABEL_ROLE: &str = "shoal.io/role";
-const ANN_EXPIRES: &str = "shoal.io/expires";
-const ANN_USER: &str = "shoal.io/user";
-const ANN_DESCRIPTION: &str = "shoal.io/description";
+use wellknown::annotation::{
+    TOKEN_DESCRIPTION as ANN_DESCRIPTION, TOKEN_EXPIRES as ANN_EXPIRES, TOKEN_USER as ANN_USER,
+};
+use wellknown::label::{ORG as LABEL_ORG, ROLE as LABEL_ROLE};
 
 /// What a new token is for.
 #[derive(Clone, Debug)]
@@ -80,7 +79,7 @@ impl TokenRequest {
         let secret = random_hex(24);
         let token = format!("shoal.{id}.{secret}");
         let mut labels = BTreeMap::new();
-        labels.insert("shoal.io/token".to_owned(), "true".to_owned());
+        labels.insert(wellknown::label::TOKEN.to_owned(), "true".to_owned());
         let mut annotations = BTreeMap::new();
         annotations.insert(ANN_USER.to_owned(), self.user.clone());
         match &self.org {

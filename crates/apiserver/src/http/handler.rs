@@ -467,7 +467,7 @@ async fn run(
         Verb::Create => {
             let bytes = read_body(state, body, headers).await?;
             let mut obj = decode_body(&content_type, &bytes)?;
-            if kind.group == shoal_api::GROUP && kind.kind == "KeyPair" {
+            if kind.behavior.requested_by {
                 stamp_requester(&mut obj, &identity.user);
             }
             let created = res.create(kind, ns, obj).await?;

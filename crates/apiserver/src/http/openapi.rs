@@ -449,7 +449,7 @@ fn kind_paths(k: &'static KindInfo) -> Vec<(String, Vec<&'static str>, Vec<Op>)>
             status,
         ));
     }
-    if k.group == shoal_api::GROUP && k.kind == "Cluster" {
+    if k.behavior.endpoints {
         let mut endpoints = op("get", "get", "read", "Endpoints", None, &name);
         endpoints.answer = String::new();
         endpoints.description =

@@ -78,7 +78,7 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     let sub = match sub {
         None => Subresource::Main,
         Some("status") if kind.has_status => Subresource::Status,
-        Some("endpoints") if kind.kind == "Cluster" => Subresource::Endpoints,
+        Some("endpoints") if kind.behavior.endpoints => Subresource::Endpoints,
         Some(other) => {
             return Err(ApiError::UnknownResource {
                 path: path.to_owned(),

@@ -9,7 +9,7 @@ use crate::error::{json_type, ApiError};
 /// The annotation on a KeyPair naming the user who asked for it. The server owns
 /// it: it is stamped on create and kept on every update and patch, whatever the
 /// client sent, because the signed certificate's CN is prefixed with it.
-pub const REQUESTED_BY: &str = "shoal.io/requested-by";
+pub const REQUESTED_BY: &str = shoal_api::wellknown::annotation::REQUESTED_BY;
 
 /// Refuses `value` unless it is a JSON object; `field` names it in the Status.
 pub fn require_object(value: &Value, field: &str) -> Result<(), ApiError> {

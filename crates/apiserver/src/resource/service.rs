@@ -165,7 +165,11 @@ impl Resources {
     /// Adds read caches for namespaces and system Secrets (tokens), which every
     /// request reads. Needs a Tokio runtime: each cache follows a store watch.
     pub fn with_read_caches(mut self) -> Self {
-        self.caches = ["/registry/namespaces/", "/registry/secrets/shoal-system/"]
+        let system_secrets = format!(
+            "/registry/secrets/{}/",
+            shoal_api::wellknown::SYSTEM_NAMESPACE
+        );
+        self.caches = ["/registry/namespaces/", system_secrets.as_str()]
             .iter()
             .map(|p| PrefixCache::spawn(self.store.clone(), p))
             .collect();
@@ -371,7 +375,7 @@ impl Resources {
     /// Refuses a new object that names another that must exist first: a Cluster's
     /// `spec.release`. The 422 lists the active Releases to choose from.
     async fn check_references(&self, kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
-        if !(kind.group == shoal_api::GROUP && kind.kind == "Cluster") {
+        if !kind.behavior.references_release {
             return Ok(());
         }
         let Some(release) = obj.pointer("/spec/release").and_then(Value::as_str) else {
@@ -431,11 +435,10 @@ impl Resources {
         };
         map.insert("apiVersion".into(), Value::String(kind.api_version()));
         map.insert("kind".into(), Value::String(kind.kind.to_owned()));
-        if kind.has_status && kind.kind != "Namespace" {
-            map.remove("status");
-        }
-        if kind.kind == "Namespace" {
+        if kind.behavior.always_active {
             map.insert("status".into(), json!({ "phase": "Active" }));
+        } else if kind.has_status {
+            map.remove("status");
         }
         let meta = meta_mut(&mut obj)?;
         if meta
@@ -760,7 +763,7 @@ fn merge_for_update(
             + 1;
         meta_mut(&mut next)?.insert("generation".into(), Value::from(generation));
     }
-    if kind.group == shoal_api::GROUP && kind.kind == "KeyPair" {
+    if kind.behavior.requested_by {
         keep_requester(&mut next, &cur_meta)?;
     }
     Ok(next)
@@ -939,7 +942,7 @@ mod tests {
                     }
                     let gen = next["metadata"]["generation"].as_i64();
                     assert!(matches!(gen, Some(3 | 4)), "{ctx}: generation {gen:?}");
-                    if kind.kind == "KeyPair" {
+                    if kind.behavior.requested_by {
                         assert_eq!(
                             next["metadata"]["annotations"][REQUESTED_BY], "alice",
                             "{ctx}"

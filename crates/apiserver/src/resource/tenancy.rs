@@ -23,14 +23,14 @@ impl Resources {
         kind: &KindInfo,
         created: Value,
     ) -> Result<Value, ApiError> {
-        if !(kind.group == shoal_api::GROUP && kind.kind == "Organization") {
+        if !kind.behavior.creates_namespace {
             return Ok(created);
         }
         let org = meta_str(&created, "name").unwrap_or_default().to_owned();
         let ns = org_namespace(&org);
         let namespace = json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": {"shoal.io/org": org}},
+            "metadata": {"name": ns, "labels": {(shoal_api::wellknown::label::ORG): org}},
         });
         match self.create(core("Namespace"), None, namespace).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}

@@ -77,6 +77,7 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         memory_mib,
         stop_grace: Duration::from_secs(args.stop_grace),
         kvm_probe_timeout: Duration::from_millis(args.kvm_probe_timeout_ms),
+        accel: args.accel,
         egress: args.egress_interface.clone(),
         resync: Duration::from_secs(args.resync.max(1)),
         metrics_listen: args.metrics_listen,

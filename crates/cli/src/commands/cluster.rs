@@ -24,7 +24,7 @@ use crate::commands::wait::{ClusterProgress, Deadline, LinePrinter};
 use crate::output::{emit, emit_line, print};
 
 /// The label on Machines and NodePools naming their cluster.
-const CLUSTER_LABEL: &str = "shoal.io/cluster";
+const CLUSTER_LABEL: &str = shoal_api::wellknown::label::CLUSTER;
 
 /// The Cluster (on `release`) and default NodePool that `cluster create` writes.
 pub fn cluster_objects(a: &ClusterCreateArgs, release: &str) -> Vec<Value> {

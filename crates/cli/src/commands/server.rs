@@ -67,24 +67,12 @@ fn controller_config(
     args: &ServerArgs,
 ) -> Result<shoal_controllers::ControllerConfig, ServerError> {
     let bad = |what: String| ServerError::Bootstrap(what);
-    let (pool, prefix) = args
-        .node_cidr_pool
-        .split_once('/')
-        .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?)))
-        .ok_or_else(|| {
-            bad(format!(
-                "--node-cidr-pool {:?} is not an IPv4 CIDR such as 10.128.0.0/9",
-                args.node_cidr_pool
-            ))
-        })?;
-    let ipam = shoal_controllers::ipam::IpamConfig {
-        vni_base: args.vni_base,
-        node_pool: pool,
-        node_pool_prefix: prefix,
-        node_prefix: args.node_prefix,
-    };
-    ipam.validate()
-        .map_err(|e| bad(format!("--node-cidr-pool/--node-prefix/--vni-base: {e}")))?;
+    let ipam = shoal_controllers::ipam::IpamConfig::new(
+        args.vni_base,
+        args.node_cidr_pool,
+        args.node_prefix,
+    )
+    .map_err(|e| bad(format!("--node-cidr-pool/--node-prefix/--vni-base: {e}")))?;
     let test_image_dir = args.test_image_dir.clone().or_else(|| {
         let dir = std::env::current_dir().ok()?.join("images/out");
         dir.join("vmlinuz").exists().then_some(dir)
@@ -158,7 +146,11 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
     let (stop_controllers, controllers_stopped) = watch::channel(false);
     let elector = if args.controllers {
         let identity = format!("{}-{}", server.local_addr, std::process::id());
-        let mut lease = LeaseConfig::new("shoal-system", LEADER_LEASE, &identity);
+        let mut lease = LeaseConfig::new(
+            shoal_api::wellknown::SYSTEM_NAMESPACE,
+            LEADER_LEASE,
+            &identity,
+        );
         lease.lease_duration = Duration::from_secs(args.lease_duration.max(2));
         lease.renew_deadline = lease.lease_duration * 2 / 3;
         lease.retry_period = (lease.lease_duration / 4).max(Duration::from_millis(500));
@@ -237,30 +229,20 @@ async fn start_local_agent(
         .map_err(|e| {
             ServerError::Bootstrap(format!("the local agent cannot reach the API: {e}"))
         })?;
-    let cfg = shoal_agent::host::AgentConfig {
-        name: args.local_agent_name.clone(),
-        // A single host has no VXLAN peers; the source address only has to exist.
-        underlay: std::net::Ipv4Addr::LOCALHOST,
-        state_dir: args.data_dir.join("agent"),
-        netns: Some(args.local_agent_netns.clone()),
-        qemu: "qemu-system-x86_64".into(),
-        qemu_img: "qemu-img".into(),
-        nft: "nft".into(),
-        cpus: None,
-        memory_mib: None,
-        stop_grace: Duration::from_secs(10),
-        kvm_probe_timeout: Duration::from_secs(3),
-        egress: None,
-        resync: Duration::from_secs(5),
-        // The server serves its own metrics; the local agent's would need a port.
-        metrics_listen: None,
-        cpu_allocation_ratio: 4,
-        // The embedded gateway runs in this process's namespace.
-        forward_listen: Some(std::net::SocketAddr::from((
-            std::net::Ipv4Addr::LOCALHOST,
-            0,
-        ))),
-    };
+    // A single host has no VXLAN peers: the underlay address only has to exist.
+    // The server serves its own metrics, so the local agent has no listener.
+    let mut cfg = shoal_agent::host::AgentConfig::new(
+        args.local_agent_name.clone(),
+        std::net::Ipv4Addr::LOCALHOST,
+        args.data_dir.join("agent"),
+    );
+    cfg.netns = Some(args.local_agent_netns.clone());
+    cfg.accel = args.local_agent_accel;
+    // The embedded gateway runs in this process's namespace.
+    cfg.forward_listen = Some(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        0,
+    )));
     tracing::info!(host = %cfg.name, netns = %args.local_agent_netns, "starting the local agent");
     Ok(tokio::spawn(async move {
         let stopped = async move {

@@ -67,7 +67,10 @@ pub async fn run(client: &Client, cmd: &TokenCommand) -> Result<(), CliError> {
         }
         TokenCommand::List => {
             let list = secrets
-                .list(&ListParams::default().labels("shoal.io/token=true"))
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("{}=true", shoal_api::wellknown::label::TOKEN)),
+                )
                 .await?;
             emit_line(format_args!(
                 "{:<16} {:<16} {:<14} {:<22} DESCRIPTION",

@@ -5,15 +5,17 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::{Cluster, ClusterPhase, Machine, NodePool, RemovedResources};
+use shoal_kube::conditions::{self, condition};
+use shoal_kube::delete_ignoring_missing;
+use shoal_kube::finalizer::{self, Change};
 
-use crate::conditions::{self, condition};
 use crate::context::{cluster_selector, Context};
-use crate::error::{failed, is_not_found, Error};
+use crate::error::{failed, Error};
 use crate::labels::{pki_secret_name, CLUSTER_FINALIZER, SYSTEM_NAMESPACE};
 
 fn merge(into: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
@@ -81,7 +83,7 @@ async fn write_status(
 
 /// One pass of a cluster's deletion; requeues until its Machines are gone.
 pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
-    if !cluster.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
+    if !finalizer::has(cluster, CLUSTER_FINALIZER) {
         return Ok(Action::await_change());
     }
     let ns = cluster.namespace().unwrap_or_default();
@@ -100,14 +102,9 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
-        match pools_api
-            .delete(&p.name_any(), &DeleteParams::default())
+        delete_ignoring_missing(&pools_api, &p.name_any())
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(failed(format!("delete node pool {ns}/{}", p.name_any()))(e)),
-        }
+            .map_err(failed(format!("delete node pool {ns}/{}", p.name_any())))?;
     }
     merge(&mut removed.node_pools, pools.iter().map(|p| p.name_any()));
 
@@ -118,14 +115,9 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
         .iter()
         .filter(|m| m.metadata.deletion_timestamp.is_none())
     {
-        match machines_api
-            .delete(&m.name_any(), &DeleteParams::default())
+        delete_ignoring_missing(&machines_api, &m.name_any())
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(failed(format!("delete machine {ns}/{}", m.name_any()))(e)),
-        }
+            .map_err(failed(format!("delete machine {ns}/{}", m.name_any())))?;
     }
     merge(&mut removed.machines, machines.iter().map(|m| m.name_any()));
     if !machines.is_empty() {
@@ -154,20 +146,20 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
     let mut gone = Vec::new();
     for s in bootstrap.items {
         let sname = s.name_any();
-        match secrets_ns.delete(&sname, &DeleteParams::default()).await {
-            Ok(_) => gone.push(format!("{ns}/{sname}")),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(failed(format!("delete secret {ns}/{sname}"))(e)),
+        if delete_ignoring_missing(&secrets_ns, &sname)
+            .await
+            .map_err(failed(format!("delete secret {ns}/{sname}")))?
+        {
+            gone.push(format!("{ns}/{sname}"));
         }
     }
     let pki = pki_secret_name(&ns, &name);
-    match Api::<Secret>::namespaced(ctx.client.clone(), SYSTEM_NAMESPACE)
-        .delete(&pki, &DeleteParams::default())
+    let system: Api<Secret> = Api::namespaced(ctx.client.clone(), SYSTEM_NAMESPACE);
+    if delete_ignoring_missing(&system, &pki)
         .await
+        .map_err(failed(format!("delete secret {SYSTEM_NAMESPACE}/{pki}")))?
     {
-        Ok(_) => gone.push(format!("{SYSTEM_NAMESPACE}/{pki}")),
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(failed(format!("delete secret {SYSTEM_NAMESPACE}/{pki}"))(e)),
+        gone.push(format!("{SYSTEM_NAMESPACE}/{pki}"));
     }
     merge(&mut removed.secrets, gone);
 
@@ -208,20 +200,14 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
     ctx.event(cluster, false, "Deleted", message.clone()).await;
     tracing::info!(cluster = %key, %message, "cluster deleted");
 
-    let rest: Vec<String> = cluster
-        .finalizers()
-        .iter()
-        .filter(|f| *f != CLUSTER_FINALIZER)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": null}});
-    match Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    match finalizer::remove(&api, cluster, CLUSTER_FINALIZER)
         .await
+        .map_err(failed(format!("remove the finalizer of cluster {key}")))?
     {
-        Ok(_) => Ok(Action::await_change()),
-        Err(e) if is_not_found(&e) => Ok(Action::await_change()),
-        Err(e) => Err(failed(format!("remove the finalizer of cluster {key}"))(e)),
+        // Written meanwhile: everything above is done and idempotent, so look again.
+        Change::Conflict => Ok(Action::requeue(Duration::from_millis(200))),
+        Change::Done | Change::Unchanged | Change::Gone => Ok(Action::await_change()),
     }
 }
 

@@ -16,6 +16,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Cluster, ProviderType};
+use shoal_kube::delete_ignoring_missing;
+use shoal_kube::finalizer::{self, Change};
 
 use crate::context::Context;
 use crate::error::{failed, Error};
@@ -41,24 +43,15 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-    if !cluster.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
-        let mut list = cluster.finalizers().to_vec();
-        list.push(CLUSTER_FINALIZER.to_owned());
-        let patch = json!({"metadata": {"finalizers": list, "resourceVersion": cluster.resource_version()}});
-        return match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            // The change comes back through the watch.
-            Ok(_) => Ok(Action::await_change()),
-            // Someone wrote the cluster meanwhile: look again at the new version.
-            Err(e) if crate::error::is_conflict(&e) => {
-                Ok(Action::requeue(Duration::from_millis(200)))
-            }
-            Err(e) => Err(failed(format!("add the finalizer to cluster {ns}/{name}"))(
-                e,
-            )),
-        };
+    match finalizer::add(&api, cluster.as_ref(), CLUSTER_FINALIZER)
+        .await
+        .map_err(failed(format!("add the finalizer to cluster {ns}/{name}")))?
+    {
+        Change::Unchanged => {}
+        // The change comes back through the watch.
+        Change::Done | Change::Gone => return Ok(Action::await_change()),
+        // Someone wrote the cluster meanwhile: look again at the new version.
+        Change::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
     }
 
     let releases = ctx.stores.releases.state();
@@ -125,7 +118,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         if let Some(gateway) = ctx.config.gateway_address {
             let api = status::api_host(&cluster, &ctx.config.base_domain);
             if let Err(why) = probe::readyz(gateway, &api, secrets.pki.ca().cert_pem()).await {
-                status::not_answering(&mut next, &api, &why);
+                status::not_answering(&mut next, &api, &shoal_kube::chain(&why));
             }
         }
     }
@@ -144,14 +137,13 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
 /// Deletes one Machine (its agent stops the VM first).
 pub async fn delete_machine(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
     let api: Api<shoal_api::Machine> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &Default::default()).await {
-        Ok(_) => {
-            tracing::info!(machine = %format!("{ns}/{name}"), "deleted machine");
-            Ok(())
-        }
-        Err(e) if crate::error::is_not_found(&e) => Ok(()),
-        Err(e) => Err(failed(format!("delete machine {ns}/{name}"))(e)),
+    if delete_ignoring_missing(&api, name)
+        .await
+        .map_err(failed(format!("delete machine {ns}/{name}")))?
+    {
+        tracing::info!(machine = %format!("{ns}/{name}"), "deleted machine");
     }
+    Ok(())
 }
 
 /// Makes sure the cluster has its VNI and node CIDR in its status; returns the

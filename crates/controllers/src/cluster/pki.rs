@@ -111,7 +111,7 @@ fn to_secret(cluster: &Cluster, name: &str, s: &ClusterSecrets) -> Secret {
             ..Default::default()
         },
         data: Some(data),
-        type_: Some("shoal.io/cluster-pki".into()),
+        type_: Some(shoal_api::wellknown::secret_type::CLUSTER_PKI.into()),
         ..Default::default()
     }
 }

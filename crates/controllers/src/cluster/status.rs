@@ -5,8 +5,8 @@ use std::sync::Arc;
 use shoal_api::resources::common::{Condition, MachineRole};
 use shoal_api::resources::organization::namespace_org;
 use shoal_api::{Cluster, ClusterPhase, ClusterStatus, Machine, MachinePhase, NodePool};
+use shoal_kube::conditions::{self, condition};
 
-use crate::conditions::{self, condition};
 use crate::machines::{failure_reason, phase};
 
 /// The address of a cluster's API through the gateway.

@@ -12,8 +12,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Machine, MachinePhase, NodePool, NodePoolStatus};
+use shoal_kube::conditions::{self, condition};
 
-use crate::conditions::{self, condition};
 use crate::context::Context;
 use crate::error::{failed, Error};
 use crate::machines::{self, member, phase, NewMachine};

@@ -15,8 +15,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Host, Machine, MachinePhase};
+use shoal_kube::conditions;
 
-use crate::conditions;
 use crate::context::Context;
 use crate::error::{failed, is_conflict, Error};
 use place::{HostView, Request, Resources};

@@ -1,0 +1,21 @@
+//! What Shoal's in-cluster processes (the controllers, the gateway and the host
+//! agent) share as clients of the API: one watch cache per kind with a fan-out of
+//! every change, finalizer and condition helpers, deletes that ignore what is
+//! already gone, task teardown, error rendering, and the probe of a guest API's
+//! `/readyz`.
+//!
+//! It depends only on `shoal-api`; nothing here talks to the store or the API
+//! server's internals.
+
+pub mod api;
+pub mod chain;
+pub mod conditions;
+pub mod finalizer;
+pub mod readyz;
+pub mod task;
+pub mod watch;
+
+pub use api::{delete_ignoring_missing, is_conflict, is_not_found};
+pub use chain::chain;
+pub use task::AbortOnDrop;
+pub use watch::Shared;
