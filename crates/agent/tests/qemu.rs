@@ -124,6 +124,7 @@ async fn launch_failure_carries_qemu_stderr() -> anyhow::Result<()> {
         kernel: dir.path().join("no-such-kernel"),
         initrd: None,
         cmdline: "console=ttyS0".into(),
+        overlay_path: None,
     };
     let runtime = QemuRuntime::new(qemu);
     let mut vm = Vm::new(spec);

@@ -34,6 +34,9 @@ pub(crate) struct WriteFile<'a> {
     pub content: String,
     /// Octal, as a string (`'0600'`): cloud-init's schema refuses an integer.
     pub permissions: String,
+    /// Appends to the file instead of replacing it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub append: bool,
 }
 
 impl<'a> WriteFile<'a> {
@@ -42,6 +45,15 @@ impl<'a> WriteFile<'a> {
             path,
             content,
             permissions: format!("{mode:04o}"),
+            append: false,
+        }
+    }
+
+    /// An entry that appends `content` to `path`.
+    pub fn append(path: &'a str, content: String, mode: u32) -> Self {
+        Self {
+            append: true,
+            ..Self::new(path, content, mode)
         }
     }
 }

@@ -68,6 +68,12 @@ pub enum BootstrapError {
         /// What is wrong.
         why: &'static str,
     },
+    /// `endpoint_address` is not an IP address.
+    #[error("endpoint_address {value:?} is not an IP address: give the address of a control-plane node the endpoint's name stands for")]
+    EndpointAddress {
+        /// The value given.
+        value: String,
+    },
     /// `advertise_address` is not an IP address.
     #[error("advertise_address {value:?} is not an IP address: give the node's own IPv4 or IPv6 address")]
     AdvertiseAddress {
@@ -202,6 +208,7 @@ impl BootstrapError {
             }
             Self::Endpoint { .. } => Some("control_plane_endpoint".into()),
             Self::AdvertiseAddress { .. } => Some("advertise_address".into()),
+            Self::EndpointAddress { .. } => Some("endpoint_address".into()),
             Self::BootstrapToken => Some("bootstrap_token".into()),
             Self::CaCertHash { .. } => Some("ca_cert_hash".into()),
             Self::CertificateKey | Self::MissingCertificateKey | Self::UnexpectedCertificateKey => {

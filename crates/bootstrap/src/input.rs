@@ -141,6 +141,11 @@ pub struct NodeBootstrap {
     pub kubernetes_version: String,
     /// Where nodes reach the API server, `host:port` (`api.demo.acme.shoal.local:443`).
     pub control_plane_endpoint: String,
+    /// The address the endpoint's host name stands for on the node, written to
+    /// `/etc/hosts` before kubeadm runs (`10.10.0.10`): the guest network has no DNS
+    /// server that knows the cluster's API name. `None` when the name resolves by DNS
+    /// or the endpoint is an address.
+    pub endpoint_address: Option<String>,
     /// The node's own IP address; a control-plane node's API server advertises it.
     pub advertise_address: String,
     /// The pod network (`10.244.0.0/16`; two comma-separated CIDRs for dual-stack).
@@ -189,6 +194,7 @@ impl fmt::Debug for NodeBootstrap {
             .field("role", &self.role)
             .field("kubernetes_version", &self.kubernetes_version)
             .field("control_plane_endpoint", &self.control_plane_endpoint)
+            .field("endpoint_address", &self.endpoint_address)
             .field("advertise_address", &self.advertise_address)
             .field("pod_cidr", &self.pod_cidr)
             .field("service_cidr", &self.service_cidr)

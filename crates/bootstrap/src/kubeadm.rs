@@ -22,6 +22,8 @@ const PUBLIC_MODE: u32 = 0o644;
 pub const FLANNEL_MANIFEST_PATH: &str = "/etc/kubernetes/addons/flannel.yaml";
 /// Where kubeadm finds the control plane's probe patches.
 pub const KUBEADM_PATCHES_DIR: &str = "/etc/kubernetes/patches";
+/// Where the endpoint's name is given its address.
+const ETC_HOSTS: &str = "/etc/hosts";
 /// The administrator's kubeconfig `kubeadm init` writes.
 const ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 
@@ -64,6 +66,16 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
         }
     }
     let mut doc = CloudConfig::base(n);
+    if let (Some(addr), Some((host, _))) = (
+        &n.endpoint_address,
+        split_endpoint(&n.control_plane_endpoint),
+    ) {
+        doc.write_files.push(WriteFile::append(
+            ETC_HOSTS,
+            format!("{addr} {host}\n"),
+            PUBLIC_MODE,
+        ));
+    }
     doc.write_files.push(WriteFile::new(
         KUBEADM_CONFIG_PATH,
         kubeadm_config(n, image)?,
@@ -81,6 +93,12 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
                 value: n.control_plane_endpoint.clone(),
                 why: "no port",
             })?;
+        // flannel reaches the API by address: it starts before cluster DNS, and its
+        // pod's own /etc/hosts is not the node's on every runtime.
+        let api = match &n.endpoint_address {
+            Some(addr) => (addr.as_str(), api.1),
+            None => api,
+        };
         doc.write_files.push(WriteFile::new(
             FLANNEL_MANIFEST_PATH,
             crate::flannel::manifest(pod_cidr, api, image)?,

@@ -31,6 +31,13 @@ pub(crate) fn node(n: &NodeBootstrap) -> Result<(), BootstrapError> {
     )?;
     kubernetes_version(&n.kubernetes_version)?;
     endpoint(&n.control_plane_endpoint)?;
+    if let Some(addr) = &n.endpoint_address {
+        if addr.parse::<IpAddr>().is_err() {
+            return Err(BootstrapError::EndpointAddress {
+                value: addr.clone(),
+            });
+        }
+    }
     if n.advertise_address.parse::<IpAddr>().is_err() {
         return Err(BootstrapError::AdvertiseAddress {
             value: n.advertise_address.clone(),

@@ -130,7 +130,7 @@ fn init_writes_pki_and_kubeadm_config_and_runs_init() {
     assert_eq!(cluster["kubernetesVersion"].as_str(), Some("v1.35.4"));
     assert_eq!(
         cluster["controlPlaneEndpoint"].as_str(),
-        Some("api.demo.acme.shoal.local:443")
+        Some("api.demo.acme.shoal.local:6443")
     );
     assert_eq!(
         cluster["networking"]["podSubnet"].as_str(),
@@ -208,7 +208,7 @@ fn joins_discover_the_cluster_by_token_and_ca_pin() {
         let discovery = &join["discovery"]["bootstrapToken"];
         assert_eq!(
             discovery["apiServerEndpoint"].as_str(),
-            Some("api.demo.acme.shoal.local:443")
+            Some("api.demo.acme.shoal.local:6443")
         );
         assert_eq!(discovery["token"].as_str(), Some("abcdef.0123456789abcdef"));
         assert_eq!(
@@ -529,7 +529,49 @@ fn workers_get_no_patches_and_no_pod_network_manifest() {
         .iter()
         .filter_map(|f| f["path"].as_str())
         .collect();
-    assert_eq!(paths, vec![KUBEADM_CONFIG_PATH], "{paths:?}");
+    assert_eq!(paths, vec!["/etc/hosts", KUBEADM_CONFIG_PATH], "{paths:?}");
+}
+
+#[test]
+fn the_endpoint_name_is_appended_to_etc_hosts_before_kubeadm_runs() {
+    let doc = parse(&render_kubeadm(&node(Role::Worker)).expect("renders"));
+    let hosts = &doc["write_files"][0];
+    assert_eq!(hosts["path"].as_str(), Some("/etc/hosts"));
+    assert_eq!(
+        hosts["append"].as_bool(),
+        Some(true),
+        "must not replace /etc/hosts"
+    );
+    assert_eq!(
+        hosts["content"].as_str(),
+        Some("10.10.0.10 api.demo.acme.shoal.local\n")
+    );
+
+    let mut without = node(Role::Worker);
+    without.endpoint_address = None;
+    let doc = parse(&render_kubeadm(&without).expect("renders"));
+    assert!(
+        !doc["write_files"]
+            .as_sequence()
+            .expect("list")
+            .iter()
+            .any(|f| f["path"].as_str() == Some("/etc/hosts")),
+        "no address, no hosts entry"
+    );
+
+    let mut bad = node(Role::Worker);
+    bad.endpoint_address = Some("api.example".into());
+    let err = render_kubeadm(&bad).expect_err("not an address");
+    assert_eq!(err.field().as_deref(), Some("endpoint_address"), "{err}");
+}
+
+#[test]
+fn flannel_reaches_the_api_by_address() {
+    let doc = render_kubeadm(&node(Role::ControlPlaneInit)).expect("renders");
+    assert!(
+        doc.contains("value: 10.10.0.10"),
+        "flannel's KUBERNETES_SERVICE_HOST must be the address"
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! A Machine's cloud-init user-data, from its cluster, release and the cluster PKI.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use kube::ResourceExt;
+use shoal_api::forward::GUEST_API_PORT;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::resources::organization::namespace_org;
-use shoal_api::BootstrapFormat;
+use shoal_api::{BootstrapFormat, Machine, MachinePhase};
 use shoal_bootstrap::{BootstrapFile, NodeBootstrap, Oidc, Role};
 use shoal_pki::PkiFile;
 
@@ -37,6 +39,21 @@ fn files(format: BootstrapFormat, role: MachineRole) -> &'static [PkiFile] {
     }
 }
 
+/// The address of the control-plane Machine a joining node reaches the API at: a
+/// Ready one before a booting one, the oldest first; never one being deleted.
+fn join_address(control_planes: &[Arc<Machine>]) -> Option<Ipv4Addr> {
+    control_planes
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+        .filter_map(|m| {
+            let ip: Ipv4Addr = m.spec.ip.as_deref()?.parse().ok()?;
+            let ready = crate::machines::phase(m) == MachinePhase::Ready;
+            Some((!ready, m.metadata.creation_timestamp.clone(), ip))
+        })
+        .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+        .map(|(_, _, ip)| ip)
+}
+
 /// Renders the user-data of Machine `name` with node address `ip`.
 pub async fn render(
     ctx: &Context,
@@ -54,20 +71,29 @@ pub async fn render(
         certificate_key,
     } = secrets.as_ref();
     let format = new.release.spec.bootstrap;
+    let control_planes: Vec<_> = ctx
+        .stores
+        .cluster_machines(&ns, &cluster.name_any())
+        .into_iter()
+        .filter(|m| m.spec.role == MachineRole::ControlPlane && m.name_any() != name)
+        .collect();
     // The first control-plane node initialises the cluster; every later one joins.
     let role = match new.role {
         MachineRole::Worker => Role::Worker,
-        MachineRole::ControlPlane => {
-            let others = ctx
-                .stores
-                .cluster_machines(&ns, &cluster.name_any())
-                .iter()
-                .any(|m| m.spec.role == MachineRole::ControlPlane && m.name_any() != name);
-            if others {
-                Role::ControlPlaneJoin
-            } else {
-                Role::ControlPlaneInit
-            }
+        MachineRole::ControlPlane if control_planes.is_empty() => Role::ControlPlaneInit,
+        MachineRole::ControlPlane => Role::ControlPlaneJoin,
+    };
+    // Inside the guest network the API's name stands for a control-plane node: the
+    // new node itself when it initialises, else a live one (Ready first, then oldest).
+    let endpoint_address = match role {
+        Role::ControlPlaneInit => ip,
+        Role::ControlPlaneJoin | Role::Worker => {
+            join_address(&control_planes).ok_or_else(|| {
+                Error::NotReady(format!(
+                    "machine {ns}/{name} waits for a control-plane machine of cluster {key} \
+                     to have an address to join"
+                ))
+            })?
         }
     };
     let ca_cert_hash =
@@ -88,11 +114,11 @@ pub async fn render(
             .trim_start_matches('v')
             .to_owned(),
         control_plane_endpoint: format!(
-            "api.{}.{}.{}:443",
-            cluster.name_any(),
-            namespace_org(&ns).unwrap_or(&ns),
-            ctx.config.base_domain
+            "{}:{GUEST_API_PORT}",
+            crate::cluster::status::api_host(cluster, &ctx.config.base_domain)
         ),
+        endpoint_address: (format == BootstrapFormat::Kubeadm)
+            .then(|| endpoint_address.to_string()),
         advertise_address: ip.to_string(),
         pod_cidr: cluster.spec.network.pod_cidr.to_string(),
         service_cidr: cluster.spec.network.service_cidr.to_string(),

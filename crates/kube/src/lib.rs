@@ -1,8 +1,8 @@
 //! What Shoal's in-cluster processes (the controllers, the gateway and the host
 //! agent) share as clients of the API: one watch cache per kind with a fan-out of
 //! every change, finalizer and condition helpers, deletes that ignore what is
-//! already gone, task teardown, error rendering, and the probe of a guest API's
-//! `/readyz`.
+//! already gone, task teardown, error rendering, the probe of a guest API's
+//! `/readyz`, and a client of a guest API through the gateway.
 //!
 //! It depends only on `shoal-api`; nothing here talks to the store or the API
 //! server's internals.
@@ -11,6 +11,7 @@ pub mod api;
 pub mod chain;
 pub mod conditions;
 pub mod finalizer;
+pub mod guest;
 pub mod readyz;
 pub mod task;
 pub mod watch;

@@ -92,6 +92,7 @@ impl Cluster {
             role,
             kubernetes_version: "1.35.4".into(),
             control_plane_endpoint: format!("{CP_IP}:6443"),
+            endpoint_address: None,
             advertise_address: ip.to_string(),
             pod_cidr: "10.244.0.0/16".into(),
             service_cidr: "10.96.0.0/12".into(),

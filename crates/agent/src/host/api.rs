@@ -155,14 +155,24 @@ pub fn status_patch(
             Some(c) if c.status == s => c.last_transition_time.clone(),
             _ => Some(now.clone()),
         };
-        status["conditions"] = serde_json::json!([Condition {
-            type_: "Ready".into(),
-            status: s.into(),
-            reason: reason.into(),
-            message,
-            last_transition_time: transition,
-            observed_generation: m.meta().generation,
-        }]);
+        // A merge patch replaces the whole list: keep the conditions others own
+        // (the controllers' NodeReady).
+        let mut conditions = current.conditions.clone();
+        shoal_kube::conditions::set(
+            &mut conditions,
+            Condition {
+                type_: "Ready".into(),
+                status: s.into(),
+                reason: reason.into(),
+                message,
+                last_transition_time: transition.clone(),
+                observed_generation: m.meta().generation,
+            },
+        );
+        if let Some(c) = conditions.iter_mut().find(|c| c.type_ == "Ready") {
+            c.last_transition_time = transition;
+        }
+        status["conditions"] = serde_json::json!(conditions);
     }
     if let Some(field) = stamp {
         status[field] = serde_json::json!(now);
@@ -246,5 +256,38 @@ mod tests {
             "2026-01-01T00:00:00Z"
         );
         assert!(flipped["readyTime"].is_string(), "{flipped}");
+    }
+
+    #[test]
+    fn the_controllers_conditions_survive_the_agents_patch() {
+        let mut m = machine(
+            Some(MachinePhase::Running),
+            Some(("False", "Booting", "up")),
+        );
+        if let Some(st) = m.status.as_mut() {
+            st.conditions.push(Condition {
+                type_: "NodeReady".into(),
+                status: "False".into(),
+                reason: "KubeletNotReady".into(),
+                message: "cni plugin not initialized".into(),
+                last_transition_time: None,
+                observed_generation: None,
+            });
+        }
+        let patch = status_patch(
+            &m,
+            MachinePhase::Ready,
+            Some(("True", "GuestPhonedHome", "up".into())),
+            None,
+        )
+        .expect("a change");
+        let types: Vec<&str> = patch["conditions"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(types, vec!["Ready", "NodeReady"], "{patch}");
+        assert_eq!(patch["conditions"][0]["status"], "True");
     }
 }

@@ -169,8 +169,17 @@ pub fn desired_vm(
             ),
         )
     };
-    let (boot, base_disk) = match (&image.kernel, &image.disk) {
-        (Some(kernel), _) => {
+    let base_disk = match &image.disk {
+        Some(disk) if !Path::new(disk).is_file() => return Err(missing("disk", disk)),
+        Some(disk) => Some(PathBuf::from(disk)),
+        None => None,
+    };
+    let overlay_path = base_disk
+        .as_ref()
+        .map(|_| vm_dir(ctx.vms_dir, &ns, &name).join("disk.qcow2"));
+    let boot = match (&image.kernel, overlay_path) {
+        // A kernel (and initrd), with the release's disk as its root when there is one.
+        (Some(kernel), overlay_path) => {
             if !Path::new(kernel).is_file() {
                 return Err(missing("kernel", kernel));
             }
@@ -179,25 +188,17 @@ pub fn desired_vm(
                     return Err(missing("initrd", initrd));
                 }
             }
-            (
-                Boot::Kernel {
-                    kernel: kernel.into(),
-                    initrd: image.initrd.as_ref().map(PathBuf::from),
-                    cmdline: image
-                        .cmdline
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
-                },
-                None,
-            )
-        }
-        (None, Some(disk)) => {
-            if !Path::new(disk).is_file() {
-                return Err(missing("disk", disk));
+            Boot::Kernel {
+                kernel: kernel.into(),
+                initrd: image.initrd.as_ref().map(PathBuf::from),
+                cmdline: image
+                    .cmdline
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+                overlay_path,
             }
-            let overlay_path = vm_dir(ctx.vms_dir, &ns, &name).join("disk.qcow2");
-            (Boot::Disk { overlay_path }, Some(PathBuf::from(disk)))
         }
+        (None, Some(overlay_path)) => Boot::Disk { overlay_path },
         (None, None) => {
             return Err(fail(
                 "ImageNotFound",

@@ -770,7 +770,7 @@ async fn start_vm(
         cluster: d.cluster_key.clone(),
     };
     write_owner(&d.spec.state_dir, &owner)?;
-    if let (Some(base), crate::vm::Boot::Disk { overlay_path }) = (&d.base_disk, &d.spec.boot) {
+    if let (Some(base), Some(overlay_path)) = (&d.base_disk, d.spec.boot.overlay()) {
         if !overlay_path.exists() {
             crate::vm::disk::make_overlay(qemu_img, base, overlay_path, d.disk_bytes)
                 .await

@@ -387,6 +387,7 @@ fn old_spec(dir: &Path, kernel: &Path) -> crate::vm::VmSpec {
             kernel: kernel.to_path_buf(),
             initrd: None,
             cmdline: "console=ttyS0".into(),
+            overlay_path: None,
         },
         serial: String::new(),
         tap: None,

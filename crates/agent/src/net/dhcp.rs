@@ -247,6 +247,10 @@ fn reply(net: &ClusterNet, lease: &Lease, req: &Message, kind: MessageType) -> M
     }
     opts.insert(DhcpOption::SubnetMask(net.netmask()));
     opts.insert(DhcpOption::Router(vec![net.gateway]));
+    // Guests resolve nothing outside their cluster, but their resolver configuration
+    // must name a server: kubelet copies it into every pod, and CoreDNS forwards to
+    // it. The gateway address refuses at once (no listener on 53).
+    opts.insert(DhcpOption::DomainNameServer(vec![net.gateway]));
     opts.insert(DhcpOption::BroadcastAddr(broadcast));
     opts.insert(DhcpOption::InterfaceMtu(GUEST_MTU_U16));
     if !lease.hostname.is_empty() {
@@ -438,6 +442,10 @@ mod tests {
         assert_eq!(
             opt(m, OptionCode::Router),
             Some(DhcpOption::Router(vec![net.gateway]))
+        );
+        assert_eq!(
+            opt(m, OptionCode::DomainNameServer),
+            Some(DhcpOption::DomainNameServer(vec![net.gateway]))
         );
         assert_eq!(
             opt(m, OptionCode::ServerIdentifier),

@@ -56,29 +56,31 @@ pub fn render(spec: &VmSpec) -> Vec<String> {
         "-mon",
         "chardev=qmp,mode=control",
     ]);
-    match &spec.boot {
-        Boot::None => {}
-        Boot::Kernel {
-            kernel,
-            initrd,
-            cmdline,
-        } => {
-            push(&["-kernel", &kernel.to_string_lossy()]);
-            if let Some(initrd) = initrd {
-                push(&["-initrd", &initrd.to_string_lossy()]);
-            }
-            push(&["-append", cmdline]);
+    if let Boot::Kernel {
+        kernel,
+        initrd,
+        cmdline,
+        ..
+    } = &spec.boot
+    {
+        push(&["-kernel", &kernel.to_string_lossy()]);
+        if let Some(initrd) = initrd {
+            push(&["-initrd", &initrd.to_string_lossy()]);
         }
-        Boot::Disk { overlay_path } => {
-            push(&[
-                "-drive",
-                &format!(
-                    "if=virtio,format=qcow2,cache=writeback,file={}",
-                    path_opt(overlay_path)
-                ),
-            ]);
-        }
+        push(&["-append", cmdline]);
     }
+    if let Some(overlay) = spec.boot.overlay() {
+        push(&[
+            "-drive",
+            &format!(
+                "if=virtio,format=qcow2,cache=writeback,file={}",
+                path_opt(overlay)
+            ),
+        ]);
+    }
+    // Entropy for the guest's TLS and key generation from its first second: under
+    // emulation the kernel's own pool fills slowly.
+    push(&["-device", "virtio-rng-pci"]);
     if let Some(tap) = &spec.tap {
         push(&[
             "-netdev",
@@ -128,6 +130,7 @@ mod tests {
                 kernel: "/var/lib/shoal/releases/test/vmlinuz".into(),
                 initrd: Some("/var/lib/shoal/releases/test/initrd.img".into()),
                 cmdline: "console=ttyS0 quiet".into(),
+                overlay_path: None,
             },
             tap: Some(Tap {
                 ifname: "shoal-m1".into(),
@@ -149,6 +152,21 @@ mod tests {
             ..base()
         };
         golden("disk-tcg", &render(&spec));
+    }
+
+    #[test]
+    fn kernel_with_disk_on_tcg() {
+        let spec = VmSpec {
+            accel: Accel::Tcg,
+            boot: Boot::Kernel {
+                kernel: "/var/cache/shoal/k8s/vmlinuz".into(),
+                initrd: Some("/var/cache/shoal/k8s/initrd.img".into()),
+                cmdline: "root=LABEL=shoal-root rw console=ttyS0".into(),
+                overlay_path: Some("/var/lib/shoal/vms/m1/disk.qcow2".into()),
+            },
+            ..base()
+        };
+        golden("kernel-disk-tcg", &render(&spec));
     }
 
     #[test]

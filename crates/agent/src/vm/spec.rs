@@ -39,12 +39,27 @@ pub enum Boot {
         initrd: Option<PathBuf>,
         /// The kernel command line.
         cmdline: String,
+        /// The VM's copy-on-write overlay, when the kernel mounts its root from the
+        /// release's disk (a kernel, initrd and disk released together).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overlay_path: Option<PathBuf>,
     },
     /// Boot from the VM's copy-on-write qcow2 overlay on the release's image.
     Disk {
         /// The overlay disk.
         overlay_path: PathBuf,
     },
+}
+
+impl Boot {
+    /// The VM's copy-on-write overlay disk, if it boots with one.
+    pub fn overlay(&self) -> Option<&Path> {
+        match self {
+            Boot::None => None,
+            Boot::Kernel { overlay_path, .. } => overlay_path.as_deref(),
+            Boot::Disk { overlay_path } => Some(overlay_path),
+        }
+    }
 }
 
 /// The VM's NIC: a tap device (created by the network side) and the guest's MAC.

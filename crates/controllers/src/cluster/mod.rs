@@ -3,6 +3,7 @@
 //! changes), keeps the status, and removes everything on delete.
 
 pub mod delete;
+pub mod nodes;
 pub mod pki;
 pub mod probe;
 pub mod status;
@@ -15,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::common::MachineRole;
-use shoal_api::{Cluster, ProviderType};
+use shoal_api::{BootstrapFormat, Cluster, ProviderType};
 use shoal_kube::delete_ignoring_missing;
 use shoal_kube::finalizer::{self, Change};
 
@@ -119,6 +120,8 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
             let api = status::api_host(&cluster, &ctx.config.base_domain);
             if let Err(why) = probe::readyz(gateway, &api, secrets.pki.ca().cert_pem()).await {
                 status::not_answering(&mut next, &api, &shoal_kube::chain(&why));
+            } else if release.spec.bootstrap == BootstrapFormat::Kubeadm {
+                nodes::check(&ctx, gateway, &api, &secrets.pki, &machines, &mut next).await?;
             }
         }
     }

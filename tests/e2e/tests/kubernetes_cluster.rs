@@ -1,0 +1,429 @@
+//! A guest cluster on Shoal's Kubernetes node image, end to end: two namespace hosts
+//! with real agents, `shoal cluster create --release kubeadm-<v> --wait` (one control
+//! plane, two workers, spread over both hosts), then everything through the gateway
+//! with a kubeconfig from `shoal kubeconfig create` and Debian's kubectl: the Nodes
+//! and their version, a pod on one host's worker reaching a pod on the other host's
+//! worker, a NodePort service on the ingress port answering by Host from outside, and
+//! a delete that leaves no VM, link, nft table or object.
+//!
+//! Needs root, QEMU, nftables, kubectl and the Kubernetes node image
+//! (`scripts/setup.sh` builds it); it fails loudly without them. Under TCG this test
+//! takes 10 to 20 minutes; the times it prints go to BENCHMARKS.md.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use shoal_api::resources::common::MachineRole;
+use shoal_api::{Cluster, Machine};
+use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
+use shoal_e2e::kubelab::NodeImage;
+use shoal_e2e::{free_port, kubectl_bin, ServerProc};
+
+const ORG: &str = "k8s";
+const NS: &str = "org-k8s";
+const CLUSTER: &str = "kc";
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
+    Ok(std::process::Command::new(kubectl_bin()?)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--request-timeout=30s")
+        .args(args)
+        .output()?)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs kubectl until it succeeds, for at most `timeout`; its stdout.
+fn kubectl_until_ok(kubeconfig: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = kubectl(kubeconfig, args)?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() > deadline {
+            bail!("kubectl {} kept failing: {}", args.join(" "), text(&out));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Applies a manifest given as JSON.
+fn apply(kubeconfig: &Path, dir: &Path, name: &str, doc: &serde_json::Value) -> Result<()> {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec_pretty(doc)?)?;
+    kubectl_until_ok(
+        kubeconfig,
+        &["apply", "-f", &file.display().to_string()],
+        Duration::from_secs(60),
+    )?;
+    Ok(())
+}
+
+/// An HTTP/1.1 GET through the gateway's plain listener; status line and body.
+fn http_get(port: u16, host: &str) -> Result<(String, String)> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(
+        conn,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    conn.read_to_string(&mut out)?;
+    let status = out.lines().next().unwrap_or_default().to_owned();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn machines(client: &kube::Client) -> Result<Vec<Machine>> {
+    let api: Api<Machine> = Api::namespaced(client.clone(), NS);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|m| m.spec.cluster == CLUSTER)
+        .collect())
+}
+
+/// Each Node's name, Ready status and kubelet version.
+fn nodes(kubeconfig: &Path) -> Result<Vec<(String, bool, String)>> {
+    let list: serde_json::Value = serde_json::from_str(&kubectl_until_ok(
+        kubeconfig,
+        &["get", "nodes", "-o", "json"],
+        Duration::from_secs(60),
+    )?)?;
+    Ok(list["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .map(|n| {
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                n["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                ready,
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// The pods of `app` as (name, node, pod IP), once `count` of them run.
+fn running_pods(
+    kubeconfig: &Path,
+    app: &str,
+    count: usize,
+) -> Result<Vec<(String, String, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list: serde_json::Value = serde_json::from_str(&kubectl_until_ok(
+            kubeconfig,
+            &["get", "pods", "-l", &format!("app={app}"), "-o", "json"],
+            Duration::from_secs(60),
+        )?)?;
+        let running: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if running.len() >= count {
+            return Ok(running);
+        }
+        if Instant::now() > deadline {
+            let describe = kubectl(
+                kubeconfig,
+                &["describe", "pods", "-l", &format!("app={app}")],
+            )?;
+            bail!(
+                "{count} pods of {app} not Running in 600 s: {list}\n{}",
+                text(&describe)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
+    kubectl_bin().context("Debian's kubectl (scripts/setup.sh installs it)")?;
+    let image = NodeImage::find()?;
+    let release = format!(
+        "kubeadm-{}",
+        image
+            .kubernetes_version
+            .trim_start_matches('v')
+            .replace('.', "-")
+    );
+    let hosts = Underlay::pair(&format!("sk{}h", std::process::id()))?;
+    let (tls_port, http_port) = (free_port()?, free_port()?);
+    let gateway = format!("127.0.0.1:{tls_port}");
+    let http_listen = format!("127.0.0.1:{http_port}");
+    let image_dir = image.dir.display().to_string();
+    let server = ServerProc::start_with(&[
+        "--kubernetes-image-dir",
+        &image_dir,
+        "--gateway-listen",
+        &gateway,
+        "--gateway-http-listen",
+        &http_listen,
+    ])?;
+    let client = server.client().await?;
+    server.shoal_ok(&["org", "create", ORG])?;
+    let dir = tempfile::tempdir()?;
+    let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
+
+    // Create and wait: the CLI returns when the guest says every Node is Ready.
+    let started = Instant::now();
+    let created = server.shoal(&[
+        "cluster",
+        "create",
+        "--name",
+        CLUSTER,
+        "--org",
+        ORG,
+        "--release",
+        &release,
+        "--control-plane",
+        "1",
+        "--workers",
+        "2",
+        "--cpu",
+        "2",
+        "--memory",
+        "2Gi",
+        "--disk",
+        "10Gi",
+        "--wait",
+        "--timeout",
+        "1800",
+    ])?;
+    let create_secs = started.elapsed().as_secs_f64();
+    if !created.status.success() {
+        let cluster: Cluster = Api::namespaced(client.clone(), NS).get(CLUSTER).await?;
+        bail!(
+            "cluster create --wait failed after {create_secs:.0} s: {}\nstatus: {:?}\nmachines: {:?}\nagent h1:\n{}\nagent h2:\n{}",
+            text(&created),
+            cluster.status,
+            machines(&client).await?.iter().map(|m| (m.name_any(), m.status.clone())).collect::<Vec<_>>(),
+            agents[0].log_text(),
+            agents[1].log_text(),
+        );
+    }
+    println!("P1k: create --wait until 3 Ready Nodes: {create_secs:.0} s");
+
+    // Every Machine carries its Node's readiness.
+    let ms = machines(&client).await?;
+    assert_eq!(ms.len(), 3, "{ms:?}");
+    for m in &ms {
+        let cond = m
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "NodeReady"))
+            .with_context(|| format!("machine {} has no NodeReady condition", m.name_any()))?;
+        assert_eq!(cond.status, "True", "{}: {cond:?}", m.name_any());
+    }
+    let workers: Vec<&Machine> = ms
+        .iter()
+        .filter(|m| m.spec.role == MachineRole::Worker)
+        .collect();
+    let worker_hosts: std::collections::BTreeSet<_> = workers
+        .iter()
+        .filter_map(|m| m.spec.host_name.clone())
+        .collect();
+    assert_eq!(
+        worker_hosts.len(),
+        2,
+        "the workers spread over both hosts: {worker_hosts:?}"
+    );
+
+    // A kubeconfig through the gateway, for the cluster's administrators.
+    let kc = dir.path().join("kc.yaml");
+    server.shoal_ok(&[
+        "kubeconfig",
+        "create",
+        "--cluster",
+        CLUSTER,
+        "--org",
+        ORG,
+        "--groups",
+        "kubeadm:cluster-admins",
+        "--ttl",
+        "2h",
+        "--gateway-address",
+        &gateway,
+        "--output",
+        &kc.display().to_string(),
+    ])?;
+    let listed = nodes(&kc)?;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for (name, ready, version) in &listed {
+        assert!(*ready, "node {name} is not Ready: {listed:?}");
+        assert_eq!(version, &image.kubernetes_version, "node {name}");
+        assert!(
+            ms.iter().any(|m| &m.name_any() == name),
+            "node {name} is no Machine's"
+        );
+    }
+
+    // A Deployment of the preloaded busybox, one pod per worker, serving its pod name.
+    let web = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}
+                    ]}},
+                    "containers": [{
+                        "name": "web",
+                        "image": image.busybox,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c",
+                            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                        "ports": [{"containerPort": 8080}],
+                    }],
+                },
+            },
+        },
+    });
+    apply(&kc, dir.path(), "web", &web)?;
+    let pods = running_pods(&kc, "web", 2)?;
+    let (a, b) = (&pods[0], &pods[1]);
+    assert_ne!(a.1, b.1, "the pods share node {}: {pods:?}", a.1);
+    let a_host = workers
+        .iter()
+        .find(|m| m.name_any() == a.1)
+        .and_then(|m| m.spec.host_name.clone());
+    let b_host = workers
+        .iter()
+        .find(|m| m.name_any() == b.1)
+        .and_then(|m| m.spec.host_name.clone());
+    assert_ne!(a_host, b_host, "the pods' workers share a host: {pods:?}");
+    // Pod to pod across hosts: the cluster's VXLAN between hosts, flannel's inside it.
+    let got = kubectl_until_ok(
+        &kc,
+        &[
+            "exec",
+            &a.0,
+            "--",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "-T",
+            "5",
+            &format!("http://{}:8080/", b.2),
+        ],
+        Duration::from_secs(120),
+    )?;
+    assert_eq!(
+        got.trim(),
+        b.0,
+        "pod {} answered for pod {}",
+        got.trim(),
+        b.0
+    );
+
+    // A NodePort on the ingress port, reached through the gateway by Host.
+    let svc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
+    });
+    apply(&kc, dir.path(), "web-svc", &svc)?;
+    let host = format!("shop.{CLUSTER}.{ORG}.shoal.local");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let names: Vec<&str> = pods.iter().map(|p| p.0.as_str()).collect();
+    loop {
+        match http_get(http_port, &host) {
+            Ok((status, body)) if status.contains(" 200 ") && names.contains(&body.as_str()) => {
+                break
+            }
+            other => {
+                if Instant::now() > deadline {
+                    bail!("ingress by Host {host} did not reach a web pod: {other:?}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // Delete: nothing is left.
+    let pids: Vec<u32> = agents
+        .iter()
+        .flat_map(|a| a.qemu_pids())
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    let deleting = Instant::now();
+    server.shoal_ok(&["cluster", "delete", CLUSTER, "--org", ORG, "--wait"])?;
+    println!("delete --wait: {:.0} s", deleting.elapsed().as_secs_f64());
+    assert!(machines(&client).await?.is_empty());
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    assert!(clusters.get_opt(CLUSTER).await?.is_none());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for pid in pids {
+        assert!(
+            !shoal_e2e::hosts::alive(pid),
+            "QEMU {pid} survived its cluster"
+        );
+    }
+    for (i, ns) in hosts.names.iter().enumerate() {
+        let left: Vec<String> = links(ns)?
+            .into_iter()
+            .filter(|l| l.starts_with("sh"))
+            .collect();
+        assert!(left.is_empty(), "host {i} keeps links {left:?}");
+        let tables: Vec<String> = nft_tables(ns)?
+            .into_iter()
+            .filter(|t| t.ends_with(" shoal"))
+            .collect();
+        assert!(tables.is_empty(), "host {i} keeps nft tables {tables:?}");
+    }
+    Ok(())
+}
