@@ -421,7 +421,9 @@ where
                             instance_id: m.uid().unwrap_or_else(|| d.port.machine.clone()),
                             hostname: d.port.machine.clone(),
                             user_data,
-                            vendor_data: String::new(),
+                            vendor_data: crate::net::metadata::vendor_data_for(
+                                &d.net.seed_url(&d.port.machine),
+                            ),
                         },
                     ),
                     Err(e) => {

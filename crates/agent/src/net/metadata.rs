@@ -80,6 +80,25 @@ pub struct MachineMeta {
     pub vendor_data: String,
 }
 
+/// cloud-init's attempts at phoning home.
+const PHONE_HOME_TRIES: u32 = 10;
+
+/// The `vendor-data` every guest gets: cloud-init's `phone_home` aimed at this
+/// service (`<seed_url>phone-home`), so that any cloud-init image reports when it is
+/// done without its user-data having to know where the agent listens. A user-data
+/// `phone_home` replaces it. JSON is YAML, so the document is serialized, never
+/// pasted together.
+pub fn vendor_data_for(seed_url: &str) -> String {
+    let doc = serde_json::json!({
+        "phone_home": {
+            "url": format!("{seed_url}phone-home"),
+            "post": ["instance_id", "hostname"],
+            "tries": PHONE_HOME_TRIES,
+        }
+    });
+    format!("#cloud-config\n{doc}\n")
+}
+
 impl MachineMeta {
     /// The `meta-data` document (YAML).
     pub fn meta_data(&self) -> String {
@@ -415,6 +434,19 @@ mod tests {
     use tower::ServiceExt;
 
     const M1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+
+    #[test]
+    fn vendor_data_phones_home_to_this_service() {
+        let doc = vendor_data_for("http://10.77.0.1/m1/");
+        let body = doc.strip_prefix("#cloud-config\n").expect("a cloud-config");
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON, which is YAML");
+        assert_eq!(v["phone_home"]["url"], "http://10.77.0.1/m1/phone-home");
+        assert_eq!(
+            v["phone_home"]["post"],
+            serde_json::json!(["instance_id", "hostname"])
+        );
+        assert_eq!(v["phone_home"]["tries"], 10);
+    }
 
     fn table() -> MetaTable {
         let t = MetaTable::default();
