@@ -34,6 +34,9 @@ pub mod annotation {
     pub const TOKEN_USER: &str = "shoal.io/user";
     /// On token Secrets: what the token is for, in the creator's words.
     pub const TOKEN_DESCRIPTION: &str = "shoal.io/description";
+    /// On a Machine: when the controllers began draining its Kubernetes node
+    /// (RFC 3339); the drain timeout counts from it.
+    pub const DRAIN_STARTED: &str = "shoal.io/drain-started";
 }
 
 /// Finalizers.

@@ -161,6 +161,10 @@ pub struct ServerArgs {
     /// its Machines are marked Failed (HostLost) and replaced.
     #[arg(long, default_value_t = 60)]
     pub host_grace_period: u64,
+    /// Seconds the controllers drain a Kubernetes node (evictions respecting its
+    /// PodDisruptionBudgets) before removing its Machine anyway.
+    #[arg(long, default_value_t = 300)]
+    pub drain_timeout: u64,
     /// The directory with the test image (vmlinuz, initrd.img) for the seeded
     /// `test` Release; by default ./images/out when it exists.
     #[arg(long, env = "SHOAL_TEST_IMAGE_DIR")]
@@ -214,6 +218,9 @@ pub struct GatewayFlags {
     /// Milliseconds between backend health checks.
     #[arg(long, default_value_t = 1000)]
     pub gateway_health_interval_ms: u64,
+    /// Milliseconds one backend health check may take (an API's /readyz included).
+    #[arg(long, default_value_t = 10_000)]
+    pub gateway_health_timeout_ms: u64,
     /// Write every backend to this file (Prometheus file-sd JSON) on each change.
     #[arg(long)]
     pub gateway_file_sd: Option<PathBuf>,

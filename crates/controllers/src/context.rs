@@ -43,6 +43,9 @@ pub struct ControllerConfig {
     /// The gateway's TLS listener. When set, a cluster is Ready only once its API
     /// answers `/readyz` through it; without a gateway, once every Machine is Ready.
     pub gateway_address: Option<std::net::SocketAddr>,
+    /// How long the controllers drain a Kubernetes node (evictions that respect its
+    /// PodDisruptionBudgets) before they remove its Machine anyway.
+    pub drain_timeout: Duration,
     /// Where clients reach the gateway (`HOST:PORT`), published in every
     /// Cluster's `status.gatewayAddress` for kubeconfigs.
     pub gateway_public_address: Option<String>,
@@ -67,6 +70,7 @@ impl Default for ControllerConfig {
             kubernetes_image_dir: "/var/lib/shoal/images/kubernetes".into(),
             renew_before: Duration::from_secs(30 * 24 * 3600),
             gateway_address: None,
+            drain_timeout: Duration::from_secs(300),
             gateway_public_address: None,
             metrics: crate::metrics::ControllerMetrics::default(),
             backoff_base: Duration::from_millis(500),

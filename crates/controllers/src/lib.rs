@@ -18,6 +18,7 @@ pub mod addressing;
 pub mod backoff;
 pub mod cluster;
 pub mod context;
+pub mod drain;
 pub mod error;
 pub mod hostlife;
 pub mod ipam;

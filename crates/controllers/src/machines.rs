@@ -41,7 +41,8 @@ pub struct NewMachine<'a> {
 }
 
 /// Carries out a rollout plan: each `Create` makes a Machine from `new()`, each
-/// `Delete` deletes the named Machine in `namespace`.
+/// `Delete` retires the named Machine in `namespace` (drained first on a Kubernetes
+/// release: [`crate::drain::retire`], with the cluster and release `new()` names).
 pub async fn apply_plan<'a>(
     ctx: &Context,
     namespace: &str,
@@ -54,7 +55,8 @@ pub async fn apply_plan<'a>(
                 create(ctx, new()?).await?;
             }
             crate::rollout::Step::Delete(m) => {
-                crate::cluster::delete_machine(ctx, namespace, &m).await?
+                let spec = new()?;
+                crate::drain::retire(ctx, spec.cluster, spec.release, namespace, &m).await?
             }
         }
     }

@@ -72,7 +72,7 @@ pub async fn run(
     health: Arc<Health>,
     mut table: watch::Receiver<Arc<RouteTable>>,
     interval: Duration,
-    connect_timeout: Duration,
+    timeout: Duration,
     metrics: Metrics,
 ) {
     loop {
@@ -99,7 +99,7 @@ pub async fn run(
                 let metrics = metrics.clone();
                 let configs = &configs;
                 async move {
-                    let result = check(&route, service, &b, connect_timeout, configs).await;
+                    let result = check(&route, service, &b, timeout, configs).await;
                     let now = if result.is_ok() { State::Up } else { State::Down };
                     let was = health.set(&b, now);
                     if let Err(why) = result {

@@ -95,7 +95,7 @@ impl Gateway {
             self.shared.health.clone(),
             self.tx.subscribe(),
             interval,
-            self.shared.config.connect_timeout,
+            self.shared.config.health_timeout,
             self.shared.metrics.clone(),
         )));
     }

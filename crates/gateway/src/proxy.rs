@@ -27,6 +27,9 @@ pub struct ProxyConfig {
     pub hello_timeout: Duration,
     /// How long reaching a backend may take.
     pub connect_timeout: Duration,
+    /// How long one backend health check may take (reaching it and, for an API,
+    /// its `/readyz`): an API server on an emulated CPU can take seconds to answer.
+    pub health_timeout: Duration,
     /// Connections open at once; more are closed at once.
     pub max_connections: usize,
     /// Backends tried per connection before giving up.
@@ -38,6 +41,7 @@ impl Default for ProxyConfig {
         Self {
             hello_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            health_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             attempts: 3,
         }

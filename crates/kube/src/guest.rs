@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{EvictParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
@@ -151,6 +151,107 @@ pub async fn nodes(client: &Client, server_name: &str) -> Result<Vec<NodeState>,
     Ok(list.items.iter().map(NodeState::of).collect())
 }
 
+/// Marks Node `node` unschedulable. `false` when the guest has no such Node.
+pub async fn cordon(client: &Client, server_name: &str, node: &str) -> Result<bool, GuestError> {
+    let patch = json!({"spec": {"unschedulable": true}});
+    match Api::<Node>::all(client.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if crate::is_not_found(&e) => Ok(false),
+        Err(source) => Err(GuestError::Request {
+            what: "cordon the node",
+            server: server_name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Whether a drain moves `pod`: not a DaemonSet's (it would come straight back), not
+/// a static pod's mirror, not one that has finished.
+pub fn evictable(pod: &Pod) -> bool {
+    let daemon = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let done = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    !(daemon || mirror || done)
+}
+
+/// Where a drain stands after one round of evictions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainRound {
+    /// Pods still on the node that a drain moves, `namespace/name`.
+    pub left: Vec<String>,
+    /// Of those, the ones whose eviction a PodDisruptionBudget refused this round.
+    pub blocked: Vec<String>,
+}
+
+/// Asks the guest to evict every pod a drain moves from `node` (the eviction API,
+/// so PodDisruptionBudgets hold); one round, to be repeated until nothing is left.
+pub async fn evict_round(
+    client: &Client,
+    server_name: &str,
+    node: &str,
+) -> Result<DrainRound, GuestError> {
+    let request = |what: &'static str| {
+        move |source| GuestError::Request {
+            what,
+            server: server_name.to_owned(),
+            source,
+        }
+    };
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .map_err(request("list the node's pods"))?;
+    let mut round = DrainRound::default();
+    for pod in pods.items.iter().filter(|p| evictable(p)) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let key = format!("{ns}/{name}");
+        round.left.push(key.clone());
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match Api::<Pod>::namespaced(client.clone(), &ns)
+            .evict(&name, &EvictParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if crate::is_not_found(&e) => {}
+            // 429: a PodDisruptionBudget allows no disruption now.
+            Err(kube::Error::Api(s)) if s.code == 429 => round.blocked.push(key),
+            Err(e) => return Err(request("evict a pod")(e)),
+        }
+    }
+    Ok(round)
+}
+
+/// Deletes Node `node` from the guest (nothing to do when it is gone).
+pub async fn delete_node(client: &Client, server_name: &str, node: &str) -> Result<(), GuestError> {
+    crate::delete_ignoring_missing(&Api::<Node>::all(client.clone()), node)
+        .await
+        .map(|_| ())
+        .map_err(|source| GuestError::Request {
+            what: "delete the node",
+            server: server_name.to_owned(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +303,26 @@ mod tests {
         assert!(!s.ready);
         assert_eq!(s.reason, "Unknown");
         assert!(s.message.contains("not reported"), "{s:?}");
+    }
+
+    #[test]
+    fn a_drain_moves_workloads_but_not_daemons_mirrors_or_finished_pods() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("a Pod") };
+        let web = pod(json!({"metadata": {"name": "web-1", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u", "controller": true}]}}));
+        let flannel = pod(
+            json!({"metadata": {"name": "kube-flannel-ds-x", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "kube-flannel-ds", "uid": "u", "controller": true}]}}),
+        );
+        let mirror = pod(json!({"metadata": {"name": "kube-apiserver-cp",
+            "annotations": {"kubernetes.io/config.mirror": "abc"}}}));
+        let done = pod(json!({"metadata": {"name": "job-1"}, "status": {"phase": "Succeeded"}}));
+        let bare = pod(json!({"metadata": {"name": "bare"}, "status": {"phase": "Running"}}));
+        assert!(evictable(&web));
+        assert!(evictable(&bare));
+        assert!(!evictable(&flannel));
+        assert!(!evictable(&mirror));
+        assert!(!evictable(&done));
     }
 
     #[tokio::test]

@@ -51,6 +51,7 @@ pub async fn start(flags: &GatewayFlags, source: Source<'_>) -> Result<Running, 
     let config = ProxyConfig {
         hello_timeout: Duration::from_secs(flags.gateway_hello_timeout.max(1)),
         max_connections: flags.gateway_max_connections.max(1),
+        health_timeout: Duration::from_millis(flags.gateway_health_timeout_ms.max(100)),
         ..ProxyConfig::default()
     };
     let gateway = Arc::new(Gateway::new(config, metrics));

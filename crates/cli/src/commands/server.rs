@@ -104,6 +104,7 @@ fn controller_config(
         base_domain: args.base_domain.clone(),
         ipam,
         host_grace_period: Duration::from_secs(args.host_grace_period),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
         test_image_dir,
         kubernetes_image_dir,
         gateway_address: args.gateway.then_some(gateway_listener),

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How long one probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one probe may take: an API server on an emulated CPU can take seconds.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Ok` when `https://<server_name>/readyz`, reached at `gateway`, answers 200 with a
 /// certificate the cluster CA signed; else what went wrong.
