@@ -2,6 +2,9 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_kube::guest::{self, GuestAccess};
 
 use kube::ResourceExt;
 use shoal_api::forward::GUEST_API_PORT;
@@ -54,6 +57,50 @@ fn join_address(control_planes: &[Arc<Machine>]) -> Option<Ipv4Addr> {
         .map(|(_, _, ip)| ip)
 }
 
+/// How long a join token made for one Machine stays valid.
+const JOIN_TOKEN_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// A join token made for this Machine in the guest (valid [`JOIN_TOKEN_TTL`]), when
+/// a control plane is Ready and the guest answers through the gateway; else `None`,
+/// and the join uses the token `kubeadm init` registered (valid its first day).
+async fn fresh_token(
+    ctx: &Context,
+    cluster: &shoal_api::Cluster,
+    pki: &shoal_pki::ClusterPki,
+    control_planes: &[Arc<Machine>],
+) -> Option<String> {
+    let gateway = ctx.config.gateway_address?;
+    let any_ready = control_planes
+        .iter()
+        .any(|m| crate::machines::phase(m) == MachinePhase::Ready);
+    if !any_ready {
+        return None;
+    }
+    let api_host = crate::cluster::status::api_host(cluster, &ctx.config.base_domain);
+    let admin = pki.admin();
+    let access = GuestAccess {
+        gateway,
+        server_name: &api_host,
+        ca_pem: pki.ca().cert_pem(),
+        cert_pem: &admin.cert_pem,
+        key_pem: &admin.key_pem,
+    };
+    let token = crate::cluster::pki::token();
+    let made = async {
+        let client = guest::client(&access).await?;
+        guest::create_join_token(&client, &api_host, &token, JOIN_TOKEN_TTL).await
+    }
+    .await;
+    match made {
+        Ok(()) => Some(token),
+        Err(e) => {
+            tracing::info!(cluster = %api_host, error = %shoal_kube::chain(&e),
+                "no fresh join token; the join uses kubeadm init's token");
+            None
+        }
+    }
+}
+
 /// Renders the user-data of Machine `name` with node address `ip`.
 pub async fn render(
     ctx: &Context,
@@ -96,6 +143,14 @@ pub async fn render(
             })?
         }
     };
+    let bootstrap_token = match (format, role) {
+        (BootstrapFormat::Kubeadm, Role::ControlPlaneJoin | Role::Worker) => {
+            fresh_token(ctx, cluster, pki, &control_planes)
+                .await
+                .unwrap_or_else(|| bootstrap_token.clone())
+        }
+        _ => bootstrap_token.clone(),
+    };
     let ca_cert_hash =
         shoal_pki::ca_cert_hash(pki.file(PkiFile::CaCert)).map_err(|source| Error::Pki {
             cluster: key.clone(),
@@ -133,7 +188,7 @@ pub async fn render(
                 BootstrapFile::new(format!("{dir}/{}", f.kubeadm_path()), pki.file(*f))
             })
             .collect(),
-        bootstrap_token: bootstrap_token.clone(),
+        bootstrap_token,
         ca_cert_hash,
         certificate_key: role.is_control_plane().then(|| certificate_key.clone()),
         oidc: cluster.spec.oidc.as_ref().map(|o| Oidc {

@@ -240,6 +240,48 @@ pub async fn evict_round(
     Ok(round)
 }
 
+/// Creates kubeadm bootstrap token `token` (`<id>.<secret>`) in the guest, valid for
+/// `ttl`: a node joining later than the first token's day gets a fresh one, and a
+/// leaked user-data opens the cluster only briefly.
+pub async fn create_join_token(
+    client: &Client,
+    server_name: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<(), GuestError> {
+    let (id, secret) = token.split_once('.').unwrap_or((token, ""));
+    let expires = chrono::Utc::now()
+        + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::hours(1));
+    let obj: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {
+            "token-id": id,
+            "token-secret": secret,
+            "expiration": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "usage-bootstrap-authentication": "true",
+            "usage-bootstrap-signing": "true",
+            "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
+            "description": "a node join, created by Shoal",
+        },
+    }))
+    .map_err(|e| GuestError::Config {
+        server: server_name.to_owned(),
+        source: Box::new(e),
+    })?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "kube-system")
+        .create(&Default::default(), &obj)
+        .await
+        .map(|_| ())
+        .map_err(|source| GuestError::Request {
+            what: "create a bootstrap token",
+            server: server_name.to_owned(),
+            source,
+        })
+}
+
 /// Deletes Node `node` from the guest (nothing to do when it is gone).
 pub async fn delete_node(client: &Client, server_name: &str, node: &str) -> Result<(), GuestError> {
     crate::delete_ignoring_missing(&Api::<Node>::all(client.clone()), node)

@@ -164,7 +164,9 @@ pub fn desired_vm(
             "ImageNotFound",
             format!(
                 "release {}: {what} {path} does not exist on host {}: install the image there \
-                 or fix the release",
+                 (Shoal's own images: scripts/setup.sh builds them, or \
+                 images/build-kubernetes-image.sh and images/build-test-image.sh) or fix the \
+                 release",
                 spec.release, ctx.host
             ),
         )
@@ -358,5 +360,60 @@ mod tests {
         )
         .expect_err("no network");
         assert!(wait.retry);
+    }
+
+    #[test]
+    fn a_kernel_with_a_disk_boots_the_kernel_on_an_overlay_of_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initrd.img");
+        let disk = dir.path().join("disk.qcow2");
+        for f in [&kernel, &initrd, &disk] {
+            std::fs::write(f, b"x").expect("write");
+        }
+        let mut r = release(&kernel);
+        r.spec.image.initrd = Some(initrd.display().to_string());
+        r.spec.image.disk = Some(disk.display().to_string());
+        r.spec.image.cmdline = Some("root=LABEL=shoal-root rw console=ttyS0".into());
+        let d = desired_vm(
+            &ctx(dir.path()),
+            &machine("1", "512Mi"),
+            Some(&cluster()),
+            Some(&r),
+        )
+        .expect("runs");
+        assert_eq!(d.base_disk.as_deref(), Some(disk.as_path()));
+        let overlay = dir.path().join("org-x/m1/disk.qcow2");
+        assert_eq!(
+            d.spec.boot,
+            Boot::Kernel {
+                kernel: kernel.clone(),
+                initrd: Some(initrd.clone()),
+                cmdline: "root=LABEL=shoal-root rw console=ttyS0".into(),
+                overlay_path: Some(overlay.clone()),
+            }
+        );
+        assert_eq!(d.spec.boot.overlay(), Some(overlay.as_path()));
+
+        // The disk missing: the condition names it and how to build Shoal's images.
+        std::fs::remove_file(&disk).expect("remove");
+        let gone = desired_vm(
+            &ctx(dir.path()),
+            &machine("1", "512Mi"),
+            Some(&cluster()),
+            Some(&r),
+        )
+        .expect_err("no disk");
+        assert_eq!(gone.reason, "ImageNotFound");
+        assert!(
+            gone.message.contains(&disk.display().to_string()),
+            "{}",
+            gone.message
+        );
+        assert!(
+            gone.message.contains("scripts/setup.sh"),
+            "{}",
+            gone.message
+        );
     }
 }

@@ -67,7 +67,8 @@ pub fn params(cluster: &Cluster, ctx: &Context) -> Result<ClusterPkiParams, Erro
     })
 }
 
-fn token() -> String {
+/// A new kubeadm bootstrap token, `<6 chars>.<16 chars>` of `[a-z0-9]`.
+pub fn token() -> String {
     let mut rng = rand::thread_rng();
     let mut lower = |n| Alphanumeric.sample_string(&mut rng, n).to_lowercase();
     let id = lower(6);
