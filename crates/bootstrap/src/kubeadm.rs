@@ -22,6 +22,8 @@ const PUBLIC_MODE: u32 = 0o644;
 pub const FLANNEL_MANIFEST_PATH: &str = "/etc/kubernetes/addons/flannel.yaml";
 /// Where kubeadm finds the control plane's probe patches.
 pub const KUBEADM_PATCHES_DIR: &str = "/etc/kubernetes/patches";
+/// How long the API server's etcd health and readiness checks wait.
+const ETCD_CHECK_TIMEOUT: &str = "10s";
 /// Where the endpoint's name is given its address.
 const ETC_HOSTS: &str = "/etc/hosts";
 /// The administrator's kubeconfig `kubeadm init` writes.
@@ -251,7 +253,19 @@ fn cluster_configuration<'a>(
             cert_sans.push(host.to_string());
         }
     }
-    let mut extra_args = Vec::new();
+    // The API server's etcd checks give etcd 2 s by default; on an emulated CPU
+    // shared by several guests etcd often takes longer, and /readyz then fails for
+    // minutes although reads and writes work.
+    let mut extra_args = vec![
+        Arg {
+            name: "etcd-healthcheck-timeout",
+            value: ETCD_CHECK_TIMEOUT,
+        },
+        Arg {
+            name: "etcd-readycheck-timeout",
+            value: ETCD_CHECK_TIMEOUT,
+        },
+    ];
     if let Some(oidc) = &n.oidc {
         extra_args.push(Arg {
             name: "oidc-issuer-url",

@@ -140,9 +140,16 @@ fn init_writes_pki_and_kubeadm_config_and_runs_init() {
         cluster["apiServer"]["certSANs"][0].as_str(),
         Some("api.demo.acme.shoal.local")
     );
-    assert!(
-        cluster["apiServer"].get("extraArgs").is_none(),
-        "no OIDC flags without OIDC"
+    let flags: Vec<&str> = cluster["apiServer"]["extraArgs"]
+        .as_sequence()
+        .expect("a list")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(
+        flags,
+        vec!["etcd-healthcheck-timeout", "etcd-readycheck-timeout"],
+        "no OIDC flags without OIDC; etcd's checks relaxed for slow CPUs"
     );
 }
 
@@ -164,6 +171,8 @@ fn oidc_flags_are_a_list_of_name_value_pairs() {
         })
         .collect();
     let want = [
+        ("etcd-healthcheck-timeout", "10s"),
+        ("etcd-readycheck-timeout", "10s"),
         ("oidc-issuer-url", "https://login.acme.example/realms/shoal"),
         ("oidc-client-id", "shoal-demo"),
         ("oidc-username-claim", "email"),
@@ -183,7 +192,7 @@ fn oidc_flags_are_a_list_of_name_value_pairs() {
     let doc = parse(&render_kubeadm(&n).expect("renders"));
     let docs = kubeadm_docs(&doc);
     let args = &kind(&docs, "ClusterConfiguration")["apiServer"]["extraArgs"];
-    assert_eq!(args.as_sequence().map(Vec::len), Some(2), "{args:?}");
+    assert_eq!(args.as_sequence().map(Vec::len), Some(4), "{args:?}");
 }
 
 #[test]
@@ -290,7 +299,7 @@ fn awkward_values_are_quoted_not_pasted() {
     );
     let docs = kubeadm_docs(&doc);
     let args = &kind(&docs, "ClusterConfiguration")["apiServer"]["extraArgs"];
-    assert_eq!(args[1]["value"].as_str(), Some(client_id.trim()));
+    assert_eq!(args[3]["value"].as_str(), Some(client_id.trim()));
 }
 
 /// The field a rendering error names.

@@ -17,6 +17,11 @@ use crate::routes::{Backend, ClusterRoute, RouteTable, Service};
 /// How many checks run at once.
 const PARALLEL_CHECKS: usize = 32;
 
+/// Failed checks in a row that take a healthy backend out. One is not enough: a
+/// kube-apiserver on an emulated CPU answers `/readyz` 500 now and then while an
+/// internal check (etcd, informers) is slow, and recovers by the next round.
+pub const FALL: u32 = 3;
+
 /// The last word on a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -32,6 +37,7 @@ pub enum State {
 #[derive(Default)]
 pub struct Health {
     states: Mutex<HashMap<Backend, State>>,
+    failures: Mutex<HashMap<Backend, u32>>,
 }
 
 impl Health {
@@ -52,6 +58,26 @@ impl Health {
             .unwrap_or(State::Unknown)
     }
 
+    /// Records an active check's result; returns the previous state and the new
+    /// one. A pass makes the backend Up; a failure makes a new backend Down at once
+    /// and a healthy one only at the [`FALL`]th failure in a row.
+    pub fn record(&self, b: &Backend, passed: bool) -> (State, State) {
+        let was = self.state(b);
+        let failures = {
+            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let n = f.entry(b.clone()).or_insert(0);
+            *n = if passed { 0 } else { n.saturating_add(1) };
+            *n
+        };
+        let now = match (passed, was) {
+            (true, _) => State::Up,
+            (false, State::Up) if failures < FALL => State::Up,
+            (false, _) => State::Down,
+        };
+        self.set(b, now);
+        (was, now)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Backend, State>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.states.lock().unwrap_or_else(|p| p.into_inner())
@@ -60,6 +86,10 @@ impl Health {
     /// Forgets backends that left the table.
     fn retain(&self, keep: &std::collections::HashSet<&Backend>) {
         self.lock().retain(|b, _| keep.contains(b));
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|b, _| keep.contains(b));
     }
 
     fn down_count(&self) -> usize {
@@ -100,8 +130,7 @@ pub async fn run(
                 let configs = &configs;
                 async move {
                     let result = check(&route, service, &b, timeout, configs).await;
-                    let now = if result.is_ok() { State::Up } else { State::Down };
-                    let was = health.set(&b, now);
+                    let (was, now) = health.record(&b, result.is_ok());
                     if let Err(why) = result {
                         metrics
                             .health_failures
@@ -109,7 +138,7 @@ pub async fn run(
                                 service: service.as_str().into(),
                             })
                             .inc();
-                        if was != State::Down {
+                        if was != State::Down && now == State::Down {
                             tracing::warn!(backend = %b.machine, service = service.as_str(), why = %shoal_kube::chain(&why), "backend down");
                         }
                     } else if was == State::Down {
@@ -178,4 +207,45 @@ async fn check(
         .await
         .map_err(|_| CheckError::Timeout(timeout))??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::Via;
+
+    fn backend() -> Backend {
+        Backend {
+            machine: "org-a/demo-cp-0".into(),
+            host: "h1".into(),
+            target: "10.128.0.10:6443".parse().expect("addr"),
+            via: Via::Direct,
+        }
+    }
+
+    #[test]
+    fn a_healthy_backend_survives_a_failure_but_not_three_in_a_row() {
+        let h = Health::default();
+        let b = backend();
+        assert_eq!(h.record(&b, true), (State::Unknown, State::Up));
+        assert_eq!(h.record(&b, false), (State::Up, State::Up));
+        assert_eq!(
+            h.record(&b, true),
+            (State::Up, State::Up),
+            "a pass resets the count"
+        );
+        assert_eq!(h.record(&b, false), (State::Up, State::Up));
+        assert_eq!(h.record(&b, false), (State::Up, State::Up));
+        assert_eq!(h.record(&b, false), (State::Up, State::Down));
+        assert!(!h.usable(&b));
+        assert_eq!(h.record(&b, true), (State::Down, State::Up));
+    }
+
+    #[test]
+    fn a_new_backend_that_fails_is_down_at_once() {
+        let h = Health::default();
+        let b = backend();
+        assert_eq!(h.record(&b, false), (State::Unknown, State::Down));
+        assert!(!h.usable(&b));
+    }
 }
