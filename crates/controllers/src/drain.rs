@@ -17,8 +17,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::wellknown::annotation::DRAIN_STARTED;
 use shoal_api::{BootstrapFormat, Cluster, Machine, Release};
-use shoal_kube::conditions::{self, condition};
-use shoal_kube::guest::{self, GuestAccess};
+use shoal_kube::conditions::condition;
+use shoal_kube::guest;
 
 use crate::context::Context;
 use crate::error::{failed, is_conflict, Error};
@@ -90,14 +90,6 @@ pub async fn retire(
     let secrets = crate::cluster::pki::cached(ctx, cluster).await?;
     let pki = &secrets.pki;
     let api_host = crate::cluster::status::api_host(cluster, &ctx.config.base_domain);
-    let admin = pki.admin();
-    let access = GuestAccess {
-        gateway,
-        server_name: &api_host,
-        ca_pem: pki.ca().cert_pem(),
-        cert_pem: &admin.cert_pem,
-        key_pem: &admin.key_pem,
-    };
     let failed_machine = crate::machines::failure_reason(&machine).is_some();
     let started = match drain_started(&machine) {
         Some(t) => t,
@@ -106,7 +98,7 @@ pub async fn retire(
     };
     let elapsed = (Utc::now() - started).to_std().unwrap_or_default();
     let round = async {
-        let client = guest::client(&access).await?;
+        let client = crate::cluster::guest::admin_client(gateway, &api_host, pki).await?;
         if failed_machine {
             // Nothing to evict from a node that is gone: forget it in the guest.
             guest::delete_node(&client, &api_host, name).await?;
@@ -209,7 +201,7 @@ async fn mark_started(ctx: &Context, m: &Arc<Machine>) -> Result<(), Error> {
     }
 }
 
-/// Writes the Machine's `Drained` condition when it says something new.
+/// Writes the Machine's `Drained` condition.
 async fn record(
     ctx: &Context,
     m: &Machine,
@@ -217,28 +209,8 @@ async fn record(
     reason: &str,
     message: String,
 ) -> Result<(), Error> {
-    let mut list = m.status.clone().unwrap_or_default().conditions;
-    let before = list.clone();
-    conditions::set(&mut list, condition(DRAINED, status, reason, message));
-    if conditions::same(&before, &list) {
-        return Ok(());
-    }
-    let ns = m.namespace().unwrap_or_default();
-    let name = m.name_any();
-    let patch = json!({
-        "metadata": {"resourceVersion": m.resource_version()},
-        "status": {"conditions": list},
-    });
-    match Api::<Machine>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_conflict(&e) => Ok(()),
-        Err(e) => Err(failed(format!("record the drain of machine {ns}/{name}"))(
-            e,
-        )),
-    }
+    let cond = condition(DRAINED, status, reason, message);
+    crate::machines::set_condition(ctx, m, cond).await
 }
 
 #[cfg(test)]

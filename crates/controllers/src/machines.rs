@@ -14,8 +14,9 @@ use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use shoal_api::resources::common::{MachineRole, MachineSize};
+use shoal_api::resources::common::{Condition, MachineRole, MachineSize};
 use shoal_api::{Cluster, Machine, MachineBootstrap, MachineSpec, Release};
+use shoal_kube::conditions;
 
 use crate::addressing::{mac_for, pick_ip};
 use crate::context::Context;
@@ -265,4 +266,31 @@ pub async fn set_phase(
         .await
         .map_err(failed(format!("set phase {to} of machine {ns}/{name}")))?;
     Ok(true)
+}
+
+/// Writes `cond` into the Machine's conditions when it says something new, pinned
+/// to the resourceVersion read: the agent writes the same list, and a write that
+/// lost the race is left to the next pass, which sees the fresh version.
+pub async fn set_condition(ctx: &Context, m: &Machine, cond: Condition) -> Result<(), Error> {
+    let mut list = m.status.clone().unwrap_or_default().conditions;
+    let before = list.clone();
+    let type_ = cond.type_.clone();
+    conditions::set(&mut list, cond);
+    if conditions::same(&before, &list) {
+        return Ok(());
+    }
+    let ns = m.namespace().unwrap_or_default();
+    let name = m.name_any();
+    let patch = json!({
+        "metadata": {"resourceVersion": m.resource_version()},
+        "status": {"conditions": list},
+    });
+    match Api::<Machine>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(failed(format!("record {type_} of machine {ns}/{name}"))(e)),
+    }
 }

@@ -4,14 +4,13 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_kube::guest::{self, GuestAccess};
-
 use kube::ResourceExt;
 use shoal_api::forward::GUEST_API_PORT;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::resources::organization::namespace_org;
 use shoal_api::{BootstrapFormat, Machine, MachinePhase};
 use shoal_bootstrap::{BootstrapFile, NodeBootstrap, Oidc, Role};
+use shoal_kube::guest;
 use shoal_pki::PkiFile;
 
 use crate::cluster::pki::{cached, ClusterSecrets};
@@ -77,17 +76,9 @@ async fn fresh_token(
         return None;
     }
     let api_host = crate::cluster::status::api_host(cluster, &ctx.config.base_domain);
-    let admin = pki.admin();
-    let access = GuestAccess {
-        gateway,
-        server_name: &api_host,
-        ca_pem: pki.ca().cert_pem(),
-        cert_pem: &admin.cert_pem,
-        key_pem: &admin.key_pem,
-    };
     let token = crate::cluster::pki::token();
     let made = async {
-        let client = guest::client(&access).await?;
+        let client = crate::cluster::guest::admin_client(gateway, &api_host, pki).await?;
         guest::create_join_token(&client, &api_host, &token, JOIN_TOKEN_TTL).await
     }
     .await;

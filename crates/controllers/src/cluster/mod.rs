@@ -3,6 +3,7 @@
 //! changes), keeps the status, and removes everything on delete.
 
 pub mod delete;
+pub mod guest;
 pub mod nodes;
 pub mod pki;
 pub mod probe;
