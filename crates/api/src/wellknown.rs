@@ -58,3 +58,12 @@ pub mod secret_type {
     /// An API token, in [`SYSTEM_NAMESPACE`](super::SYSTEM_NAMESPACE).
     pub const TOKEN: &str = "shoal.io/token";
 }
+
+/// Machine conditions and reasons that more than one component reads.
+pub mod condition {
+    /// The Machine's Node in a Kubernetes guest, as the controllers read it.
+    pub const NODE_READY: &str = "NodeReady";
+    /// `NodeReady`'s reason while the guest has no Node of the Machine's name: the
+    /// agent then reports the VM's console in `status.console`.
+    pub const NODE_NOT_REGISTERED: &str = "NodeNotRegistered";
+}

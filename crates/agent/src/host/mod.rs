@@ -12,6 +12,7 @@
 //! - [`run`]: the wiring, watches and event loop around it.
 
 pub mod api;
+pub mod console;
 pub mod desired;
 pub mod forward;
 pub mod metrics;

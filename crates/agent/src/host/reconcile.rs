@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use shoal_api::{Cluster, Host, Machine, MachinePhase, Release};
 
 use super::api::{status_patch, Allocation, HostApi, ReadyCondition, UserDataError};
+use super::console;
 use super::desired::{self, Capacity, Context, DesiredVm, Refusal};
 use super::metrics::Metrics;
 use super::network::{ClusterServices, ServiceStarter};
@@ -309,6 +310,7 @@ where
             }
         }
         self.remove_vms(exited).await;
+        self.report_consoles(&live).await;
         wanted.retain(|(m, _)| {
             phase_of(m) != Some(MachinePhase::Failed) || self.vms.contains_key(&key_of(m))
         });
@@ -702,6 +704,25 @@ where
             Ok(PhaseWrite::Written(_) | PhaseWrite::Gone) => {}
             Err(e) => {
                 tracing::warn!(machine = %m.name_any(), error = %chain(&e), "status (retried next pass)");
+            }
+        }
+    }
+
+    /// Copies the end of the console into each running Machine whose Node has not
+    /// registered in its guest (see [`console`]).
+    async fn report_consoles(&self, live: &BTreeMap<Key, Arc<Machine>>) {
+        let now = chrono::Utc::now();
+        for (k, m) in live {
+            let Some(phase) = phase_of(m) else {
+                continue;
+            };
+            if !self.vms.contains_key(k) || !console::due(m, now) {
+                continue;
+            }
+            let tail = console::read(&desired::vm_dir(&self.vms_dir, &k.0, &k.1), now);
+            let status = serde_json::json!({ "console": tail });
+            if let Err(e) = self.b.api.write_phase(m, phase, status).await {
+                tracing::warn!(machine = %m.name_any(), error = %chain(&e), "console report (retried next pass)");
             }
         }
     }

@@ -350,6 +350,51 @@ async fn a_vm_whose_qemu_exits_fails_its_machine_with_the_console_tail() {
 }
 
 #[tokio::test]
+async fn a_machine_whose_node_never_registered_gets_the_console_tail() {
+    let mut lab = Lab::new();
+    apply(&mut lab.machines, m1());
+    lab.agent.pass().await;
+    std::fs::write(
+        lab.vm_dir("m1").join("console.log"),
+        "booting\n[  OK  ] Started kubelet\nkubelet.service: Main process exited, status=1\n",
+    )
+    .expect("writing the console");
+    let mut ready = with_phase(m1(), MachinePhase::Ready);
+    lab.agent.pass().await;
+    assert!(
+        lab.api().first_in("m1", MachinePhase::Ready).is_none(),
+        "no report while the Node is not known to be missing"
+    );
+    if let Some(status) = ready.status.as_mut() {
+        status.conditions.push(shoal_api::Condition {
+            type_: "NodeReady".into(),
+            status: "False".into(),
+            reason: "NodeNotRegistered".into(),
+            message: "no Node named m1".into(),
+            last_transition_time: None,
+            observed_generation: None,
+        });
+    }
+    apply(&mut lab.machines, ready);
+    lab.agent.pass().await;
+
+    let report = lab
+        .api()
+        .first_in("m1", MachinePhase::Ready)
+        .expect("a console report");
+    let lines = report.status["console"]["lines"].clone();
+    assert_eq!(
+        lines,
+        serde_json::json!([
+            "booting",
+            "[  OK  ] Started kubelet",
+            "kubelet.service: Main process exited, status=1"
+        ])
+    );
+    assert!(report.status["console"]["time"].is_string());
+}
+
+#[tokio::test]
 async fn a_vm_left_by_an_earlier_agent_for_a_recreated_machine_is_replaced() {
     let mut lab = Lab::new();
     // An earlier agent ran m1 for a Machine of another uid.

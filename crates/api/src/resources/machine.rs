@@ -201,6 +201,20 @@ pub struct MachineStatus {
     /// When the guest phoned home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_time: Option<String>,
+    /// The last lines of the VM's serial console, reported by its agent while the
+    /// Machine's Node has not registered in its Kubernetes guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleTail>,
+}
+
+/// The end of a VM's serial console as its agent read it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleTail {
+    /// The last non-empty lines, oldest first.
+    pub lines: Vec<String>,
+    /// When the agent read them (RFC 3339).
+    pub time: String,
 }
 
 impl MachineSpec {

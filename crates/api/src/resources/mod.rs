@@ -21,7 +21,8 @@ pub use common::{Condition, MachineRole, MachineSize, ResourceTotals};
 pub use host::{Host, HostSpec, HostStatus};
 pub use keypair::{KeyPair, KeyPairSpec, KeyPairStatus};
 pub use machine::{
-    IllegalPhaseTransition, Machine, MachineBootstrap, MachinePhase, MachineSpec, MachineStatus,
+    ConsoleTail, IllegalPhaseTransition, Machine, MachineBootstrap, MachinePhase, MachineSpec,
+    MachineStatus,
 };
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
 pub use organization::{OrgRole, Organization, OrganizationSpec, OrganizationStatus};

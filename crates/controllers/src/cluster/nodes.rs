@@ -8,20 +8,42 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use serde_json::json;
+use kube::ResourceExt;
 use shoal_api::resources::common::Condition;
+use shoal_api::wellknown::condition::{NODE_NOT_REGISTERED, NODE_READY};
 use shoal_api::{ClusterPhase, ClusterStatus, Machine};
 use shoal_kube::conditions::{self, condition};
-use shoal_kube::guest::{self, GuestAccess, NodeState};
+use shoal_kube::guest::{self, NodeState};
 use shoal_pki::ClusterPki;
 
 use crate::context::Context;
-use crate::error::{failed, is_conflict, Error};
+use crate::error::Error;
 
-/// The Machine condition this module owns.
-pub const NODE_READY: &str = "NodeReady";
+/// How many console lines the `NodeNotRegistered` message quotes (the Machine's
+/// `status.console` has more).
+const QUOTED_LINES: usize = 3;
+
+/// Why a Machine has no Node: with the console's last lines once its agent has
+/// reported them.
+fn unregistered(m: &Machine) -> String {
+    let name = m.name_any();
+    let host = m.spec.host_name.as_deref().unwrap_or("(none yet)");
+    match m.status.as_ref().and_then(|s| s.console.as_ref()) {
+        Some(tail) if !tail.lines.is_empty() => {
+            let from = tail.lines.len().saturating_sub(QUOTED_LINES);
+            format!(
+                "no Node named {name} in the cluster: its kubelet has not registered; \
+                 the console (host {host}, {}) ends with: {}",
+                tail.time,
+                tail.lines[from..].join(" | ")
+            )
+        }
+        _ => format!(
+            "no Node named {name} in the cluster: its kubelet has not registered; \
+             host {host}'s agent reports the console's last lines within a minute"
+        ),
+    }
+}
 
 /// What the guest's Nodes say of a cluster's Machines.
 #[derive(Debug, PartialEq)]
@@ -59,16 +81,7 @@ pub fn judge(machines: &[Arc<Machine>], nodes: &[NodeState]) -> Verdict {
                 &n.reason,
                 format!("node {name} is not Ready: {}", n.message),
             ),
-            None => condition(
-                NODE_READY,
-                false,
-                "NodeNotRegistered",
-                format!(
-                    "no Node named {name} in the cluster: its kubelet has not registered; \
-                     see the machine's console log on host {}",
-                    m.spec.host_name.as_deref().unwrap_or("(none yet)")
-                ),
-            ),
+            None => condition(NODE_READY, false, NODE_NOT_REGISTERED, unregistered(m)),
         };
         if cond.status == "True" {
             verdict.ready += 1;
@@ -90,15 +103,7 @@ pub async fn check(
     machines: &[Arc<Machine>],
     next: &mut ClusterStatus,
 ) -> Result<(), Error> {
-    let admin = pki.admin();
-    let access = GuestAccess {
-        gateway,
-        server_name: api_host,
-        ca_pem: pki.ca().cert_pem(),
-        cert_pem: &admin.cert_pem,
-        key_pem: &admin.key_pem,
-    };
-    let asked = match guest::client(&access).await {
+    let asked = match super::guest::admin_client(gateway, api_host, pki).await {
         Ok(client) => guest::nodes(&client, api_host).await,
         Err(e) => Err(e),
     };
@@ -119,7 +124,7 @@ pub async fn check(
     let verdict = judge(machines, &nodes);
     for (name, cond) in &verdict.conditions {
         if let Some(m) = machines.iter().find(|m| &m.name_any() == name) {
-            record(ctx, m, cond.clone()).await?;
+            crate::machines::set_condition(ctx, m, cond.clone()).await?;
         }
     }
     let live = verdict.conditions.len();
@@ -141,37 +146,10 @@ fn not_ready(next: &mut ClusterStatus, reason: &str, message: String) {
     next.phase = Some(ClusterPhase::Provisioning);
 }
 
-/// Writes `cond` into the Machine's status when it says something new, guarded by
-/// the resourceVersion read (the agent writes the same list).
-async fn record(ctx: &Context, m: &Machine, cond: Condition) -> Result<(), Error> {
-    let mut list = m.status.clone().unwrap_or_default().conditions;
-    let before = list.clone();
-    conditions::set(&mut list, cond);
-    if conditions::same(&before, &list) {
-        return Ok(());
-    }
-    let ns = m.namespace().unwrap_or_default();
-    let name = m.name_any();
-    let patch = json!({
-        "metadata": {"resourceVersion": m.resource_version()},
-        "status": {"conditions": list},
-    });
-    match Api::<Machine>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // The agent wrote meanwhile: the next pass records it on the new version.
-        Err(e) if is_conflict(&e) => Ok(()),
-        Err(e) => Err(failed(format!("record NodeReady of machine {ns}/{name}"))(
-            e,
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn machine(name: &str, host: Option<&str>) -> Arc<Machine> {
         let mut m: Machine = serde_json::from_value(json!({
@@ -243,7 +221,34 @@ mod tests {
         let (_, c) = &v.conditions[0];
         assert_eq!(c.reason, "NodeNotRegistered");
         assert!(c.message.contains("host h2"), "{}", c.message);
+        assert!(c.message.contains("within a minute"), "{}", c.message);
         assert_eq!(v.ready, 0);
+    }
+
+    #[test]
+    fn the_console_reported_by_the_agent_is_quoted() {
+        let mut m = (*machine("w", Some("h2"))).clone();
+        m.status = Some(shoal_api::MachineStatus {
+            console: Some(shoal_api::ConsoleTail {
+                lines: [
+                    "boot",
+                    "a",
+                    "b",
+                    "kubelet.service: Failed with result 'exit-code'.",
+                ]
+                .map(String::from)
+                .to_vec(),
+                time: "2026-12-04T10:00:00+00:00".into(),
+            }),
+            ..Default::default()
+        });
+        let v = judge(&[Arc::new(m)], &[]);
+        let msg = &v.conditions[0].1.message;
+        assert!(msg.contains("a | b | kubelet.service: Failed"), "{msg}");
+        assert!(!msg.contains("boot"), "only the last lines: {msg}");
+        assert!(msg.contains("host h2, 2026-12-04T10:00:00+00:00"), "{msg}");
+        let problem = v.first_problem.expect("a problem");
+        assert!(problem.contains("kubelet.service"), "{problem}");
     }
 
     #[test]
