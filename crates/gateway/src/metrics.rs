@@ -31,6 +31,9 @@ pub struct Metrics {
     pub active: Gauge,
     /// Failed attempts to reach a backend while proxying.
     pub dial_failures: Family<ServiceLabels, Counter>,
+    /// Connections sent to backends that all failed their last check, since no
+    /// backend of the service was healthy.
+    pub all_down_attempts: Family<ServiceLabels, Counter>,
     /// Health checks that failed.
     pub health_failures: Family<ServiceLabels, Counter>,
     /// Backends whose last health check failed.
@@ -63,6 +66,11 @@ impl Metrics {
             "dial_failures",
             "Failed attempts to reach a backend while proxying",
             self.dial_failures.clone(),
+        );
+        r.register(
+            "all_down_attempts",
+            "Connections tried on a service's backends while all of them failed their last check",
+            self.all_down_attempts.clone(),
         );
         r.register(
             "health_check_failures",

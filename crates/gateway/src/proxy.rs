@@ -259,14 +259,27 @@ async fn handle(
     let (route, service) = table
         .lookup(&name, kind)
         .ok_or_else(|| Closed::UnknownHost(name.clone()))?;
-    let backends: Vec<_> = route
-        .backends(service)
+    let all = route.backends(service);
+    if all.is_empty() {
+        return Err(Closed::NoBackend(name));
+    }
+    let mut backends: Vec<_> = all
         .iter()
         .filter(|b| shared.health.usable(b))
         .cloned()
         .collect();
     if backends.is_empty() {
-        return Err(Closed::NoBackend(name));
+        // Every backend failed its last check. Refusing would turn a slow service
+        // (an API server on an emulated CPU whose /readyz misses the deadline) into
+        // a dead one; a dead backend costs one failed dial instead.
+        backends = all.to_vec();
+        shared
+            .metrics
+            .all_down_attempts
+            .get_or_create(&ServiceLabels {
+                service: service.as_str().into(),
+            })
+            .inc();
     }
     let start = shared.next.fetch_add(1, Ordering::Relaxed);
     let mut failures = Vec::new();

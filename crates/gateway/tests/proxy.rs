@@ -468,6 +468,52 @@ async fn a_dead_backend_costs_no_request_and_recovers() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_lone_backend_that_fails_its_checks_still_serves() -> Result<()> {
+    let a = pki("a.acme.test")?;
+    let (slow, _t) = tls_backend("slow", &a).await?;
+    // A check deadline no backend can meet: every check fails, as for an API
+    // server on an emulated CPU whose /readyz takes longer than the deadline.
+    let r = rig(ProxyConfig {
+        health_timeout: Duration::from_nanos(1),
+        ..Default::default()
+    })
+    .await?;
+    r.gw.set_table(RouteTable::from_routes([ClusterRoute {
+        key: "org-acme/a".into(),
+        domain: "a.acme.test".into(),
+        ca_pem: Some(a.ca.cert_pem().into()),
+        api: vec![backend("org-acme/slow", slow)],
+        ..Default::default()
+    }]));
+    r.gw.check_health(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ep = r.gw.endpoints("org-acme", "a").context("endpoints")?;
+        if ep.api.first().and_then(|b| b.healthy) == Some(false) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the check never failed: {ep:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        https_get(r.tls, "api.a.acme.test", &a.ca, None).await?,
+        "slow -",
+        "a down backend is tried when it is the only one"
+    );
+    let mut reg = Registry::default();
+    r.metrics.register(&mut reg);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg)?;
+    assert!(
+        text.contains("all_down_attempts_total{service=\"api\"} 1"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_route_change_does_not_cut_open_connections() -> Result<()> {
     // A backend that echoes, so one connection can carry traffic before and after.
     let echo = TcpListener::bind("127.0.0.1:0").await?;
