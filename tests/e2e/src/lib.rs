@@ -15,6 +15,7 @@ use kube::{Client, Config};
 pub mod bench;
 pub mod etcd;
 pub mod fleet;
+pub mod guestctl;
 pub mod hosts;
 pub mod kubelab;
 pub mod rawboot;

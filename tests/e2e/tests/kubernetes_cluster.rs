@@ -3,17 +3,17 @@
 //! plane, two workers, spread over both hosts), then everything through the gateway
 //! with a kubeconfig from `shoal kubeconfig create` and Debian's kubectl: the Nodes
 //! and their version, a pod on one host's worker reaching a pod on the other host's
-//! worker, a NodePort service on the ingress port answering by Host from outside, and
-//! a delete that leaves no VM, link, nft table or object.
+//! worker, a NodePort service on the ingress port answering by Host from outside,
+//! scale-up to a third Ready worker and back down with a drain (the pod moves, the
+//! Node goes), and a delete that leaves no VM, link, nft table or object. With
+//! `SHOAL_K8S_HOST_LOSS=1` it also loses a host and waits for the replacement Node.
 //!
 //! Needs root, QEMU, nftables, kubectl and the Kubernetes node image
-//! (`scripts/setup.sh` builds it); it fails loudly without them. Under TCG this test
-//! takes 10 to 20 minutes; the times it prints go to BENCHMARKS.md.
+//! (`scripts/setup.sh` builds it); it fails loudly without them. Under TCG on two
+//! cores this test takes about 25 minutes; the times it prints go to BENCHMARKS.md.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +21,7 @@ use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Cluster, Machine};
+use shoal_e2e::guestctl::{create, kubectl_until_ok, nodes, running_pods, text};
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
 use shoal_e2e::kubelab::NodeImage;
 use shoal_e2e::{free_port, kubectl_bin, ServerProc};
@@ -28,65 +29,6 @@ use shoal_e2e::{free_port, kubectl_bin, ServerProc};
 const ORG: &str = "k8s";
 const NS: &str = "org-k8s";
 const CLUSTER: &str = "kc";
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
-    Ok(std::process::Command::new(kubectl_bin()?)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--request-timeout=60s")
-        .args(args)
-        .output()?)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs kubectl until it succeeds, for at most `timeout`; its stdout.
-fn kubectl_until_ok(kubeconfig: &Path, args: &[&str], timeout: Duration) -> Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = kubectl(kubeconfig, args)?;
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        if Instant::now() > deadline {
-            bail!("kubectl {} kept failing: {}", args.join(" "), text(&out));
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-/// Creates an object given as JSON. `kubectl create`, not `apply`: apply first
-/// downloads the OpenAPI document, which an API server under TCG takes minutes to
-/// build. A retry after a timeout may find the object made by the first try.
-fn create(kubeconfig: &Path, dir: &Path, name: &str, doc: &serde_json::Value) -> Result<()> {
-    let file = dir.join(format!("{name}.json"));
-    std::fs::write(&file, serde_json::to_vec_pretty(doc)?)?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let out = kubectl(
-            kubeconfig,
-            &[
-                "create",
-                "--validate=false",
-                "-f",
-                &file.display().to_string(),
-            ],
-        )?;
-        if out.status.success() || text(&out).contains("AlreadyExists") {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("kubectl create {name} kept failing: {}", text(&out));
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
 
 /// An HTTP/1.1 GET through the gateway's plain listener; status line and body.
 fn http_get(port: u16, host: &str) -> Result<(String, String)> {
@@ -117,91 +59,6 @@ async fn machines(client: &kube::Client) -> Result<Vec<Machine>> {
         .collect())
 }
 
-/// Each Node's name, Ready status and kubelet version.
-fn nodes(kubeconfig: &Path) -> Result<Vec<(String, bool, String)>> {
-    let list: serde_json::Value = serde_json::from_str(&kubectl_until_ok(
-        kubeconfig,
-        &["get", "nodes", "-o", "json"],
-        Duration::from_secs(300),
-    )?)?;
-    Ok(list["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .map(|n| {
-            let ready = n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            (
-                n["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                ready,
-                n["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect())
-}
-
-/// The pods of `app` as (name, node, pod IP), once `count` of them run.
-fn running_pods(
-    kubeconfig: &Path,
-    app: &str,
-    count: usize,
-) -> Result<Vec<(String, String, String)>> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let out = kubectl(
-            kubeconfig,
-            &["get", "pods", "-l", &format!("app={app}"), "-o", "json"],
-        )?;
-        let list: serde_json::Value = if out.status.success() {
-            serde_json::from_slice(&out.stdout)?
-        } else {
-            serde_json::Value::Null
-        };
-        let running: Vec<(String, String, String)> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-            .map(|p| {
-                (
-                    p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    p["spec"]["nodeName"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        if running.len() >= count {
-            return Ok(running);
-        }
-        if Instant::now() > deadline {
-            let describe = kubectl(
-                kubeconfig,
-                &["describe", "pods", "-l", &format!("app={app}")],
-            )?;
-            bail!(
-                "{count} pods of {app} not Running in 600 s: {list}\n{}",
-                text(&describe)
-            );
-        }
-        std::thread::sleep(Duration::from_secs(3));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
     kubectl_bin().context("Debian's kubectl (scripts/setup.sh installs it)")?;
@@ -225,11 +82,13 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
         &gateway,
         "--gateway-http-listen",
         &http_listen,
+        "--host-grace-period",
+        "5",
     ])?;
     let client = server.client().await?;
     server.shoal_ok(&["org", "create", ORG])?;
     let dir = tempfile::tempdir()?;
-    let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
+    let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
 
     // Create and wait: the CLI returns when the guest says every Node is Ready.
     let started = Instant::now();
@@ -324,202 +183,237 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
         );
     }
 
-    // Workloads, ingress and scaling: built, but under TCG on two cores the guest
-    // API's answers come slowly enough that these steps have not passed here yet
-    // (a pod list failed with InternalError for a minute). Run them with
-    // SHOAL_K8S_FULL=1; CI runs the steps above and the delete.
-    if std::env::var_os("SHOAL_K8S_FULL").is_some() {
-        // A Deployment of the preloaded busybox, one pod per worker, serving its pod name.
-        let web = serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {
-                        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}
-                        ]}},
-                        "containers": [{
-                            "name": "web",
-                            "image": image.busybox,
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c",
-                                "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
-                            "ports": [{"containerPort": 8080}],
-                        }],
-                    },
+    // A Deployment of the preloaded busybox, one pod per worker, serving its pod name.
+    let web = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}
+                    ]}},
+                    "containers": [{
+                        "name": "web",
+                        "image": image.busybox,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c",
+                            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                        "ports": [{"containerPort": 8080}],
+                    }],
                 },
             },
-        });
-        create(&kc, dir.path(), "web", &web)?;
-        let pods = running_pods(&kc, "web", 2)?;
-        let (a, b) = (&pods[0], &pods[1]);
-        assert_ne!(a.1, b.1, "the pods share node {}: {pods:?}", a.1);
-        let a_host = workers
-            .iter()
-            .find(|m| m.name_any() == a.1)
-            .and_then(|m| m.spec.host_name.clone());
-        let b_host = workers
-            .iter()
-            .find(|m| m.name_any() == b.1)
-            .and_then(|m| m.spec.host_name.clone());
-        assert_ne!(a_host, b_host, "the pods' workers share a host: {pods:?}");
-        // Pod to pod across hosts: the cluster's VXLAN between hosts, flannel's inside it.
-        let got = kubectl_until_ok(
-            &kc,
-            &[
-                "exec",
-                &a.0,
-                "--",
-                "wget",
-                "-q",
-                "-O",
-                "-",
-                "-T",
-                "5",
-                &format!("http://{}:8080/", b.2),
-            ],
-            Duration::from_secs(120),
-        )?;
-        assert_eq!(
-            got.trim(),
-            b.0,
-            "pod {} answered for pod {}",
-            got.trim(),
-            b.0
-        );
+        },
+    });
+    create(&kc, dir.path(), "web", &web)?;
+    let pods = running_pods(&kc, "web", 2)?;
+    let (a, b) = (&pods[0], &pods[1]);
+    assert_ne!(a.1, b.1, "the pods share node {}: {pods:?}", a.1);
+    let a_host = workers
+        .iter()
+        .find(|m| m.name_any() == a.1)
+        .and_then(|m| m.spec.host_name.clone());
+    let b_host = workers
+        .iter()
+        .find(|m| m.name_any() == b.1)
+        .and_then(|m| m.spec.host_name.clone());
+    assert_ne!(a_host, b_host, "the pods' workers share a host: {pods:?}");
+    // Pod to pod across hosts: the cluster's VXLAN between hosts, flannel's inside it.
+    // busybox's nc, not its wget: the static wget crashes resolving without NSS.
+    let fetch = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {} 8080", b.2);
+    let answer = kubectl_until_ok(
+        &kc,
+        &["exec", &a.0, "--", "sh", "-c", &fetch],
+        Duration::from_secs(120),
+    )?;
+    let got = answer.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(
+        got.trim(),
+        b.0,
+        "pod {} answered for pod {}",
+        got.trim(),
+        b.0
+    );
 
-        // A NodePort on the ingress port, reached through the gateway by Host.
-        let svc = serde_json::json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"type": "NodePort", "selector": {"app": "web"},
-                     "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
-        });
-        create(&kc, dir.path(), "web-svc", &svc)?;
-        let host = format!("shop.{CLUSTER}.{ORG}.shoal.local");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let names: Vec<&str> = pods.iter().map(|p| p.0.as_str()).collect();
-        loop {
-            match http_get(http_port, &host) {
-                Ok((status, body))
-                    if status.contains(" 200 ") && names.contains(&body.as_str()) =>
-                {
-                    break
-                }
-                other => {
-                    if Instant::now() > deadline {
-                        bail!("ingress by Host {host} did not reach a web pod: {other:?}");
-                    }
+    // A NodePort on the ingress port, reached through the gateway by Host.
+    let svc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
+    });
+    create(&kc, dir.path(), "web-svc", &svc)?;
+    let host = format!("shop.{CLUSTER}.{ORG}.shoal.local");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let names: Vec<&str> = pods.iter().map(|p| p.0.as_str()).collect();
+    loop {
+        match http_get(http_port, &host) {
+            Ok((status, body)) if status.contains(" 200 ") && names.contains(&body.as_str()) => {
+                break
+            }
+            other => {
+                if Instant::now() > deadline {
+                    bail!("ingress by Host {host} did not reach a web pod: {other:?}");
                 }
             }
-            std::thread::sleep(Duration::from_secs(2));
         }
+        std::thread::sleep(Duration::from_secs(2));
+    }
 
-        // Scale up: a third worker joins and its Node turns Ready.
-        let scaling = Instant::now();
-        server.shoal_ok(&[
-            "cluster",
-            "scale",
-            CLUSTER,
-            "--org",
-            ORG,
-            "--workers",
-            "3",
-            "--wait",
-        ])?;
-        // The pool counts phoned-home Machines; the Node turns Ready a moment later.
-        let deadline = Instant::now() + Duration::from_secs(600);
+    // Scale up: a third worker joins and its Node turns Ready.
+    let scaling = Instant::now();
+    server.shoal_ok(&[
+        "cluster",
+        "scale",
+        CLUSTER,
+        "--org",
+        ORG,
+        "--workers",
+        "3",
+        "--wait",
+    ])?;
+    // The pool counts phoned-home Machines; the Node turns Ready a moment later.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let listed = loop {
+        let listed = nodes(&kc)?;
+        if listed.len() == 4 && listed.iter().all(|n| n.1) {
+            break listed;
+        }
+        if Instant::now() > deadline {
+            bail!("no 4 Ready nodes 600 s after scale-up: {listed:?}");
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    println!(
+        "scale-up of one worker to a Ready Node: {:.0} s",
+        scaling.elapsed().as_secs_f64()
+    );
+    let known: Vec<String> = ms.iter().map(|m| m.name_any()).collect();
+    let new_node = listed
+        .iter()
+        .map(|n| n.0.clone())
+        .find(|n| !known.contains(n))
+        .context("the new worker's node")?;
+
+    // A pod that prefers the new node moves when scale-down drains it.
+    let mover = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "mover", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "mover"}},
+            "template": {
+                "metadata": {"labels": {"app": "mover"}},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 100, "preference": {"matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [new_node]}]}}
+                    ]}},
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "mover", "image": image.busybox,
+                        "imagePullPolicy": "Never", "command": ["sleep", "100000"]}],
+                },
+            },
+        },
+    });
+    create(&kc, dir.path(), "mover", &mover)?;
+    let before = running_pods(&kc, "mover", 1)?;
+    assert_eq!(
+        before[0].1, new_node,
+        "the mover did not start on {new_node}: {before:?}"
+    );
+    let scaling = Instant::now();
+    server.shoal_ok(&[
+        "cluster",
+        "scale",
+        CLUSTER,
+        "--org",
+        ORG,
+        "--workers",
+        "2",
+        "--wait",
+    ])?;
+    println!(
+        "scale-down with drain: {:.0} s",
+        scaling.elapsed().as_secs_f64()
+    );
+    let listed = nodes(&kc)?;
+    assert_eq!(
+        listed.len(),
+        3,
+        "the drained node is deleted from the guest: {listed:?}"
+    );
+    assert!(!listed.iter().any(|n| n.0 == new_node), "{listed:?}");
+    let after = running_pods(&kc, "mover", 1)?;
+    assert_ne!(after[0].1, new_node, "{after:?}");
+    assert_ne!(
+        after[0].0, before[0].0,
+        "the pod was evicted and replaced: {after:?}"
+    );
+    let events = server.kubectl_ok(&["get", "events", "-n", NS, "-o", "json"])?;
+    assert!(
+        events.contains("\"Drained\"") && events.contains(&new_node),
+        "a Drained event for {new_node}: {events}"
+    );
+
+    // Host loss: a replacement is one more join, about six minutes under TCG on two
+    // cores, so the README's test command leaves it out; SHOAL_K8S_HOST_LOSS=1 runs it.
+    if std::env::var_os("SHOAL_K8S_HOST_LOSS").is_some() {
+        // Host loss: the host without the control plane dies with its VMs. Its
+        // worker's Node leaves the guest and a replacement joins on the other host.
+        let now = machines(&client).await?;
+        let cp_host = now
+            .iter()
+            .find(|m| m.spec.role == MachineRole::ControlPlane)
+            .and_then(|m| m.spec.host_name.clone())
+            .context("the control plane's host")?;
+        let lost_index = usize::from(cp_host == "h1");
+        let lost_host = format!("h{}", lost_index + 1);
+        let lost: Vec<String> = now
+            .iter()
+            .filter(|m| m.spec.host_name.as_deref() == Some(lost_host.as_str()))
+            .map(|m| m.name_any())
+            .collect();
+        assert!(!lost.is_empty(), "{lost_host} runs a worker: {now:?}");
+        let losing = Instant::now();
+        agents[lost_index].kill9()?;
+        assert!(agents[lost_index].kill_vms() > 0, "{lost_host} ran VMs");
+        let deadline = Instant::now() + Duration::from_secs(1200);
         let listed = loop {
             let listed = nodes(&kc)?;
-            if listed.len() == 4 && listed.iter().all(|n| n.1) {
+            if listed.len() == 3
+                && listed.iter().all(|n| n.1)
+                && !listed.iter().any(|n| lost.contains(&n.0))
+            {
                 break listed;
             }
             if Instant::now() > deadline {
-                bail!("no 4 Ready nodes 600 s after scale-up: {listed:?}");
+                bail!("after losing {lost_host} ({lost:?}), no 3 Ready nodes: {listed:?}");
             }
-            std::thread::sleep(Duration::from_secs(3));
+            std::thread::sleep(Duration::from_secs(5));
         };
         println!(
-            "scale-up of one worker to a Ready Node: {:.0} s",
-            scaling.elapsed().as_secs_f64()
+            "host loss until its worker's replacement is a Ready Node: {:.0} s",
+            losing.elapsed().as_secs_f64()
         );
-        let known: Vec<String> = ms.iter().map(|m| m.name_any()).collect();
-        let new_node = listed
-            .iter()
-            .map(|n| n.0.clone())
-            .find(|n| !known.contains(n))
-            .context("the new worker's node")?;
-
-        // A pod that prefers the new node moves when scale-down drains it.
-        let mover = serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "mover", "namespace": "default"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "mover"}},
-                "template": {
-                    "metadata": {"labels": {"app": "mover"}},
-                    "spec": {
-                        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                            {"weight": 100, "preference": {"matchExpressions": [
-                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [new_node]}]}}
-                        ]}},
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [{"name": "mover", "image": image.busybox,
-                            "imagePullPolicy": "Never", "command": ["sleep", "100000"]}],
-                    },
-                },
-            },
-        });
-        create(&kc, dir.path(), "mover", &mover)?;
-        let before = running_pods(&kc, "mover", 1)?;
-        assert_eq!(
-            before[0].1, new_node,
-            "the mover did not start on {new_node}: {before:?}"
-        );
-        let scaling = Instant::now();
-        server.shoal_ok(&[
-            "cluster",
-            "scale",
-            CLUSTER,
-            "--org",
-            ORG,
-            "--workers",
-            "2",
-            "--wait",
-        ])?;
-        println!(
-            "scale-down with drain: {:.0} s",
-            scaling.elapsed().as_secs_f64()
-        );
-        let listed = nodes(&kc)?;
-        assert_eq!(
-            listed.len(),
-            3,
-            "the drained node is deleted from the guest: {listed:?}"
-        );
-        assert!(!listed.iter().any(|n| n.0 == new_node), "{listed:?}");
-        let after = running_pods(&kc, "mover", 1)?;
-        assert_ne!(after[0].1, new_node, "{after:?}");
-        assert_ne!(
-            after[0].0, before[0].0,
-            "the pod was evicted and replaced: {after:?}"
-        );
-        let events = server.kubectl_ok(&["get", "events", "-n", NS, "-o", "json"])?;
+        let after = machines(&client).await?;
         assert!(
-            events.contains("\"Drained\"") && events.contains(&new_node),
-            "a Drained event for {new_node}: {events}"
+            after
+                .iter()
+                .all(|m| m.spec.host_name.as_deref() == Some(cp_host.as_str())),
+            "everything runs on {cp_host}: {listed:?}"
         );
+        // The lost host comes back and clears what its dead VMs left.
+        agents[lost_index].restart()?;
     }
 
     // Delete: nothing is left.
     let pids: Vec<u32> = agents
         .iter()
-        .flat_map(|a| a.qemu_pids())
+        .flat_map(|a| a.live_vms())
         .map(|(_, p)| p)
         .collect();
     assert_eq!(pids.len(), 3, "{pids:?}");

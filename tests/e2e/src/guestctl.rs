@@ -1,0 +1,157 @@
+//! Debian's kubectl against a guest cluster through the gateway, for the tests of
+//! Kubernetes guests: calls that retry while an API server under TCG answers slowly,
+//! and the Nodes and pods the tests look for.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kubectl_bin;
+
+/// Runs kubectl with `kubeconfig` and a 60 s request timeout.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
+    Ok(std::process::Command::new(kubectl_bin()?)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--request-timeout=60s")
+        .args(args)
+        .output()?)
+}
+
+/// A command's stdout and stderr, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs kubectl until it succeeds, for at most `timeout`; its stdout.
+pub fn kubectl_until_ok(kubeconfig: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = kubectl(kubeconfig, args)?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() > deadline {
+            bail!("kubectl {} kept failing: {}", args.join(" "), text(&out));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Creates an object given as JSON. `kubectl create`, not `apply`: apply first
+/// downloads the OpenAPI document, which an API server under TCG takes minutes to
+/// build. A retry after a timeout may find the object made by the first try.
+pub fn create(kubeconfig: &Path, dir: &Path, name: &str, doc: &serde_json::Value) -> Result<()> {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec_pretty(doc)?)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = kubectl(
+            kubeconfig,
+            &[
+                "create",
+                "--validate=false",
+                "-f",
+                &file.display().to_string(),
+            ],
+        )?;
+        if out.status.success() || text(&out).contains("AlreadyExists") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("kubectl create {name} kept failing: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Each Node's name, Ready status and kubelet version.
+pub fn nodes(kubeconfig: &Path) -> Result<Vec<(String, bool, String)>> {
+    let list: serde_json::Value = serde_json::from_str(&kubectl_until_ok(
+        kubeconfig,
+        &["get", "nodes", "-o", "json"],
+        Duration::from_secs(300),
+    )?)?;
+    Ok(list["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .map(|n| {
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                n["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                ready,
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// The pods of `app` as (name, node, pod IP), once `count` of them run.
+pub fn running_pods(
+    kubeconfig: &Path,
+    app: &str,
+    count: usize,
+) -> Result<Vec<(String, String, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = kubectl(
+            kubeconfig,
+            &["get", "pods", "-l", &format!("app={app}"), "-o", "json"],
+        )?;
+        let list: serde_json::Value = if out.status.success() {
+            serde_json::from_slice(&out.stdout)?
+        } else {
+            serde_json::Value::Null
+        };
+        let running: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if running.len() >= count {
+            return Ok(running);
+        }
+        if Instant::now() > deadline {
+            let describe = kubectl(
+                kubeconfig,
+                &["describe", "pods", "-l", &format!("app={app}")],
+            )?;
+            bail!(
+                "{count} pods of {app} not Running in 600 s: {list}\n{}",
+                text(&describe)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
