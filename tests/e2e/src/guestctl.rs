@@ -103,7 +103,8 @@ pub fn nodes(kubeconfig: &Path) -> Result<Vec<(String, bool, String)>> {
         .collect())
 }
 
-/// The pods of `app` as (name, node, pod IP), once `count` of them run.
+/// The running, not terminating, pods of `app` as (name, node, pod IP), once there
+/// are `count` of them.
 pub fn running_pods(
     kubeconfig: &Path,
     app: &str,
@@ -124,7 +125,13 @@ pub fn running_pods(
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            // A terminating pod still says Running (on a deleted Node, until the
+            // pod garbage collector removes it): it does not count.
+            .filter(|p| {
+                p["status"]["phase"] == "Running"
+                    && p["status"]["podIP"].is_string()
+                    && p["metadata"]["deletionTimestamp"].is_null()
+            })
             .map(|p| {
                 (
                     p["metadata"]["name"]
