@@ -6,6 +6,10 @@
 //! 2. Latency of one event delivered to 1,000 concurrent API watchers, next to
 //!    the same fan-out through 1,000 raw store watchers.
 //! 3. Idle RSS of `shoal server`.
+//! 4. Where the CPU of the 64-client API run goes (server and benchmark client,
+//!    from /proc), and the same 64-client comparison with the cores split: the
+//!    server (API side) and the raw store (baseline) each get one core alone,
+//!    the API's client the other, so both sides do their store work on one core.
 //!
 //! Set SHOAL_BIN to a release build (make bench does) for meaningful numbers.
 
@@ -45,26 +49,82 @@ fn cluster(name: &str) -> Cluster {
     .expect("a valid cluster literal")
 }
 
-async fn api_creates(server: &ServerProc, concurrency: usize) -> Result<f64> {
+/// Creates through the API at `concurrency`; names start with `run`.
+async fn api_creates(server: &ServerProc, run: &str, concurrency: usize) -> Result<f64> {
     let client = server.client().await?;
     let api: Api<Cluster> = Api::namespaced(client, "org-bench");
+    let run = run.to_owned();
     throughput(creates(), concurrency, move |i| {
-        let api = api.clone();
+        let (api, name) = (api.clone(), format!("{run}-{concurrency}-{i}"));
         async move {
-            api.create(
-                &PostParams::default(),
-                &cluster(&format!("c{concurrency}-{i}")),
-            )
-            .await?;
+            api.create(&PostParams::default(), &cluster(&name)).await?;
             Ok(())
         }
     })
     .await
 }
 
-async fn store_creates(dir: &std::path::Path, concurrency: usize) -> Result<f64> {
+/// CPU seconds (user + system) that process `pid` has used, from /proc.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th of them, in clock ticks.
+    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks()?)
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`).
+fn clock_ticks() -> Result<f64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+/// Pins every thread of `pid` to the CPU list `cpus` (threads it starts later inherit it).
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("taskset (util-linux)")?;
+    anyhow::ensure!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
+    Ok(())
+}
+
+/// Where the CPU of one API create run went.
+struct CpuShare {
+    rate: f64,
+    server_us: f64,
+    client_us: f64,
+}
+
+/// An API create run with the CPU the server and this process (the client) used.
+async fn api_creates_with_cpu(
+    server: &ServerProc,
+    run: &str,
+    concurrency: usize,
+) -> Result<CpuShare> {
+    let me = std::process::id();
+    let (server0, client0) = (cpu_seconds(server.pid())?, cpu_seconds(me)?);
+    let rate = api_creates(server, run, concurrency).await?;
+    let (server1, client1) = (cpu_seconds(server.pid())?, cpu_seconds(me)?);
+    let per_create = |d: f64| d / creates() as f64 * 1e6;
+    Ok(CpuShare {
+        rate,
+        server_us: per_create(server1 - server0),
+        client_us: per_create(client1 - client0),
+    })
+}
+
+/// Raw store creates at `concurrency` into a fresh store file named after `run`.
+async fn store_creates(dir: &std::path::Path, run: &str, concurrency: usize) -> Result<f64> {
     let store = Arc::new(RedbStore::open(
-        dir.join(format!("raw-{concurrency}.redb")),
+        dir.join(format!("{run}-{concurrency}.redb")),
     )?);
     let value = Bytes::from(serde_json::to_vec(&cluster("template"))?);
     throughput(creates(), concurrency, move |i| {
@@ -166,13 +226,28 @@ async fn main() -> Result<()> {
     shoal_e2e::ensure_release(&server.client().await?, "test-1").await?;
 
     let mut creates_rows = Vec::new();
+    let mut share = None;
     for c in CONCURRENCY {
-        let raw = store_creates(tmp.path(), c).await?;
-        let api = api_creates(&server, c).await?;
-        creates_rows.push((c, api, raw));
+        let raw = store_creates(tmp.path(), "raw", c).await?;
+        let api = api_creates_with_cpu(&server, "c", c).await?;
+        creates_rows.push((c, api.rate, raw));
+        share = Some(api);
     }
+    let share = share.context("no create run")?;
+    // Split cores: the server on CPU 0, this process (the API's client, and the
+    // raw store when it is measured) on CPU 1; then both get both cores again.
+    let split = CONCURRENCY[CONCURRENCY.len() - 1];
+    pin(server.pid(), "0")?;
+    pin(std::process::id(), "1")?;
+    let split_raw = store_creates(tmp.path(), "pinned", split).await?;
+    let split_api = api_creates_with_cpu(&server, "pinned", split).await?;
+    pin(server.pid(), "0,1")?;
+    pin(std::process::id(), "0,1")?;
     let (api_p50, api_p99) = p50_p99(api_watch_latency(&server).await?);
     let (raw_p50, raw_p99) = p50_p99(store_watch_latency(tmp.path()).await?);
+    // The watchers of the latency run stay open (their selector matches one other
+    // object): what every create then costs the server.
+    let watched = api_creates_with_cpu(&server, "watched", split).await?;
 
     println!();
     println!("| figure | Shoal | baseline | ratio | goal |");
@@ -182,10 +257,23 @@ async fn main() -> Result<()> {
     }
     println!("| 1 event to {WATCHERS} watchers, p50 (API vs raw store watch) | {api_p50:.1} ms | {raw_p50:.1} ms | {:.1}x | |", api_p50 / raw_p50.max(0.001));
     println!("| 1 event to {WATCHERS} watchers, p99 (API vs raw store watch) | {api_p99:.1} ms | {raw_p99:.1} ms | {:.1}x | p99 <= 50 ms |", api_p99 / raw_p99.max(0.001));
+    println!("| create throughput, {split} concurrent, cores split (server alone on CPU 0 vs raw store alone on CPU 1; the API's client on CPU 1) | {:.0}/s | {split_raw:.0}/s | {:.2} | |", split_api.rate, split_api.rate / split_raw);
+    println!("| create throughput, {split} concurrent, with the {WATCHERS} watches of the latency run open (their selector matches another object) vs none | {:.0}/s | {:.0}/s | {:.2} | |", watched.rate, share.rate, watched.rate / share.rate);
     println!(
         "| idle RSS of shoal server | {:.1} MB | goal 50 MB | {:.2} | <= 50 MB |",
         idle_rss as f64 / 1024.0,
         idle_rss as f64 / 1024.0 / 50.0
+    );
+    println!();
+    let c = CONCURRENCY[CONCURRENCY.len() - 1];
+    println!(
+        "CPU per API create at {c} concurrent: server {:.0} us, benchmark client {:.0} us (client share {:.0}%); cores split: server {:.0} us, client {:.0} us; with {WATCHERS} watches open: server {:.0} us",
+        share.server_us,
+        share.client_us,
+        100.0 * share.client_us / (share.server_us + share.client_us),
+        split_api.server_us,
+        split_api.client_us,
+        watched.server_us,
     );
     Ok(())
 }
