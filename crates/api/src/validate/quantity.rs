@@ -51,8 +51,12 @@ impl Quantity {
         let base: f64 = number
             .parse()
             .map_err(|_| format!("{text:?} is not a valid quantity: {hint}"))?;
+        // A suffix first: `E` and `Ei` (exa, exbi) also start like an exponent.
+        let named = SUFFIXES.iter().find(|(s, _)| *s == suffix).map(|(_, m)| *m);
         let multiplier = if suffix.is_empty() {
             1.0
+        } else if let Some(m) = named {
+            m
         } else if let Some(exp) = suffix.strip_prefix(['e', 'E']) {
             let exp: i32 = exp
                 .parse()
@@ -62,11 +66,7 @@ impl Quantity {
             }
             10f64.powi(exp)
         } else {
-            SUFFIXES
-                .iter()
-                .find(|(s, _)| *s == suffix)
-                .map(|(_, m)| *m)
-                .ok_or_else(|| format!("{text:?} has an unknown suffix {suffix:?}: {hint}"))?
+            return Err(format!("{text:?} has an unknown suffix {suffix:?}: {hint}"));
         };
         Ok(Self {
             text: text.to_owned(),
