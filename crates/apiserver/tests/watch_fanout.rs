@@ -117,6 +117,7 @@ async fn shared_and_own_watches_see_every_change_once() -> anyhow::Result<()> {
         while seen.len() < expected.len() {
             match tokio::time::timeout(Duration::from_secs(10), stream.next()).await? {
                 Some(WatchItem::Event(WatchEventType::Added, obj)) => {
+                    let obj = obj.into_value();
                     let name = obj
                         .pointer("/metadata/name")
                         .and_then(|v| v.as_str())

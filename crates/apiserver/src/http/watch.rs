@@ -41,32 +41,45 @@ fn bookmark(kind: &KindInfo, rv: i64, annotations: Value) -> Value {
     })
 }
 
-fn encode(kind: &KindInfo, item: WatchItem, format: WatchFormat, first: &mut bool) -> Value {
-    match item {
-        WatchItem::Event(ty, obj) => {
-            let object = match format.table {
-                Some(include) => {
-                    let t = table::table(
-                        kind,
-                        std::slice::from_ref(&obj),
-                        include,
-                        *first,
-                        None,
-                        None,
-                    );
-                    *first = false;
-                    t
-                }
-                None => obj,
-            };
-            json!({ "type": ty.as_str(), "object": object })
-        }
+/// One watch item as a line of the stream. An event's object is written from
+/// its shared serialisation, made once for every watch that sends it.
+fn encode(kind: &KindInfo, item: WatchItem, format: WatchFormat, first: &mut bool) -> Bytes {
+    let value = match item {
+        WatchItem::Event(ty, obj) => match format.table {
+            Some(include) => {
+                let t = table::table(
+                    kind,
+                    std::slice::from_ref(obj.value()),
+                    include,
+                    *first,
+                    None,
+                    None,
+                );
+                *first = false;
+                json!({ "type": ty.as_str(), "object": t })
+            }
+            None => return event_line(ty.as_str(), &obj.json()),
+        },
         WatchItem::Bookmark(rv) => bookmark(kind, rv, json!({})),
         WatchItem::InitialEventsEnd(rv) => {
             bookmark(kind, rv, json!({ "k8s.io/initial-events-end": "true" }))
         }
         WatchItem::Error(e) => json!({ "type": "ERROR", "object": e.to_status() }),
-    }
+    };
+    let mut line = serde_json::to_vec(&value).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// `{"type":TYPE,"object":OBJECT}` and a newline, around an object already in JSON.
+fn event_line(ty: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + ty.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(ty.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 /// The streaming response of a watch, ending after `timeout` or when the
@@ -105,10 +118,7 @@ pub fn watch_response(
         })
         .map(move |item| {
             let _keep = &guard;
-            let mut line =
-                serde_json::to_vec(&encode(kind, item, format, &mut first)).unwrap_or_default();
-            line.push(b'\n');
-            Ok::<_, Infallible>(Bytes::from(line))
+            Ok::<_, Infallible>(encode(kind, item, format, &mut first))
         });
     let mut resp = Response::new(Body::from_stream(body));
     resp.headers_mut().insert(

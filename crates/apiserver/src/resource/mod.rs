@@ -10,5 +10,6 @@ mod tenancy;
 pub mod view;
 mod watch;
 
+pub use hub::SharedObject;
 pub use service::{ListOptions, ListPage, PatchKind, Resources, Subresource};
 pub use watch::{WatchEventType, WatchItem, WatchOptions};

@@ -16,6 +16,11 @@ pub fn to_storage(kind: &KindInfo, obj: Value) -> Value {
     }
 }
 
+/// True when `kind`'s view of a stored object is the stored object itself.
+pub fn is_stored_form(kind: &KindInfo) -> bool {
+    kind.group != "events.k8s.io"
+}
+
 /// Converts a stored object into the view of `kind`.
 pub fn from_storage(kind: &KindInfo, obj: Value) -> Value {
     if kind.group == "events.k8s.io" {

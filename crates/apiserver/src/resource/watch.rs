@@ -10,7 +10,8 @@ use shoal_api::KindInfo;
 use shoal_store::{EventKind, StoreError};
 
 use crate::error::ApiError;
-use crate::resource::codec::prefix;
+use crate::resource::codec::{object_key, prefix, Codec};
+use crate::resource::hub::{DecodedPair, KeyRange, SharedObject};
 use crate::resource::service::{ListOptions, Resources};
 use crate::resource::view;
 use crate::selector::labels_of;
@@ -43,8 +44,9 @@ impl WatchEventType {
 /// One item of a watch stream.
 #[derive(Debug)]
 pub enum WatchItem {
-    /// An event with its object (the object already carries its resourceVersion).
-    Event(WatchEventType, Value),
+    /// An event with its object (the object already carries its resourceVersion),
+    /// shared with the other watches that send the same event.
+    Event(WatchEventType, SharedObject),
     /// A bookmark at this revision.
     Bookmark(i64),
     /// The bookmark that ends the initial events of a streaming list
@@ -87,7 +89,7 @@ impl Resources {
                 initial = page
                     .items
                     .into_iter()
-                    .map(|o| WatchItem::Event(WatchEventType::Added, o))
+                    .map(|o| WatchItem::Event(WatchEventType::Added, SharedObject::new(o)))
                     .collect();
                 if opts.send_initial_events {
                     initial.push(WatchItem::InitialEventsEnd(page.resource_version));
@@ -95,14 +97,18 @@ impl Resources {
                 page.resource_version
             }
         };
+        let hub_prefix = prefix(kind, None);
+        let range = match opts.list.fields.required("metadata.name") {
+            // One object: the hub wakes this watch for that key only.
+            Some(name) if ns.is_some() || !kind.namespaced => KeyRange::exact(
+                &prefix(kind, ns.as_deref()),
+                object_key(kind, ns.as_deref(), name),
+            ),
+            _ => KeyRange::prefix(&prefix(kind, ns.as_deref())),
+        };
         let feed = self
             .hubs
-            .watch(
-                &self.store,
-                &prefix(kind, None),
-                &prefix(kind, ns.as_deref()),
-                start,
-            )
+            .watch(&self.store, &hub_prefix, range, start)
             .await;
         let feed = match feed {
             Ok(feed) => feed,
@@ -114,29 +120,28 @@ impl Resources {
         };
         let codec = self.codec.clone();
         let filter = opts.list.clone();
-        let matches =
-            move |obj: &Value| filter.labels.matches(&labels_of(obj)) && filter.fields.matches(obj);
+        let matches = move |obj: &Value| {
+            (filter.labels.is_empty() || filter.labels.matches(&labels_of(obj)))
+                && (filter.fields.is_empty() || filter.fields.matches(obj))
+        };
+        // Kinds whose view is their stored form share one decoding per event
+        // with every other watch of the event; the others decode their own view.
+        let shared_view = view::is_stored_form(kind);
         let events = feed.filter_map(move |ev| {
             let item = match ev {
                 Err(e) => Some(WatchItem::Error(e.into())),
                 Ok(ev) => {
-                    let key = ev.kv.key.clone();
-                    let decode = |bytes: &[u8], rv| {
-                        codec
-                            .decode_at(kind, &key, bytes, rv)
-                            .map(|o| view::from_storage(kind, o))
+                    let decode = |e: &shoal_store::WatchEvent| decode_pair(&codec, kind, e);
+                    let pair = match shared_view.then(|| ev.decoded(decode)).flatten() {
+                        Some(pair) => Ok(pair),
+                        None => decode(&ev.event),
                     };
-                    let now = match ev.kind {
-                        EventKind::Put => decode(&ev.kv.value, ev.revision),
-                        EventKind::Delete => decode(&ev.kv.value, ev.revision),
-                    };
-                    let before = ev.prev.as_ref().map(|p| decode(&p.value, p.mod_revision));
-                    match (now, before.transpose()) {
-                        (Err(e), _) | (_, Err(e)) => Some(WatchItem::Error(e)),
-                        (Ok(now), Ok(before)) => {
-                            let was = before.as_ref().is_some_and(&matches);
-                            let is = matches(&now);
-                            let ty = match (ev.kind, was, is) {
+                    match pair {
+                        Err(e) => Some(WatchItem::Error(e)),
+                        Ok((now, before)) => {
+                            let was = before.as_ref().is_some_and(|b| matches(b.value()));
+                            let is = matches(now.value());
+                            let ty = match (ev.event.kind, was, is) {
                                 (EventKind::Delete, _, true) => Some(WatchEventType::Deleted),
                                 (EventKind::Delete, _, false) => None,
                                 (EventKind::Put, false, true) => Some(WatchEventType::Added),
@@ -159,6 +164,25 @@ impl Resources {
     }
 }
 
+/// The object a store event leaves, and the one it replaced, in `kind`'s view.
+fn decode_pair(
+    codec: &Codec,
+    kind: &'static KindInfo,
+    ev: &shoal_store::WatchEvent,
+) -> Result<DecodedPair, ApiError> {
+    let decode = |bytes: &[u8], rv| {
+        codec
+            .decode_at(kind, &ev.kv.key, bytes, rv)
+            .map(|o| SharedObject::new(view::from_storage(kind, o)))
+    };
+    let now = decode(&ev.kv.value, ev.revision)?;
+    let before = match &ev.prev {
+        Some(p) => Some(decode(&p.value, p.mod_revision)?),
+        None => None,
+    };
+    Ok((now, before))
+}
+
 /// Interleaves BOOKMARK items into a watch stream when it is idle, carrying the
 /// revision of the last event delivered (never one the client has not seen).
 fn with_bookmarks(
@@ -177,6 +201,7 @@ fn with_bookmarks(
                 Ok(Some(item)) => {
                     if let WatchItem::Event(_, obj) = &item {
                         if let Some(rv) = obj
+                            .value()
                             .pointer("/metadata/resourceVersion")
                             .and_then(Value::as_str)
                             .and_then(|s| s.parse::<i64>().ok())
