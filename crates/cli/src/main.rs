@@ -70,6 +70,11 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
     }
 }
 
+/// The server's request path allocates and frees many small buffers on every
+/// core (JSON, HTTP, TLS); mimalloc serves those from per-thread pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     if let Command::Guest = &cli.command {
