@@ -20,10 +20,14 @@ pub fn parse_cidr(cidr: &str) -> Option<(Ipv4Addr, u8)> {
 /// `used`, or `None` when the network is full.
 pub fn pick_ip(cidr: &str, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     let (net, prefix) = parse_cidr(cidr)?;
-    let size = 1u32 << (32 - u32::from(prefix));
-    let base = u32::from(net);
-    (FIRST_MACHINE_OFFSET..size - 1)
-        .map(|offset| Ipv4Addr::from(base + offset))
+    // u64: a /0 holds 2^32 addresses. Host bits in `cidr` are ignored, so the
+    // network address plus an offset stays inside the network.
+    let host_bits = 32 - u32::from(prefix);
+    let size = 1u64 << host_bits;
+    let base = u64::from(u32::from(net) & u32::MAX.checked_shl(host_bits).unwrap_or(0));
+    (u64::from(FIRST_MACHINE_OFFSET)..size - 1)
+        .filter_map(|offset| u32::try_from(base + offset).ok())
+        .map(Ipv4Addr::from)
         .find(|ip| !used.contains(ip))
 }
 

@@ -99,9 +99,10 @@ impl IpamConfig {
 
     /// Refuses settings that describe no slot.
     pub fn validate(&self) -> Result<(), IpamError> {
-        if self.node_pool_prefix > self.node_prefix || self.node_prefix > 30 {
+        // The agents take node networks from /8 to /30 (`ClusterNet::new`).
+        if self.node_pool_prefix > self.node_prefix || !(8..=30).contains(&self.node_prefix) {
             return Err(IpamError::Config(format!(
-                "node prefix /{} must be between the pool's /{} and /30",
+                "node prefix /{} must be between the pool's /{} and /30, and at least /8",
                 self.node_prefix, self.node_pool_prefix
             )));
         }
@@ -124,7 +125,10 @@ impl IpamConfig {
     /// The VNI and node CIDR of `slot`.
     pub fn allocation(&self, slot: u32) -> Allocation {
         let base = u32::from(self.node_pool) & mask(self.node_pool_prefix);
-        let net = base | (slot << (32 - u32::from(self.node_prefix)));
+        let net = base
+            | slot
+                .checked_shl(32 - u32::from(self.node_prefix))
+                .unwrap_or(0);
         Allocation {
             slot,
             vni: self.vni_base + slot,
