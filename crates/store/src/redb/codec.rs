@@ -212,6 +212,9 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
