@@ -67,7 +67,7 @@ pub struct KindInfo {
 
 /// What the API server does for a kind beyond the generic handling, as flags on
 /// its registry entry instead of comparisons of kind names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Behavior {
     /// The server owns the `shoal.io/requested-by` annotation: it stamps the
     /// caller on create and keeps it on every update and patch (KeyPair).
@@ -83,7 +83,53 @@ pub struct Behavior {
     /// Its status is `phase: Active` from creation, whatever the client sent
     /// (Namespace).
     pub always_active: bool,
+    /// What an organization's token may do with it.
+    pub tenant: TenantAccess,
+    /// Holds the bootstrap credentials in the system namespace, which even
+    /// cluster admins may not change or delete (Secret).
+    pub bootstrap_credentials: bool,
+    /// Accepts strategic merge patches, served as merge patches (the Kubernetes
+    /// built-in kinds).
+    pub strategic_merge: bool,
+    /// How this kind's view relates to what is stored.
+    pub view: StorageView,
+    /// The field paths a field selector may name.
+    pub field_selectors: &'static [&'static str],
 }
+
+/// What an organization's token may do with a kind; cluster admins may do
+/// everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantAccess {
+    /// Nothing: only cluster admins use it (Secret, Lease, Host).
+    AdminOnly,
+    /// Read every object, write none (Release).
+    ReadAll,
+    /// See only the object named after the organization; owners may update it
+    /// when `owner_may_update` is set (Organization).
+    OwnOrganization,
+    /// See only the organization's namespace (Namespace).
+    OwnNamespace,
+    /// Read in the organization's namespace; only controllers write (Machine).
+    NamespaceRead,
+    /// Read in the organization's namespace, and write there with the owner or
+    /// member role (Cluster, NodePool, KeyPair, Event).
+    NamespaceWrite,
+}
+
+/// How the objects of a kind are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageView {
+    /// Stored as served.
+    AsServed,
+    /// A core Event: stored as served, with its fields normalized.
+    CoreEvent,
+    /// An `events.k8s.io` Event: stored in the core form and converted both ways.
+    EventsV1,
+}
+
+/// The field selectors every kind supports.
+pub const NAME_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 
 impl Behavior {
     /// Nothing beyond the generic handling.
@@ -94,7 +140,71 @@ impl Behavior {
         references_release: false,
         endpoints: false,
         always_active: false,
+        tenant: TenantAccess::AdminOnly,
+        bootstrap_credentials: false,
+        strategic_merge: false,
+        view: StorageView::AsServed,
+        field_selectors: NAME_FIELDS,
     };
+}
+
+/// Names one kind in the registry by group and kind, for code that needs a
+/// particular kind (to create a Namespace, read a Secret), not a behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindRef {
+    /// The API group; empty for the core group.
+    pub group: &'static str,
+    /// The kind.
+    pub kind: &'static str,
+}
+
+impl KindRef {
+    /// The registry entry; every constant in [`kinds`] names a served kind.
+    pub fn info(self) -> &'static KindInfo {
+        KINDS
+            .iter()
+            .find(|k| k.group == self.group && k.kind == self.kind)
+            .expect("every KindRef constant names a kind in KINDS")
+    }
+}
+
+/// The kinds other code refers to by identity.
+pub mod kinds {
+    use super::{KindRef, GROUP};
+
+    /// Core Namespaces.
+    pub const NAMESPACE: KindRef = KindRef {
+        group: "",
+        kind: "Namespace",
+    };
+    /// Core Secrets.
+    pub const SECRET: KindRef = KindRef {
+        group: "",
+        kind: "Secret",
+    };
+    /// Shoal Releases.
+    pub const RELEASE: KindRef = KindRef {
+        group: GROUP,
+        kind: "Release",
+    };
+    /// Shoal Clusters.
+    pub const CLUSTER: KindRef = KindRef {
+        group: GROUP,
+        kind: "Cluster",
+    };
+    /// Shoal KeyPairs.
+    pub const KEY_PAIR: KindRef = KindRef {
+        group: GROUP,
+        kind: "KeyPair",
+    };
+    /// Shoal Organizations.
+    pub const ORGANIZATION: KindRef = KindRef {
+        group: GROUP,
+        kind: "Organization",
+    };
+
+    /// Every constant above.
+    pub const ALL: &[KindRef] = &[NAMESPACE, SECRET, RELEASE, CLUSTER, KEY_PAIR, ORGANIZATION];
 }
 
 impl KindInfo {
@@ -337,6 +447,36 @@ fn validate_secret(obj: &Value) -> Result<(), Vec<FieldCause>> {
     )
 }
 
+/// The field selectors of core Events.
+const CORE_EVENT_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "type",
+    "source",
+    "reportingComponent",
+];
+
+/// The field selectors of `events.k8s.io` Events.
+const EVENTS_V1_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "reason",
+    "type",
+    "reportingController",
+];
+
 const fn col(
     name: &'static str,
     type_: &'static str,
@@ -383,6 +523,7 @@ pub static KINDS: &[KindInfo] = &[
         behavior: Behavior {
             creates_namespace: true,
             owner_may_update: true,
+            tenant: TenantAccess::OwnOrganization,
             ..Behavior::NONE
         },
     },
@@ -408,7 +549,10 @@ pub static KINDS: &[KindInfo] = &[
             col("STATE", "string", ".spec.state", "active or deprecated"),
         ],
         validate: validate_shoal::<Release>,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            tenant: TenantAccess::ReadAll,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: GROUP,
@@ -436,6 +580,7 @@ pub static KINDS: &[KindInfo] = &[
         behavior: Behavior {
             references_release: true,
             endpoints: true,
+            tenant: TenantAccess::NamespaceWrite,
             ..Behavior::NONE
         },
     },
@@ -462,7 +607,10 @@ pub static KINDS: &[KindInfo] = &[
             ),
         ],
         validate: validate_shoal::<NodePool>,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            tenant: TenantAccess::NamespaceWrite,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: GROUP,
@@ -489,7 +637,10 @@ pub static KINDS: &[KindInfo] = &[
             col("PHASE", "string", ".status.phase", "The machine's phase"),
         ],
         validate: validate_shoal::<Machine>,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            tenant: TenantAccess::NamespaceRead,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: GROUP,
@@ -556,6 +707,7 @@ pub static KINDS: &[KindInfo] = &[
         validate: validate_shoal::<KeyPair>,
         behavior: Behavior {
             requested_by: true,
+            tenant: TenantAccess::NamespaceWrite,
             ..Behavior::NONE
         },
     },
@@ -598,7 +750,10 @@ pub static KINDS: &[KindInfo] = &[
             "The current holder",
         )],
         validate: validate_lease,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            strategic_merge: true,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: "events.k8s.io",
@@ -624,7 +779,13 @@ pub static KINDS: &[KindInfo] = &[
             col("MESSAGE", "string", ".note", "What happened"),
         ],
         validate: validate_events_event,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            tenant: TenantAccess::NamespaceWrite,
+            strategic_merge: true,
+            view: StorageView::EventsV1,
+            field_selectors: EVENTS_V1_FIELDS,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: "",
@@ -650,7 +811,13 @@ pub static KINDS: &[KindInfo] = &[
             col("MESSAGE", "string", ".message", "What happened"),
         ],
         validate: validate_core_event,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            tenant: TenantAccess::NamespaceWrite,
+            strategic_merge: true,
+            view: StorageView::CoreEvent,
+            field_selectors: CORE_EVENT_FIELDS,
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: "",
@@ -673,6 +840,9 @@ pub static KINDS: &[KindInfo] = &[
         validate: validate_namespace,
         behavior: Behavior {
             always_active: true,
+            tenant: TenantAccess::OwnNamespace,
+            strategic_merge: true,
+            field_selectors: &["metadata.name", "status.phase"],
             ..Behavior::NONE
         },
     },
@@ -690,7 +860,12 @@ pub static KINDS: &[KindInfo] = &[
         storage: "secrets",
         columns: &[col("TYPE", "string", ".type", "The secret's type")],
         validate: validate_secret,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            bootstrap_credentials: true,
+            strategic_merge: true,
+            field_selectors: &["metadata.name", "metadata.namespace", "type"],
+            ..Behavior::NONE
+        },
     },
 ];
 
@@ -776,6 +951,30 @@ mod tests {
         c["extra"] = json!(1);
         let errs = (kind("Cluster").validate)(&c).expect_err("top level");
         assert_eq!(errs[0].field, "extra");
+    }
+
+    #[test]
+    fn kind_constants_name_served_kinds() {
+        for r in kinds::ALL {
+            assert_eq!((r.info().group, r.info().kind), (r.group, r.kind));
+        }
+    }
+
+    #[test]
+    fn tenant_namespace_access_is_only_on_namespaced_kinds() {
+        for k in KINDS {
+            if matches!(
+                k.behavior.tenant,
+                TenantAccess::NamespaceRead | TenantAccess::NamespaceWrite
+            ) {
+                assert!(k.namespaced, "{}", k.kind);
+            }
+            assert!(
+                k.behavior.field_selectors.contains(&"metadata.name"),
+                "{}",
+                k.kind
+            );
+        }
     }
 
     #[test]

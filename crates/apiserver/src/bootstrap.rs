@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::json;
-use shoal_api::KINDS;
+use shoal_api::registry::kinds;
 use shoal_pki::CertificateAuthority;
 
 use crate::auth::{TokenRequest, ADMIN_TOKEN_NAME, TOKEN_NAMESPACE};
@@ -114,13 +114,6 @@ pub struct TlsMaterial {
 const CA_SECRET: &str = "management-ca";
 const ADMIN_SECRET: &str = "admin-credential";
 
-fn core_kind(kind: &str) -> &'static shoal_api::KindInfo {
-    KINDS
-        .iter()
-        .find(|k| k.group.is_empty() && k.kind == kind)
-        .expect("the registry serves this core kind")
-}
-
 fn boot_err(e: impl std::fmt::Display) -> ServerError {
     ServerError::Bootstrap(e.to_string())
 }
@@ -132,7 +125,7 @@ async fn read_system_secret(
     fields: &[&str],
 ) -> Result<Option<Vec<String>>, ServerError> {
     let obj = match res
-        .get(core_kind("Secret"), Some(TOKEN_NAMESPACE), name)
+        .get(kinds::SECRET.info(), Some(TOKEN_NAMESPACE), name)
         .await
     {
         Ok(obj) => obj,
@@ -174,7 +167,7 @@ async fn create_system_secret(
         "data": data,
     });
     match res
-        .create(core_kind("Secret"), Some(TOKEN_NAMESPACE), obj)
+        .create(kinds::SECRET.info(), Some(TOKEN_NAMESPACE), obj)
         .await
     {
         Ok(_) => Ok(fields.iter().map(|(_, v)| v.clone()).collect()),
@@ -258,7 +251,7 @@ async fn shared_admin_token(res: &Resources) -> Result<String, ServerError> {
     let stored = create_system_secret(res, ADMIN_SECRET, &[("token", token)]).await?;
     // Only the replica whose credential won registers its hash.
     if let Err(e) = res
-        .create(core_kind("Secret"), Some(TOKEN_NAMESPACE), secret)
+        .create(kinds::SECRET.info(), Some(TOKEN_NAMESPACE), secret)
         .await
     {
         match e {
@@ -279,7 +272,7 @@ pub async fn bootstrap(
 ) -> Result<TlsMaterial, ServerError> {
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match res.create(core_kind("Namespace"), None, obj).await {
+        match res.create(kinds::NAMESPACE.info(), None, obj).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(boot_err(e)),
         }

@@ -1,5 +1,6 @@
 //! The authorization rules, as one function over (identity, verb, kind, namespace, name).
 
+use shoal_api::registry::TenantAccess;
 use shoal_api::resources::organization::{namespace_org, org_namespace};
 use shoal_api::{KindInfo, OrgRole};
 
@@ -93,8 +94,7 @@ pub fn authorize(
 ) -> Result<Restriction, ApiError> {
     let (org, role) = match &id.role {
         Role::ClusterAdmin => {
-            let system_secret = kind.group.is_empty()
-                && kind.kind == "Secret"
+            let system_secret = kind.behavior.bootstrap_credentials
                 && ns == Some(shoal_api::wellknown::SYSTEM_NAMESPACE)
                 && name.is_some_and(|n| PROTECTED_SECRETS.contains(&n));
             if system_secret && matches!(verb, Verb::Delete | Verb::Update | Verb::Patch) {
@@ -116,19 +116,17 @@ pub fn authorize(
     let writer = matches!(role, OrgRole::Owner | OrgRole::Member);
     let collection = matches!(verb, Verb::List | Verb::Watch | Verb::Create);
 
-    match (kind.group, kind.kind) {
-        ("", "Secret") | ("coordination.k8s.io", _) | (_, "Host") | (_, "BareMetalMachine") => {
-            deny("only cluster admins may use this resource")
-        }
-        (_, "Release") => {
+    match kind.behavior.tenant {
+        TenantAccess::AdminOnly => deny("only cluster admins may use this resource"),
+        TenantAccess::ReadAll => {
             if reading {
                 Ok(Restriction::None)
             } else {
                 deny("releases are managed by cluster admins")
             }
         }
-        (_, "Organization") | ("", "Namespace") => {
-            let own_name = if kind.kind == "Namespace" {
+        TenantAccess::OwnOrganization | TenantAccess::OwnNamespace => {
+            let own_name = if kind.behavior.tenant == TenantAccess::OwnNamespace {
                 own_ns.clone()
             } else {
                 org.to_owned()
@@ -141,7 +139,7 @@ pub fn authorize(
                 _ => deny("only owners may change their organization, and only cluster admins create or delete organizations"),
             }
         }
-        _ if kind.namespaced => {
+        TenantAccess::NamespaceRead | TenantAccess::NamespaceWrite if kind.namespaced => {
             match ns {
                 Some(n) if n != own_ns => {
                     let whose = namespace_org(n)
@@ -162,8 +160,7 @@ pub fn authorize(
             if reading {
                 return Ok(restriction);
             }
-            let writable = matches!(kind.kind, "Cluster" | "NodePool" | "KeyPair" | "Event");
-            if !writable {
+            if kind.behavior.tenant != TenantAccess::NamespaceWrite {
                 return deny("this resource is written by Shoal's controllers only");
             }
             if writer {
@@ -172,7 +169,9 @@ pub fn authorize(
                 deny("viewers may only read; ask an owner for the member role")
             }
         }
-        _ => deny("only cluster admins may use this resource"),
+        TenantAccess::NamespaceRead | TenantAccess::NamespaceWrite => {
+            deny("only cluster admins may use this resource")
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shoal_api::{wellknown, OrgRole, KINDS};
+use shoal_api::registry::kinds;
+use shoal_api::{wellknown, OrgRole};
 
 use crate::auth::{Identity, Role};
 use crate::error::ApiError;
@@ -143,10 +144,7 @@ impl Authenticator {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(unauthorized());
         }
-        let kind = KINDS
-            .iter()
-            .find(|k| k.group.is_empty() && k.kind == "Secret")
-            .expect("the registry serves Secrets");
+        let kind = kinds::SECRET.info();
         let obj = match self
             .resources
             .get(kind, Some(TOKEN_NAMESPACE), &format!("token-{id}"))

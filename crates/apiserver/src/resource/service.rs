@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use shoal_api::{KindInfo, KINDS};
+use shoal_api::registry::kinds;
+use shoal_api::KindInfo;
 use shoal_store::{RangeRequest, Store, StoreError};
 
 use crate::error::ApiError;
@@ -115,20 +116,6 @@ fn cas_failure(
 fn answer(kind: &KindInfo, mut obj: Value, revision: i64) -> Value {
     crate::resource::meta::set_resource_version(&mut obj, revision);
     view::from_storage(kind, obj)
-}
-
-fn namespace_kind() -> &'static KindInfo {
-    KINDS
-        .iter()
-        .find(|k| k.group.is_empty() && k.kind == "Namespace")
-        .expect("the registry serves core Namespaces")
-}
-
-fn release_kind() -> &'static KindInfo {
-    KINDS
-        .iter()
-        .find(|k| k.group == shoal_api::GROUP && k.kind == "Release")
-        .expect("the registry serves Releases")
 }
 
 fn encode_continue(key: &str) -> String {
@@ -316,7 +303,7 @@ impl Resources {
 
     async fn require_namespace(&self, kind: &KindInfo, ns: Option<&str>) -> Result<(), ApiError> {
         if let (true, Some(ns)) = (kind.namespaced, ns) {
-            let nsk = namespace_kind();
+            let nsk = kinds::NAMESPACE.info();
             if self
                 .read_stored(nsk, &object_key(nsk, None, ns))
                 .await?
@@ -382,7 +369,7 @@ impl Resources {
             // Validation has already refused a Cluster without one.
             return Ok(());
         };
-        let releases = release_kind();
+        let releases = kinds::RELEASE.info();
         if self
             .store
             .get(&object_key(releases, None, release))
@@ -531,11 +518,7 @@ impl Resources {
         patch: Value,
         sub: Subresource,
     ) -> Result<Value, ApiError> {
-        if patch_kind == PatchKind::Strategic
-            && !kind.group.is_empty()
-            && kind.group != "coordination.k8s.io"
-            && kind.group != "events.k8s.io"
-        {
+        if patch_kind == PatchKind::Strategic && !kind.behavior.strategic_merge {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "strategic merge patch is not supported for {}: use --type merge or --type json",
                 resource_name(kind)
@@ -815,6 +798,7 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use shoal_api::KINDS;
 
     const KEYS: &[&str] = &[
         "apiVersion",
@@ -981,10 +965,7 @@ mod tests {
 
     #[test]
     fn requested_by_cannot_be_added_changed_or_removed() -> Result<(), ApiError> {
-        let kp = KINDS
-            .iter()
-            .find(|k| k.kind == "KeyPair")
-            .expect("KeyPairs are served");
+        let kp = kinds::KEY_PAIR.info();
         let current = stored(kp);
         for annotations in [
             json!({REQUESTED_BY: "mallory"}),
@@ -1012,10 +993,7 @@ mod tests {
 
     #[test]
     fn non_objects_are_refused_with_422() {
-        let cluster = KINDS
-            .iter()
-            .find(|k| k.kind == "Cluster")
-            .expect("Clusters are served");
+        let cluster = kinds::CLUSTER.info();
         let current = stored(cluster);
         for body in [
             json!([1, 2]),

@@ -1,19 +1,13 @@
 //! Tenancy: an Organization owns the namespace `org-<name>`, made with it.
 
 use serde_json::{json, Value};
+use shoal_api::registry::kinds;
 use shoal_api::resources::organization::org_namespace;
-use shoal_api::{KindInfo, KINDS};
+use shoal_api::KindInfo;
 
 use crate::error::ApiError;
 use crate::resource::meta::meta_str;
 use crate::resource::{Resources, Subresource};
-
-fn core(kind: &str) -> &'static KindInfo {
-    KINDS
-        .iter()
-        .find(|k| k.group.is_empty() && k.kind == kind)
-        .expect("the registry serves this core kind")
-}
 
 impl Resources {
     /// Work that follows a create: an Organization gets its namespace, and its
@@ -32,7 +26,7 @@ impl Resources {
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {(shoal_api::wellknown::label::ORG): org}},
         });
-        match self.create(core("Namespace"), None, namespace).await {
+        match self.create(kinds::NAMESPACE.info(), None, namespace).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
