@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 use shoal_api::validate::FieldCause;
 use shoal_store::StoreError;
 
+use crate::resource::merge::MergeError;
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -203,6 +205,29 @@ impl From<StoreError> for ApiError {
                 oldest: compacted,
             },
             other => ApiError::Storage(other),
+        }
+    }
+}
+
+impl From<MergeError> for ApiError {
+    fn from(e: MergeError) -> Self {
+        match e {
+            MergeError::NotAnObject { field, found } => ApiError::NotAnObject { field, found },
+            MergeError::EndpointsReadOnly => ApiError::MethodNotAllowed(e.to_string()),
+            MergeError::StrategicUnsupported { resource } => ApiError::UnsupportedMediaType(format!(
+                "strategic merge patch is not supported for {resource}: use --type merge or --type json"
+            )),
+            MergeError::InvalidJsonPatch(e) => ApiError::BadRequest(format!(
+                "the JSON patch is not valid: {e}; send an array of RFC 6902 operations"
+            )),
+            MergeError::PatchFailed { kind, name, source } => ApiError::Invalid {
+                kind: kind.to_owned(),
+                name,
+                causes: vec![FieldCause::invalid(
+                    "",
+                    format!("the JSON patch cannot be applied: {source}"),
+                )],
+            },
         }
     }
 }

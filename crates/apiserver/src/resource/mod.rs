@@ -3,7 +3,10 @@
 
 mod cache;
 pub mod codec;
+mod crud;
 mod hub;
+mod list;
+pub mod merge;
 pub mod meta;
 mod service;
 mod tenancy;
@@ -11,5 +14,7 @@ pub mod view;
 mod watch;
 
 pub use hub::SharedObject;
-pub use service::{ListOptions, ListPage, PatchKind, Resources, Subresource};
+pub use list::{ListOptions, ListPage};
+pub use merge::PatchKind;
+pub use service::{Resources, Subresource};
 pub use watch::{WatchEventType, WatchItem, WatchOptions};

@@ -12,8 +12,8 @@ use shoal_store::{EventKind, StoreError};
 use crate::error::ApiError;
 use crate::resource::codec::{object_key, prefix, Codec};
 use crate::resource::hub::{DecodedPair, KeyRange, SharedObject};
-use crate::resource::service::{ListOptions, Resources};
 use crate::resource::view;
+use crate::resource::{ListOptions, Resources};
 use crate::selector::labels_of;
 
 /// The type of a watch event.

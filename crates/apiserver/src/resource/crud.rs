@@ -1,0 +1,385 @@
+//! Create, read, update, patch and delete of one object: admission checks,
+//! optimistic concurrency with compare-and-swap retries, and finalizers.
+
+use serde_json::{json, Value};
+use shoal_api::registry::kinds;
+use shoal_api::KindInfo;
+use shoal_store::StoreError;
+
+use crate::error::ApiError;
+use crate::resource::codec::object_key;
+use crate::resource::merge::{self, PatchKind};
+use crate::resource::meta::{
+    finalizers, generated_name, meta_mut, meta_str, now_rfc3339, parse_resource_version,
+    require_object,
+};
+use crate::resource::service::{
+    answer, cas_failure, conflict, not_found, resource_name, CAS_RETRIES,
+};
+use crate::resource::view;
+use crate::resource::{ListOptions, Resources, Subresource};
+
+impl Resources {
+    /// Reads one object.
+    pub async fn get(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let obj = self
+            .read_stored(kind, &object_key(kind, ns, name))
+            .await?
+            .ok_or_else(|| not_found(kind, name))?;
+        Ok(view::from_storage(kind, obj))
+    }
+
+    async fn require_namespace(&self, kind: &KindInfo, ns: Option<&str>) -> Result<(), ApiError> {
+        if let (true, Some(ns)) = (kind.namespaced, ns) {
+            let nsk = kinds::NAMESPACE.info();
+            if self
+                .read_stored(nsk, &object_key(nsk, None, ns))
+                .await?
+                .is_none()
+            {
+                return Err(not_found(nsk, ns));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
+        (kind.validate)(obj).map_err(|causes| ApiError::Invalid {
+            kind: kind.kind.to_owned(),
+            name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+            causes,
+        })
+    }
+
+    /// Checks that apiVersion, kind and namespace agree with the request.
+    fn check_identity(kind: &KindInfo, ns: Option<&str>, obj: &Value) -> Result<(), ApiError> {
+        require_object(obj, "")?;
+        if let Some(meta) = obj.get("metadata").filter(|m| !m.is_null()) {
+            require_object(meta, "metadata")?;
+        }
+        let api_version = kind.api_version();
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != api_version => {
+                return Err(ApiError::BadRequest(format!(
+                    "apiVersion {v:?} does not match the request path, which serves {api_version}: send it to the {v} endpoint or fix apiVersion"
+                )))
+            }
+            _ => {}
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            Some(k) if k != kind.kind => {
+                return Err(ApiError::BadRequest(format!(
+                    "kind {k:?} does not match the request path, which serves {}: send it to the {}s endpoint or fix kind",
+                    kind.kind, k.to_lowercase()
+                )))
+            }
+            _ => {}
+        }
+        if kind.namespaced {
+            if let (Some(body_ns), Some(url_ns)) = (meta_str(obj, "namespace"), ns) {
+                if !body_ns.is_empty() && body_ns != url_ns {
+                    return Err(ApiError::BadRequest(format!(
+                        "the namespace of the object ({body_ns:?}) does not match the namespace of the request ({url_ns:?}): remove metadata.namespace or send it to namespace {body_ns:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a new object that names another that must exist first: a Cluster's
+    /// `spec.release`. The 422 lists the active Releases to choose from.
+    async fn check_references(&self, kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
+        if !kind.behavior.references_release {
+            return Ok(());
+        }
+        let Some(release) = obj.pointer("/spec/release").and_then(Value::as_str) else {
+            // Validation has already refused a Cluster without one.
+            return Ok(());
+        };
+        let releases = kinds::RELEASE.info();
+        if self
+            .store
+            .get(&object_key(releases, None, release))
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let known: Vec<shoal_api::Release> = self
+            .list(releases, None, &ListOptions::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|r| serde_json::from_value(r).ok())
+            .collect();
+        let active: Vec<&str> = shoal_api::resources::release::active_newest_first(&known)
+            .into_iter()
+            .filter_map(|r| r.metadata.name.as_deref())
+            .collect();
+        let hint = if active.is_empty() {
+            "no Release is active: ask an administrator to create one (the controllers seed `test` and `kubeadm-<version>` at first start)".to_owned()
+        } else {
+            format!("use one of the active Releases: {}", active.join(", "))
+        };
+        Err(ApiError::Invalid {
+            kind: kind.kind.to_owned(),
+            name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+            causes: vec![shoal_api::validate::FieldCause {
+                reason: "FieldValueNotFound".into(),
+                field: "spec.release".into(),
+                message: format!("Release {release:?} does not exist; {hint}"),
+            }],
+        })
+    }
+
+    /// Creates an object.
+    pub async fn create(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        Self::check_identity(kind, ns, &obj)?;
+        let mut obj = obj;
+        let Some(map) = obj.as_object_mut() else {
+            return Err(ApiError::NotAnObject {
+                field: String::new(),
+                found: crate::error::json_type(&obj),
+            });
+        };
+        map.insert("apiVersion".into(), Value::String(kind.api_version()));
+        map.insert("kind".into(), Value::String(kind.kind.to_owned()));
+        if kind.behavior.always_active {
+            map.insert("status".into(), json!({ "phase": "Active" }));
+        } else if kind.has_status {
+            map.remove("status");
+        }
+        let meta = meta_mut(&mut obj)?;
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
+                let name = generated_name(prefix);
+                meta.insert("name".into(), Value::String(name));
+            }
+        }
+        for server_owned in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta.remove(server_owned);
+        }
+        meta.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
+        meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+        if kind.has_spec {
+            meta.insert("generation".into(), Value::from(1));
+        }
+        match ns {
+            Some(ns) if kind.namespaced => {
+                meta.insert("namespace".into(), Value::String(ns.to_owned()));
+            }
+            _ => {
+                meta.remove("namespace");
+            }
+        }
+        Self::validate(kind, &obj)?;
+        self.require_namespace(kind, ns).await?;
+        self.check_references(kind, &obj).await?;
+        let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+        let stored = view::to_storage(kind, obj);
+        let bytes = self.codec.encode(kind, &stored)?;
+        let kv = match self.put_new(&object_key(kind, ns, &name), bytes).await {
+            Ok(kv) => kv,
+            Err(StoreError::AlreadyExists { .. }) => {
+                return Err(ApiError::AlreadyExists {
+                    resource: resource_name(kind),
+                    name,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Box::pin(self.after_create(kind, answer(kind, stored, kv.mod_revision))).await
+    }
+
+    /// Replaces an object, or its status.
+    pub async fn update(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+        sub: Subresource,
+    ) -> Result<Value, ApiError> {
+        Self::check_identity(kind, ns, &obj)?;
+        if let Some(body_name) = meta_str(&obj, "name") {
+            if body_name != name {
+                return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({body_name:?}) does not match the name in the URL ({name:?})"
+                )));
+            }
+        }
+        let expected = match meta_str(&obj, "resourceVersion") {
+            Some(rv) if !rv.is_empty() => Some(parse_resource_version(rv)?),
+            _ => None,
+        };
+        let incoming = view::to_storage(kind, obj);
+        self.read_modify_write(kind, ns, name, expected, |_| Ok(incoming.clone()), sub)
+            .await
+    }
+
+    /// Applies a patch to an object, or to its status.
+    pub async fn patch(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch_kind: PatchKind,
+        patch: Value,
+        sub: Subresource,
+    ) -> Result<Value, ApiError> {
+        merge::check_patch_kind(kind, patch_kind)?;
+        let expected = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(parse_resource_version)
+            .transpose()?;
+        let apply = move |current: &Value| -> Result<Value, ApiError> {
+            Ok(merge::apply_patch(kind, name, patch_kind, &patch, current)?)
+        };
+        self.read_modify_write(kind, ns, name, expected, apply, sub)
+            .await
+    }
+
+    /// Reads an object about to be changed, refusing with 409 when it is no longer
+    /// at the revision the caller pinned.
+    async fn read_for_write(
+        &self,
+        kind: &KindInfo,
+        key: &str,
+        name: &str,
+        expected: Option<i64>,
+    ) -> Result<(shoal_store::KeyValue, Value), ApiError> {
+        let kv = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| not_found(kind, name))?;
+        if expected.is_some_and(|e| e != kv.mod_revision) {
+            return Err(conflict(kind, name));
+        }
+        let obj = self.codec.decode(kind, &kv)?;
+        Ok((kv, obj))
+    }
+
+    /// The shared update path: read, merge by the subresource's rules, validate,
+    /// compare-and-swap, and retry when someone else wrote in between and the
+    /// caller did not pin a resourceVersion.
+    async fn read_modify_write(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<i64>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+        sub: Subresource,
+    ) -> Result<Value, ApiError> {
+        let key = object_key(kind, ns, name);
+        for _ in 0..CAS_RETRIES {
+            let (kv, mut current) = self.read_for_write(kind, &key, name, expected).await?;
+            meta_mut(&mut current)?.remove("resourceVersion");
+            let incoming = change(&current)?;
+            let next = merge::merge_for_update(kind, &current, incoming, sub)?;
+            Self::validate(kind, &view::from_storage(kind, next.clone()))?;
+            let deleting = next
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
+            if deleting && finalizers(&next).is_empty() {
+                match self.cas_delete(&key, Some(kv.mod_revision)).await {
+                    Ok((_, rev)) => {
+                        return Ok(answer(kind, next, rev));
+                    }
+                    Err(e) => {
+                        cas_failure(e, kind, name, expected.is_none())?;
+                        continue;
+                    }
+                }
+            }
+            if next == current {
+                return Ok(answer(kind, current, kv.mod_revision));
+            }
+            let bytes = self.codec.encode(kind, &next)?;
+            match self.cas_update(&key, bytes, kv.mod_revision).await {
+                Ok(kv) => {
+                    return Ok(answer(kind, next, kv.mod_revision));
+                }
+                Err(e) => {
+                    cas_failure(e, kind, name, expected.is_none())?;
+                    continue;
+                }
+            }
+        }
+        Err(conflict(kind, name))
+    }
+
+    /// Deletes an object: at once without finalizers, otherwise by marking it
+    /// with a deletionTimestamp until its finalizers are removed.
+    pub async fn delete(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        precondition_rv: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let key = object_key(kind, ns, name);
+        for _ in 0..CAS_RETRIES {
+            let (kv, mut current) = self
+                .read_for_write(kind, &key, name, precondition_rv)
+                .await?;
+            if finalizers(&current).is_empty() {
+                match self.cas_delete(&key, Some(kv.mod_revision)).await {
+                    Ok((_, rev)) => {
+                        return Ok(answer(kind, current, rev));
+                    }
+                    Err(e) => {
+                        cas_failure(e, kind, name, true)?;
+                        continue;
+                    }
+                }
+            }
+            if current
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null())
+            {
+                return Ok(view::from_storage(kind, current));
+            }
+            let meta = meta_mut(&mut current)?;
+            meta.insert("deletionTimestamp".into(), Value::String(now_rfc3339()));
+            meta.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+            let bytes = self.codec.encode(kind, &current)?;
+            match self.cas_update(&key, bytes, kv.mod_revision).await {
+                Ok(kv) => {
+                    return Ok(answer(kind, current, kv.mod_revision));
+                }
+                Err(e) => {
+                    cas_failure(e, kind, name, true)?;
+                    continue;
+                }
+            }
+        }
+        Err(conflict(kind, name))
+    }
+}
