@@ -383,3 +383,248 @@ impl Resources {
         Err(conflict(kind, name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::fixture::{cluster, fixture, lease, lease_kind, rv, NS};
+
+    #[tokio::test]
+    async fn create_then_get_returns_the_stored_object() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let cl = kinds::CLUSTER.info();
+        let created = f.res.create(cl, Some(NS), cluster("demo")).await?;
+        assert_eq!(created["metadata"]["namespace"], NS);
+        assert_eq!(created["metadata"]["generation"], 1);
+        assert!(created["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()));
+        let got = f.res.get(cl, Some(NS), "demo").await?;
+        assert_eq!(got, created);
+
+        let again = f.res.create(cl, Some(NS), cluster("demo")).await;
+        assert!(
+            matches!(again, Err(ApiError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        let missing = f.res.get(cl, Some(NS), "nope").await;
+        assert!(
+            matches!(missing, Err(ApiError::NotFound { .. })),
+            "{missing:?}"
+        );
+        let no_ns = f.res.create(cl, Some("org-b"), cluster("demo")).await;
+        assert!(
+            matches!(&no_ns, Err(ApiError::NotFound { resource, name }) if resource == "namespaces" && name == "org-b"),
+            "{no_ns:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn create_refuses_an_unknown_release_with_422() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let mut body = cluster("demo");
+        body["spec"]["release"] = json!("missing");
+        let err = f
+            .res
+            .create(kinds::CLUSTER.info(), Some(NS), body)
+            .await
+            .expect_err("unknown release");
+        assert_eq!(err.code_and_reason(), (422, "Invalid"));
+        assert!(err.to_string().contains("spec.release"), "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn update_with_a_stale_resource_version_conflicts() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let cl = kinds::CLUSTER.info();
+        let created = f.res.create(cl, Some(NS), cluster("demo")).await?;
+
+        let mut first = created.clone();
+        first["spec"]["controlPlane"]["cpu"] = json!(4);
+        let updated = f
+            .res
+            .update(cl, Some(NS), "demo", first, Subresource::Main)
+            .await?;
+        assert_eq!(updated["spec"]["controlPlane"]["cpu"], 4);
+        assert_eq!(updated["metadata"]["generation"], 2);
+        assert_ne!(rv(&updated), rv(&created));
+
+        // The same base again: its resourceVersion is now stale.
+        let mut stale = created.clone();
+        stale["spec"]["controlPlane"]["cpu"] = json!(8);
+        let err = f
+            .res
+            .update(cl, Some(NS), "demo", stale, Subresource::Main)
+            .await
+            .expect_err("stale resourceVersion");
+        assert!(matches!(err, ApiError::Conflict { .. }), "{err:?}");
+        assert_eq!(err.code_and_reason().0, 409);
+        let now = f.res.get(cl, Some(NS), "demo").await?;
+        assert_eq!(now["spec"]["controlPlane"]["cpu"], 4);
+
+        // Without a resourceVersion the update applies to whatever is stored.
+        let mut unpinned = now.clone();
+        unpinned["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("resourceVersion"));
+        unpinned["spec"]["controlPlane"]["cpu"] = json!(8);
+        let done = f
+            .res
+            .update(cl, Some(NS), "demo", unpinned, Subresource::Main)
+            .await?;
+        assert_eq!(done["spec"]["controlPlane"]["cpu"], 8);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn update_keeps_status_and_status_update_keeps_spec() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let cl = kinds::CLUSTER.info();
+        f.res.create(cl, Some(NS), cluster("demo")).await?;
+        let mut status = cluster("demo");
+        status["status"] = json!({"phase": "Ready"});
+        status["spec"]["controlPlane"]["cpu"] = json!(16);
+        let after = f
+            .res
+            .update(cl, Some(NS), "demo", status, Subresource::Status)
+            .await?;
+        assert_eq!(after["status"]["phase"], "Ready");
+        assert_eq!(after["spec"]["controlPlane"]["cpu"], 2);
+        assert_eq!(after["metadata"]["generation"], 1);
+
+        let mut main = after.clone();
+        main["status"] = json!({"phase": "Failed"});
+        let after = f
+            .res
+            .update(cl, Some(NS), "demo", main, Subresource::Main)
+            .await?;
+        assert_eq!(after["status"]["phase"], "Ready");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn update_refuses_a_name_that_is_not_the_url_name() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let cl = kinds::CLUSTER.info();
+        f.res.create(cl, Some(NS), cluster("demo")).await?;
+        let err = f
+            .res
+            .update(cl, Some(NS), "demo", cluster("other"), Subresource::Main)
+            .await
+            .expect_err("name mismatch");
+        assert!(matches!(err, ApiError::BadRequest(_)), "{err:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn patch_of_each_kind_through_the_store() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let cl = kinds::CLUSTER.info();
+        f.res.create(cl, Some(NS), cluster("demo")).await?;
+        let merged = f
+            .res
+            .patch(
+                cl,
+                Some(NS),
+                "demo",
+                PatchKind::Merge,
+                json!({"metadata": {"labels": {"env": "prod"}}}),
+                Subresource::Main,
+            )
+            .await?;
+        assert_eq!(merged["metadata"]["labels"]["env"], "prod");
+        let patched = f
+            .res
+            .patch(
+                cl,
+                Some(NS),
+                "demo",
+                PatchKind::Json,
+                json!([{"op": "replace", "path": "/spec/controlPlane/cpu", "value": 3}]),
+                Subresource::Main,
+            )
+            .await?;
+        assert_eq!(patched["spec"]["controlPlane"]["cpu"], 3);
+        assert_eq!(patched["metadata"]["labels"]["env"], "prod");
+        let strategic = f
+            .res
+            .patch(
+                cl,
+                Some(NS),
+                "demo",
+                PatchKind::Strategic,
+                json!({}),
+                Subresource::Main,
+            )
+            .await
+            .expect_err("Shoal kinds take no strategic merge patch");
+        assert_eq!(strategic.code_and_reason().0, 415);
+        let stale = f
+            .res
+            .patch(
+                cl,
+                Some(NS),
+                "demo",
+                PatchKind::Merge,
+                json!({"metadata": {"resourceVersion": rv(&merged)}}),
+                Subresource::Main,
+            )
+            .await
+            .expect_err("stale resourceVersion in the patch");
+        assert!(matches!(stale, ApiError::Conflict { .. }), "{stale:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn delete_removes_at_once_without_finalizers() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let lk = lease_kind();
+        let created = f.res.create(lk, Some(NS), lease("l", json!({}))).await?;
+        let stale = f
+            .res
+            .delete(lk, Some(NS), "l", Some(rv(&created).parse::<i64>()? + 100))
+            .await
+            .expect_err("a precondition that does not hold");
+        assert!(matches!(stale, ApiError::Conflict { .. }), "{stale:?}");
+        f.res.delete(lk, Some(NS), "l", None).await?;
+        let gone = f.res.get(lk, Some(NS), "l").await;
+        assert!(matches!(gone, Err(ApiError::NotFound { .. })), "{gone:?}");
+        let again = f.res.delete(lk, Some(NS), "l", None).await;
+        assert!(matches!(again, Err(ApiError::NotFound { .. })), "{again:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn delete_with_finalizers_waits_for_them() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let lk = lease_kind();
+        let mut body = lease("l", json!({}));
+        body["metadata"]["finalizers"] = json!(["shoal.io/test"]);
+        f.res.create(lk, Some(NS), body).await?;
+        let marked = f.res.delete(lk, Some(NS), "l", None).await?;
+        assert!(
+            marked["metadata"]["deletionTimestamp"].is_string(),
+            "{marked}"
+        );
+        let still = f.res.get(lk, Some(NS), "l").await?;
+        assert_eq!(
+            still["metadata"]["deletionTimestamp"],
+            marked["metadata"]["deletionTimestamp"]
+        );
+        f.res
+            .patch(
+                lk,
+                Some(NS),
+                "l",
+                PatchKind::Merge,
+                json!({"metadata": {"finalizers": null}}),
+                Subresource::Main,
+            )
+            .await?;
+        let gone = f.res.get(lk, Some(NS), "l").await;
+        assert!(matches!(gone, Err(ApiError::NotFound { .. })), "{gone:?}");
+        Ok(())
+    }
+}

@@ -476,4 +476,189 @@ mod tests {
         assert!(err.to_string().contains("metadata"), "{err}");
         assert_eq!(ApiError::from(err).code_and_reason(), (422, "Invalid"));
     }
+
+    /// Patches `current` and merges the result as the CRUD module does.
+    fn patch_then_merge(
+        kind: &KindInfo,
+        current: &Value,
+        patch_kind: PatchKind,
+        patch: Value,
+    ) -> Result<Value, MergeError> {
+        check_patch_kind(kind, patch_kind)?;
+        let incoming = apply_patch(kind, "x", patch_kind, &patch, current)?;
+        merge_for_update(kind, current, incoming, Subresource::Main)
+    }
+
+    #[test]
+    fn merge_patch_sets_and_removes_fields() -> Result<(), MergeError> {
+        let cl = kinds::CLUSTER.info();
+        let current = stored(cl);
+        let next = patch_then_merge(
+            cl,
+            &current,
+            PatchKind::Merge,
+            json!({"spec": {"release": "r2", "paused": true},
+                   "metadata": {"labels": {"env": "prod"}, "annotations": {"note": null}}}),
+        )?;
+        assert_eq!(next["spec"], json!({"release": "r2", "paused": true}));
+        assert_eq!(next["metadata"]["labels"], json!({"env": "prod"}));
+        assert_eq!(
+            next["metadata"]["annotations"],
+            json!({REQUESTED_BY: "alice"})
+        );
+        assert_eq!(
+            next["metadata"]["generation"], 4,
+            "a spec change bumps generation"
+        );
+        assert_eq!(next["status"], current["status"], "status is kept");
+
+        let same = patch_then_merge(
+            cl,
+            &current,
+            PatchKind::Merge,
+            json!({"metadata": {"labels": {"a": "b"}}}),
+        )?;
+        assert_eq!(
+            same["metadata"]["generation"], 3,
+            "no spec change, no new generation"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn json_patch_applies_operations_in_order() -> Result<(), MergeError> {
+        let cl = kinds::CLUSTER.info();
+        let current = stored(cl);
+        let next = patch_then_merge(
+            cl,
+            &current,
+            PatchKind::Json,
+            json!([
+                {"op": "test", "path": "/spec/release", "value": "r"},
+                {"op": "replace", "path": "/spec/release", "value": "r3"},
+                {"op": "add", "path": "/metadata/labels", "value": {"k": "v"}},
+                {"op": "remove", "path": "/metadata/annotations/note"},
+            ]),
+        )?;
+        assert_eq!(next["spec"]["release"], "r3");
+        assert_eq!(next["metadata"]["labels"]["k"], "v");
+        assert!(next["metadata"]["annotations"].get("note").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn strategic_merge_is_a_merge_for_built_in_kinds_only() -> Result<(), MergeError> {
+        for kind in KINDS {
+            let current = stored(kind);
+            let result = patch_then_merge(
+                kind,
+                &current,
+                PatchKind::Strategic,
+                json!({"metadata": {"labels": {"s": "1"}}}),
+            );
+            if kind.group == shoal_api::GROUP {
+                let err = result.expect_err("Shoal kinds take no strategic merge patch");
+                assert!(
+                    matches!(err, MergeError::StrategicUnsupported { .. }),
+                    "{err:?}"
+                );
+                assert_eq!(ApiError::from(err).code_and_reason().0, 415);
+            } else {
+                assert_eq!(result?["metadata"]["labels"]["s"], "1", "{}", kind.kind);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_json_patch_bodies_are_typed_errors() {
+        let cl = kinds::CLUSTER.info();
+        let current = stored(cl);
+        for body in [
+            json!({"op": "add"}),
+            json!([{"op": "frobnicate", "path": "/spec"}]),
+            json!([{"op": "add", "value": 1}]),
+            json!("x"),
+        ] {
+            let err = apply_patch(cl, "x", PatchKind::Json, &body, &current)
+                .expect_err("not RFC 6902 operations");
+            assert!(
+                matches!(err, MergeError::InvalidJsonPatch(_)),
+                "{body}: {err:?}"
+            );
+            assert_eq!(ApiError::from(err).code_and_reason().0, 400, "{body}");
+        }
+        for body in [
+            json!([{"op": "test", "path": "/spec/release", "value": "other"}]),
+            json!([{"op": "remove", "path": "/spec/missing"}]),
+            json!([{"op": "replace", "path": "/nope/deeper", "value": 1}]),
+        ] {
+            let err = apply_patch(cl, "x", PatchKind::Json, &body, &current)
+                .expect_err("operations that do not apply");
+            assert!(
+                matches!(&err, MergeError::PatchFailed { kind: "Cluster", name, .. } if name == "x"),
+                "{body}: {err:?}"
+            );
+            assert_eq!(
+                ApiError::from(err).code_and_reason(),
+                (422, "Invalid"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn patches_cannot_change_identity_or_server_owned_metadata() -> Result<(), MergeError> {
+        let cl = kinds::CLUSTER.info();
+        let current = stored(cl);
+        let hostile = json!({"apiVersion": "v9", "kind": "Other",
+            "metadata": {"name": "y", "namespace": "org-b", "uid": "u-2", "generation": 99,
+                         "creationTimestamp": "1999-01-01T00:00:00Z",
+                         "deletionTimestamp": "1999-01-01T00:00:00Z",
+                         "resourceVersion": "7", "managedFields": [{}]}});
+        let merged = patch_then_merge(cl, &current, PatchKind::Merge, hostile)?;
+        let json = patch_then_merge(
+            cl,
+            &current,
+            PatchKind::Json,
+            json!([
+                {"op": "replace", "path": "/metadata/name", "value": "y"},
+                {"op": "remove", "path": "/metadata/uid"},
+                {"op": "replace", "path": "/kind", "value": "Other"},
+            ]),
+        )?;
+        for next in [merged, json] {
+            assert_eq!(next["apiVersion"], current["apiVersion"]);
+            assert_eq!(next["kind"], current["kind"]);
+            for f in OWNED {
+                assert_eq!(next["metadata"].get(*f), current["metadata"].get(*f), "{f}");
+            }
+            assert_eq!(next["metadata"]["generation"], 3);
+            assert!(next["metadata"].get("resourceVersion").is_none());
+            assert!(next["metadata"].get("managedFields").is_none());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn endpoints_are_read_only() {
+        let cl = kinds::CLUSTER.info();
+        let current = stored(cl);
+        let err = merge_for_update(cl, &current, current.clone(), Subresource::Endpoints)
+            .expect_err("endpoints are not written");
+        assert!(matches!(err, MergeError::EndpointsReadOnly));
+        assert_eq!(ApiError::from(err).code_and_reason().0, 405);
+    }
+
+    #[test]
+    fn events_v1_patches_apply_to_the_served_view() -> Result<(), MergeError> {
+        let ev = shoal_api::registry::find_by_plural("events.k8s.io", "v1", "events")
+            .expect("events.k8s.io Events are served");
+        let current = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "org-a"},
+            "involvedObject": {"kind": "Cluster", "name": "c"}, "message": "old", "reason": "R"});
+        let next = apply_patch(ev, "e", PatchKind::Merge, &json!({"note": "new"}), &current)?;
+        assert_eq!(next["message"], "new", "stored in the core form: {next}");
+        Ok(())
+    }
 }

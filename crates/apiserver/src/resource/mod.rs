@@ -4,6 +4,8 @@
 mod cache;
 pub mod codec;
 mod crud;
+#[cfg(test)]
+mod fixture;
 mod hub;
 mod list;
 pub mod merge;
