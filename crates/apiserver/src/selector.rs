@@ -228,4 +228,118 @@ mod tests {
         assert!(FieldSelector::parse("spec.x=1", &allowed).is_err());
         Ok(())
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+
+        /// Keys from a small set, so that generated labels and selectors meet.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof!["[a-c]", "[a-c][a-z0-9._-]{0,4}[a-z0-9]", "shoal\\.io/[a-c]",]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof!["", "[x-z]", "[x-z][a-z0-9._-]{0,3}[a-z0-9]"]
+        }
+
+        fn set() -> impl Strategy<Value = Vec<String>> {
+            vec(value(), 1..4)
+        }
+
+        fn req() -> impl Strategy<Value = Req> {
+            prop_oneof![
+                (key(), value()).prop_map(|(k, v)| Req::Eq(k, v)),
+                (key(), value()).prop_map(|(k, v)| Req::NotEq(k, v)),
+                (key(), set()).prop_map(|(k, vs)| Req::In(k, vs)),
+                (key(), set()).prop_map(|(k, vs)| Req::NotIn(k, vs)),
+                key().prop_map(Req::Exists),
+                key().prop_map(Req::NotExists),
+            ]
+        }
+
+        /// Renders a requirement as a client writes it, in one of its spellings.
+        fn render(req: &Req, double: bool) -> String {
+            let eq = if double { "==" } else { "=" };
+            match req {
+                Req::Eq(k, v) => format!("{k}{eq}{v}"),
+                Req::NotEq(k, v) => format!("{k} != {v}"),
+                Req::In(k, vs) => format!("{k} in ({})", vs.join(", ")),
+                Req::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                Req::Exists(k) => k.clone(),
+                Req::NotExists(k) => format!("!{k}"),
+            }
+        }
+
+        /// What a requirement means, stated independently of `matches`.
+        fn holds(req: &Req, labels: &BTreeMap<String, String>) -> bool {
+            match req {
+                Req::Eq(k, v) => labels.iter().any(|(lk, lv)| lk == k && lv == v),
+                Req::NotEq(k, v) => !labels.iter().any(|(lk, lv)| lk == k && lv == v),
+                Req::In(k, vs) => vs.iter().any(|v| labels.get(k) == Some(v)),
+                Req::NotIn(k, vs) => vs.iter().all(|v| labels.get(k) != Some(v)),
+                Req::Exists(k) => labels.keys().any(|lk| lk == k),
+                Req::NotExists(k) => labels.keys().all(|lk| lk != k),
+            }
+        }
+
+        const ALLOWED: &[&str] = &["metadata.name", "metadata.namespace", "type"];
+
+        proptest! {
+            #[test]
+            fn arbitrary_strings_never_panic(s in "\\PC{0,40}", t in "[a-z =!,()in]{0,30}") {
+                let _ = LabelSelector::parse(&s);
+                let _ = LabelSelector::parse(&t);
+                let _ = FieldSelector::parse(&s, ALLOWED);
+                let _ = FieldSelector::parse(&t, ALLOWED);
+            }
+
+            #[test]
+            fn rendered_label_selectors_parse_back_and_match_exactly(
+                reqs in vec(req(), 0..5),
+                double in any::<bool>(),
+                maps in vec(btree_map(key(), value(), 0..4), 1..6),
+            ) {
+                let text = reqs.iter().map(|r| render(r, double)).collect::<Vec<_>>().join(",");
+                let parsed = LabelSelector::parse(&text);
+                prop_assert_eq!(parsed.as_ref().ok(), Some(&LabelSelector(reqs.clone())), "{}", text);
+                let parsed = parsed.unwrap_or_default();
+                for labels in &maps {
+                    let expected = reqs.iter().all(|r| holds(r, labels));
+                    prop_assert_eq!(parsed.matches(labels), expected, "{} on {:?}", text, labels);
+                }
+            }
+
+            #[test]
+            fn rendered_field_selectors_parse_back_and_match_exactly(
+                terms in vec((0..ALLOWED.len(), "[a-z0-9.-]{0,6}", any::<bool>()), 0..4),
+                name in "[a-z]{0,2}",
+                type_ in prop::option::of("[a-z]{0,2}"),
+            ) {
+                let terms: Vec<(String, String, bool)> = terms
+                    .into_iter()
+                    .map(|(i, v, eq)| (ALLOWED[i].to_owned(), v, eq))
+                    .collect();
+                let text = terms
+                    .iter()
+                    .map(|(f, v, eq)| format!("{f}{}{v}", if *eq { "=" } else { "!=" }))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let parsed = FieldSelector::parse(&text, ALLOWED);
+                prop_assert_eq!(parsed.as_ref().ok(), Some(&FieldSelector(terms.clone())), "{}", text);
+                let parsed = parsed.unwrap_or_default();
+                let mut obj = json!({"metadata": {"name": name}});
+                if let Some(t) = &type_ {
+                    obj["type"] = json!(t);
+                }
+                let actual = |f: &str| match f {
+                    "metadata.name" => name.clone(),
+                    "type" => type_.clone().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let expected = terms.iter().all(|(f, v, eq)| (actual(f) == *v) == *eq);
+                prop_assert_eq!(parsed.matches(&obj), expected, "{} on {}", text, obj);
+            }
+        }
+    }
 }

@@ -121,7 +121,10 @@ pub fn apply_patch(
         PatchKind::Json => {
             let ops: json_patch::Patch =
                 serde_json::from_value(patch.clone()).map_err(MergeError::InvalidJsonPatch)?;
-            json_patch::patch(&mut doc, &ops).map_err(|source| MergeError::PatchFailed {
+            // `doc` is a copy that is dropped on failure, so nothing needs undoing:
+            // json_patch::patch's undo panics on some operation sequences (a
+            // `move` to the root followed by a failing operation).
+            json_patch::patch_unsafe(&mut doc, &ops).map_err(|source| MergeError::PatchFailed {
                 kind: kind.kind,
                 name: name.to_owned(),
                 source,
@@ -640,6 +643,19 @@ mod tests {
         Ok(())
     }
 
+    /// json_patch::patch panics undoing this sequence; a bad patch must be a 422.
+    #[test]
+    fn a_failing_patch_after_a_move_to_the_root_is_refused_not_a_panic() {
+        let cl = kinds::CLUSTER.info();
+        let body = json!([
+            {"op": "move", "from": "/metadata/name", "path": ""},
+            {"op": "add", "path": "/metadata", "value": null},
+        ]);
+        let err = apply_patch(cl, "x", PatchKind::Json, &body, &stored(cl))
+            .expect_err("the second operation fails");
+        assert!(matches!(err, MergeError::PatchFailed { .. }), "{err:?}");
+    }
+
     #[test]
     fn endpoints_are_read_only() {
         let cl = kinds::CLUSTER.info();
@@ -660,5 +676,98 @@ mod tests {
         let next = apply_patch(ev, "e", PatchKind::Merge, &json!({"note": "new"}), &current)?;
         assert_eq!(next["message"], "new", "stored in the core form: {next}");
         Ok(())
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PATHS: &[&str] = &[
+            "",
+            "/metadata",
+            "/metadata/name",
+            "/metadata/namespace",
+            "/metadata/uid",
+            "/metadata/labels",
+            "/metadata/annotations/shoal.io~1requested-by",
+            "/spec",
+            "/spec/release",
+            "/status",
+            "/kind",
+            "/-",
+            "/metadata/finalizers/0",
+        ];
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i32>().prop_map(Value::from),
+                prop::sample::select(KEYS).prop_map(|k| Value::String(k.to_owned())),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                    prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..4).prop_map(
+                        |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                    ),
+                ]
+            })
+        }
+
+        /// An RFC 6902 operation, well-formed or not.
+        fn operation() -> impl Strategy<Value = Value> {
+            (
+                prop::sample::select(
+                    &["add", "remove", "replace", "move", "copy", "test", "bad"][..],
+                ),
+                prop::sample::select(PATHS),
+                prop::sample::select(PATHS),
+                prop::option::of(json_value()),
+            )
+                .prop_map(|(op, path, from, value)| {
+                    let mut o = json!({"op": op, "path": path, "from": from});
+                    if let Some(v) = value {
+                        o["value"] = v;
+                    }
+                    o
+                })
+        }
+
+        fn patch_body() -> impl Strategy<Value = (PatchKind, Value)> {
+            prop_oneof![
+                json_value().prop_map(|v| (PatchKind::Merge, v)),
+                json_value().prop_map(|v| (PatchKind::Strategic, v)),
+                json_value().prop_map(|v| (PatchKind::Json, v)),
+                prop::collection::vec(operation(), 0..5)
+                    .prop_map(|ops| (PatchKind::Json, Value::Array(ops))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn patches_never_panic_nor_change_identity(
+                kind_index in 0..KINDS.len(),
+                (patch_kind, body) in patch_body(),
+            ) {
+                let kind = &KINDS[kind_index];
+                let current = stored(kind);
+                match patch_then_merge(kind, &current, patch_kind, body.clone()) {
+                    Ok(next) => {
+                        for f in ["name", "namespace", "uid"] {
+                            prop_assert_eq!(
+                                next["metadata"].get(f),
+                                current["metadata"].get(f),
+                                "{} {:?} {}", kind.kind, patch_kind, body
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        let (code, _) = ApiError::from(e).code_and_reason();
+                        prop_assert!((400..500).contains(&code), "{}", code);
+                    }
+                }
+            }
+        }
     }
 }
