@@ -114,8 +114,53 @@ pub struct TlsMaterial {
 const CA_SECRET: &str = "management-ca";
 const ADMIN_SECRET: &str = "admin-credential";
 
-fn boot_err(e: impl std::fmt::Display) -> ServerError {
-    ServerError::Bootstrap(e.to_string())
+/// Why first-start setup through the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A system Secret could not be read.
+    #[error("cannot read the system secret {TOKEN_NAMESPACE}/{name}: {source}")]
+    ReadSecret {
+        /// The Secret's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: ApiError,
+    },
+    /// A system Secret lacks a field every replica writes.
+    #[error("the system secret {name} has no field {field}")]
+    MissingField {
+        /// The Secret's name.
+        name: String,
+        /// The `data` field.
+        field: String,
+    },
+    /// A system Secret could not be stored.
+    #[error("cannot store the system secret {TOKEN_NAMESPACE}/{name}: {source}")]
+    StoreSecret {
+        /// The Secret's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: ApiError,
+    },
+    /// Another replica's system Secret was there, then was not.
+    #[error("the system secret {name} vanished during start-up")]
+    Vanished {
+        /// The Secret's name.
+        name: String,
+    },
+    /// The admin token's hash could not be registered.
+    #[error("cannot register the admin token: {0}")]
+    AdminToken(#[source] ApiError),
+    /// A system namespace could not be created.
+    #[error("cannot create the system namespace {namespace}: {source}")]
+    Namespace {
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        #[source]
+        source: ApiError,
+    },
 }
 
 /// Reads a system Secret's decoded `data` fields, if the Secret exists.
@@ -130,7 +175,13 @@ async fn read_system_secret(
     {
         Ok(obj) => obj,
         Err(ApiError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(boot_err(e)),
+        Err(source) => {
+            return Err(BootstrapError::ReadSecret {
+                name: name.to_owned(),
+                source,
+            }
+            .into())
+        }
     };
     fields
         .iter()
@@ -139,7 +190,13 @@ async fn read_system_secret(
                 .and_then(serde_json::Value::as_str)
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .ok_or_else(|| boot_err(format!("the system secret {name} has no field {f}")))
+                .ok_or_else(|| {
+                    BootstrapError::MissingField {
+                        name: name.to_owned(),
+                        field: (*f).to_owned(),
+                    }
+                    .into()
+                })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -174,10 +231,17 @@ async fn create_system_secret(
         Err(ApiError::AlreadyExists { .. }) => {
             let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
             read_system_secret(res, name, &names).await?.ok_or_else(|| {
-                boot_err(format!("the system secret {name} vanished during start-up"))
+                BootstrapError::Vanished {
+                    name: name.to_owned(),
+                }
+                .into()
             })
         }
-        Err(e) => Err(boot_err(e)),
+        Err(source) => Err(BootstrapError::StoreSecret {
+            name: name.to_owned(),
+            source,
+        }
+        .into()),
     }
 }
 
@@ -256,7 +320,7 @@ async fn shared_admin_token(res: &Resources) -> Result<String, ServerError> {
     {
         match e {
             ApiError::AlreadyExists { .. } => {}
-            other => return Err(boot_err(other)),
+            other => return Err(BootstrapError::AdminToken(other).into()),
         }
     }
     Ok(stored[0].clone())
@@ -274,7 +338,13 @@ pub async fn bootstrap(
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match res.create(kinds::NAMESPACE.info(), None, obj).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(boot_err(e)),
+            Err(source) => {
+                return Err(BootstrapError::Namespace {
+                    namespace: (*ns).to_owned(),
+                    source,
+                }
+                .into())
+            }
         }
     }
     let material = serving_material(res, dir, listen, extra_sans).await?;
@@ -299,4 +369,53 @@ pub fn server_url(addr: SocketAddr) -> String {
         addr.ip()
     };
     format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::resource::fixture::fixture;
+
+    #[tokio::test]
+    async fn a_system_secret_without_its_fields_is_a_typed_setup_error() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        f.res
+            .create(
+                kinds::NAMESPACE.info(),
+                None,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TOKEN_NAMESPACE}}),
+            )
+            .await?;
+        create_system_secret(&f.res, CA_SECRET, &[("tls.crt", "pem".to_owned())]).await?;
+        let err = match shared_ca(&f.res).await {
+            Ok(_) => anyhow::bail!("a CA without its key was accepted"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&err, ServerError::Setup(e) if matches!(**e, BootstrapError::MissingField { ref name, ref field } if name == CA_SECRET && field == "tls.key")),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("the system secret management-ca has no field tls.key")
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bootstrap_is_idempotent_over_one_store() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let dir = tempfile::tempdir()?;
+        let data = DataDir::create(dir.path())?;
+        let listen: SocketAddr = "127.0.0.1:6443".parse()?;
+        let first = bootstrap(&f.res, &data, listen, &[]).await?;
+        let second = bootstrap(&f.res, &data, listen, &["shoal.example".to_owned()]).await?;
+        assert_eq!(
+            first.ca_pem, second.ca_pem,
+            "the CA is shared, not regenerated"
+        );
+        Ok(())
+    }
 }

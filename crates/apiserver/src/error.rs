@@ -6,6 +6,7 @@ use shoal_api::validate::FieldCause;
 use shoal_store::StoreError;
 
 use crate::resource::merge::MergeError;
+use crate::selector::SelectorError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum ApiError {
     /// The request is wrong in a way that is not about one field's value.
     #[error("{0}")]
     BadRequest(String),
+    /// A label or field selector cannot be parsed.
+    #[error("{0}")]
+    Selector(#[from] SelectorError),
     /// One or more fields are invalid.
     #[error("{kind} {name:?} is invalid: {}", summarize(.causes))]
     Invalid {
@@ -238,6 +242,7 @@ impl ApiError {
         match self {
             ApiError::MalformedBody { .. } => (400, "BadRequest"),
             ApiError::BadRequest(_) => (400, "BadRequest"),
+            ApiError::Selector(_) => (400, "BadRequest"),
             ApiError::Invalid { .. } => (422, "Invalid"),
             ApiError::NotFound { .. } => (404, "NotFound"),
             ApiError::UnknownResource { .. } => (404, "NotFound"),

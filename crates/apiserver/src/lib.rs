@@ -56,12 +56,23 @@ pub enum ServerError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
-    /// First-start setup failed.
+    /// First-start setup through the store failed.
+    #[error("first-start setup failed: {0}")]
+    Setup(#[source] Box<bootstrap::BootstrapError>),
+    /// The binary refused its configuration or could not wire a component.
+    /// Only the `shoal` binary (crates/cli) builds this one; the server's own
+    /// failures all have typed variants.
     #[error("first-start setup failed: {0}")]
     Bootstrap(String),
     /// The encryption key is unusable.
     #[error("encryption key: {0}")]
     Crypto(#[from] crypto::CryptoError),
+}
+
+impl From<bootstrap::BootstrapError> for ServerError {
+    fn from(e: bootstrap::BootstrapError) -> Self {
+        ServerError::Setup(Box::new(e))
+    }
 }
 
 /// How to run the server.

@@ -5,6 +5,44 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use shoal_api::validate::{validate_label_key, validate_label_value};
 
+/// Why a label or field selector cannot be parsed; each names the selector or
+/// term and says what to send instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// A set requirement (`in`, `notin`) without its parentheses.
+    #[error("{requirement:?}: the values of {key:?} must be in parentheses, e.g. 'env in (a,b)'")]
+    SetWithoutParentheses {
+        /// The key of the requirement.
+        key: String,
+        /// The requirement as written.
+        requirement: String,
+    },
+    /// A label requirement with an invalid key or value.
+    #[error("invalid label selector {selector:?} at {requirement:?}: {why}; use e.g. 'app=web,tier in (a,b),!legacy'")]
+    InvalidLabel {
+        /// The whole selector.
+        selector: String,
+        /// The requirement at fault.
+        requirement: String,
+        /// What is wrong with its key or value.
+        why: String,
+    },
+    /// A field selector term that is not `field=value` or `field!=value`.
+    #[error("invalid field selector {term:?}: use 'field=value' or 'field!=value'")]
+    FieldTermSyntax {
+        /// The term as written.
+        term: String,
+    },
+    /// A field selector on a field the kind does not support.
+    #[error("field label not supported: {field:?}; supported fields are {}", .supported.join(", "))]
+    UnsupportedField {
+        /// The field named.
+        field: String,
+        /// The fields the kind supports.
+        supported: Vec<String>,
+    },
+}
+
 /// One requirement of a selector.
 #[derive(Clone, Debug, PartialEq)]
 enum Req {
@@ -39,20 +77,21 @@ fn split_top(s: &str) -> Vec<&str> {
     out
 }
 
-fn parse_set(key: &str, rest: &str, raw: &str) -> Result<Vec<String>, String> {
+fn parse_set(key: &str, rest: &str, raw: &str) -> Result<Vec<String>, SelectorError> {
     let inner = rest
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| {
-            format!("{raw:?}: the values of {key:?} must be in parentheses, e.g. 'env in (a,b)'")
+        .ok_or_else(|| SelectorError::SetWithoutParentheses {
+            key: key.to_owned(),
+            requirement: raw.to_owned(),
         })?;
     Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
 }
 
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         for raw in split_top(s) {
             let part = raw.trim();
@@ -82,7 +121,11 @@ impl LabelSelector {
             let checked = validate_label_key(key)
                 .and_then(|()| values.iter().try_for_each(|v| validate_label_value(v)));
             if let Err(why) = checked {
-                return Err(format!("invalid label selector {s:?} at {part:?}: {why}; use e.g. 'app=web,tier in (a,b),!legacy'"));
+                return Err(SelectorError::InvalidLabel {
+                    selector: s.to_owned(),
+                    requirement: part.to_owned(),
+                    why,
+                });
             }
             reqs.push(req);
         }
@@ -113,7 +156,7 @@ pub struct FieldSelector(Vec<(String, String, bool)>);
 
 impl FieldSelector {
     /// Parses a field selector, allowing only the given field paths.
-    pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
+    pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, value, equal) = if let Some((f, v)) = part.split_once("!=") {
@@ -123,16 +166,16 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, true)
             } else {
-                return Err(format!(
-                    "invalid field selector {part:?}: use 'field=value' or 'field!=value'"
-                ));
+                return Err(SelectorError::FieldTermSyntax {
+                    term: part.to_owned(),
+                });
             };
             let field = field.trim();
             if !allowed.contains(&field) {
-                return Err(format!(
-                    "field label not supported: {field:?}; supported fields are {}",
-                    allowed.join(", ")
-                ));
+                return Err(SelectorError::UnsupportedField {
+                    field: field.to_owned(),
+                    supported: allowed.iter().map(|f| (*f).to_owned()).collect(),
+                });
             }
             terms.push((field.to_owned(), value.trim().to_owned(), equal));
         }
@@ -189,6 +232,7 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -199,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn label_selectors() -> Result<(), String> {
+    fn label_selectors() -> Result<(), SelectorError> {
         let l = labels(&[("env", "prod"), ("tier", "web")]);
         assert!(LabelSelector::parse("env=prod")?.matches(&l));
         assert!(LabelSelector::parse("env==prod,tier")?.matches(&l));
@@ -217,7 +261,40 @@ mod tests {
     }
 
     #[test]
-    fn field_selectors() -> Result<(), String> {
+    fn selector_errors_are_400s_that_name_the_selector_and_why() {
+        let cases = [
+            (
+                LabelSelector::parse("a in x"),
+                r#""a in x": the values of "a" must be in parentheses, e.g. 'env in (a,b)'"#,
+            ),
+            (
+                LabelSelector::parse("env=prod,a b=c"),
+                r#"invalid label selector "env=prod,a b=c" at "a b=c": "#,
+            ),
+            (
+                LabelSelector::parse("x").and(
+                    FieldSelector::parse("spec", &["metadata.name"])
+                        .map(|_| LabelSelector::default()),
+                ),
+                r#"invalid field selector "spec": use 'field=value' or 'field!=value'"#,
+            ),
+            (
+                FieldSelector::parse("spec.x=1", &["metadata.name", "type"])
+                    .map(|_| LabelSelector::default()),
+                r#"field label not supported: "spec.x"; supported fields are metadata.name, type"#,
+            ),
+        ];
+        for (result, message) in cases {
+            let err = ApiError::from(result.expect_err(message));
+            assert_eq!(err.code_and_reason(), (400, "BadRequest"));
+            let status = err.to_status();
+            let text = status["message"].as_str().unwrap_or_default();
+            assert!(text.starts_with(message), "{text}");
+        }
+    }
+
+    #[test]
+    fn field_selectors() -> Result<(), SelectorError> {
         let obj = json!({"metadata": {"name": "x", "namespace": "n"}, "involvedObject": {"kind": "Cluster"}});
         let allowed = ["metadata.name", "metadata.namespace", "involvedObject.kind"];
         assert!(

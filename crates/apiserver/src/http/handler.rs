@@ -345,8 +345,7 @@ fn narrow(
         Restriction::None => Ok(ns),
         Restriction::Namespace(own) => Ok(Some(own.clone())),
         Restriction::Name(own) => {
-            let extra = FieldSelector::parse(&format!("metadata.name={own}"), &["metadata.name"])
-                .map_err(ApiError::BadRequest)?;
+            let extra = FieldSelector::parse(&format!("metadata.name={own}"), &["metadata.name"])?;
             opts.fields = opts.fields.clone().and(extra);
             Ok(ns)
         }
@@ -424,8 +423,7 @@ async fn run(
             let mut opts = list_options(kind, q)?;
             if let Some(n) = name {
                 let by_name =
-                    FieldSelector::parse(&format!("metadata.name={n}"), &["metadata.name"])
-                        .map_err(ApiError::BadRequest)?;
+                    FieldSelector::parse(&format!("metadata.name={n}"), &["metadata.name"])?;
                 opts.fields = opts.fields.clone().and(by_name);
             }
             let ns = narrow(&restriction, t.namespace.clone(), &mut opts)?;

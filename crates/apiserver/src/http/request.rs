@@ -119,13 +119,11 @@ pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
 
 /// The list options in a query.
 pub fn list_options(kind: &KindInfo, q: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
-    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(ApiError::BadRequest)?;
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields = FieldSelector::parse(
         q.get("fieldSelector").map(String::as_str).unwrap_or(""),
         view::selectable_fields(kind),
-    )
-    .map_err(ApiError::BadRequest)?;
+    )?;
     let limit = match q.get("limit").map(String::as_str) {
         None | Some("") | Some("0") => None,
         Some(l) => Some(

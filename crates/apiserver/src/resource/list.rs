@@ -186,7 +186,7 @@ mod tests {
         // With a selector, pages skip what does not match and still lose nothing.
         for limit in [1, 2, 5] {
             let opts = ListOptions {
-                labels: LabelSelector::parse("env=prod").map_err(anyhow::Error::msg)?,
+                labels: LabelSelector::parse("env=prod")?,
                 limit: NonZeroUsize::new(limit),
                 ..ListOptions::default()
             };

@@ -5,7 +5,7 @@ mod cache;
 pub mod codec;
 mod crud;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 mod hub;
 mod list;
 pub mod merge;
