@@ -219,4 +219,75 @@ mod tests {
             assert!(authorize(&id, Verb::Get, kind("Secret"), own, Some("s")).is_err());
         }
     }
+
+    #[test]
+    fn tenant_access_by_kind() {
+        let member = org(OrgRole::Member);
+        let owner = org(OrgRole::Owner);
+        let own = Some("org-acme");
+        let ok = |id: &Identity, verb, kind: &KindInfo, ns, name| {
+            authorize(id, verb, kind, ns, name).is_ok()
+        };
+        // Admin-only kinds, namespaced or not.
+        for k in ["Secret", "Host", "BareMetalMachine", "Lease"] {
+            assert!(!ok(&member, Verb::Get, kind(k), own, Some("x")), "{k}");
+            assert!(!ok(&member, Verb::List, kind(k), None, None), "{k}");
+        }
+        // Releases: read, never write.
+        let rel = kind("Release");
+        assert!(ok(&member, Verb::List, rel, None, None));
+        assert!(!ok(&owner, Verb::Create, rel, None, None));
+        // Machines: read in the own namespace, written by controllers only.
+        let ma = kind("Machine");
+        assert!(ok(&member, Verb::Get, ma, own, Some("m")));
+        assert!(!ok(&owner, Verb::Delete, ma, own, Some("m")));
+        // Both Event kinds, NodePools and KeyPairs are writable by members.
+        let v1_event = KINDS
+            .iter()
+            .find(|k| k.group == "events.k8s.io")
+            .expect("events.k8s.io Events");
+        for k in [kind("Event"), v1_event, kind("NodePool"), kind("KeyPair")] {
+            assert!(ok(&member, Verb::Create, k, own, None), "{}", k.kind);
+        }
+        // The own Organization and Namespace, by their own names.
+        let organization = kind("Organization");
+        let namespace = kind("Namespace");
+        assert_eq!(
+            authorize(&member, Verb::List, organization, None, None).ok(),
+            Some(Restriction::Name("acme".into()))
+        );
+        assert_eq!(
+            authorize(&member, Verb::List, namespace, None, None).ok(),
+            Some(Restriction::Name("org-acme".into()))
+        );
+        assert!(ok(&member, Verb::Get, namespace, None, Some("org-acme")));
+        assert!(!ok(&member, Verb::Get, namespace, None, Some("org-beta")));
+        assert!(ok(&owner, Verb::Patch, organization, None, Some("acme")));
+        assert!(!ok(&member, Verb::Patch, organization, None, Some("acme")));
+        assert!(!ok(&owner, Verb::Patch, namespace, None, Some("org-acme")));
+        assert!(!ok(&owner, Verb::Delete, organization, None, Some("acme")));
+    }
+
+    #[test]
+    fn admins_may_not_change_bootstrap_credentials() {
+        let admin = Identity {
+            user: "root".into(),
+            role: Role::ClusterAdmin,
+        };
+        let system = Some(shoal_api::wellknown::SYSTEM_NAMESPACE);
+        let secret = kind("Secret");
+        for name in PROTECTED_SECRETS {
+            assert!(authorize(&admin, Verb::Get, secret, system, Some(name)).is_ok());
+            assert!(authorize(&admin, Verb::Delete, secret, system, Some(name)).is_err());
+        }
+        assert!(authorize(&admin, Verb::Delete, secret, system, Some("token-x")).is_ok());
+        assert!(authorize(
+            &admin,
+            Verb::Delete,
+            kind("Cluster"),
+            system,
+            Some("token-admin")
+        )
+        .is_ok());
+    }
 }
