@@ -59,11 +59,6 @@ pub enum ServerError {
     /// First-start setup through the store failed.
     #[error("first-start setup failed: {0}")]
     Setup(#[source] Box<bootstrap::BootstrapError>),
-    /// The binary refused its configuration or could not wire a component.
-    /// Only the `shoal` binary (crates/cli) builds this one; the server's own
-    /// failures all have typed variants.
-    #[error("first-start setup failed: {0}")]
-    Bootstrap(String),
     /// The encryption key is unusable.
     #[error("encryption key: {0}")]
     Crypto(#[from] crypto::CryptoError),

@@ -11,6 +11,36 @@ use shoal_store::etcd::{EtcdConfig, EtcdTls};
 use tokio::sync::{oneshot, watch};
 
 use crate::args::ServerArgs;
+use crate::client::CliError;
+
+/// Why `shoal server` could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The API server itself failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// etcd TLS flags without etcd endpoints.
+    #[error("--etcd-ca/--etcd-cert/--etcd-key need --etcd-endpoints")]
+    EtcdTlsWithoutEndpoints,
+    /// The guest network pool flags do not make a pool.
+    #[error("--node-cidr-pool/--node-prefix/--vni-base: {0}")]
+    NodePool(#[source] shoal_controllers::ipam::IpamError),
+    /// `--keypair-max-ttl` is not a duration.
+    #[error("--keypair-max-ttl: {0}")]
+    KeypairMaxTtl(String),
+    /// A component of this process could not reach the API it serves.
+    #[error("{component} cannot reach the API: {source}")]
+    Connect {
+        /// The gateway, the controllers or the local agent.
+        component: &'static str,
+        /// Why.
+        #[source]
+        source: CliError,
+    },
+    /// The embedded gateway could not start.
+    #[error("the gateway: {0}")]
+    Gateway(#[source] CliError),
+}
 
 /// The Lease the controllers of all replicas compete for.
 const LEADER_LEASE: &str = "shoal-controllers";
@@ -19,12 +49,10 @@ fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
     std::fs::read(path).map_err(|e| ServerError::DataDir(path.to_owned(), e))
 }
 
-fn storage(args: &ServerArgs) -> Result<Storage, ServerError> {
+fn storage(args: &ServerArgs) -> Result<Storage, ServeError> {
     if args.etcd_endpoints.is_empty() {
         if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
-            return Err(ServerError::Bootstrap(
-                "--etcd-ca/--etcd-cert/--etcd-key need --etcd-endpoints".into(),
-            ));
+            return Err(ServeError::EtcdTlsWithoutEndpoints);
         }
         return Ok(Storage::Embedded);
     }
@@ -41,7 +69,7 @@ fn storage(args: &ServerArgs) -> Result<Storage, ServerError> {
     Ok(Storage::Etcd(etcd))
 }
 
-fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
+fn config(args: &ServerArgs) -> Result<ServerConfig, ServeError> {
     let mut config = ServerConfig::new(args.data_dir.clone(), args.listen);
     config.tls_sans = args.tls_sans.clone();
     config.encryption_key_file = args.encryption_key_file.clone();
@@ -63,16 +91,13 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServerError> {
 }
 
 /// The controllers' settings from the server's flags.
-fn controller_config(
-    args: &ServerArgs,
-) -> Result<shoal_controllers::ControllerConfig, ServerError> {
-    let bad = |what: String| ServerError::Bootstrap(what);
+fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerConfig, ServeError> {
     let ipam = shoal_controllers::ipam::IpamConfig::new(
         args.vni_base,
         args.node_cidr_pool,
         args.node_prefix,
     )
-    .map_err(|e| bad(format!("--node-cidr-pool/--node-prefix/--vni-base: {e}")))?;
+    .map_err(ServeError::NodePool)?;
     let test_image_dir = args.test_image_dir.clone().or_else(|| {
         let dir = std::env::current_dir().ok()?.join("images/out");
         dir.join("vmlinuz").exists().then_some(dir)
@@ -86,7 +111,7 @@ fn controller_config(
         }
     });
     let keypair_max_ttl = shoal_api::resources::keypair::parse_ttl(&args.keypair_max_ttl)
-        .map_err(|e| bad(format!("--keypair-max-ttl: {e}")))?;
+        .map_err(|e| ServeError::KeypairMaxTtl(e.to_string()))?;
     // A wildcard listener is reached on loopback from this machine.
     let gateway_listener = {
         let mut addr = args.gateway_flags.gateway_listen;
@@ -115,13 +140,14 @@ fn controller_config(
 
 /// Starts the server and serves until SIGTERM or SIGINT; a second signal exits at once.
 /// On shutdown the leader Lease is released first, then the API drains.
-pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
+pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
     let mut server = Server::start(config(args)?).await?;
     let gateway = if args.gateway {
         let client = crate::client::connect(Some(&server.admin_kubeconfig), None)
             .await
-            .map_err(|e| {
-                ServerError::Bootstrap(format!("the gateway cannot reach the API: {e}"))
+            .map_err(|source| ServeError::Connect {
+                component: "the gateway",
+                source,
             })?;
         let source = super::gateway::Source::Api {
             client,
@@ -129,7 +155,7 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
         };
         let running = super::gateway::start(&args.gateway_flags, source)
             .await
-            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+            .map_err(ServeError::Gateway)?;
         server.set_endpoints_source(Arc::new(super::gateway::Endpoints(running.gateway.clone())));
         server.metrics().add_registry(running.registry);
         println!(
@@ -157,8 +183,9 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServerError> {
         lease.retry_period = (lease.lease_duration / 4).max(Duration::from_millis(500));
         let client = crate::client::connect(Some(&server.admin_kubeconfig), None)
             .await
-            .map_err(|e| {
-                ServerError::Bootstrap(format!("controllers cannot reach the API: {e}"))
+            .map_err(|source| ServeError::Connect {
+                component: "controllers",
+                source,
             })?;
         let (leading_tx, mut leading) = watch::channel(false);
         let controllers = controller_config(args)?;
@@ -224,11 +251,12 @@ async fn start_local_agent(
     args: &ServerArgs,
     kubeconfig: &std::path::Path,
     mut stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let client = crate::client::connect(Some(&kubeconfig.to_path_buf()), None)
         .await
-        .map_err(|e| {
-            ServerError::Bootstrap(format!("the local agent cannot reach the API: {e}"))
+        .map_err(|source| ServeError::Connect {
+            component: "the local agent",
+            source,
         })?;
     // A single host has no VXLAN peers: the underlay address only has to exist.
     // The server serves its own metrics, so the local agent has no listener.
