@@ -26,17 +26,32 @@ pub fn request_line(target: SocketAddrV4) -> String {
     format!("{REQUEST_PREFIX}{target}\n")
 }
 
+/// Why a request or reply line does not follow the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardParseError {
+    /// A request line that does not start with [`REQUEST_PREFIX`].
+    #[error("expected {prefix:?}<ipv4>:<port>", prefix = REQUEST_PREFIX)]
+    NotARequest,
+    /// A request whose target is not an IPv4 address and port.
+    #[error("{0:?} is not an IPv4 address and port")]
+    BadTarget(String),
+    /// A reply that is neither `OK` nor `ERR <reason>`.
+    #[error("unexpected forward reply {0:?}")]
+    UnexpectedReply(String),
+}
+
 /// Parses a request line (with or without its newline).
-pub fn parse_request(line: &str) -> Result<SocketAddrV4, String> {
+pub fn parse_request(line: &str) -> Result<SocketAddrV4, ForwardParseError> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     let rest = line
         .strip_prefix(REQUEST_PREFIX)
-        .ok_or_else(|| format!("expected {REQUEST_PREFIX:?}<ipv4>:<port>"))?;
+        .ok_or(ForwardParseError::NotARequest)?;
     rest.parse()
-        .map_err(|_| format!("{rest:?} is not an IPv4 address and port"))
+        .map_err(|_| ForwardParseError::BadTarget(rest.to_owned()))
 }
 
-/// What the agent answered.
+/// What the agent answered: a wire message, so the refusal is the agent's text as
+/// sent (the agent's typed error, printed), not an error of this side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// Connected; bytes flow from now on.
@@ -46,14 +61,14 @@ pub enum Reply {
 }
 
 /// Parses a reply line (with or without its newline).
-pub fn parse_reply(line: &str) -> Result<Reply, String> {
+pub fn parse_reply(line: &str) -> Result<Reply, ForwardParseError> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     if line == REPLY_OK {
         return Ok(Reply::Ok);
     }
     match line.strip_prefix(REPLY_ERR_PREFIX) {
         Some(why) => Ok(Reply::Err(why.to_owned())),
-        None => Err(format!("unexpected forward reply {line:?}")),
+        None => Err(ForwardParseError::UnexpectedReply(line.to_owned())),
     }
 }
 

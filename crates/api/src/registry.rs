@@ -333,10 +333,10 @@ pub fn check_metadata(obj: &Value, label_name: bool) -> Result<(), Vec<FieldCaus
                     &format!("metadata.labels[{k}]"),
                     crate::validate::validate_label_value(v),
                 ),
-                None => errs.check(
-                    &format!("metadata.labels[{k}]"),
-                    Err("label values must be strings".into()),
-                ),
+                None => errs.push(FieldCause::invalid(
+                    format!("metadata.labels[{k}]"),
+                    "label values must be strings",
+                )),
             }
         }
     }

@@ -25,7 +25,7 @@ pub enum SelectorError {
         /// The requirement at fault.
         requirement: String,
         /// What is wrong with its key or value.
-        why: String,
+        why: shoal_api::validate::NameError,
     },
     /// A field selector term that is not `field=value` or `field!=value`.
     #[error("invalid field selector {term:?}: use 'field=value' or 'field!=value'")]

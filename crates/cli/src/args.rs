@@ -547,13 +547,15 @@ pub struct KubeconfigCreateArgs {
 }
 
 fn ttl_arg(s: &str) -> Result<String, String> {
-    shoal_api::resources::keypair::parse_ttl(s).map(|_| s.to_owned())
+    shoal_api::resources::keypair::parse_ttl(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn timeout_arg(s: &str) -> Result<std::time::Duration, String> {
     let secs = match s.parse::<u64>() {
         Ok(n) if n > 0 => n,
-        _ => shoal_api::resources::keypair::parse_ttl(s)?,
+        _ => shoal_api::resources::keypair::parse_ttl(s).map_err(|e| e.to_string())?,
     };
     Ok(std::time::Duration::from_secs(secs))
 }

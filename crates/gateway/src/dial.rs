@@ -91,7 +91,7 @@ async fn dial_inner(backend: &Backend) -> Result<TcpStream, DialError> {
             }
         }
         let text = String::from_utf8_lossy(&line);
-        match forward::parse_reply(&text).map_err(refused)? {
+        match forward::parse_reply(&text).map_err(|e| refused(e.to_string()))? {
             Reply::Ok => {}
             Reply::Err(why) => return Err(refused(why)),
         }

@@ -324,10 +324,10 @@ impl ClusterSpec {
         }
         if let Some(oidc) = &self.oidc {
             if !oidc.issuer_url.starts_with("https://") {
-                errs.check(
+                errs.push(FieldCause::invalid(
                     "spec.oidc.issuerUrl",
-                    Err("the issuer URL must use https://".into()),
-                );
+                    "the issuer URL must use https://",
+                ));
             }
         }
     }

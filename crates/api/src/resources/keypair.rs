@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::common::Condition;
-use crate::validate::{validate_dns1123_label, FieldErrors};
+use crate::validate::{validate_dns1123_label, FieldCause, FieldErrors};
 
 /// What users set on a KeyPair.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -60,22 +60,38 @@ pub struct KeyPairStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// What a valid TTL looks like, for error messages.
+const TTL_HINT: &str = "use a number and a unit s, m, h or d, e.g. '8h'";
+
+/// Why a text is not a TTL; each message says what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    /// The part before the unit is not a whole number.
+    #[error("{0:?} is not a duration: {hint}", hint = TTL_HINT)]
+    NotANumber(String),
+    /// The last character is not one of s, m, h or d.
+    #[error("{0:?} has no known unit: {hint}", hint = TTL_HINT)]
+    UnknownUnit(String),
+    /// Zero, or so long that it overflows.
+    #[error("{0:?} must be positive and under 100 years")]
+    OutOfRange(String),
+}
+
 /// Parses a duration such as `90s`, `30m`, `8h` or `7d` into seconds.
-pub fn parse_ttl(s: &str) -> Result<u64, String> {
-    let hint = "use a number and a unit s, m, h or d, e.g. '8h'";
+pub fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration: {hint}"))?;
+        .map_err(|_| TtlError::NotANumber(s.to_owned()))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("{s:?} has no known unit: {hint}")),
+        _ => return Err(TtlError::UnknownUnit(s.to_owned())),
     };
     match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{s:?} must be positive and under 100 years")),
+        Some(0) | None => Err(TtlError::OutOfRange(s.to_owned())),
         Some(secs) => Ok(secs),
     }
 }
@@ -86,10 +102,47 @@ impl KeyPairSpec {
         errs.check("spec.cluster", validate_dns1123_label(&self.cluster));
         errs.check("spec.ttl", parse_ttl(&self.ttl).map(|_| ()));
         if !self.csr.contains("BEGIN CERTIFICATE REQUEST") {
-            errs.check(
+            errs.push(FieldCause::invalid(
                 "spec.csr",
-                Err("must be a PEM certificate signing request ('-----BEGIN CERTIFICATE REQUEST-----')".into()),
-            );
+                "must be a PEM certificate signing request ('-----BEGIN CERTIFICATE REQUEST-----')",
+            ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_errors_keep_their_messages() {
+        assert_eq!(parse_ttl("8h"), Ok(8 * 3600));
+        assert_eq!(
+            parse_ttl("8x").map_err(|e| e.to_string()),
+            Err("\"8x\" has no known unit: use a number and a unit s, m, h or d, e.g. '8h'".into())
+        );
+        assert_eq!(
+            parse_ttl("xh").map_err(|e| e.to_string()),
+            Err("\"xh\" is not a duration: use a number and a unit s, m, h or d, e.g. '8h'".into())
+        );
+        assert_eq!(
+            parse_ttl("0d").map_err(|e| e.to_string()),
+            Err("\"0d\" must be positive and under 100 years".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_ttl_names_the_field() {
+        let mut errs = FieldErrors::default();
+        errs.check("spec.ttl", parse_ttl("soon").map(|_| ()));
+        errs.check("spec.cluster", validate_dns1123_label("Acme"));
+        let causes = errs.into_result().expect_err("two bad fields");
+        assert_eq!(causes[0].field, "spec.ttl");
+        assert_eq!(causes[0].reason, "FieldValueInvalid");
+        assert!(causes[0].message.starts_with("\"soon\" is not a duration"));
+        assert_eq!(
+            causes[1].message,
+            "\"Acme\" is not a valid DNS-1123 label: use at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit (e.g. 'my-name')"
+        );
     }
 }

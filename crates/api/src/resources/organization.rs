@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::common::Condition;
-use crate::validate::FieldErrors;
+use crate::validate::{FieldCause, FieldErrors};
 
 /// The prefix of every organization's namespace.
 pub const ORG_NAMESPACE_PREFIX: &str = "org-";
@@ -71,10 +71,10 @@ impl OrganizationSpec {
     pub fn validate(&self, errs: &mut FieldErrors) {
         for (i, m) in self.members.iter().enumerate() {
             if m.name.trim().is_empty() {
-                errs.check(
-                    &format!("spec.members[{i}].name"),
-                    Err("must not be empty: give the user's name or e-mail".into()),
-                );
+                errs.push(FieldCause::invalid(
+                    format!("spec.members[{i}].name"),
+                    "must not be empty: give the user's name or e-mail",
+                ));
             }
         }
     }

@@ -46,20 +46,60 @@ fn mask_v6(a: u128, prefix: u8) -> u128 {
     a.checked_shr(128 - u32::from(prefix)).unwrap_or(0)
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// What a valid CIDR looks like, for error messages.
+const HINT: &str = "use an address and a prefix length, e.g. '10.244.0.0/16'";
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let hint = "use an address and a prefix length, e.g. '10.244.0.0/16'";
+/// Why a text is not a [`Cidr`]; each message says what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// No `/` between an address and a prefix length.
+    #[error("{text:?} is not a CIDR: {hint}", hint = HINT)]
+    NoPrefix {
+        /// The text as given.
+        text: String,
+    },
+    /// The part before `/` is not an IP address.
+    #[error("{text:?} has an invalid address: {hint}", hint = HINT)]
+    BadAddress {
+        /// The text as given.
+        text: String,
+    },
+    /// The part after `/` is not a number.
+    #[error("{text:?} has an invalid prefix length: {hint}", hint = HINT)]
+    BadPrefix {
+        /// The text as given.
+        text: String,
+    },
+    /// A prefix longer than the address.
+    #[error("{text:?} has a prefix longer than {max} bits")]
+    PrefixTooLong {
+        /// The text as given.
+        text: String,
+        /// The address family's length in bits.
+        max: u8,
+    },
+    /// The address is not the network address of its prefix.
+    #[error("{text:?} has host bits set: use the network address of the prefix")]
+    HostBitsSet {
+        /// The text as given.
+        text: String,
+    },
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let text = || s.to_owned();
         let (addr, prefix) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR: {hint}"))?;
+            .ok_or_else(|| CidrError::NoPrefix { text: text() })?;
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{s:?} has an invalid address: {hint}"))?;
+            .map_err(|_| CidrError::BadAddress { text: text() })?;
         let prefix: u8 = prefix
             .parse()
-            .map_err(|_| format!("{s:?} has an invalid prefix length: {hint}"))?;
+            .map_err(|_| CidrError::BadPrefix { text: text() })?;
         let (max, host_bits_zero) = match addr {
             IpAddr::V4(a) => (
                 32,
@@ -75,12 +115,10 @@ impl FromStr for Cidr {
             ),
         };
         if prefix > max {
-            return Err(format!("{s:?} has a prefix longer than {max} bits"));
+            return Err(CidrError::PrefixTooLong { text: text(), max });
         }
         if !host_bits_zero {
-            return Err(format!(
-                "{s:?} has host bits set: use the network address of the prefix"
-            ));
+            return Err(CidrError::HostBitsSet { text: text() });
         }
         Ok(Self { addr, prefix })
     }
@@ -154,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn overlap() -> Result<(), String> {
+    fn overlap() -> Result<(), CidrError> {
         let a: Cidr = "10.0.0.0/8".parse()?;
         let b: Cidr = "10.1.0.0/16".parse()?;
         let c: Cidr = "192.168.0.0/16".parse()?;
@@ -167,7 +205,7 @@ mod tests {
     /// prints and parses back to itself, an address with host bits set is refused,
     /// and overlap is symmetric and agrees with containment of the network address.
     #[test]
-    fn properties_of_random_networks() -> Result<(), String> {
+    fn properties_of_random_networks() -> Result<(), CidrError> {
         use shoal_testutil::fuzz::{plan, Rng};
         let (seed, cases) = plan("Cidr", 20_000);
         let mut rng = Rng::new(seed);

@@ -51,10 +51,10 @@ impl FieldErrors {
         self.0.push(cause);
     }
 
-    /// Records a cause for `field` when `result` is an error message.
-    pub fn check(&mut self, field: &str, result: Result<(), String>) {
-        if let Err(message) = result {
-            self.push(FieldCause::invalid(field, message));
+    /// Records a cause for `field` when `result` is an error; its Display is the message.
+    pub fn check<E: std::fmt::Display>(&mut self, field: &str, result: Result<(), E>) {
+        if let Err(error) = result {
+            self.push(FieldCause::invalid(field, error.to_string()));
         }
     }
 

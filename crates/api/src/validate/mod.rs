@@ -6,9 +6,10 @@ mod field;
 mod name;
 mod quantity;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, CidrError};
 pub use field::{FieldCause, FieldErrors};
 pub use name::{
     validate_dns1123_label, validate_dns1123_subdomain, validate_label_key, validate_label_value,
+    NameError,
 };
-pub use quantity::Quantity;
+pub use quantity::{Quantity, QuantityError};

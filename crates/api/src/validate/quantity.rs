@@ -31,11 +31,44 @@ const SUFFIXES: &[(&str, f64)] = &[
     ("E", 1e18),
 ];
 
+/// Why a text is not a [`Quantity`]; each message says what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    /// The number part is missing or malformed.
+    #[error("{text:?} is not a valid quantity: {hint}", hint = HINT)]
+    Invalid {
+        /// The text as given (trimmed).
+        text: String,
+    },
+    /// An `e` exponent that is not an integer.
+    #[error("{text:?} has an invalid exponent: {hint}", hint = HINT)]
+    BadExponent {
+        /// The text as given (trimmed).
+        text: String,
+    },
+    /// An exponent outside -18..18.
+    #[error("{text:?} has an exponent out of range (-18..18)")]
+    ExponentOutOfRange {
+        /// The text as given (trimmed).
+        text: String,
+    },
+    /// A suffix that is neither SI, binary nor an exponent.
+    #[error("{text:?} has an unknown suffix {suffix:?}: {hint}", hint = HINT)]
+    UnknownSuffix {
+        /// The text as given (trimmed).
+        text: String,
+        /// The suffix that was not recognised.
+        suffix: String,
+    },
+}
+
+/// What a valid quantity looks like, for error messages.
+const HINT: &str = "use a number with an optional suffix, e.g. '2', '500m', '4Gi' or '20G'";
+
 impl Quantity {
     /// Parses a quantity: a non-negative decimal number with an optional SI
     /// (`k`, `M`, `G`, `m`, …) or binary (`Ki`, `Mi`, `Gi`, …) suffix, or an exponent (`1e3`).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let hint = "use a number with an optional suffix, e.g. '2', '500m', '4Gi' or '20G'";
+    pub fn parse(text: &str) -> Result<Self, QuantityError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -46,11 +79,11 @@ impl Quantity {
             && number.matches('.').count() <= 1
             && number.len() <= 32;
         if !valid_number {
-            return Err(format!("{text:?} is not a valid quantity: {hint}"));
+            return Err(QuantityError::Invalid { text: text.into() });
         }
         let base: f64 = number
             .parse()
-            .map_err(|_| format!("{text:?} is not a valid quantity: {hint}"))?;
+            .map_err(|_| QuantityError::Invalid { text: text.into() })?;
         // A suffix first: `E` and `Ei` (exa, exbi) also start like an exponent.
         let named = SUFFIXES.iter().find(|(s, _)| *s == suffix).map(|(_, m)| *m);
         let multiplier = if suffix.is_empty() {
@@ -60,13 +93,16 @@ impl Quantity {
         } else if let Some(exp) = suffix.strip_prefix(['e', 'E']) {
             let exp: i32 = exp
                 .parse()
-                .map_err(|_| format!("{text:?} has an invalid exponent: {hint}"))?;
+                .map_err(|_| QuantityError::BadExponent { text: text.into() })?;
             if !(-18..=18).contains(&exp) {
-                return Err(format!("{text:?} has an exponent out of range (-18..18)"));
+                return Err(QuantityError::ExponentOutOfRange { text: text.into() });
             }
             10f64.powi(exp)
         } else {
-            return Err(format!("{text:?} has an unknown suffix {suffix:?}: {hint}"));
+            return Err(QuantityError::UnknownSuffix {
+                text: text.into(),
+                suffix: suffix.into(),
+            });
         };
         Ok(Self {
             text: text.to_owned(),
@@ -148,7 +184,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_suffixes() -> Result<(), String> {
+    fn parses_suffixes() -> Result<(), QuantityError> {
         assert_eq!(Quantity::parse("2Gi")?.as_bytes(), 2 << 30);
         assert_eq!(Quantity::parse("512Mi")?.as_bytes(), 512 << 20);
         assert_eq!(Quantity::parse("20G")?.as_bytes(), 20_000_000_000);
