@@ -33,6 +33,9 @@ pub mod rollout;
 pub mod scheduler;
 pub mod userdata;
 
+#[cfg(test)]
+mod fake_api;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;

@@ -184,3 +184,200 @@ async fn write_status(
         )))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+    use shoal_api::resources::release::{BootstrapFormat, ReleaseSpec, ReleaseState};
+    use shoal_api::Release;
+
+    use super::*;
+    use crate::fake_api::{self, cluster, path, State};
+    use crate::labels::{CLUSTER, NODE_POOL, ROLE};
+
+    fn pool(replicas: u32) -> NodePool {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": "a-w", "namespace": "org-x", "uid": "pool-uid"},
+            "spec": {"cluster": "a", "replicas": replicas,
+                     "machine": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"}}
+        }))
+        .expect("a valid NodePool")
+    }
+
+    fn worker(name: &str, ip: &str) -> Machine {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
+            "metadata": {"name": name, "namespace": "org-x", "uid": format!("uid-{name}"),
+                         "labels": {CLUSTER: "a", ROLE: "worker", NODE_POOL: "a-w"}},
+            "spec": {"cluster": "a", "role": "worker", "release": "test", "nodePool": "a-w",
+                     "size": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"},
+                     "hostName": "h1", "ip": ip},
+            "status": {"phase": "Ready"}
+        }))
+        .expect("a valid Machine")
+    }
+
+    fn control_plane() -> Machine {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
+            "metadata": {"name": "a-cp-0", "namespace": "org-x", "uid": "uid-cp",
+                         "labels": {CLUSTER: "a", ROLE: "control-plane"}},
+            "spec": {"cluster": "a", "role": "control-plane", "release": "test",
+                     "size": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"},
+                     "hostName": "h1", "ip": "10.128.0.5"},
+            "status": {"phase": "Ready"}
+        }))
+        .expect("a valid Machine")
+    }
+
+    fn release() -> Release {
+        Release::new(
+            "test",
+            ReleaseSpec {
+                kubernetes_version: "1.31.2".into(),
+                state: ReleaseState::Active,
+                bootstrap: BootstrapFormat::TestImage,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_pool_one_short_creates_one_worker_owned_by_the_pool() {
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![cluster(true)],
+            machines: vec![control_plane(), worker("a-w-0", "10.128.0.10")],
+            pools: vec![pool(2)],
+            releases: vec![release()],
+            ..Default::default()
+        });
+        api.put(&path("nodepools", "org-x", "a-w"), &pool(2));
+
+        let action = reconcile(Arc::new(pool(2)), ctx).await.expect("reconciles");
+
+        let created = api.calls_to(
+            &Method::POST,
+            "/apis/shoal.io/v1alpha1/namespaces/org-x/machines",
+        );
+        assert_eq!(created.len(), 1, "one Machine is created: {created:?}");
+        let m = &created[0].body;
+        assert_eq!(m["metadata"]["name"], "a-w-1", "the next free slot");
+        assert_eq!(m["metadata"]["labels"][CLUSTER], "a");
+        assert_eq!(m["metadata"]["labels"][ROLE], "worker");
+        assert_eq!(m["metadata"]["labels"][NODE_POOL], "a-w");
+        let owner = &m["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "NodePool");
+        assert_eq!(owner["uid"], "pool-uid");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(m["spec"]["nodePool"], "a-w");
+        assert_ne!(
+            m["spec"]["ip"], "10.128.0.10",
+            "not the existing worker's address"
+        );
+        let secret = crate::labels::bootstrap_secret_name("a-w-1");
+        assert_eq!(m["spec"]["bootstrap"]["dataSecretName"], secret.as_str());
+        assert!(
+            api.has(&format!("/api/v1/namespaces/org-x/secrets/{secret}")),
+            "its bootstrap Secret is written"
+        );
+        let status = api
+            .get(&path("nodepools", "org-x", "a-w"))
+            .expect("the pool")["status"]
+            .clone();
+        assert_eq!(status["replicas"], 1);
+        assert_eq!(status["conditions"][0]["reason"], "Scaling");
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_creates_nothing_and_is_ready() {
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![cluster(true)],
+            machines: vec![
+                control_plane(),
+                worker("a-w-0", "10.128.0.10"),
+                worker("a-w-1", "10.128.0.11"),
+            ],
+            pools: vec![pool(2)],
+            releases: vec![release()],
+            ..Default::default()
+        });
+        api.put(&path("nodepools", "org-x", "a-w"), &pool(2));
+
+        let action = reconcile(Arc::new(pool(2)), ctx).await.expect("reconciles");
+
+        assert!(
+            api.calls_to(&Method::POST, "/").is_empty(),
+            "{:?}",
+            api.calls()
+        );
+        assert!(api.calls_to(&Method::DELETE, "/").is_empty());
+        let status = api
+            .get(&path("nodepools", "org-x", "a-w"))
+            .expect("the pool")["status"]
+            .clone();
+        assert_eq!(status["readyReplicas"], 2);
+        assert_eq!(status["conditions"][0]["reason"], "Ready");
+        assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    }
+
+    #[tokio::test]
+    async fn a_pool_of_a_missing_cluster_says_which_and_what_to_do() {
+        let (ctx, api) = fake_api::context(State {
+            pools: vec![pool(2)],
+            ..Default::default()
+        });
+        api.put(&path("nodepools", "org-x", "a-w"), &pool(2));
+
+        let action = reconcile(Arc::new(pool(2)), ctx).await.expect("reconciles");
+
+        assert!(api.calls_to(&Method::POST, "/").is_empty());
+        let status = api
+            .get(&path("nodepools", "org-x", "a-w"))
+            .expect("the pool")["status"]
+            .clone();
+        let cond = &status["conditions"][0];
+        assert_eq!(cond["reason"], "ClusterNotFound");
+        assert_eq!(cond["status"], "False");
+        let msg = cond["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("\"a\"") && msg.contains("fix spec.cluster"),
+            "{msg}"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_status_write_is_an_error_the_policy_requeues() {
+        // The pool is not stored: its status PATCH gets a 404.
+        let (ctx, _api) = fake_api::context(State {
+            pools: vec![pool(2)],
+            ..Default::default()
+        });
+        let p = Arc::new(pool(2));
+        let err = reconcile(p.clone(), ctx.clone())
+            .await
+            .expect_err("the write fails");
+        assert!(matches!(err, Error::Api { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("write the status of node pool org-x/a-w"),
+            "{err}"
+        );
+        let key = crate::backoff::key_of(p.as_ref());
+        let action = crate::error_policy(p.clone(), &err, ctx.clone());
+        assert!(
+            format!("{action:?}").contains("requeue_after: Some("),
+            "{action:?}"
+        );
+        assert_ne!(action, Action::await_change());
+        crate::error_policy(p, &err, ctx.clone());
+        assert_eq!(
+            ctx.backoff.failures(&key),
+            2,
+            "each failure counts towards the backoff"
+        );
+    }
+}
