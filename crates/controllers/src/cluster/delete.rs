@@ -229,3 +229,180 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod reconcile_tests {
+    use http::Method;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake_api::{self, path, State};
+    use crate::labels::CLUSTER;
+
+    /// Cluster `org-x/a`, deleted, still held by its finalizer.
+    fn deleted_cluster() -> Cluster {
+        let mut c = serde_json::to_value(fake_api::cluster(true)).expect("serialises");
+        c["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        c["metadata"]["finalizers"] = json!([CLUSTER_FINALIZER]);
+        serde_json::from_value(c).expect("a valid Cluster")
+    }
+
+    fn child<K: k8s_openapi::serde::de::DeserializeOwned>(
+        kind: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> K {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": "org-x", "uid": format!("uid-{name}")},
+            "spec": spec,
+        }))
+        .expect("a valid child")
+    }
+
+    fn pool() -> NodePool {
+        child(
+            "NodePool",
+            "a-w",
+            json!({"cluster": "a", "replicas": 1,
+            "machine": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"}}),
+        )
+    }
+
+    fn machine() -> Machine {
+        child(
+            "Machine",
+            "a-cp-0",
+            json!({"cluster": "a", "role": "control-plane",
+            "release": "test", "size": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"}}),
+        )
+    }
+
+    fn secret(ns: &str, name: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some([(CLUSTER.to_owned(), "a".to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn children_are_deleted_and_the_finalizer_stays_while_machines_remain() {
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![deleted_cluster()],
+            pools: vec![pool()],
+            machines: vec![machine()],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &deleted_cluster());
+        api.put(&path("nodepools", "org-x", "a-w"), &pool());
+        api.put(&path("machines", "org-x", "a-cp-0"), &machine());
+
+        let action = finalize(&deleted_cluster(), &ctx).await.expect("one pass");
+
+        assert!(
+            !api.has(&path("nodepools", "org-x", "a-w")),
+            "the pool is deleted"
+        );
+        assert!(
+            !api.has(&path("machines", "org-x", "a-cp-0")),
+            "the machine is deleted"
+        );
+        let cluster = api
+            .get(&path("clusters", "org-x", "a"))
+            .expect("still there");
+        assert_eq!(
+            cluster["metadata"]["finalizers"],
+            json!([CLUSTER_FINALIZER]),
+            "the finalizer stays until the machines are gone"
+        );
+        assert_eq!(cluster["status"]["conditions"][0]["reason"], "Deleting");
+        let msg = cluster["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            msg.contains("waiting for 1 machines to stop: a-cp-0"),
+            "{msg}"
+        );
+        assert!(
+            api.calls_to(&Method::DELETE, "/api/v1/").is_empty(),
+            "no Secret goes while a VM may still use it"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn with_no_machines_left_secrets_and_network_go_then_the_finalizer() {
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![deleted_cluster()],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &deleted_cluster());
+        api.put(
+            "/api/v1/namespaces/org-x/secrets/a-cp-0-bootstrap",
+            &secret("org-x", "a-cp-0-bootstrap"),
+        );
+        let pki = pki_secret_name("org-x", "a");
+        api.put(
+            &format!("/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets/{pki}"),
+            &secret(SYSTEM_NAMESPACE, &pki),
+        );
+
+        let action = finalize(&deleted_cluster(), &ctx).await.expect("one pass");
+
+        assert!(!api.has("/api/v1/namespaces/org-x/secrets/a-cp-0-bootstrap"));
+        assert!(!api.has(&format!(
+            "/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets/{pki}"
+        )));
+        let cluster = api
+            .get(&path("clusters", "org-x", "a"))
+            .expect("the fake keeps it");
+        assert_eq!(
+            cluster["metadata"]["finalizers"],
+            json!([]),
+            "the finalizer is removed"
+        );
+        let removed = &cluster["status"]["removed"];
+        assert_eq!(
+            removed["secrets"],
+            json!([
+                "org-x/a-cp-0-bootstrap",
+                format!("{SYSTEM_NAMESPACE}/{pki}")
+            ])
+        );
+        assert_eq!(removed["networks"], json!(["vni 1000 (10.128.0.0/24)"]));
+        assert_eq!(cluster["status"]["conditions"][0]["reason"], "Deleted");
+        // The finalizer is the last write: nothing is left behind it.
+        let last = api.calls().last().cloned().expect("requests");
+        assert_eq!(
+            (last.method, last.path),
+            (Method::PATCH, path("clusters", "org-x", "a"))
+        );
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_deletion_pass_is_idempotent_when_children_are_already_gone() {
+        // The caches still show a pool and a machine the API has already deleted.
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![deleted_cluster()],
+            pools: vec![pool()],
+            machines: vec![machine()],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &deleted_cluster());
+
+        let action = finalize(&deleted_cluster(), &ctx)
+            .await
+            .expect("a 404 is not an error");
+
+        assert_eq!(api.calls_to(&Method::DELETE, "/apis/").len(), 2);
+        assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    }
+}
