@@ -148,3 +148,121 @@ async fn fail_lost(
     tracing::warn!(machine = %format!("{ns}/{name}"), %host, "machine failed: host lost");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake_api::{self, path, State};
+
+    /// Host `h1`, created an hour ago, Ready, with no heartbeat Lease.
+    fn silent_host() -> Host {
+        let created = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Host",
+            "metadata": {"name": "h1", "uid": "host-uid", "creationTimestamp": created},
+            "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Heartbeat",
+                                       "message": "", "lastTransitionTime": created}]}
+        }))
+        .expect("a valid Host")
+    }
+
+    fn machine_on(name: &str, host: &str, deleting: bool) -> Machine {
+        let mut m = json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
+            "metadata": {"name": name, "namespace": "org-x", "uid": format!("uid-{name}"),
+                         "resourceVersion": "3"},
+            "spec": {"cluster": "a", "role": "worker", "release": "test", "nodePool": "a-w",
+                     "size": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"}, "hostName": host},
+            "status": {"phase": "Ready"}
+        });
+        if deleting {
+            m["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            m["metadata"]["finalizers"] = json!([AGENT_FINALIZER]);
+        }
+        serde_json::from_value(m).expect("a valid Machine")
+    }
+
+    #[tokio::test]
+    async fn machines_of_a_lost_host_fail_with_host_lost_and_deleting_ones_are_released() {
+        let machines = vec![
+            machine_on("a-w-0", "h1", false),
+            machine_on("a-w-1", "h1", true),
+            machine_on("a-w-2", "h2", false),
+        ];
+        let (ctx, api) = fake_api::context(State {
+            hosts: vec![silent_host()],
+            machines: machines.clone(),
+            ..Default::default()
+        });
+        api.put("/apis/shoal.io/v1alpha1/hosts/h1", &silent_host());
+        for m in &machines {
+            api.put(&path("machines", "org-x", &m.name_any()), m);
+        }
+
+        let action = reconcile(Arc::new(silent_host()), ctx)
+            .await
+            .expect("reconciles");
+
+        let host = api
+            .get("/apis/shoal.io/v1alpha1/hosts/h1")
+            .expect("the host");
+        assert_eq!(host["status"]["conditions"][0]["status"], "False");
+        assert_eq!(host["status"]["conditions"][0]["reason"], "HeartbeatLost");
+        let failed = api.get(&path("machines", "org-x", "a-w-0")).expect("a-w-0");
+        assert_eq!(failed["status"]["phase"], "Failed");
+        assert_eq!(failed["status"]["conditions"][0]["reason"], "HostLost");
+        let msg = failed["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            msg.contains("host h1") && msg.contains("node pool replaces it"),
+            "{msg}"
+        );
+        let released = api.get(&path("machines", "org-x", "a-w-1")).expect("a-w-1");
+        assert_eq!(
+            released["metadata"]["finalizers"],
+            json!([]),
+            "no agent is left to do it"
+        );
+        assert!(
+            api.calls_to(&Method::PATCH, &path("machines", "org-x", "a-w-2"))
+                .is_empty(),
+            "a machine on another host is left alone"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    }
+
+    #[tokio::test]
+    async fn a_host_within_its_grace_period_only_turns_not_ready() {
+        let (ctx, api) = fake_api::context(State {
+            hosts: vec![silent_host()],
+            machines: vec![machine_on("a-w-0", "h1", false)],
+            ..Default::default()
+        });
+        api.put("/apis/shoal.io/v1alpha1/hosts/h1", &silent_host());
+        api.put(
+            &path("machines", "org-x", "a-w-0"),
+            &machine_on("a-w-0", "h1", false),
+        );
+        let mut ctx = Arc::into_inner(ctx).expect("the only reference");
+        ctx.config.host_grace_period = Duration::from_secs(24 * 3600);
+
+        reconcile(Arc::new(silent_host()), Arc::new(ctx))
+            .await
+            .expect("reconciles");
+
+        let host = api
+            .get("/apis/shoal.io/v1alpha1/hosts/h1")
+            .expect("the host");
+        assert_eq!(host["status"]["conditions"][0]["reason"], "HeartbeatLost");
+        let m = api.get(&path("machines", "org-x", "a-w-0")).expect("a-w-0");
+        assert_eq!(
+            m["status"]["phase"], "Ready",
+            "not failed before the grace period ends"
+        );
+    }
+}
