@@ -246,3 +246,134 @@ async fn write_status(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+    use shoal_api::{Release, ReleaseSpec, ReleaseState};
+
+    use super::*;
+    use crate::fake_api::{self, path, State};
+    use crate::labels::{pki_secret_name, CLUSTER, ROLE, SYSTEM_NAMESPACE};
+
+    fn held(allocated: bool) -> Cluster {
+        let mut c = fake_api::cluster(allocated);
+        c.metadata.finalizers = Some(vec![CLUSTER_FINALIZER.to_owned()]);
+        c
+    }
+
+    fn release(name: &str) -> Release {
+        Release::new(
+            name,
+            ReleaseSpec {
+                kubernetes_version: "1.31.2".into(),
+                state: ReleaseState::Active,
+                bootstrap: BootstrapFormat::TestImage,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_new_cluster_first_gets_its_finalizer_and_nothing_else() {
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![fake_api::cluster(false)],
+            releases: vec![release("test")],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &fake_api::cluster(false));
+
+        let action = reconcile(Arc::new(fake_api::cluster(false)), ctx)
+            .await
+            .expect("reconciles");
+
+        let calls = api.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].method, Method::PATCH);
+        assert_eq!(
+            calls[0].body["metadata"]["finalizers"],
+            json!([CLUSTER_FINALIZER])
+        );
+        assert_eq!(
+            calls[0].body["metadata"]["resourceVersion"], "5",
+            "guarded by the version read, so no other finalizer is lost"
+        );
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_missing_release_gives_a_condition_naming_it_and_what_to_use() {
+        let mut c = held(false);
+        c.spec.release = "nope".into();
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![c.clone()],
+            releases: vec![release("test")],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &c);
+
+        let action = reconcile(Arc::new(c), ctx).await.expect("reconciles");
+
+        let stored = api
+            .get(&path("clusters", "org-x", "a"))
+            .expect("the cluster");
+        let cond = stored["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["reason"] == "ReleaseNotFound"))
+            .cloned()
+            .expect("a ReleaseNotFound condition");
+        let msg = cond["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("nope") && msg.contains("test"),
+            "names it and an alternative: {msg}"
+        );
+        assert!(
+            api.calls_to(&Method::POST, "/").is_empty(),
+            "no network, PKI or Machine"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_with_no_pki_gets_one_and_its_first_control_plane_machine() {
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![held(true)],
+            releases: vec![release("test")],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &held(true));
+
+        reconcile(Arc::new(held(true)), ctx)
+            .await
+            .expect("reconciles");
+
+        let pki = pki_secret_name("org-x", "a");
+        let secret = api
+            .get(&format!(
+                "/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets/{pki}"
+            ))
+            .expect("the PKI Secret is created");
+        assert!(secret["data"].as_object().is_some_and(|d| !d.is_empty()));
+        let created = api.calls_to(
+            &Method::POST,
+            "/apis/shoal.io/v1alpha1/namespaces/org-x/machines",
+        );
+        assert_eq!(created.len(), 1, "one control-plane replica");
+        let m = &created[0].body;
+        assert_eq!(m["metadata"]["name"], "a-cp-0");
+        assert_eq!(m["metadata"]["labels"][ROLE], "control-plane");
+        assert_eq!(m["metadata"]["labels"][CLUSTER], "a");
+        assert_eq!(m["metadata"]["ownerReferences"][0]["kind"], "Cluster");
+        assert_eq!(m["metadata"]["ownerReferences"][0]["uid"], "cluster-uid");
+        let stored = api
+            .get(&path("clusters", "org-x", "a"))
+            .expect("the cluster");
+        assert!(
+            stored["status"]["caCertificate"]
+                .as_str()
+                .is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
+            "the status publishes the new CA"
+        );
+    }
+}
