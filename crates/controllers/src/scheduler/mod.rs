@@ -249,3 +249,95 @@ async fn set_scheduled(
 fn api_err(name: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     move |e| failed(format!("write the status of machine {name}"))(e)
 }
+
+#[cfg(test)]
+mod reconcile_tests {
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake_api::{self, path, State};
+
+    fn host(name: &str, ready: bool, cpu: &str) -> shoal_api::Host {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Host",
+            "metadata": {"name": name, "uid": format!("uid-{name}")},
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": cpu, "memory": "8Gi", "disk": "100Gi"},
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                                "reason": "Heartbeat", "message": "",
+                                "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+            }
+        }))
+        .expect("a valid Host")
+    }
+
+    fn unplaced() -> Machine {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
+            "metadata": {"name": "a-w-0", "namespace": "org-x", "uid": "uid-m",
+                         "resourceVersion": "7"},
+            "spec": {"cluster": "a", "role": "worker", "release": "test",
+                     "size": {"cpu": "2", "memory": "1Gi", "disk": "10Gi"}}
+        }))
+        .expect("a valid Machine")
+    }
+
+    #[tokio::test]
+    async fn a_machine_goes_to_the_ready_host_with_room_by_compare_and_swap() {
+        let (ctx, api) = fake_api::context(State {
+            hosts: vec![
+                host("small", true, "1"),
+                host("down", false, "64"),
+                host("big", true, "8"),
+            ],
+            machines: vec![unplaced()],
+            ..Default::default()
+        });
+        api.put(&path("machines", "org-x", "a-w-0"), &unplaced());
+
+        let action = reconcile(Arc::new(unplaced()), ctx)
+            .await
+            .expect("reconciles");
+
+        let patches = api.calls_to(&Method::PATCH, &path("machines", "org-x", "a-w-0"));
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        assert_eq!(patches[0].body["spec"]["hostName"], "big");
+        assert_eq!(patches[0].body["metadata"]["resourceVersion"], "7");
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_machine_with_no_room_anywhere_is_pending_and_says_why() {
+        let (ctx, api) = fake_api::context(State {
+            hosts: vec![host("small", true, "1")],
+            machines: vec![unplaced()],
+            ..Default::default()
+        });
+        api.put(&path("machines", "org-x", "a-w-0"), &unplaced());
+
+        let action = reconcile(Arc::new(unplaced()), ctx)
+            .await
+            .expect("reconciles");
+
+        let m = api
+            .get(&path("machines", "org-x", "a-w-0"))
+            .expect("the machine");
+        assert!(m["spec"]["hostName"].is_null(), "not placed");
+        assert_eq!(m["status"]["phase"], "Pending");
+        let cond = &m["status"]["conditions"][0];
+        assert_eq!(
+            (&cond["type"], &cond["status"]),
+            (&json!("Scheduled"), &json!("False"))
+        );
+        assert_eq!(cond["reason"], "Unschedulable");
+        assert!(cond["message"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(
+            !api.calls_to(&Method::POST, "/apis/events.k8s.io/")
+                .is_empty(),
+            "a FailedScheduling Event is recorded"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    }
+}
