@@ -208,4 +208,114 @@ mod tests {
         assert_eq!(identity("alice", "bob", &g).common_name, "alice:bob");
         assert_eq!(identity("alice", "x", &g).organizations, g);
     }
+
+    mod reconcile {
+        use http::Method;
+        use serde_json::json;
+
+        use super::*;
+        use crate::fake_api::{self, path, State};
+
+        fn keypair() -> KeyPair {
+            serde_json::from_value(json!({
+                "apiVersion": "shoal.io/v1alpha1", "kind": "KeyPair",
+                "metadata": {"name": "laptop", "namespace": "org-x", "uid": "kp-uid",
+                             "annotations": {REQUESTED_BY: "alice"}},
+                "spec": {"cluster": "a", "ttl": "8h",
+                         "csr": "-----BEGIN CERTIFICATE REQUEST-----"}
+            }))
+            .expect("a valid KeyPair")
+        }
+
+        fn issued_condition(api: &fake_api::FakeApi) -> serde_json::Value {
+            let kp = api
+                .get(&path("keypairs", "org-x", "laptop"))
+                .expect("the keypair");
+            kp["status"]["conditions"][0].clone()
+        }
+
+        #[tokio::test]
+        async fn a_keypair_for_a_missing_cluster_is_refused_naming_the_field() {
+            let (ctx, api) = fake_api::context(State::default());
+            api.put(&path("keypairs", "org-x", "laptop"), &keypair());
+
+            let action = reconcile(Arc::new(keypair()), ctx)
+                .await
+                .expect("reconciles");
+
+            let cond = issued_condition(&api);
+            assert_eq!(cond["status"], "False");
+            assert_eq!(cond["reason"], "ClusterNotFound");
+            let msg = cond["message"].as_str().unwrap_or_default();
+            assert!(msg.contains("fix spec.cluster"), "{msg}");
+            assert!(
+                api.calls_to(&Method::GET, "/api/v1/").is_empty(),
+                "no PKI is read"
+            );
+            assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+        }
+
+        #[tokio::test]
+        async fn a_keypair_waits_for_its_clusters_pki() {
+            let (ctx, api) = fake_api::context(State {
+                clusters: vec![fake_api::cluster(true)],
+                ..Default::default()
+            });
+            api.put(&path("keypairs", "org-x", "laptop"), &keypair());
+
+            let action = reconcile(Arc::new(keypair()), ctx)
+                .await
+                .expect("reconciles");
+
+            let cond = issued_condition(&api);
+            assert_eq!(cond["reason"], "ClusterPkiPending");
+            assert!(cond["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cluster a has no PKI yet")));
+            assert!(
+                api.calls_to(&Method::POST, "/api/v1/").is_empty(),
+                "the keypair controller never makes a PKI itself"
+            );
+            assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        }
+
+        #[tokio::test]
+        async fn a_bad_ttl_is_refused_with_the_fields_error() {
+            let (ctx, api) = fake_api::context(State {
+                clusters: vec![fake_api::cluster(true)],
+                ..Default::default()
+            });
+            crate::cluster::pki::ensure(&ctx, &fake_api::cluster(true))
+                .await
+                .expect("the cluster's PKI is made");
+            let mut kp = keypair();
+            kp.spec.ttl = "8x".into();
+            api.put(&path("keypairs", "org-x", "laptop"), &kp);
+
+            let action = reconcile(Arc::new(kp), ctx).await.expect("reconciles");
+
+            let cond = issued_condition(&api);
+            assert_eq!(cond["reason"], "InvalidTTL");
+            assert_eq!(
+                cond["message"],
+                "spec.ttl: \"8x\" has no known unit: use a number and a unit s, m, h or d, e.g. '8h'"
+            );
+            assert_eq!(action, Action::await_change(), "only a new spec can fix it");
+        }
+
+        #[tokio::test]
+        async fn an_issued_keypair_is_left_alone() {
+            let mut kp = keypair();
+            kp.status = Some(shoal_api::resources::keypair::KeyPairStatus {
+                certificate: Some("-----BEGIN CERTIFICATE-----".into()),
+                ..Default::default()
+            });
+            let (ctx, api) = fake_api::context(State::default());
+
+            let action = reconcile(Arc::new(kp), ctx).await.expect("reconciles");
+
+            assert!(api.calls().is_empty(), "{:?}", api.calls());
+            assert_eq!(action, Action::await_change());
+        }
+    }
 }
