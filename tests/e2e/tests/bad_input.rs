@@ -138,28 +138,112 @@ async fn client_with_token(
     client_for(&path).await
 }
 
+/// A server (the API alone: no controller writes to the objects under test) with
+/// organization acme, release test-1 and one valid cluster, demo.
+struct Acme {
+    server: ServerProc,
+    client: Client,
+    /// demo as it was created.
+    before: Value,
+}
+
+impl Acme {
+    async fn start() -> Result<Self> {
+        let server = ServerProc::start_with(&["--controllers=false"])?;
+        let client = server.client().await?;
+        let (code, org) = raw(
+            &client,
+            "POST",
+            "/apis/shoal.io/v1alpha1/organizations",
+            JSON,
+            serde_json::to_vec(&json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}}))?,
+        )
+        .await?;
+        ensure!(code == 201, "creating organization acme: {code} {org}");
+        // A Cluster must name a Release that exists; the API alone seeds none.
+        shoal_e2e::ensure_release(&client, "test-1").await?;
+        let (code, before) = post(&client, &cluster("demo")).await?;
+        ensure!(code == 201, "creating the valid cluster: {code} {before}");
+        Ok(Self {
+            server,
+            client,
+            before,
+        })
+    }
+
+    /// Creates cluster victim and updates it once (label step=one); returns it as created.
+    async fn victim(&self) -> Result<Value> {
+        let client = self.client.clone();
+        let (code, victim) = post(&client, &cluster("victim")).await?;
+        ensure!(code == 201, "creating victim: {code} {victim}");
+        let mut changed = victim.clone();
+        changed["metadata"]["labels"] = json!({"step": "one"});
+        // No resourceVersion: the server's own controllers may have written in between.
+        changed["metadata"]
+            .as_object_mut()
+            .context("metadata")?
+            .remove("resourceVersion");
+        let (code, after) = raw(
+            &client,
+            "PUT",
+            &format!("{CLUSTERS}/victim"),
+            JSON,
+            serde_json::to_vec(&changed)?,
+        )
+        .await?;
+        ensure!(code == 200, "first update of victim: {code} {after}");
+        ensure!(
+            after["metadata"]["resourceVersion"] != victim["metadata"]["resourceVersion"],
+            "the update did not move resourceVersion"
+        );
+        Ok(victim)
+    }
+
+    /// Nothing was lost, nothing invalid was stored (only `stored` exist), and the
+    /// server still serves.
+    async fn check_nothing_lost(&self, stored: &[&str]) -> Result<()> {
+        let client = self.client.clone();
+        let before = &self.before;
+        let demo = format!("{CLUSTERS}/demo");
+        let (code, after) = raw(&client, "GET", &demo, JSON, vec![]).await?;
+        ensure!(code == 200, "the valid cluster is gone: {code} {after}");
+        for field in [
+            "/spec",
+            "/metadata/uid",
+            "/metadata/labels",
+            "/metadata/annotations",
+            "/metadata/generation",
+        ] {
+            ensure!(
+                after.pointer(field) == before.pointer(field),
+                "the valid cluster changed at {field}:\nbefore {before}\nafter  {after}"
+            );
+        }
+        let (code, list) = raw(&client, "GET", CLUSTERS, JSON, vec![]).await?;
+        ensure!(code == 200, "listing after the bad requests: {code} {list}");
+        let mut names: Vec<&str> = list["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        names.sort_unstable();
+        if names != stored {
+            bail!("bad requests stored objects: {names:?}");
+        }
+        let (code, created) = post(&client, &cluster("still-serving")).await?;
+        ensure!(
+            code == 201,
+            "the server no longer accepts a valid create: {code} {created}"
+        );
+        Ok(())
+    }
+}
+
 #[tokio::test]
-async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
-    // The API alone: no controller writes to the objects under test.
-    let server = ServerProc::start_with(&["--controllers=false"])?;
-    let client = server.client().await?;
-    let tmp = tempfile::tempdir()?;
-
-    let (code, org) = raw(
-        &client,
-        "POST",
-        "/apis/shoal.io/v1alpha1/organizations",
-        JSON,
-        serde_json::to_vec(&json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}}))?,
-    )
-    .await?;
-    ensure!(code == 201, "creating organization acme: {code} {org}");
-    // A Cluster must name a Release that exists; the API alone seeds none.
-    shoal_e2e::ensure_release(&client, "test-1").await?;
-    let (code, before) = post(&client, &cluster("demo")).await?;
-    ensure!(code == 201, "creating the valid cluster: {code} {before}");
-    let demo = format!("{CLUSTERS}/demo");
-
+async fn bodies_that_do_not_parse_get_400() -> Result<()> {
+    let acme = Acme::start().await?;
+    let client = acme.client.clone();
     // Bodies that do not parse.
     check_status(
         "malformed JSON",
@@ -185,7 +269,13 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         .await?,
         expect(400, "BadRequest"),
     )?;
+    acme.check_nothing_lost(&["demo"]).await
+}
 
+#[tokio::test]
+async fn invalid_objects_get_a_status_naming_the_field() -> Result<()> {
+    let acme = Acme::start().await?;
+    let client = acme.client.clone();
     // Objects that parse but are invalid, field by field.
     let cases: Vec<(&str, Value, Expect<'_>)> = vec![
         (
@@ -272,7 +362,14 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         .await?,
         expect(404, "NotFound"),
     )?;
+    acme.check_nothing_lost(&["demo"]).await
+}
 
+#[tokio::test]
+async fn unsupported_content_types_and_oversized_bodies_are_refused() -> Result<()> {
+    let acme = Acme::start().await?;
+    let client = acme.client.clone();
+    let demo = format!("{CLUSTERS}/demo");
     // Content types and sizes.
     check_status(
         "protobuf body",
@@ -325,30 +422,15 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         .await?,
         expect(415, "UnsupportedMediaType"),
     )?;
+    acme.check_nothing_lost(&["demo"]).await
+}
 
+#[tokio::test]
+async fn a_put_with_a_stale_resource_version_gets_409_and_changes_nothing() -> Result<()> {
+    let acme = Acme::start().await?;
+    let client = acme.client.clone();
+    let victim = acme.victim().await?;
     // Optimistic concurrency: a PUT with a resourceVersion that is no longer current.
-    let (code, victim) = post(&client, &cluster("victim")).await?;
-    ensure!(code == 201, "creating victim: {code} {victim}");
-    let mut changed = victim.clone();
-    changed["metadata"]["labels"] = json!({"step": "one"});
-    // No resourceVersion: the server's own controllers may have written in between.
-    changed["metadata"]
-        .as_object_mut()
-        .context("metadata")?
-        .remove("resourceVersion");
-    let (code, after) = raw(
-        &client,
-        "PUT",
-        &format!("{CLUSTERS}/victim"),
-        JSON,
-        serde_json::to_vec(&changed)?,
-    )
-    .await?;
-    ensure!(code == 200, "first update of victim: {code} {after}");
-    ensure!(
-        after["metadata"]["resourceVersion"] != victim["metadata"]["resourceVersion"],
-        "the update did not move resourceVersion"
-    );
     let mut stale = victim.clone();
     stale["metadata"]["labels"] = json!({"step": "stale"});
     check_status(
@@ -368,7 +450,14 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         now["metadata"]["labels"]["step"] == "one",
         "the stale PUT changed victim: {now}"
     );
+    acme.check_nothing_lost(&["demo", "victim"]).await
+}
 
+#[tokio::test]
+async fn odd_bodies_and_verbs_are_refused_cleanly_and_change_nothing() -> Result<()> {
+    let acme = Acme::start().await?;
+    let client = acme.client.clone();
+    let victim = acme.victim().await?;
     // More bodies that must be refused cleanly, on every write verb.
     let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let alias_bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\ni: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n";
@@ -687,7 +776,13 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         now["metadata"]["labels"]["step"] == "one" && now["spec"] == victim["spec"],
         "a refused write changed victim: {now}"
     );
+    acme.check_nothing_lost(&["demo", "victim"]).await
+}
 
+#[tokio::test]
+async fn unknown_paths_and_bad_queries_get_a_status() -> Result<()> {
+    let acme = Acme::start().await?;
+    let client = acme.client.clone();
     // Paths and queries.
     check_status(
         "unknown resource",
@@ -729,16 +824,23 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
             expect(400, "BadRequest"),
         )?;
     }
+    acme.check_nothing_lost(&["demo"]).await
+}
 
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401() -> Result<()> {
+    let acme = Acme::start().await?;
+    let demo = format!("{CLUSTERS}/demo");
+    let tmp = tempfile::tempdir()?;
     // Authentication.
-    let anonymous = client_with_token(&server, tmp.path(), None).await?;
+    let anonymous = client_with_token(&acme.server, tmp.path(), None).await?;
     check_status(
         "no token",
         raw(&anonymous, "GET", CLUSTERS, JSON, vec![]).await?,
         expect(401, "Unauthorized"),
     )?;
     let forged = client_with_token(
-        &server,
+        &acme.server,
         tmp.path(),
         Some("shoal.admin.0000000000000000000000000000000000000000"),
     )
@@ -748,7 +850,7 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         raw(&forged, "GET", CLUSTERS, JSON, vec![]).await?,
         expect(401, "Unauthorized"),
     )?;
-    let garbage = client_with_token(&server, tmp.path(), Some("not-a-shoal-token")).await?;
+    let garbage = client_with_token(&acme.server, tmp.path(), Some("not-a-shoal-token")).await?;
     check_status(
         "garbage token",
         raw(&garbage, "GET", &demo, JSON, vec![]).await?,
@@ -759,38 +861,5 @@ async fn bad_input_gets_a_status_and_loses_nothing() -> Result<()> {
         raw(&forged, "DELETE", &demo, JSON, vec![]).await?,
         expect(401, "Unauthorized"),
     )?;
-
-    // Nothing was lost, nothing invalid was stored, and the server still serves.
-    let (code, after) = raw(&client, "GET", &demo, JSON, vec![]).await?;
-    ensure!(code == 200, "the valid cluster is gone: {code} {after}");
-    for field in [
-        "/spec",
-        "/metadata/uid",
-        "/metadata/labels",
-        "/metadata/annotations",
-        "/metadata/generation",
-    ] {
-        ensure!(
-            after.pointer(field) == before.pointer(field),
-            "the valid cluster changed at {field}:\nbefore {before}\nafter  {after}"
-        );
-    }
-    let (code, list) = raw(&client, "GET", CLUSTERS, JSON, vec![]).await?;
-    ensure!(code == 200, "listing after the bad requests: {code} {list}");
-    let mut names: Vec<&str> = list["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .filter_map(|i| i["metadata"]["name"].as_str())
-        .collect();
-    names.sort_unstable();
-    if names != ["demo", "victim"] {
-        bail!("bad requests stored objects: {names:?}");
-    }
-    let (code, created) = post(&client, &cluster("still-serving")).await?;
-    ensure!(
-        code == 201,
-        "the server no longer accepts a valid create: {code} {created}"
-    );
-    Ok(())
+    acme.check_nothing_lost(&["demo"]).await
 }
