@@ -380,4 +380,36 @@ mod tests {
             "each failure counts towards the backoff"
         );
     }
+
+    #[tokio::test]
+    async fn a_worker_failed_on_a_lost_host_is_replaced() {
+        let mut lost = serde_json::to_value(worker("a-w-0", "10.128.0.10")).expect("serialises");
+        lost["status"] = json!({"phase": "Failed", "conditions": [{
+            "type": "Ready", "status": "False", "reason": "HostLost",
+            "message": "host h1 has sent no heartbeat", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        let lost: Machine = serde_json::from_value(lost).expect("a valid Machine");
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![cluster(true)],
+            machines: vec![control_plane(), lost.clone()],
+            pools: vec![pool(1)],
+            releases: vec![release()],
+            ..Default::default()
+        });
+        api.put(&path("nodepools", "org-x", "a-w"), &pool(1));
+        api.put(&path("machines", "org-x", "a-w-0"), &lost);
+
+        reconcile(Arc::new(pool(1)), ctx).await.expect("reconciles");
+
+        let created = api.calls_to(
+            &Method::POST,
+            "/apis/shoal.io/v1alpha1/namespaces/org-x/machines",
+        );
+        assert_eq!(created.len(), 1, "a replacement: {created:?}");
+        assert_eq!(created[0].body["metadata"]["labels"][NODE_POOL], "a-w");
+        assert_ne!(created[0].body["metadata"]["name"], "a-w-0");
+        assert!(
+            !api.has(&path("machines", "org-x", "a-w-0")),
+            "the failed one is deleted"
+        );
+    }
 }
