@@ -248,7 +248,7 @@ impl Ipam {
         let name = claim_name(slot);
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) if crate::error::is_not_found(&e) => Ok(()),
             Err(source) => Err(IpamError::Api { name, source }),
         }
     }

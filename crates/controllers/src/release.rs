@@ -213,4 +213,28 @@ mod tests {
             .as_deref()
             .is_some_and(|c| c.contains("root=LABEL=shoal-root")));
     }
+
+    #[tokio::test]
+    async fn seeding_creates_missing_releases_and_keeps_an_administrators_edit() {
+        let (client, api) = crate::fake_api::FakeApi::client();
+        let config = ControllerConfig::default();
+        let kubeadm = seeds(&config)
+            .into_iter()
+            .next()
+            .expect("the kubeadm release is always seeded");
+        let mut edited = kubeadm.clone();
+        edited.spec.state = ReleaseState::Deprecated;
+        let at = format!("/apis/shoal.io/v1alpha1/releases/{}", kubeadm.name_any());
+        api.put(&at, &edited);
+
+        seed(&client, &config)
+            .await
+            .expect("an existing release is no error");
+
+        assert_eq!(api.get(&at).expect("kept")["spec"]["state"], "deprecated");
+
+        let (client, api) = crate::fake_api::FakeApi::client();
+        seed(&client, &config).await.expect("seeds");
+        assert_eq!(api.get(&at).expect("created")["spec"]["state"], "active");
+    }
 }
