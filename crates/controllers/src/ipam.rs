@@ -233,7 +233,7 @@ impl Ipam {
                     self.cursor.store(slot + 1, Ordering::Relaxed);
                     return Ok(self.config.allocation(slot));
                 }
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) if crate::error::is_conflict(&e) => continue,
                 Err(source) => return Err(IpamError::Api { name, source }),
             }
         }

@@ -21,6 +21,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::error::is_conflict;
+
 /// How a candidate competes for a Lease.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -87,10 +89,6 @@ fn secs(d: Duration) -> i32 {
     i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
 }
 
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
 impl LeaderElector {
     /// A candidate using `client`.
     pub fn new(client: Client, cfg: LeaseConfig) -> Self {
@@ -151,7 +149,7 @@ impl LeaderElector {
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
-                Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 409) => Ok(false),
+                Err(e) if is_conflict(&e) => Ok(false),
                 Err(e) => Err(self.err(e)),
             };
         };
