@@ -260,4 +260,31 @@ mod tests {
             .chars()
             .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
     }
+
+    #[tokio::test]
+    async fn a_cluster_gets_its_pki_once_and_reads_it_back_after() {
+        use http::Method;
+        let cluster = crate::fake_api::cluster(true);
+        let (ctx, api) = crate::fake_api::context(crate::fake_api::State::default());
+        let secrets = format!("/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets");
+
+        let first = ensure(&ctx, &cluster).await.expect("made");
+        let second = ensure(&ctx, &cluster).await.expect("read back");
+
+        assert_eq!(
+            api.calls_to(&Method::POST, &secrets).len(),
+            1,
+            "created once"
+        );
+        assert!(
+            api.calls_to(&Method::PUT, &secrets).is_empty(),
+            "nothing to renew"
+        );
+        assert_eq!(second.bootstrap_token, first.bootstrap_token);
+        assert_eq!(second.pki.ca().cert_pem(), first.pki.ca().cert_pem());
+        let stored = api
+            .get(&format!("{secrets}/{}", pki_secret_name("org-x", "a")))
+            .expect("stored");
+        assert_eq!(stored["metadata"]["namespace"], SYSTEM_NAMESPACE);
+    }
 }
