@@ -71,102 +71,126 @@ fn rows(table: &str) -> Vec<Vec<&str>> {
         .collect()
 }
 
-#[tokio::test]
-async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
-    let server = ServerProc::start()?;
-    let admin = server.client().await?;
-    shoal_e2e::ensure_release(&admin, "test-1").await?;
-    let tmp = tempfile::tempdir()?;
+/// A server with release test-1, organizations acme and beta, cluster demo (one
+/// control-plane node, a default pool of two workers) in acme and cluster other in
+/// beta, all made with the CLI.
+struct Orgs {
+    server: ServerProc,
+    admin: Client,
+    tmp: tempfile::TempDir,
+    /// demo as the API stored it.
+    cl: Value,
+}
 
-    // Organizations.
-    let out = ok(
-        &server,
-        &["org", "create", "acme", "--display-name", "Acme Inc"],
-    )?;
-    ensure!(
-        out.contains("acme") && out.contains("created"),
-        "org create printed: {out}"
-    );
-    ok(&server, &["org", "create", "beta"])?;
-    let (code, ns) = get(&admin, "/api/v1/namespaces/org-acme").await?;
-    ensure!(
-        code == 200,
-        "org create did not make namespace org-acme: {code} {ns}"
-    );
-    let list = ok(&server, &["org", "list"])?;
-    let table = rows(&list);
-    ensure!(
-        table.first().is_some_and(|h| h.first() == Some(&"NAME")),
-        "org list has no header: {list}"
-    );
-    for org in ["acme", "beta"] {
+impl Orgs {
+    async fn start() -> Result<Self> {
+        let server = ServerProc::start()?;
+        let admin = server.client().await?;
+        shoal_e2e::ensure_release(&admin, "test-1").await?;
+        let tmp = tempfile::tempdir()?;
+
+        // Organizations.
+        let out = ok(
+            &server,
+            &["org", "create", "acme", "--display-name", "Acme Inc"],
+        )?;
         ensure!(
-            table.iter().skip(1).any(|r| r.first() == Some(&org)),
-            "org list misses {org}: {list}"
+            out.contains("acme") && out.contains("created"),
+            "org create printed: {out}"
         );
+        ok(&server, &["org", "create", "beta"])?;
+        let (code, ns) = get(&admin, "/api/v1/namespaces/org-acme").await?;
+        ensure!(
+            code == 200,
+            "org create did not make namespace org-acme: {code} {ns}"
+        );
+        let list = ok(&server, &["org", "list"])?;
+        let table = rows(&list);
+        ensure!(
+            table.first().is_some_and(|h| h.first() == Some(&"NAME")),
+            "org list has no header: {list}"
+        );
+        for org in ["acme", "beta"] {
+            ensure!(
+                table.iter().skip(1).any(|r| r.first() == Some(&org)),
+                "org list misses {org}: {list}"
+            );
+        }
+        let stderr = fails(&server, &["org", "create", "acme"])?;
+        ensure!(
+            stderr.contains("AlreadyExists"),
+            "a duplicate org create printed: {stderr}"
+        );
+
+        // Clusters: create writes a Cluster and its default NodePool.
+        let out = ok(
+            &server,
+            &[
+                "cluster",
+                "create",
+                "--name",
+                "demo",
+                "--org",
+                "acme",
+                "--release",
+                "test-1",
+                "--control-plane",
+                "1",
+                "--workers",
+                "2",
+            ],
+        )?;
+        ensure!(
+            out.contains("cluster.shoal.io/demo created"),
+            "cluster create printed: {out}"
+        );
+        let (code, cl) = get(&admin, &format!("{GV}/namespaces/org-acme/clusters/demo")).await?;
+        ensure!(code == 200, "the Cluster was not written: {code} {cl}");
+        ensure!(
+            cl["spec"]["release"] == "test-1" && cl["spec"]["controlPlane"]["replicas"] == 1,
+            "Cluster spec: {cl}"
+        );
+        let (code, np) = get(
+            &admin,
+            &format!("{GV}/namespaces/org-acme/nodepools?labelSelector=shoal.io/cluster%3Ddemo"),
+        )
+        .await?;
+        ensure!(code == 200, "listing node pools: {code} {np}");
+        let pools = np["items"].as_array().context("items")?;
+        ensure!(pools.len() == 1, "want one NodePool for demo: {np}");
+        ensure!(
+            pools[0]["spec"]["cluster"] == "demo" && pools[0]["spec"]["replicas"] == 2,
+            "NodePool spec: {}",
+            pools[0]
+        );
+        ok(
+            &server,
+            &[
+                "cluster",
+                "create",
+                "--name",
+                "other",
+                "--org",
+                "beta",
+                "--release",
+                "test-1",
+            ],
+        )?;
+        Ok(Self {
+            server,
+            admin,
+            tmp,
+            cl,
+        })
     }
-    let stderr = fails(&server, &["org", "create", "acme"])?;
-    ensure!(
-        stderr.contains("AlreadyExists"),
-        "a duplicate org create printed: {stderr}"
-    );
+}
 
-    // Clusters: create writes a Cluster and its default NodePool.
-    let out = ok(
-        &server,
-        &[
-            "cluster",
-            "create",
-            "--name",
-            "demo",
-            "--org",
-            "acme",
-            "--release",
-            "test-1",
-            "--control-plane",
-            "1",
-            "--workers",
-            "2",
-        ],
-    )?;
-    ensure!(
-        out.contains("cluster.shoal.io/demo created"),
-        "cluster create printed: {out}"
-    );
-    let (code, cl) = get(&admin, &format!("{GV}/namespaces/org-acme/clusters/demo")).await?;
-    ensure!(code == 200, "the Cluster was not written: {code} {cl}");
-    ensure!(
-        cl["spec"]["release"] == "test-1" && cl["spec"]["controlPlane"]["replicas"] == 1,
-        "Cluster spec: {cl}"
-    );
-    let (code, np) = get(
-        &admin,
-        &format!("{GV}/namespaces/org-acme/nodepools?labelSelector=shoal.io/cluster%3Ddemo"),
-    )
-    .await?;
-    ensure!(code == 200, "listing node pools: {code} {np}");
-    let pools = np["items"].as_array().context("items")?;
-    ensure!(pools.len() == 1, "want one NodePool for demo: {np}");
-    ensure!(
-        pools[0]["spec"]["cluster"] == "demo" && pools[0]["spec"]["replicas"] == 2,
-        "NodePool spec: {}",
-        pools[0]
-    );
-    ok(
-        &server,
-        &[
-            "cluster",
-            "create",
-            "--name",
-            "other",
-            "--org",
-            "beta",
-            "--release",
-            "test-1",
-        ],
-    )?;
-
-    let list = ok(&server, &["cluster", "list"])?;
+#[tokio::test]
+async fn cluster_create_writes_a_cluster_and_pool_that_list_and_get_show() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
+    let cl = &orgs.cl;
+    let list = ok(server, &["cluster", "list"])?;
     let table = rows(&list);
     ensure!(
         table
@@ -182,14 +206,14 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         table.iter().any(|r| r.starts_with(&["org-beta", "other"])),
         "cluster list misses other: {list}"
     );
-    let list = ok(&server, &["cluster", "list", "--org", "acme"])?;
+    let list = ok(server, &["cluster", "list", "--org", "acme"])?;
     ensure!(
         list.contains("demo") && !list.contains("other"),
         "cluster list --org acme: {list}"
     );
 
     let json_out = ok(
-        &server,
+        server,
         &["cluster", "get", "demo", "--org", "acme", "-o", "json"],
     )?;
     let got: Value = serde_json::from_str(&json_out)
@@ -205,7 +229,7 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "cluster get shows another object: {got}"
     );
 
-    let table_out = ok(&server, &["get", "clusters", "-n", "org-acme"])?;
+    let table_out = ok(server, &["get", "clusters", "-n", "org-acme"])?;
     let table = rows(&table_out);
     let header = table.first().context("no table header")?;
     ensure!(
@@ -228,7 +252,15 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         !table_out.contains("other"),
         "get clusters -n org-acme shows beta's cluster: {table_out}"
     );
+    Ok(())
+}
 
+#[tokio::test]
+async fn apply_creates_leaves_unchanged_and_configures_and_delete_removes() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
+    let admin = &orgs.admin;
+    let tmp = &orgs.tmp;
     // apply -f: created, unchanged, configured; delete -f.
     let file = tmp.path().join("applied.yaml");
     let manifest = |team: &str| {
@@ -238,66 +270,73 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
     };
     std::fs::write(&file, manifest("red"))?;
     let file_arg = file.to_str().context("utf-8 path")?;
-    let out = ok(&server, &["apply", "-f", file_arg])?;
+    let out = ok(server, &["apply", "-f", file_arg])?;
     ensure!(
         out.contains("cluster.shoal.io/applied created")
             && out.contains("nodepool.shoal.io/applied-pool created"),
         "first apply: {out}"
     );
-    let (_, first) = get(
-        &admin,
-        &format!("{GV}/namespaces/org-acme/clusters/applied"),
-    )
-    .await?;
+    let (_, first) = get(admin, &format!("{GV}/namespaces/org-acme/clusters/applied")).await?;
     ensure!(
         first["metadata"]["labels"]["team"] == "red",
         "apply did not write the label: {first}"
     );
-    let out = ok(&server, &["apply", "-f", file_arg])?;
+    let out = ok(server, &["apply", "-f", file_arg])?;
     ensure!(
         out.contains("cluster.shoal.io/applied unchanged")
             && out.contains("nodepool.shoal.io/applied-pool unchanged"),
         "second apply: {out}"
     );
-    let (_, second) = get(
-        &admin,
-        &format!("{GV}/namespaces/org-acme/clusters/applied"),
-    )
-    .await?;
+    let (_, second) = get(admin, &format!("{GV}/namespaces/org-acme/clusters/applied")).await?;
     ensure!(
         second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"],
         "an unchanged apply wrote: {second}"
     );
     std::fs::write(&file, manifest("blue"))?;
-    let out = ok(&server, &["apply", "-f", file_arg])?;
+    let out = ok(server, &["apply", "-f", file_arg])?;
     ensure!(
         out.contains("cluster.shoal.io/applied configured")
             && out.contains("nodepool.shoal.io/applied-pool unchanged"),
         "third apply: {out}"
     );
-    let (_, third) = get(
-        &admin,
-        &format!("{GV}/namespaces/org-acme/clusters/applied"),
-    )
-    .await?;
+    let (_, third) = get(admin, &format!("{GV}/namespaces/org-acme/clusters/applied")).await?;
     ensure!(
         third["metadata"]["labels"]["team"] == "blue",
         "apply did not change the label: {third}"
     );
-    let out = ok(&server, &["delete", "-f", file_arg])?;
+    let out = ok(server, &["delete", "-f", file_arg])?;
     ensure!(
         out.contains("cluster.shoal.io/applied deleted")
             && out.contains("nodepool.shoal.io/applied-pool deleted"),
         "delete -f: {out}"
     );
+    // The Cluster carries the cluster controller's finalizer: it goes once the
+    // controller has cleaned up, which takes longer when tests run in parallel.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     for path in ["clusters/applied", "nodepools/applied-pool"] {
-        let (code, _) = get(&admin, &format!("{GV}/namespaces/org-acme/{path}")).await?;
-        ensure!(code == 404, "{path} still exists after delete -f ({code})");
+        loop {
+            let (code, _) = get(admin, &format!("{GV}/namespaces/org-acme/{path}")).await?;
+            if code == 404 || std::time::Instant::now() >= deadline {
+                ensure!(
+                    code == 404,
+                    "{path} still exists 30 s after delete -f ({code})"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
+    Ok(())
+}
 
+#[tokio::test]
+async fn a_token_logs_in_and_its_revocation_locks_the_user_out() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
+    let tmp = &orgs.tmp;
     // Tokens.
     let out = ok(
-        &server,
+        server,
         &[
             "token",
             "create",
@@ -315,7 +354,7 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "token create printed: {out}"
     );
     let id = token.split('.').nth(1).context("token id")?.to_owned();
-    let list = ok(&server, &["token", "list"])?;
+    let list = ok(server, &["token", "list"])?;
     let row = rows(&list)
         .into_iter()
         .find(|r| r.first() == Some(&id.as_str()))
@@ -329,7 +368,7 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "token list shows the secret: {list}"
     );
     let stderr = fails(
-        &server,
+        server,
         &["token", "create", "--org", "acem", "--role", "viewer"],
     )?;
     ensure!(
@@ -337,7 +376,7 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "a token for a missing org printed: {stderr}"
     );
     let stderr = fails(
-        &server,
+        server,
         &["token", "create", "--org", "acme", "--role", "emperor"],
     )?;
     ensure!(stderr.contains("role"), "a bad role printed: {stderr}");
@@ -440,10 +479,10 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
     );
 
     // Revoking the token locks the logged-in user out.
-    let out = ok(&server, &["token", "revoke", &id])?;
+    let out = ok(server, &["token", "revoke", &id])?;
     ensure!(out.contains(&id), "token revoke printed: {out}");
     ensure!(
-        !ok(&server, &["token", "list"])?.contains(&id),
+        !ok(server, &["token", "list"])?.contains(&id),
         "the revoked token is still listed"
     );
     let out = shoal_in_home(&home, &["--kubeconfig", config_arg, "cluster", "list"])?;
@@ -452,17 +491,29 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "a revoked token still works: {}",
         text(&out)
     );
+    Ok(())
+}
 
+#[tokio::test]
+async fn the_bootstrap_admin_credential_cannot_be_revoked() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
     // The bootstrap admin credential cannot be revoked: that would lock every replica out.
-    let err = fails(&server, &["token", "revoke", "admin"])?;
+    let err = fails(server, &["token", "revoke", "admin"])?;
     ensure!(
         err.contains("Forbidden") && err.contains("bootstrap credential"),
         "revoking admin: {err}"
     );
-    ok(&server, &["get", "namespaces"])?;
+    ok(server, &["get", "namespaces"])?;
+    Ok(())
+}
 
+#[tokio::test]
+async fn crds_prints_one_definition_with_a_schema_per_kind() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
     // crds: eight CustomResourceDefinitions with schemas.
-    let crds = ok(&server, &["crds"])?;
+    let crds = ok(server, &["crds"])?;
     let mut names = Vec::new();
     let mut docs = vec![String::new()];
     for line in crds.lines() {
@@ -518,9 +569,15 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         names.len() == 8 && names == want,
         "crds printed {names:?}, want {want:?}"
     );
+    Ok(())
+}
 
+#[tokio::test]
+async fn completion_and_a_closed_output_pipe_cause_no_panic() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
     // completion.
-    let script = ok(&server, &["completion", "bash"])?;
+    let script = ok(server, &["completion", "bash"])?;
     ensure!(
         script.contains("_shoal()") && script.contains("complete -F _shoal"),
         "completion bash: {}",
@@ -555,16 +612,23 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
             out.status
         );
     }
+    Ok(())
+}
 
+#[tokio::test]
+async fn errors_print_the_servers_status_and_exit_non_zero() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
+    let admin = &orgs.admin;
     // Errors print the server's Status and exit non-zero.
-    let stderr = fails(&server, &["cluster", "get", "nope", "--org", "acme"])?;
+    let stderr = fails(server, &["cluster", "get", "nope", "--org", "acme"])?;
     ensure!(
         stderr.contains("nope")
             && (stderr.contains("NotFound") || stderr.contains("does not exist")),
         "cluster get nope printed: {stderr}"
     );
     let stderr = fails(
-        &server,
+        server,
         &[
             "cluster",
             "create",
@@ -583,10 +647,10 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "invalid replicas printed: {stderr}"
     );
     for path in ["clusters/bad", "nodepools/bad-default"] {
-        let (code, _) = get(&admin, &format!("{GV}/namespaces/org-acme/{path}")).await?;
+        let (code, _) = get(admin, &format!("{GV}/namespaces/org-acme/{path}")).await?;
         ensure!(code == 404, "a failed cluster create left {path} behind");
     }
-    let stderr = fails(&server, &["get", "widgets"])?;
+    let stderr = fails(server, &["get", "widgets"])?;
     ensure!(
         stderr.contains("widgets"),
         "an unknown type printed: {stderr}"
@@ -600,11 +664,18 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "a missing kubeconfig: {}",
         text(&out)
     );
+    Ok(())
+}
 
+#[tokio::test]
+async fn cluster_delete_wait_removes_the_cluster_and_its_pools_only() -> Result<()> {
+    let orgs = Orgs::start().await?;
+    let server = &orgs.server;
+    let admin = &orgs.admin;
     // cluster delete removes the cluster and its node pools; with --wait it returns
     // once the cluster controller has cleaned up and the Cluster is gone.
     let out = ok(
-        &server,
+        server,
         &["cluster", "delete", "demo", "--org", "acme", "--wait"],
     )?;
     ensure!(
@@ -613,13 +684,13 @@ async fn cli_manages_orgs_clusters_objects_and_tokens() -> Result<()> {
         "cluster delete printed: {out}"
     );
     for path in ["clusters/demo", "nodepools/demo-default"] {
-        let (code, _) = get(&admin, &format!("{GV}/namespaces/org-acme/{path}")).await?;
+        let (code, _) = get(admin, &format!("{GV}/namespaces/org-acme/{path}")).await?;
         ensure!(
             code == 404,
             "{path} still exists after cluster delete ({code})"
         );
     }
-    let (code, _) = get(&admin, &format!("{GV}/namespaces/org-beta/clusters/other")).await?;
+    let (code, _) = get(admin, &format!("{GV}/namespaces/org-beta/clusters/other")).await?;
     ensure!(
         code == 200,
         "cluster delete in acme removed beta's cluster ({code})"
