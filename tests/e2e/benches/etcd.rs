@@ -213,7 +213,12 @@ async fn main() -> Result<()> {
     }
     // The exact bytes the API stored for one Cluster: the direct creates write
     // the same size.
-    let reader = EtcdStore::connect(EtcdConfig::new(endpoints.clone())).await?;
+    // The server's objects live at `<--etcd-prefix without its trailing slash>/registry/...`.
+    let reader = EtcdStore::connect(EtcdConfig {
+        prefix: "/shoal".into(),
+        ..EtcdConfig::new(endpoints.clone())
+    })
+    .await?;
     let value = reader
         .get(&format!("/registry/clusters/{NAMESPACE}/template"))
         .await?
