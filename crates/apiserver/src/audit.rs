@@ -1,4 +1,6 @@
-//! The audit log: one JSON line per write, with who, what, verb, result and time.
+//! The audit log: one JSON line per write (and per request of a caller signed in
+//! through OIDC), with who, what, verb, result and time; for OIDC callers also
+//! the issuer, the subject and the groups. Never a token.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -7,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use crate::auth::OidcClaims;
 use crate::resource::meta::now_rfc3339;
 
 /// What one audited request did.
@@ -26,6 +29,8 @@ pub struct AuditRecord<'a> {
     pub code: u16,
     /// The Status reason, or "Success".
     pub result: &'a str,
+    /// The OIDC issuer, subject and groups, when an ID token authenticated the caller.
+    pub oidc: Option<&'a OidcClaims>,
 }
 
 /// When the audit log is rotated.
@@ -145,8 +150,13 @@ impl AuditLog {
             "name": rec.name,
             "code": rec.code,
             "result": rec.result,
-        })
-        .to_string();
+        });
+        if let Some(oidc) = rec.oidc {
+            line["issuer"] = json!(oidc.issuer);
+            line["subject"] = json!(oidc.subject);
+            line["groups"] = json!(oidc.groups);
+        }
+        let mut line = line.to_string();
         line.push('\n');
         let Ok(mut current) = file.lock() else {
             tracing::error!("the audit log lock is poisoned");
@@ -179,6 +189,7 @@ mod tests {
             name: Some(name),
             code: 201,
             result: "Success",
+            oidc: None,
         });
     }
 

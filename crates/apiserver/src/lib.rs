@@ -62,6 +62,9 @@ pub enum ServerError {
     /// The encryption key is unusable.
     #[error("encryption key: {0}")]
     Crypto(#[from] crypto::CryptoError),
+    /// An OIDC issuer's configuration is unusable.
+    #[error("OIDC: {0}")]
+    Oidc(#[from] shoal_oidc::verify::SetupError),
 }
 
 impl From<bootstrap::BootstrapError> for ServerError {
@@ -94,6 +97,8 @@ pub struct ServerConfig {
     pub store_cache_bytes: usize,
     /// When `<data-dir>/audit.log` is rotated.
     pub audit_rotation: audit::Rotation,
+    /// The OIDC issuers whose ID tokens are accepted.
+    pub oidc_issuers: Vec<shoal_oidc::verify::IssuerConfig>,
 }
 
 /// The storage backend.
@@ -120,6 +125,7 @@ impl ServerConfig {
             storage: Storage::Embedded,
             store_cache_bytes: shoal_store::redb::DEFAULT_CACHE_BYTES,
             audit_rotation: audit::Rotation::default(),
+            oidc_issuers: Vec::new(),
         }
     }
 }
@@ -175,6 +181,13 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Self, ServerError> {
         let dir = DataDir::create(&config.data_dir)?;
+        let verifier = if config.oidc_issuers.is_empty() {
+            None
+        } else {
+            Some(Arc::new(shoal_oidc::verify::Verifier::new(
+                config.oidc_issuers.clone(),
+            )?))
+        };
         let sealer = Sealer::new(&bootstrap::encryption_key(
             &dir,
             config.encryption_key_file.as_deref(),
@@ -191,8 +204,12 @@ impl Server {
         let audit = AuditLog::open_with(&dir.path("audit.log"), config.audit_rotation)
             .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
         let (closing, closing_signal) = Closing::channel();
+        let mut auth = Authenticator::new(resources.clone());
+        if let Some(verifier) = verifier {
+            auth = auth.with_oidc(verifier);
+        }
         let state = AppState {
-            auth: Authenticator::new(resources.clone()),
+            auth,
             resources,
             audit,
             metrics: Arc::new(Metrics::default()),

@@ -79,6 +79,31 @@ pub enum Command {
     },
 }
 
+/// The issuers whose ID tokens the management API accepts.
+#[derive(Debug, Args)]
+pub struct OidcFlags {
+    /// An issuer whose ID tokens are accepted (its discovery document is read from
+    /// <URL>/.well-known/openid-configuration). More issuers: --oidc-issuers-file.
+    #[arg(long)]
+    pub oidc_issuer_url: Option<String>,
+    /// The client id ID tokens must be issued to (their `aud`).
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_client_id: Option<String>,
+    /// The claim that names the user (`sub`, `email`, ...).
+    #[arg(long, default_value = "sub", requires = "oidc_issuer_url")]
+    pub oidc_username_claim: String,
+    /// The claim that lists the user's groups.
+    #[arg(long, default_value = "groups", requires = "oidc_issuer_url")]
+    pub oidc_groups_claim: String,
+    /// A CA (PEM) to trust for the issuer's TLS certificate, besides the system's.
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_ca_file: Option<PathBuf>,
+    /// A YAML file listing more issuers: `issuers: [{issuerURL, clientID,
+    /// usernameClaim, groupsClaim, caFile}]`.
+    #[arg(long)]
+    pub oidc_issuers_file: Option<PathBuf>,
+}
+
 /// `shoal server`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -141,6 +166,9 @@ pub struct ServerArgs {
     /// Rotated audit logs kept (audit.log.1 is the newest).
     #[arg(long, default_value_t = 5)]
     pub audit_log_maxbackup: usize,
+    /// OpenID Connect single sign-on for the management API.
+    #[command(flatten)]
+    pub oidc: OidcFlags,
     /// Run a local host agent in this process, so this machine hosts VMs too (the
     /// all-in-one install). Its data plane lives in --local-agent-netns.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

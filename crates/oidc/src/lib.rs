@@ -13,3 +13,4 @@
 
 pub mod discovery;
 pub mod http;
+pub mod verify;

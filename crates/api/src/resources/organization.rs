@@ -22,14 +22,46 @@ pub enum OrgRole {
     Viewer,
 }
 
-/// A member of an organization.
+/// A member of an organization: one user, or every user of one group, as the
+/// identity provider names them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrgMember {
-    /// The user's name or e-mail, as the identity provider reports it.
-    pub name: String,
+    /// A user's name or e-mail, as the identity provider's username claim gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A group, as the identity provider's groups claim gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// What the member may do.
     pub role: OrgRole,
+}
+
+impl OrgMember {
+    /// True when this entry names `user` or one of `groups`.
+    pub fn matches(&self, user: &str, groups: &[String]) -> bool {
+        self.name.as_deref() == Some(user)
+            || self
+                .group
+                .as_deref()
+                .is_some_and(|g| groups.iter().any(|mine| mine == g))
+    }
+}
+
+impl OrgRole {
+    /// The role that may do the most of `self` and `other`.
+    pub fn max(self, other: OrgRole) -> OrgRole {
+        let rank = |r: OrgRole| match r {
+            OrgRole::Viewer => 0,
+            OrgRole::Member => 1,
+            OrgRole::Owner => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// What users set on an Organization.
@@ -70,10 +102,28 @@ impl OrganizationSpec {
     /// Checks the spec's values.
     pub fn validate(&self, errs: &mut FieldErrors) {
         for (i, m) in self.members.iter().enumerate() {
-            if m.name.trim().is_empty() {
+            let blank = |v: &Option<String>| v.as_deref().is_some_and(|s| s.trim().is_empty());
+            match (&m.name, &m.group) {
+                (None, None) => errs.push(FieldCause::required(
+                    format!("spec.members[{i}]"),
+                    "give a user (name: alice@example.com) or a group (group: platform-team)",
+                )),
+                (Some(_), Some(_)) => errs.push(FieldCause::invalid(
+                    format!("spec.members[{i}]"),
+                    "give either name or group, not both: list the user and the group as two members",
+                )),
+                _ => {}
+            }
+            if blank(&m.name) {
                 errs.push(FieldCause::invalid(
                     format!("spec.members[{i}].name"),
                     "must not be empty: give the user's name or e-mail",
+                ));
+            }
+            if blank(&m.group) {
+                errs.push(FieldCause::invalid(
+                    format!("spec.members[{i}].group"),
+                    "must not be empty: give the group's name as the identity provider spells it",
                 ));
             }
         }
@@ -90,4 +140,51 @@ pub fn namespace_org(namespace: &str) -> Option<&str> {
     namespace
         .strip_prefix(ORG_NAMESPACE_PREFIX)
         .filter(|o| !o.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causes(members: serde_json::Value) -> Vec<String> {
+        let spec: OrganizationSpec =
+            serde_json::from_value(serde_json::json!({ "members": members })).expect("a spec");
+        let mut errs = FieldErrors::default();
+        spec.validate(&mut errs);
+        errs.0.into_iter().map(|c| c.field).collect()
+    }
+
+    #[test]
+    fn a_member_is_a_user_or_a_group() {
+        assert!(causes(serde_json::json!([
+            {"name": "alice@example.com", "role": "owner"},
+            {"group": "platform-team", "role": "viewer"},
+        ]))
+        .is_empty());
+        assert_eq!(
+            causes(serde_json::json!([{"role": "owner"}])),
+            ["spec.members[0]"]
+        );
+        assert_eq!(
+            causes(serde_json::json!([{"name": "a", "group": "g", "role": "owner"}])),
+            ["spec.members[0]"]
+        );
+        assert_eq!(
+            causes(
+                serde_json::json!([{"name": "a", "role": "owner"}, {"group": " ", "role": "member"}])
+            ),
+            ["spec.members[1].group"]
+        );
+    }
+
+    #[test]
+    fn matching_and_the_highest_role() {
+        let m: OrgMember =
+            serde_json::from_value(serde_json::json!({"group": "ops", "role": "member"}))
+                .expect("a member");
+        assert!(m.matches("anyone", &["dev".into(), "ops".into()]));
+        assert!(!m.matches("ops", &[]));
+        assert_eq!(OrgRole::Viewer.max(OrgRole::Owner), OrgRole::Owner);
+        assert_eq!(OrgRole::Member.max(OrgRole::Viewer), OrgRole::Member);
+    }
 }

@@ -4,7 +4,7 @@ use shoal_api::registry::TenantAccess;
 use shoal_api::resources::organization::{namespace_org, org_namespace};
 use shoal_api::{KindInfo, OrgRole};
 
-use crate::auth::{Identity, Role};
+use crate::auth::Identity;
 use crate::error::ApiError;
 
 /// System Secrets that even cluster admins may not change or delete: losing
@@ -92,24 +92,99 @@ pub fn authorize(
     ns: Option<&str>,
     name: Option<&str>,
 ) -> Result<Restriction, ApiError> {
-    let (org, role) = match &id.role {
-        Role::ClusterAdmin => {
-            let system_secret = kind.behavior.bootstrap_credentials
-                && ns == Some(shoal_api::wellknown::SYSTEM_NAMESPACE)
-                && name.is_some_and(|n| PROTECTED_SECRETS.contains(&n));
-            if system_secret && matches!(verb, Verb::Delete | Verb::Update | Verb::Patch) {
+    if id.is_cluster_admin() {
+        let system_secret = kind.behavior.bootstrap_credentials
+            && ns == Some(shoal_api::wellknown::SYSTEM_NAMESPACE)
+            && name.is_some_and(|n| PROTECTED_SECRETS.contains(&n));
+        if system_secret && matches!(verb, Verb::Delete | Verb::Update | Verb::Patch) {
+            return Err(forbidden(
+                id,
+                verb,
+                kind,
+                ns,
+                "this is a bootstrap credential every replica depends on; create another admin token instead",
+            ));
+        }
+        return Ok(Restriction::None);
+    }
+    let orgs: Vec<(&str, OrgRole)> = id.org_roles().collect();
+    let (org, role) = match orgs.as_slice() {
+        [] => {
+            let groups = id
+                .oidc
+                .as_ref()
+                .map(|o| o.groups.join(", "))
+                .filter(|g| !g.is_empty())
+                .unwrap_or_else(|| "none".to_owned());
+            return Err(forbidden(
+                id,
+                verb,
+                kind,
+                ns,
+                &format!("you belong to no organization: ask an organization's owner to add you or one of your groups ({groups}) to its spec.members"),
+            ));
+        }
+        [one] => *one,
+        several => match pick_org(several, kind, ns, name) {
+            Some(chosen) => chosen,
+            None => {
+                let names: Vec<String> = several.iter().map(|(o, _)| org_namespace(o)).collect();
                 return Err(forbidden(
                     id,
                     verb,
                     kind,
                     ns,
-                    "this is a bootstrap credential every replica depends on; create another admin token instead",
+                    &format!(
+                        "you belong to several organizations: name one, by namespace ({}) or by name",
+                        names.join(", ")
+                    ),
                 ));
             }
-            return Ok(Restriction::None);
-        }
-        Role::Org { org, role } => (org.as_str(), *role),
+        },
     };
+    authorize_in_org(id, verb, kind, ns, name, org, role)
+}
+
+/// The organization a request of a caller with several concerns: the one owning
+/// the namespace, or named by the request; kinds that do not depend on the
+/// organization take any.
+fn pick_org<'a>(
+    orgs: &[(&'a str, OrgRole)],
+    kind: &KindInfo,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> Option<(&'a str, OrgRole)> {
+    if let Some(n) = ns {
+        return orgs
+            .iter()
+            .find(|(o, _)| Some(*o) == namespace_org(n))
+            .copied()
+            .or_else(|| orgs.first().copied());
+    }
+    match kind.behavior.tenant {
+        TenantAccess::AdminOnly | TenantAccess::ReadAll => orgs.first().copied(),
+        TenantAccess::OwnOrganization => {
+            name.and_then(|n| orgs.iter().find(|(o, _)| *o == n).copied())
+        }
+        TenantAccess::OwnNamespace => name.and_then(|n| {
+            orgs.iter()
+                .find(|(o, _)| namespace_org(n) == Some(*o))
+                .copied()
+        }),
+        TenantAccess::NamespaceRead | TenantAccess::NamespaceWrite => None,
+    }
+}
+
+/// Decides a request of a caller with `role` in `org`.
+fn authorize_in_org(
+    id: &Identity,
+    verb: Verb,
+    kind: &KindInfo,
+    ns: Option<&str>,
+    name: Option<&str>,
+    org: &str,
+    role: OrgRole,
+) -> Result<Restriction, ApiError> {
     let deny = |why: &str| Err(forbidden(id, verb, kind, ns, why));
     let own_ns = org_namespace(org);
     let reading = !verb.is_write();
@@ -145,7 +220,14 @@ pub fn authorize(
                     let whose = namespace_org(n)
                         .map(|o| format!("organization {o:?}"))
                         .unwrap_or_else(|| "no organization of yours".into());
-                    return deny(&format!("the namespace belongs to {whose}; your token is for organization {org:?} ({own_ns})"));
+                    let mine: Vec<String> = id
+                        .org_roles()
+                        .map(|(o, _)| format!("{o:?} ({})", org_namespace(o)))
+                        .collect();
+                    return deny(&format!(
+                        "the namespace belongs to {whose}; you are in organization {}",
+                        mine.join(", ")
+                    ));
                 }
                 None if !collection || verb == Verb::Create => {
                     return deny("give a namespace");
@@ -178,6 +260,7 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
     use shoal_api::KINDS;
 
     fn kind(name: &str) -> &'static KindInfo {
@@ -188,13 +271,13 @@ mod tests {
     }
 
     fn org(role: OrgRole) -> Identity {
-        Identity {
-            user: "u".into(),
-            role: Role::Org {
+        Identity::with_role(
+            "u",
+            Role::Org {
                 org: "acme".into(),
                 role,
             },
-        }
+        )
     }
 
     #[test]
@@ -269,11 +352,54 @@ mod tests {
     }
 
     #[test]
-    fn admins_may_not_change_bootstrap_credentials() {
-        let admin = Identity {
-            user: "root".into(),
-            role: Role::ClusterAdmin,
+    fn several_organizations_and_none() {
+        let id = Identity {
+            user: "alice@example.com".into(),
+            roles: vec![
+                Role::Org {
+                    org: "acme".into(),
+                    role: OrgRole::Owner,
+                },
+                Role::Org {
+                    org: "beta".into(),
+                    role: OrgRole::Viewer,
+                },
+            ],
+            oidc: None,
         };
+        let cl = kind("Cluster");
+        // Each namespace gets the role of its own organization.
+        assert!(authorize(&id, Verb::Create, cl, Some("org-acme"), None).is_ok());
+        assert!(authorize(&id, Verb::Get, cl, Some("org-beta"), Some("c")).is_ok());
+        assert!(authorize(&id, Verb::Create, cl, Some("org-beta"), None).is_err());
+        assert!(authorize(&id, Verb::Get, cl, Some("org-gamma"), Some("c")).is_err());
+        // A list across namespaces must name one of them.
+        let err = authorize(&id, Verb::List, cl, None, None).expect_err("ambiguous");
+        assert!(err.to_string().contains("org-acme, org-beta"), "{err}");
+        // Organizations by name; Releases for anyone signed in to one.
+        let organization = kind("Organization");
+        assert!(authorize(&id, Verb::Patch, organization, None, Some("acme")).is_ok());
+        assert!(authorize(&id, Verb::Patch, organization, None, Some("beta")).is_err());
+        assert!(authorize(&id, Verb::List, kind("Release"), None, None).is_ok());
+        // Signed in, but in no organization: refused everywhere, with the way out.
+        let nobody = Identity {
+            user: "carol@example.com".into(),
+            roles: Vec::new(),
+            oidc: Some(crate::auth::OidcClaims {
+                issuer: "https://issuer.example".into(),
+                subject: "carol".into(),
+                groups: vec!["contractors".into()],
+            }),
+        };
+        let err =
+            authorize(&nobody, Verb::Get, cl, Some("org-acme"), Some("c")).expect_err("no org");
+        assert!(err.to_string().contains("contractors"), "{err}");
+        assert!(authorize(&nobody, Verb::List, kind("Release"), None, None).is_err());
+    }
+
+    #[test]
+    fn admins_may_not_change_bootstrap_credentials() {
+        let admin = Identity::with_role("root", Role::ClusterAdmin);
         let system = Some(shoal_api::wellknown::SYSTEM_NAMESPACE);
         let secret = kind("Secret");
         for name in PROTECTED_SECRETS {

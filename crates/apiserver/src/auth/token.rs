@@ -2,6 +2,7 @@
 //! `shoal-system/token-<id>`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use shoal_api::registry::kinds;
 use shoal_api::{wellknown, OrgRole};
+use shoal_oidc::verify::Verifier;
 
 use crate::auth::{Identity, Role};
 use crate::error::ApiError;
@@ -116,10 +118,12 @@ impl TokenRequest {
     }
 }
 
-/// Checks bearer tokens against the stored hashes.
+/// Checks bearer tokens: Shoal tokens against the stored hashes, anything else
+/// shaped like a JWT as an OIDC ID token when issuers are configured.
 #[derive(Clone)]
 pub struct Authenticator {
     resources: Resources,
+    oidc: Option<Arc<Verifier>>,
 }
 
 fn unauthorized() -> ApiError {
@@ -131,11 +135,32 @@ fn unauthorized() -> ApiError {
 impl Authenticator {
     /// An authenticator reading tokens through `resources`.
     pub fn new(resources: Resources) -> Self {
-        Self { resources }
+        Self {
+            resources,
+            oidc: None,
+        }
+    }
+
+    /// Also accepts ID tokens that `verifier` accepts.
+    pub fn with_oidc(mut self, verifier: Arc<Verifier>) -> Self {
+        self.oidc = Some(verifier);
+        self
     }
 
     /// Resolves a bearer token to an identity.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, ApiError> {
+        if !token.starts_with("shoal.") && Verifier::looks_like_jwt(token) {
+            return match &self.oidc {
+                Some(verifier) => super::oidc::authenticate(verifier, &self.resources, token).await,
+                None => Err(ApiError::Unauthorized(
+                    "this server trusts no OIDC issuer (start it with --oidc-issuer-url), so ID tokens are not accepted: use a Shoal token".into(),
+                )),
+            };
+        }
+        self.shoal_token(token).await
+    }
+
+    async fn shoal_token(&self, token: &str) -> Result<Identity, ApiError> {
         let mut parts = token.splitn(3, '.');
         let (Some("shoal"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -188,7 +213,7 @@ impl Authenticator {
             },
             _ => return Err(unauthorized()),
         };
-        Ok(Identity { user, role })
+        Ok(Identity::with_role(user, role))
     }
 }
 

@@ -211,7 +211,7 @@ async fn serve(state: AppState, req: Request) -> Response<Body> {
             .latency
             .observe(started.elapsed().as_secs_f64());
     }
-    if verb.is_write() {
+    if verb.is_write() || identity.oidc.is_some() {
         let created = resp.extensions().get::<CreatedName>().map(|c| c.0.clone());
         let resource = format!("{}/{}", target.kind.api_version(), target.kind.plural);
         let result = if code < 300 {
@@ -227,6 +227,7 @@ async fn serve(state: AppState, req: Request) -> Response<Body> {
             name: target.name.as_deref().or(created.as_deref()),
             code,
             result: &result,
+            oidc: identity.oidc.as_ref(),
         });
     }
     resp

@@ -10,7 +10,9 @@ use shoal_controllers::leader::{LeaderElector, LeaseConfig};
 use shoal_store::etcd::{EtcdConfig, EtcdTls};
 use tokio::sync::{oneshot, watch};
 
-use crate::args::ServerArgs;
+use shoal_oidc::verify::IssuerConfig;
+
+use crate::args::{OidcFlags, ServerArgs};
 use crate::client::CliError;
 
 /// Why `shoal server` could not start or keep serving.
@@ -40,6 +42,65 @@ pub enum ServeError {
     /// The embedded gateway could not start.
     #[error("the gateway: {0}")]
     Gateway(#[source] CliError),
+    /// The OIDC issuers file could not be read.
+    #[error("--oidc-issuers-file {path}: {source}")]
+    OidcIssuersRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OIDC issuers file is not a list of issuers.
+    #[error("--oidc-issuers-file {path}: {source} (expected `issuers: [{{issuerURL, clientID, usernameClaim, groupsClaim, caFile}}]`)")]
+    OidcIssuersParse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// `--oidc-issuer-url` without `--oidc-client-id`.
+    #[error("--oidc-issuer-url needs --oidc-client-id: the client id ID tokens are issued to")]
+    OidcClientIdMissing,
+}
+
+/// The `--oidc-issuers-file` format.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuersFile {
+    issuers: Vec<IssuerConfig>,
+}
+
+/// The OIDC issuers the flags name: the one of `--oidc-issuer-url`, then those
+/// of `--oidc-issuers-file`.
+fn oidc_issuers(flags: &OidcFlags) -> Result<Vec<IssuerConfig>, ServeError> {
+    let mut issuers = Vec::new();
+    if let Some(url) = &flags.oidc_issuer_url {
+        issuers.push(IssuerConfig {
+            issuer_url: url.clone(),
+            client_id: flags
+                .oidc_client_id
+                .clone()
+                .ok_or(ServeError::OidcClientIdMissing)?,
+            username_claim: flags.oidc_username_claim.clone(),
+            groups_claim: flags.oidc_groups_claim.clone(),
+            ca_file: flags.oidc_ca_file.clone(),
+        });
+    }
+    if let Some(path) = &flags.oidc_issuers_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ServeError::OidcIssuersRead {
+            path: path.clone(),
+            source,
+        })?;
+        let file: IssuersFile =
+            serde_yaml::from_str(&text).map_err(|source| ServeError::OidcIssuersParse {
+                path: path.clone(),
+                source,
+            })?;
+        issuers.extend(file.issuers);
+    }
+    Ok(issuers)
 }
 
 /// The Lease the controllers of all replicas compete for.
@@ -87,6 +148,7 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServeError> {
     };
     config.storage = storage(args)?;
     config.store_cache_bytes = args.store_cache_mib.max(1) << 20;
+    config.oidc_issuers = oidc_issuers(&args.oidc)?;
     Ok(config)
 }
 
