@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use shoal_api::resources::organization::org_namespace;
 
 use crate::auth::OidcClaims;
 use crate::resource::meta::now_rfc3339;
@@ -175,6 +177,84 @@ impl AuditLog {
     }
 }
 
+/// What to look for in the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only records at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only this user's records.
+    pub user: Option<String>,
+    /// Only records in this organization's namespace, or about the organization itself.
+    pub org: Option<String>,
+    /// At most this many records, the newest.
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    fn matches(&self, rec: &Value) -> bool {
+        let field = |k: &str| rec.get(k).and_then(Value::as_str);
+        if let Some(since) = self.since {
+            let at = field("time")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            if at.is_none_or(|t| t < since) {
+                return false;
+            }
+        }
+        if self
+            .user
+            .as_deref()
+            .is_some_and(|u| field("user") != Some(u))
+        {
+            return false;
+        }
+        if let Some(org) = &self.org {
+            let in_namespace = field("namespace") == Some(org_namespace(org).as_str());
+            let the_org = field("resource").is_some_and(|r| r.ends_with("/organizations"))
+                && field("name") == Some(org.as_str());
+            if !in_namespace && !the_org {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl AuditLog {
+    /// The records matching `query`, oldest first, from the rotated files and
+    /// the current one. Lines that are not JSON (a torn last write) are skipped.
+    pub fn search(&self, query: &AuditQuery) -> std::io::Result<Vec<Value>> {
+        if self.file.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut files: Vec<PathBuf> = (1..=self.rotation.keep)
+            .rev()
+            .map(|n| self.rotated_path(n))
+            .collect();
+        files.push(self.path.clone());
+        let mut found = std::collections::VecDeque::new();
+        for path in files {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for line in text.lines() {
+                let Ok(rec) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                if query.matches(&rec) {
+                    if found.len() == query.limit.max(1) {
+                        found.pop_front();
+                    }
+                    found.push_back(rec);
+                }
+            }
+        }
+        Ok(found.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +322,82 @@ mod tests {
             n(&first_current),
             "no record is lost between files"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn search_by_user_org_time_and_limit_across_rotated_files() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = AuditLog::open_with(
+            &dir.path().join("audit.log"),
+            Rotation {
+                max_bytes: 600,
+                keep: 3,
+            },
+        )?;
+        let oidc = OidcClaims {
+            issuer: "https://issuer.example".into(),
+            subject: "s-1".into(),
+            groups: vec!["platform-team".into()],
+        };
+        for i in 0..12 {
+            let (user, ns) = if i % 2 == 0 {
+                ("alice", "org-acme")
+            } else {
+                ("bob", "org-beta")
+            };
+            log.record(&AuditRecord {
+                user,
+                verb: "get",
+                resource: "shoal.io/v1alpha1/clusters",
+                namespace: Some(ns),
+                name: Some(&format!("c{i}")),
+                code: 200,
+                result: "Success",
+                oidc: (user == "alice").then_some(&oidc),
+            });
+        }
+        assert!(log.rotated_path(1).exists(), "the test spans rotated files");
+        let all = |q: AuditQuery| -> anyhow::Result<Vec<String>> {
+            Ok(log
+                .search(&AuditQuery { limit: 100, ..q })?
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect())
+        };
+        let alice = all(AuditQuery {
+            user: Some("alice".into()),
+            ..AuditQuery::default()
+        })?;
+        // Rotation keeps three files of at most 600 bytes: the oldest records are gone.
+        assert!(
+            !alice.is_empty()
+                && alice
+                    .iter()
+                    .all(|n| n[1..].parse::<u32>().is_ok_and(|i| i % 2 == 0)),
+            "{alice:?}"
+        );
+        assert_eq!(alice.last().map(String::as_str), Some("c10"));
+        let beta = all(AuditQuery {
+            org: Some("beta".into()),
+            ..AuditQuery::default()
+        })?;
+        assert_eq!(beta.last().map(String::as_str), Some("c11"));
+        assert!(beta.iter().all(|n| !alice.contains(n)));
+        let future = all(AuditQuery {
+            since: Some(Utc::now() + chrono::Duration::seconds(60)),
+            ..AuditQuery::default()
+        })?;
+        assert!(future.is_empty());
+        let last_two = log.search(&AuditQuery {
+            limit: 2,
+            ..AuditQuery::default()
+        })?;
+        let names: Vec<_> = last_two.iter().map(|r| r["name"].clone()).collect();
+        assert_eq!(names, [json!("c10"), json!("c11")]);
+        assert_eq!(last_two[0]["issuer"], "https://issuer.example");
+        assert_eq!(last_two[0]["groups"], json!(["platform-team"]));
+        assert!(last_two[1].get("issuer").is_none());
         Ok(())
     }
 }

@@ -70,6 +70,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Save a server URL and token to Shoal's own config file (never ~/.kube/config).
     Login(LoginArgs),
+    /// Search the audit log of the server answering (cluster admins; an
+    /// organization's owners with --org).
+    Audit(AuditArgs),
     /// Print CustomResourceDefinitions for Shoal's kinds, for a real Kubernetes.
     Crds,
     /// Print a shell completion script.
@@ -77,6 +80,26 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `shoal audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records of the last DURATION (e.g. 30m, 1h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this user's records.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only records in this organization.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// At most this many records, the newest (up to 10000).
+    #[arg(long, default_value_t = 500)]
+    pub limit: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// The issuers whose ID tokens the management API accepts.

@@ -51,6 +51,7 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
                 path.display()
             ))
         }
+        Command::Audit(a) => commands::audit::run(&chosen().await?, a).await,
         Command::Crds => {
             let crds = shoal_api::crd::all().map_err(|e| CliError::Usage(e.to_string()))?;
             let mut text = String::new();

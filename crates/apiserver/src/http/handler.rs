@@ -172,6 +172,13 @@ async fn serve(state: AppState, req: Request) -> Response<Body> {
     if let Some(resp) = discovery_response(&parts.method, &path, &parts.headers) {
         return resp;
     }
+    if path == super::audit_search::AUDIT_PATH && parts.method == Method::GET {
+        let query = parse_query(parts.uri.query());
+        return match super::audit_search::search(&state, &identity, &query).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        };
+    }
     let target = match parse_path(&path) {
         Ok(t) => t,
         Err(e) => return error_response(&e),

@@ -1,5 +1,6 @@
 //! The HTTPS front: routing, TLS and graceful shutdown.
 
+mod audit_search;
 mod discovery;
 mod handler;
 pub mod openapi;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod audit;
 pub mod cluster;
 pub mod cluster_view;
 pub mod gateway;
