@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub audit_rotation: audit::Rotation,
     /// The OIDC issuers whose ID tokens are accepted.
     pub oidc_issuers: Vec<shoal_oidc::verify::IssuerConfig>,
+    /// OIDC groups whose members are cluster admins.
+    pub oidc_admin_groups: Vec<String>,
 }
 
 /// The storage backend.
@@ -126,6 +128,7 @@ impl ServerConfig {
             store_cache_bytes: shoal_store::redb::DEFAULT_CACHE_BYTES,
             audit_rotation: audit::Rotation::default(),
             oidc_issuers: Vec::new(),
+            oidc_admin_groups: Vec::new(),
         }
     }
 }
@@ -206,7 +209,7 @@ impl Server {
         let (closing, closing_signal) = Closing::channel();
         let mut auth = Authenticator::new(resources.clone());
         if let Some(verifier) = verifier {
-            auth = auth.with_oidc(verifier);
+            auth = auth.with_oidc(verifier, config.oidc_admin_groups.clone());
         }
         let state = AppState {
             auth,

@@ -125,6 +125,10 @@ pub struct OidcFlags {
     /// usernameClaim, groupsClaim, caFile}]`.
     #[arg(long)]
     pub oidc_issuers_file: Option<PathBuf>,
+    /// Members of this group (as an issuer's groups claim names it) are cluster
+    /// admins; repeat for more groups.
+    #[arg(long = "oidc-admin-group")]
+    pub oidc_admin_groups: Vec<String>,
 }
 
 /// `shoal server`.

@@ -54,6 +54,7 @@ fn refused(e: &VerifyError) -> ApiError {
 pub(crate) async fn authenticate(
     verifier: &Verifier,
     resources: &Resources,
+    admin_groups: &[String],
     token: &str,
 ) -> Result<Identity, ApiError> {
     let verified = verifier.verify(token).await.map_err(|e| {
@@ -64,7 +65,10 @@ pub(crate) async fn authenticate(
         .list(kinds::ORGANIZATION.info(), None, &ListOptions::default())
         .await?
         .items;
-    let roles = roles_from_organizations(&orgs, &verified.username, &verified.groups);
+    let mut roles = roles_from_organizations(&orgs, &verified.username, &verified.groups);
+    if verified.groups.iter().any(|g| admin_groups.contains(g)) {
+        roles.insert(0, Role::ClusterAdmin);
+    }
     Ok(Identity {
         user: verified.username,
         roles,

@@ -124,6 +124,7 @@ impl TokenRequest {
 pub struct Authenticator {
     resources: Resources,
     oidc: Option<Arc<Verifier>>,
+    admin_groups: Arc<[String]>,
 }
 
 fn unauthorized() -> ApiError {
@@ -138,12 +139,15 @@ impl Authenticator {
         Self {
             resources,
             oidc: None,
+            admin_groups: Arc::from(Vec::new()),
         }
     }
 
-    /// Also accepts ID tokens that `verifier` accepts.
-    pub fn with_oidc(mut self, verifier: Arc<Verifier>) -> Self {
+    /// Also accepts ID tokens that `verifier` accepts; members of `admin_groups`
+    /// are cluster admins.
+    pub fn with_oidc(mut self, verifier: Arc<Verifier>, admin_groups: Vec<String>) -> Self {
         self.oidc = Some(verifier);
+        self.admin_groups = Arc::from(admin_groups);
         self
     }
 
@@ -151,7 +155,10 @@ impl Authenticator {
     pub async fn authenticate(&self, token: &str) -> Result<Identity, ApiError> {
         if !token.starts_with("shoal.") && Verifier::looks_like_jwt(token) {
             return match &self.oidc {
-                Some(verifier) => super::oidc::authenticate(verifier, &self.resources, token).await,
+                Some(verifier) => {
+                    super::oidc::authenticate(verifier, &self.resources, &self.admin_groups, token)
+                        .await
+                }
                 None => Err(ApiError::Unauthorized(
                     "this server trusts no OIDC issuer (start it with --oidc-issuer-url), so ID tokens are not accepted: use a Shoal token".into(),
                 )),

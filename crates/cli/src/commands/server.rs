@@ -149,6 +149,7 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServeError> {
     config.storage = storage(args)?;
     config.store_cache_bytes = args.store_cache_mib.max(1) << 20;
     config.oidc_issuers = oidc_issuers(&args.oidc)?;
+    config.oidc_admin_groups = args.oidc.oidc_admin_groups.clone();
     Ok(config)
 }
 
