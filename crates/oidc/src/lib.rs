@@ -12,5 +12,6 @@
 //! touches the store, the API server's internals or a user's files.
 
 pub mod discovery;
+pub mod flow;
 pub mod http;
 pub mod verify;
