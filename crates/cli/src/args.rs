@@ -68,8 +68,12 @@ pub enum Command {
     /// API tokens (cluster admins only).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Save a server URL and token to Shoal's own config file (never ~/.kube/config).
+    /// Save a server URL and token, or an OIDC sign-in (--oidc), to Shoal's own
+    /// config file (never ~/.kube/config).
     Login(LoginArgs),
+    /// End the OIDC sign-in: revoke the refresh token at the issuer and remove
+    /// the tokens from Shoal's config file.
+    Logout(LogoutArgs),
     /// Search the audit log of the server answering (cluster admins; an
     /// organization's owners with --org).
     Audit(AuditArgs),
@@ -550,6 +554,9 @@ pub enum KubeconfigCommand {
     /// Make a key pair here, have the cluster's CA sign it (a KeyPair), and write
     /// a kubeconfig for the cluster. The private key never leaves this machine.
     Create(KubeconfigCreateArgs),
+    /// Print an ExecCredential with a fresh OIDC ID token (the exec credential
+    /// plugin of the configs `shoal login --oidc` and `kubeconfig create --oidc` write).
+    Token(KubeconfigTokenArgs),
     /// List the KeyPairs issued for a cluster.
     List {
         /// The cluster's name.
@@ -582,6 +589,10 @@ pub struct KubeconfigCreateArgs {
     /// The CSR's CN; the certificate's CN is `<your user>:<this>` (default: $USER, else shoal).
     #[arg(long, value_parser = cn_arg)]
     pub cn_prefix: Option<String>,
+    /// Sign in to the cluster with OIDC (its spec.oidc issuer and client) instead
+    /// of a client certificate: the user runs `shoal kubeconfig token`.
+    #[arg(long, conflicts_with_all = ["ttl", "groups", "cn_prefix", "description"])]
+    pub oidc: bool,
     /// Why it is issued (shown by 'kubeconfig list').
     #[arg(long)]
     pub description: Option<String>,
@@ -699,14 +710,64 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// The bearer token.
+    #[arg(long, required_unless_present = "oidc", conflicts_with = "oidc")]
+    pub token: Option<String>,
+    /// Sign in with OpenID Connect (in a browser, or --device) instead of a token.
     #[arg(long)]
-    pub token: String,
+    pub oidc: bool,
+    /// How to reach the OIDC issuer.
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+    /// Do not open a browser; only print the sign-in URL.
+    #[arg(long, requires = "oidc")]
+    pub no_browser: bool,
+    /// Use the device code flow: approve a code on any device with a browser.
+    #[arg(long, requires = "oidc")]
+    pub device: bool,
+    /// Give up waiting for the sign-in after this long, e.g. 90s or 5m.
+    #[arg(long, default_value = "5m", value_parser = timeout_arg, requires = "oidc")]
+    pub login_timeout: std::time::Duration,
     /// The CA certificate (PEM) that signs the server's certificate.
     #[arg(long)]
     pub certificate_authority: Option<PathBuf>,
     /// Where to write the config (default ~/.config/shoal/config).
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// The OIDC issuer and client (`shoal login --oidc`, `shoal kubeconfig token`).
+#[derive(Debug, Clone, Args)]
+pub struct IssuerArgs {
+    /// The OIDC issuer URL (the server's --oidc-issuer-url).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// The OIDC client id (the server's --oidc-client-id).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// A CA (PEM) to trust for the issuer's TLS certificate, besides the system's.
+    #[arg(long)]
+    pub oidc_ca_file: Option<PathBuf>,
+}
+
+/// `shoal logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The config holding the sign-in (default ~/.config/shoal/config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `shoal kubeconfig token`.
+#[derive(Debug, Args)]
+pub struct KubeconfigTokenArgs {
+    /// The config holding the sign-in (default ~/.config/shoal/config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// With --issuer and --client-id: the sign-in for this issuer and client, from
+    /// the config when it matches, else from ~/.cache/shoal/oidc (signing in
+    /// in a browser when there is none yet).
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
 }
 
 /// `--accel`: `None` for `auto` (probe), else the accelerator named.

@@ -197,18 +197,38 @@ pub struct GuestAccess {
     pub endpoint: Endpoint,
     /// The cluster CA (PEM).
     pub ca_pem: String,
-    /// The client certificate (PEM).
-    pub cert_pem: String,
-    /// The client certificate's private key (PEM).
-    pub key_pem: String,
+    /// How the user authenticates.
+    pub credentials: Credentials,
 }
+
+/// How a guest cluster's user authenticates.
+#[derive(Clone, PartialEq)]
+pub enum Credentials {
+    /// A client certificate and its key.
+    Certificate {
+        /// The client certificate (PEM).
+        cert_pem: String,
+        /// The client certificate's private key (PEM).
+        key_pem: String,
+    },
+    /// An exec credential plugin: the `user` mapping (`{exec: {...}}`).
+    Exec(Value),
+}
+
+impl Eq for Credentials {}
 
 impl fmt::Debug for GuestAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuestAccess")
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
-            .field("key_pem", &"[redacted]")
+            .field(
+                "credentials",
+                &match &self.credentials {
+                    Credentials::Certificate { .. } => "certificate (key redacted)",
+                    Credentials::Exec(_) => "exec plugin",
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -247,16 +267,14 @@ impl GuestAccess {
 
     /// The `users` entry.
     fn user_entry(&self) -> Value {
-        map([
-            ("name", text(&self.name)),
-            (
-                "user",
-                map([
-                    ("client-certificate-data", b64(&self.cert_pem)),
-                    ("client-key-data", b64(&self.key_pem)),
-                ]),
-            ),
-        ])
+        let user = match &self.credentials {
+            Credentials::Certificate { cert_pem, key_pem } => map([
+                ("client-certificate-data", b64(cert_pem)),
+                ("client-key-data", b64(key_pem)),
+            ]),
+            Credentials::Exec(user) => user.clone(),
+        };
+        map([("name", text(&self.name)), ("user", user)])
     }
 
     /// The `contexts` entry, using the cluster and user entries of the same name.
@@ -545,8 +563,10 @@ mod tests {
             endpoint: endpoint("https://api.demo.acme.shoal.local:443", gw.as_ref())
                 .expect("valid endpoint"),
             ca_pem: "CA PEM\n".into(),
-            cert_pem: "CERT PEM\n".into(),
-            key_pem: "KEY PEM\n".into(),
+            credentials: Credentials::Certificate {
+                cert_pem: "CERT PEM\n".into(),
+                key_pem: "KEY PEM\n".into(),
+            },
         }
     }
 

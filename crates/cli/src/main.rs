@@ -4,11 +4,12 @@ mod args;
 mod client;
 mod commands;
 mod kubeconfig;
+mod oidc_session;
 mod output;
 
 use clap::{CommandFactory, Parser};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, KubeconfigCommand};
 use crate::client::{connect, CliError};
 
 /// Exit code when the server fails to start or stops with an error.
@@ -40,16 +41,25 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
         Command::Org(c) => commands::org::run(&chosen().await?, c).await,
         Command::Cluster(c) => commands::cluster::run(&chosen().await?, c).await,
         Command::Host(c) => commands::host::run(&chosen().await?, c).await,
+        // The exec credential plugin must not connect: connecting runs it.
+        Command::Kubeconfig(KubeconfigCommand::Token(a)) => commands::oidc::token(a).await,
         Command::Kubeconfig(c) => commands::kubeconfig::run(&chosen().await?, c).await,
         Command::Token(c) => commands::token::run(&chosen().await?, c).await,
         Command::Login(a) => {
-            let path = commands::login::run(a, cli.server.as_deref())?;
+            let path = if a.oidc {
+                commands::oidc::login(a, cli.server.as_deref()).await?
+            } else {
+                commands::login::run(a, cli.server.as_deref())?
+            };
             let client = connect(Some(&path), None).await?;
             client.apiserver_version().await?;
             output::emit_line(format_args!(
                 "logged in; config written to {}",
                 path.display()
             ))
+        }
+        Command::Logout(a) => {
+            output::emit_line(format_args!("{}", commands::oidc::logout(a).await?))
         }
         Command::Audit(a) => commands::audit::run(&chosen().await?, a).await,
         Command::Crds => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
+use shoal_api::resources::cluster::OidcSpec;
 use shoal_api::resources::common::Condition;
 use shoal_api::resources::keypair::KeyPairSpec;
 use shoal_api::resources::organization::org_namespace;
@@ -22,9 +23,10 @@ use crate::client::{find_kind, CliError};
 use crate::commands::cluster_view::standing;
 use crate::commands::wait::Deadline;
 use crate::kubeconfig::{
-    api_host_port, choose_gateway, endpoint, entry_name, merge, parse, render_new, GatewayAddress,
-    GuestAccess,
+    api_host_port, choose_gateway, endpoint, entry_name, merge, parse, render_new, Credentials,
+    GatewayAddress, GuestAccess,
 };
+use crate::oidc_session::exec_user;
 use crate::output::{emit, print, render_columns};
 
 /// `Issued=False` reasons that the keypair controller clears by itself.
@@ -33,7 +35,9 @@ const TRANSIENT_REASONS: [&str; 1] = ["ClusterPkiPending"];
 /// Runs a kubeconfig subcommand.
 pub async fn run(client: &Client, cmd: &KubeconfigCommand) -> Result<(), CliError> {
     match cmd {
+        KubeconfigCommand::Create(a) if a.oidc => create_oidc(client, a).await,
         KubeconfigCommand::Create(a) => create(client, a).await,
+        KubeconfigCommand::Token(a) => crate::commands::oidc::token(a).await,
         KubeconfigCommand::List {
             cluster,
             org,
@@ -91,7 +95,7 @@ fn read_existing(path: &Path) -> Result<String, CliError> {
 /// Writes `text` to `path` only its owner can read (mode 0600), atomically: a
 /// temporary file in the same directory, flushed to disk, then renamed over
 /// `path`. Missing directories are created (mode 0700).
-fn write_atomic(path: &Path, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), CliError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
     let file_err = |path: &Path| {
@@ -438,12 +442,12 @@ async fn create(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliErro
     drop(spinner);
     let status = signed.status.unwrap_or_default();
     let cert_pem = status.certificate.unwrap_or_default();
+    let (subject_cn, orgs) = cert_subject(&cert_pem).unwrap_or_default();
     let access = GuestAccess {
         name: entry_name(&a.org, &a.cluster),
         endpoint,
         ca_pem,
-        cert_pem,
-        key_pem,
+        credentials: Credentials::Certificate { cert_pem, key_pem },
     };
     let written = match write_kubeconfig(&target, &access, a.switch_context) {
         Ok(w) => w,
@@ -452,7 +456,6 @@ async fn create(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliErro
             return Err(e);
         }
     };
-    let (subject_cn, orgs) = cert_subject(&access.cert_pem).unwrap_or_default();
     let via = match &access.endpoint.tls_server_name {
         Some(sni) => format!(" (tls-server-name {sni})"),
         None => String::new(),
@@ -483,6 +486,70 @@ async fn create(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliErro
         );
     }
     Ok(())
+}
+
+/// The plugin arguments that sign in to `oidc`'s issuer for a guest cluster.
+fn guest_token_args(oidc: &OidcSpec) -> Vec<String> {
+    vec![
+        "kubeconfig".into(),
+        "token".into(),
+        "--issuer".into(),
+        oidc.issuer_url.clone(),
+        "--client-id".into(),
+        oidc.client_id.clone(),
+    ]
+}
+
+/// `kubeconfig create --oidc`: a kubeconfig whose user runs `shoal kubeconfig
+/// token` for the issuer and client of the cluster's `spec.oidc`.
+async fn create_oidc(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliError> {
+    let target = match &a.output {
+        Some(p) => Target::New(p.clone()),
+        None => Target::Merge(merge_path()?),
+    };
+    if let Target::Merge(path) = &target {
+        parse(&read_existing(path)?).map_err(|source| CliError::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let ns = org_namespace(&a.org);
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    let cluster = get_cluster(&clusters, &a.org, &a.cluster).await?;
+    let oidc = cluster.spec.oidc.clone().ok_or_else(|| {
+        CliError::Usage(format!(
+            "cluster {}/{} has no spec.oidc, so its API server does not accept OIDC tokens:              set spec.oidc (issuerURL, clientID) on the cluster, or drop --oidc to get a client certificate",
+            a.org, a.cluster
+        ))
+    })?;
+    let deadline = Deadline::after(a.timeout.as_secs());
+    let spinner = Spinner::new();
+    let (api_endpoint, ca_pem, cluster) =
+        wait_cluster_ca(&clusters, &a.org, &a.cluster, &deadline, &spinner).await?;
+    drop(spinner);
+    let gateway = gateway_for(a, &cluster, &api_endpoint).await?;
+    let endpoint = endpoint(&api_endpoint, gateway.as_ref())
+        .map_err(|source| CliError::Usage(format!("cluster {}/{}: {source}", a.org, a.cluster)))?;
+    let exe = std::env::current_exe().map_err(|source| CliError::File {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    let access = GuestAccess {
+        name: entry_name(&a.org, &a.cluster),
+        endpoint,
+        ca_pem,
+        credentials: Credentials::Exec(exec_user(&exe, &guest_token_args(&oidc))),
+    };
+    let written = write_kubeconfig(&target, &access, a.switch_context)?;
+    emit(&format!(
+        "context {} in {}: {written}\n\x20 issuer:    {}\n\x20 client id: {}\n\x20 server:    {}\n\
+         kubectl signs in to the issuer on first use ('shoal kubeconfig token')\n",
+        access.name,
+        target.path().display(),
+        oidc.issuer_url,
+        oidc.client_id,
+        access.endpoint.server,
+    ))
 }
 
 /// One row of `kubeconfig list`.

@@ -34,7 +34,11 @@ pub fn run(args: &LoginArgs, server: Option<&str>) -> Result<PathBuf, CliError> 
             source,
         })?;
     }
-    let text = render_token_kubeconfig("shoal", server, &ca, "shoal-user", &args.token);
+    let token = args
+        .token
+        .as_deref()
+        .ok_or_else(|| CliError::Usage("give --token T, or sign in with --oidc".into()))?;
+    let text = render_token_kubeconfig("shoal", server, &ca, "shoal-user", token);
     write_private(&path, &text).map_err(|source| CliError::File {
         path: path.clone(),
         source,

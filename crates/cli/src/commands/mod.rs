@@ -9,6 +9,7 @@ pub mod host;
 pub mod kubeconfig;
 pub mod login;
 pub mod objects;
+pub mod oidc;
 pub mod org;
 pub mod server;
 pub mod token;

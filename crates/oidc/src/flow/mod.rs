@@ -16,6 +16,10 @@ pub mod loopback;
 pub mod pkce;
 pub mod token;
 
+/// The HTTP client the flows take ([`crate::http::client`] builds one), so that
+/// callers need no direct reqwest dependency.
+pub type HttpClient = reqwest::Client;
+
 /// The scopes Shoal asks for: identity, email, groups and a refresh token.
 pub const SCOPES: &str = "openid email profile groups offline_access";
 
