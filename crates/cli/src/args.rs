@@ -593,6 +593,9 @@ pub struct KubeconfigCreateArgs {
     /// of a client certificate: the user runs `shoal kubeconfig token`.
     #[arg(long, conflicts_with_all = ["ttl", "groups", "cn_prefix", "description"])]
     pub oidc: bool,
+    /// With --oidc: a CA (PEM) the plugin trusts for the issuer's TLS certificate.
+    #[arg(long, requires = "oidc")]
+    pub oidc_ca_file: Option<PathBuf>,
     /// Why it is issued (shown by 'kubeconfig list').
     #[arg(long)]
     pub description: Option<String>,

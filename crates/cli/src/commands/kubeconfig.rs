@@ -489,15 +489,20 @@ async fn create(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliErro
 }
 
 /// The plugin arguments that sign in to `oidc`'s issuer for a guest cluster.
-fn guest_token_args(oidc: &OidcSpec) -> Vec<String> {
-    vec![
+fn guest_token_args(oidc: &OidcSpec, ca_file: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
         "kubeconfig".into(),
         "token".into(),
         "--issuer".into(),
         oidc.issuer_url.clone(),
         "--client-id".into(),
         oidc.client_id.clone(),
-    ]
+    ];
+    if let Some(ca) = ca_file {
+        args.push("--oidc-ca-file".into());
+        args.push(ca.to_string_lossy().into_owned());
+    }
+    args
 }
 
 /// `kubeconfig create --oidc`: a kubeconfig whose user runs `shoal kubeconfig
@@ -518,7 +523,7 @@ async fn create_oidc(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), Cl
     let cluster = get_cluster(&clusters, &a.org, &a.cluster).await?;
     let oidc = cluster.spec.oidc.clone().ok_or_else(|| {
         CliError::Usage(format!(
-            "cluster {}/{} has no spec.oidc, so its API server does not accept OIDC tokens:              set spec.oidc (issuerURL, clientID) on the cluster, or drop --oidc to get a client certificate",
+            "cluster {}/{} has no spec.oidc, so its API server does not accept OIDC tokens: set spec.oidc (issuerUrl, clientId) on the cluster, or drop --oidc to get a client certificate",
             a.org, a.cluster
         ))
     })?;
@@ -534,11 +539,25 @@ async fn create_oidc(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), Cl
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
+    // The plugin runs from any directory: give it an absolute CA path.
+    let oidc_ca = a
+        .oidc_ca_file
+        .as_deref()
+        .map(|p| {
+            std::path::absolute(p).map_err(|source| CliError::File {
+                path: p.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
     let access = GuestAccess {
         name: entry_name(&a.org, &a.cluster),
         endpoint,
         ca_pem,
-        credentials: Credentials::Exec(exec_user(&exe, &guest_token_args(&oidc))),
+        credentials: Credentials::Exec(exec_user(
+            &exe,
+            &guest_token_args(&oidc, oidc_ca.as_deref()),
+        )),
     };
     let written = write_kubeconfig(&target, &access, a.switch_context)?;
     emit(&format!(
