@@ -63,6 +63,14 @@ pub enum OidcError {
         /// The config flag to repeat, if not the default.
         config: String,
     },
+    /// The config file does not exist.
+    #[error("{path} does not exist: run 'shoal login --oidc{config}' first")]
+    NoConfig {
+        /// The file.
+        path: PathBuf,
+        /// The config flag to repeat, if not the default.
+        config: String,
+    },
     /// The file holds no readable session.
     #[error("{path}: {source}")]
     Session {
@@ -94,6 +102,7 @@ impl From<OidcError> for CliError {
             e @ (OidcError::Flow(_)
             | OidcError::LoggedOut { .. }
             | OidcError::NoSession { .. }
+            | OidcError::NoConfig { .. }
             | OidcError::Session { .. }) => CliError::Config(e.to_string()),
         }
     }
@@ -295,7 +304,16 @@ pub async fn login(args: &LoginArgs, server: Option<&str>) -> Result<PathBuf, Cl
 
 /// Reads the session kept in `path`.
 fn load(path: &Path) -> Result<(String, OidcSession), OidcError> {
-    let text = std::fs::read_to_string(path).map_err(file_err(path))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OidcError::NoConfig {
+                path: path.to_owned(),
+                config: config_hint(path),
+            })
+        }
+        Err(source) => return Err(file_err(path)(source)),
+    };
     let session = read_session(&text).map_err(|source| OidcError::Session {
         path: path.to_owned(),
         source,
