@@ -15,8 +15,31 @@ use crate::kubeconfig::{parse, KubeconfigError};
 
 /// The name of the kubeconfig extension (top-level `extensions`) holding the session.
 pub const EXTENSION_NAME: &str = "shoal.io/oidc";
-/// The exec credential API version the plugin speaks.
-pub const EXEC_API_VERSION: &str = "client.authentication.k8s.io/v1";
+/// The exec credential API version the configs name: v1beta1, which every
+/// kubectl from 1.11 on and kube-rs read (v1 needs kubectl 1.22 or newer).
+pub const EXEC_API_VERSION: &str = "client.authentication.k8s.io/v1beta1";
+/// The exec credential API versions the plugin can answer in.
+pub const EXEC_API_VERSIONS: [&str; 2] = [
+    "client.authentication.k8s.io/v1",
+    "client.authentication.k8s.io/v1beta1",
+];
+
+/// The API version to answer in: the one the caller names in
+/// `KUBERNETES_EXEC_INFO` (its JSON `apiVersion`) when the plugin speaks it,
+/// else [`EXEC_API_VERSION`].
+pub fn answer_api_version(exec_info: Option<&str>) -> &'static str {
+    let asked = exec_info
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        .and_then(|v| {
+            v.get("apiVersion")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        });
+    EXEC_API_VERSIONS
+        .into_iter()
+        .find(|v| asked.as_deref() == Some(*v))
+        .unwrap_or(EXEC_API_VERSION)
+}
 /// The name of the cluster, user and context entries of Shoal's own config.
 pub const ENTRY_NAME: &str = "shoal";
 
@@ -214,9 +237,9 @@ pub fn write_session(kubeconfig: &str, session: &OidcSession) -> Result<String, 
 
 /// The `ExecCredential` handing `token`, valid until `exp` (seconds since the
 /// epoch), to kubectl or kube-rs.
-pub fn exec_credential(token: &str, exp: u64) -> serde_json::Value {
+pub fn exec_credential(api_version: &str, token: &str, exp: u64) -> serde_json::Value {
     serde_json::json!({
-        "apiVersion": EXEC_API_VERSION,
+        "apiVersion": api_version,
         "kind": "ExecCredential",
         "status": {
             "token": token,
@@ -301,8 +324,21 @@ mod tests {
     }
 
     #[test]
+    fn the_plugin_answers_in_the_version_it_is_asked_for() {
+        let v1 = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false}}"#;
+        assert_eq!(
+            answer_api_version(Some(v1)),
+            "client.authentication.k8s.io/v1"
+        );
+        assert_eq!(answer_api_version(None), EXEC_API_VERSION);
+        assert_eq!(answer_api_version(Some("not json")), EXEC_API_VERSION);
+        let alpha = r#"{"apiVersion":"client.authentication.k8s.io/v1alpha1"}"#;
+        assert_eq!(answer_api_version(Some(alpha)), EXEC_API_VERSION);
+    }
+
+    #[test]
     fn exec_credentials_carry_an_rfc3339_expiry() {
-        let c = exec_credential("tok", 1_700_000_000);
+        let c = exec_credential(EXEC_API_VERSION, "tok", 1_700_000_000);
         assert_eq!(c["status"]["expirationTimestamp"], "2023-11-14T22:13:20Z");
         assert_eq!(c["status"]["token"], "tok");
         assert_eq!(c["kind"], "ExecCredential");

@@ -18,8 +18,8 @@ use crate::args::{IssuerArgs, KubeconfigTokenArgs, LoginArgs, LogoutArgs};
 use crate::client::{shoal_config_path, CliError};
 use crate::commands::kubeconfig::write_atomic;
 use crate::oidc_session::{
-    exec_credential, read_session, render_config, token_args_for_config, write_session,
-    OidcSession, SessionError,
+    answer_api_version, exec_credential, read_session, render_config, token_args_for_config,
+    write_session, OidcSession, SessionError,
 };
 
 /// A cached ID token is refreshed when it expires within this many seconds.
@@ -429,7 +429,9 @@ pub async fn token(args: &KubeconfigTokenArgs) -> Result<(), CliError> {
         (Err(e), None) => return Err(e.into()),
     };
     let (id_token, exp) = fresh_id_token(&path, loaded).await?;
-    let json = serde_json::to_string(&exec_credential(&id_token, exp))
+    let info = std::env::var("KUBERNETES_EXEC_INFO").ok();
+    let api_version = answer_api_version(info.as_deref());
+    let json = serde_json::to_string(&exec_credential(api_version, &id_token, exp))
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{json}").map_err(CliError::Output)
