@@ -88,4 +88,9 @@ fi
 guest_bin=$("$(dirname "$0")/build-guest.sh")
 SHOAL_GUEST_BIN="$guest_bin" "$(dirname "$0")/../images/build-test-image.sh"
 
+# The OIDC provider the identity tests sign in with (npm oidc-provider), cached
+# under ~/.cache/shoal/npm by a stamp of its package lock and server.
+command -v node >/dev/null && command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+log "ok: OIDC provider in $(bash "$(dirname "$0")/oidc-provider.sh" install)"
+
 log "ok: kubectl $("$KUBECTL_DIR/usr/bin/kubectl" version --client --short 2>/dev/null || true)"

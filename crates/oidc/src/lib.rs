@@ -15,3 +15,19 @@ pub mod discovery;
 pub mod flow;
 pub mod http;
 pub mod verify;
+
+/// An error and its sources, joined with ": ", so that a TLS or connection
+/// failure's cause (an unknown CA, a refused connection) reaches the message.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}

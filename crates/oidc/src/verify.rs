@@ -272,17 +272,17 @@ impl Issuer {
         };
         let meta = discover(&self.http, issuer)
             .await
-            .map_err(|e: DiscoveryError| unavailable(e.to_string()))?;
+            .map_err(|e: DiscoveryError| unavailable(crate::error_chain(&e)))?;
         let doc: Value = self
             .http
             .get(&meta.jwks_uri)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| unavailable(format!("{}: {e}", meta.jwks_uri)))?
+            .map_err(|e| unavailable(format!("{}: {}", meta.jwks_uri, crate::error_chain(&e))))?
             .json()
             .await
-            .map_err(|e| unavailable(format!("{}: {e}", meta.jwks_uri)))?;
+            .map_err(|e| unavailable(format!("{}: {}", meta.jwks_uri, crate::error_chain(&e))))?;
         let mut fresh = KeySet {
             fetched: Some(Instant::now()),
             ..KeySet::default()

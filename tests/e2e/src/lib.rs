@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod guestctl;
 pub mod hosts;
 pub mod kubelab;
+pub mod oidc;
 pub mod rawboot;
 
 /// The workspace root.
