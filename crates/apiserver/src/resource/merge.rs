@@ -73,7 +73,7 @@ fn require_object(value: &Value, field: &str) -> Result<(), MergeError> {
 }
 
 /// The object's `metadata` map, created if missing or null.
-fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, MergeError> {
+pub(crate) fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, MergeError> {
     let found = json_type(obj);
     let Some(map) = obj.as_object_mut() else {
         return Err(MergeError::NotAnObject {

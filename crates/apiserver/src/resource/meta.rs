@@ -30,24 +30,7 @@ pub fn now_rfc3339() -> String {
 
 /// The object's `metadata` map, created if missing.
 pub fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
-    let found = json_type(obj);
-    let Some(map) = obj.as_object_mut() else {
-        return Err(ApiError::NotAnObject {
-            field: String::new(),
-            found,
-        });
-    };
-    let meta = map
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if meta.is_null() {
-        *meta = Value::Object(Map::new());
-    }
-    let found = json_type(meta);
-    meta.as_object_mut().ok_or(ApiError::NotAnObject {
-        field: "metadata".into(),
-        found,
-    })
+    super::merge::meta_mut(obj).map_err(ApiError::from)
 }
 
 /// Reads a string field of `metadata`.
