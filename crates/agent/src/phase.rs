@@ -75,8 +75,8 @@ pub async fn write_phase(
             .await
         {
             Ok(m) => return Ok(PhaseWrite::Written(Box::new(m))),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(PhaseWrite::Gone),
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt < STALE_RETRIES => {
+            Err(e) if shoal_kube::is_not_found(&e) => return Ok(PhaseWrite::Gone),
+            Err(e) if shoal_kube::is_conflict(&e) && attempt < STALE_RETRIES => {
                 attempt += 1;
                 current = match api.get_opt(&name).await.map_err(err)? {
                     Some(m) => m,

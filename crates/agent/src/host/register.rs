@@ -95,7 +95,7 @@ pub async fn register(client: &Client, facts: &HostFacts) -> Result<(), AgentErr
         let host = Host::new(&facts.name, HostSpec::default());
         match api.create(&PostParams::default(), &host).await {
             Ok(_) => tracing::info!(host = %facts.name, "registered"),
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) if shoal_kube::is_conflict(&e) => {}
             Err(e) => return Err(AgentError::api(format!("creating host {}", facts.name), e)),
         }
     }
@@ -193,7 +193,7 @@ pub async fn heartbeat(client: &Client, host: &str) -> Result<(), AgentError> {
             };
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) if shoal_kube::is_conflict(&e) => {}
                 Err(e) => return Err(AgentError::api(format!("creating lease {name}"), e)),
             }
         }
