@@ -52,3 +52,4 @@ bench: setup
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench agent
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench lifecycle
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench gateway
+	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench oidc

@@ -201,9 +201,32 @@ struct Issuer {
     keys: Mutex<KeySet>,
 }
 
+/// The most verified tokens remembered at once.
+const CACHE_ENTRIES: usize = 10_000;
+
 /// Verifies ID tokens from a fixed set of issuers.
 pub struct Verifier {
     issuers: Vec<Issuer>,
+    /// Tokens already verified, by the SHA-256 of the token, until they expire:
+    /// a client sends the same ID token with every request, and its signature
+    /// need not be checked again. Only what the token says is kept; roles are
+    /// never cached.
+    verified: std::sync::Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+/// A verified token and the key that signed it: a hit counts only while the
+/// issuer still publishes that key, so a retired key's tokens stop working.
+#[derive(Clone)]
+struct Cached {
+    token: VerifiedToken,
+    kid: Option<String>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// The JOSE header fields Shoal reads.
@@ -467,7 +490,10 @@ impl Verifier {
                 keys: Mutex::new(KeySet::default()),
             });
         }
-        Ok(Self { issuers: out })
+        Ok(Self {
+            issuers: out,
+            verified: std::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     /// The configured issuers.
@@ -481,8 +507,63 @@ impl Verifier {
         token.split('.').count() == 3 && token.starts_with("ey")
     }
 
-    /// Verifies `token` and says who it names.
+    /// Verifies `token` and says who it names; a token verified before is
+    /// answered from memory until its `exp`.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = now_secs();
+        let hit = self.verified.lock().ok().and_then(|cache| {
+            cache
+                .get(&digest)
+                .filter(|c| c.token.expires > now)
+                .cloned()
+        });
+        if let Some(hit) = hit {
+            if self.still_published(&hit).await {
+                return Ok(hit.token);
+            }
+        }
+        let (verified, kid) = self.verify_uncached(token).await?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= CACHE_ENTRIES {
+                cache.retain(|_, c| c.token.expires > now);
+                if cache.len() >= CACHE_ENTRIES {
+                    cache.clear();
+                }
+            }
+            cache.insert(
+                digest,
+                Cached {
+                    token: verified.clone(),
+                    kid,
+                },
+            );
+        }
+        Ok(verified)
+    }
+
+    /// True while the issuer's cached keys still hold the key of `hit`.
+    async fn still_published(&self, hit: &Cached) -> bool {
+        let Some(issuer) = self
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer_url == hit.token.issuer)
+        else {
+            return false;
+        };
+        let keys = issuer.keys.lock().await;
+        match &hit.kid {
+            Some(kid) => keys.keys.contains_key(kid),
+            None => !keys.unnamed.is_empty(),
+        }
+    }
+
+    /// Verifies `token` against the issuer's keys; also returns the `kid` it names.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedToken, Option<String>), VerifyError> {
         let mut parts = token.split('.');
         let (Some(head), Some(body), Some(_sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -525,7 +606,7 @@ impl Verifier {
                 continue;
             }
             match jsonwebtoken::decode::<Value>(token, key, &validation) {
-                Ok(data) => return issuer.identity(&data.claims),
+                Ok(data) => return Ok((issuer.identity(&data.claims)?, header.kid.clone())),
                 Err(e) => {
                     let mapped = issuer.map_error(e);
                     if !matches!(mapped, VerifyError::BadSignature { .. }) {
