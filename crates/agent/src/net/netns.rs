@@ -72,12 +72,7 @@ impl NetNs {
         if let Some(path) = ns.path() {
             if !path.exists() {
                 tracing::info!(netns = name, "creating network namespace");
-                rtnetlink::NetworkNamespace::add(name.to_string())
-                    .await
-                    .map_err(|e| NetnsError::Create {
-                        name: name.to_string(),
-                        message: e.to_string(),
-                    })?;
+                create(name, &path).await?;
             }
         }
         Ok(ns)
@@ -143,6 +138,38 @@ impl NetNs {
         cmd.args(&argv[1..]);
         cmd
     }
+}
+
+/// Creates the named namespace with `ip netns add`, which prepares [`NETNS_DIR`] as
+/// a shared mount the first time. Nothing is forked from this (multi-threaded)
+/// process but the command itself; creations within the process are serialized, and
+/// a namespace that another process created meanwhile counts as created.
+async fn create(name: &str, path: &Path) -> Result<(), NetnsError> {
+    static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = CREATING.lock().await;
+    if path.exists() {
+        return Ok(());
+    }
+    let failed = |message: String| NetnsError::Create {
+        name: name.to_string(),
+        message,
+    };
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "add", name])
+        .output()
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "running `ip netns add`: {e} (is iproute2 installed?)"
+            ))
+        })?;
+    if out.status.success() || path.exists() {
+        return Ok(());
+    }
+    Err(failed(format!(
+        "`ip netns add {name}` failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 #[cfg(test)]
