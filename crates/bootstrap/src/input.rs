@@ -121,6 +121,14 @@ pub struct Oidc {
     pub username_claim: Option<String>,
     /// The claim holding the groups (`--oidc-groups-claim`; none by default).
     pub groups_claim: Option<String>,
+    /// Prepended to user names (`--oidc-username-prefix`; `-` for none).
+    pub username_prefix: Option<String>,
+    /// Prepended to group names (`--oidc-groups-prefix`).
+    pub groups_prefix: Option<String>,
+    /// The PEM CA bundle of the issuer's serving certificate, written to
+    /// [`OIDC_CA_PATH`](crate::OIDC_CA_PATH) on control-plane nodes
+    /// (`--oidc-ca-file`).
+    pub ca_pem: Option<String>,
 }
 
 /// Everything needed to bootstrap one guest Kubernetes node.

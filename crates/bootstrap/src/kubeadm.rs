@@ -10,7 +10,7 @@ use crate::cloudconfig::{to_yaml, CloudConfig, WriteFile};
 use crate::input::{NodeBootstrap, Role};
 use crate::nodeimage::{NodeImage, NODE_IMAGE};
 use crate::validate::{split_endpoint, version_digits};
-use crate::{BootstrapError, KUBEADM_CONFIG_PATH};
+use crate::{BootstrapError, KUBEADM_CONFIG_PATH, OIDC_CA_PATH};
 
 const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
 /// The configuration holds the bootstrap token and the certificate key.
@@ -83,6 +83,15 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
         kubeadm_config(n, image)?,
         CONFIG_MODE,
     ));
+    // Every control-plane node runs an API server that reads the issuer's CA; the
+    // kubeadm-managed pki directory is mounted into its static pod.
+    if let (true, Some(ca)) = (
+        n.role.is_control_plane(),
+        n.oidc.as_ref().and_then(|o| o.ca_pem.as_ref()),
+    ) {
+        doc.write_files
+            .push(WriteFile::new(OIDC_CA_PATH, ca.clone(), PUBLIC_MODE));
+    }
     for (path, content) in &patches {
         doc.write_files
             .push(WriteFile::new(path, content.clone(), PUBLIC_MODE));
@@ -285,6 +294,24 @@ fn cluster_configuration<'a>(
             extra_args.push(Arg {
                 name: "oidc-groups-claim",
                 value: claim,
+            });
+        }
+        if let Some(prefix) = &oidc.username_prefix {
+            extra_args.push(Arg {
+                name: "oidc-username-prefix",
+                value: prefix,
+            });
+        }
+        if let Some(prefix) = &oidc.groups_prefix {
+            extra_args.push(Arg {
+                name: "oidc-groups-prefix",
+                value: prefix,
+            });
+        }
+        if oidc.ca_pem.is_some() {
+            extra_args.push(Arg {
+                name: "oidc-ca-file",
+                value: OIDC_CA_PATH,
             });
         }
     }

@@ -46,5 +46,8 @@ pub use testimage::{render_test_image, NodeFile};
 /// bootstrap token and the certificate key).
 pub const KUBEADM_CONFIG_PATH: &str = "/etc/kubernetes/kubeadm.yaml";
 
+/// Where [`render_kubeadm`] writes the OIDC issuer's CA on control-plane nodes.
+pub const OIDC_CA_PATH: &str = "/etc/kubernetes/pki/oidc-ca.crt";
+
 /// Where [`render_test_image`] writes the [`NodeFile`].
 pub const NODE_FILE_PATH: &str = "/etc/shoal/node.yaml";

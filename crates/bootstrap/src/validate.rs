@@ -373,6 +373,34 @@ fn check_oidc(oidc: &Oidc) -> Result<(), BootstrapError> {
             ));
         }
     }
+    for (field, prefix) in [
+        ("username_prefix", &oidc.username_prefix),
+        ("groups_prefix", &oidc.groups_prefix),
+    ] {
+        let Some(prefix) = prefix else { continue };
+        if prefix.is_empty()
+            || prefix.contains(char::is_whitespace)
+            || !flag_value_ok(prefix)
+            || is_yaml11_non_string(prefix)
+        {
+            return Err(err(
+                field,
+                "must be a non-empty prefix without spaces, such as oidc: (- for no prefix on \
+                 user names)",
+            ));
+        }
+    }
+    if let Some(ca) = &oidc.ca_pem {
+        let ca = ca.trim();
+        if !ca.starts_with("-----BEGIN CERTIFICATE-----")
+            || !ca.ends_with("-----END CERTIFICATE-----")
+        {
+            return Err(err(
+                "ca_pem",
+                "must be PEM certificates (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)",
+            ));
+        }
+    }
     Ok(())
 }
 

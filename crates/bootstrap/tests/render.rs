@@ -8,6 +8,7 @@ use serde_yaml::Value;
 use shoal_bootstrap::{
     render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeFile, Role,
     FLANNEL_MANIFEST_PATH, KUBEADM_CONFIG_PATH, KUBEADM_PATCHES_DIR, NODE_FILE_PATH, NODE_IMAGE,
+    OIDC_CA_PATH,
 };
 
 #[test]
@@ -177,22 +178,61 @@ fn oidc_flags_are_a_list_of_name_value_pairs() {
         ("oidc-client-id", "shoal-demo"),
         ("oidc-username-claim", "email"),
         ("oidc-groups-claim", "groups"),
+        ("oidc-username-prefix", "-"),
+        ("oidc-groups-prefix", "oidc:"),
+        ("oidc-ca-file", OIDC_CA_PATH),
     ];
     assert_eq!(
         args,
         want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
     );
 
-    // Unset claims leave the API server's defaults.
+    // Unset claims and prefixes leave the API server's defaults.
     n.oidc = Some(shoal_bootstrap::Oidc {
         username_claim: None,
         groups_claim: None,
+        username_prefix: None,
+        groups_prefix: None,
+        ca_pem: None,
         ..oidc()
     });
     let doc = parse(&render_kubeadm(&n).expect("renders"));
     let docs = kubeadm_docs(&doc);
     let args = &kind(&docs, "ClusterConfiguration")["apiServer"]["extraArgs"];
     assert_eq!(args.as_sequence().map(Vec::len), Some(4), "{args:?}");
+    assert!(
+        write_file(&doc, OIDC_CA_PATH).is_none(),
+        "no CA, no CA file"
+    );
+}
+
+#[test]
+fn the_issuer_ca_is_written_on_every_control_plane_node_only() {
+    for (role, written) in [
+        (Role::ControlPlaneInit, true),
+        (Role::ControlPlaneJoin, true),
+        (Role::Worker, false),
+    ] {
+        let mut n = node(role);
+        n.oidc = Some(oidc());
+        let doc = parse(&render_kubeadm(&n).expect("renders"));
+        match write_file(&doc, OIDC_CA_PATH) {
+            Some(f) => {
+                assert!(written, "{role:?} got the issuer CA");
+                assert_eq!(f["content"].as_str(), Some(common::OIDC_CA));
+                assert_eq!(f["permissions"].as_str(), Some("0644"));
+            }
+            None => assert!(!written, "{role:?} did not get the issuer CA"),
+        }
+    }
+}
+
+/// The `write_files` entry for `path`.
+fn write_file<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    doc["write_files"]
+        .as_sequence()?
+        .iter()
+        .find(|f| f["path"].as_str() == Some(path))
 }
 
 #[test]
@@ -373,6 +413,18 @@ fn invalid_inputs_are_refused_naming_the_field() {
         ("oidc.client_id", |n| {
             n.oidc = Some(shoal_bootstrap::Oidc {
                 client_id: String::new(),
+                ..oidc()
+            })
+        }),
+        ("oidc.groups_prefix", |n| {
+            n.oidc = Some(shoal_bootstrap::Oidc {
+                groups_prefix: Some("oidc: ".into()),
+                ..oidc()
+            })
+        }),
+        ("oidc.ca_pem", |n| {
+            n.oidc = Some(shoal_bootstrap::Oidc {
+                ca_pem: Some("not a certificate".into()),
                 ..oidc()
             })
         }),

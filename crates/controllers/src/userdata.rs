@@ -187,6 +187,9 @@ pub async fn render(
             client_id: o.client_id.clone(),
             username_claim: o.username_claim.clone(),
             groups_claim: o.groups_claim.clone(),
+            username_prefix: o.username_prefix.clone(),
+            groups_prefix: o.groups_prefix.clone(),
+            ca_pem: o.certificate_authority.clone(),
         }),
         // The host agent's metadata service tells the guest where to phone home.
         phone_home_url: None,

@@ -342,6 +342,44 @@ async fn invalid_objects_get_a_status_naming_the_field() -> Result<()> {
             cluster_with("c11", "/spec/release", json!("no-such-release"))?,
             invalid("spec.release"),
         ),
+        (
+            "an OIDC issuer over plain http",
+            cluster_with(
+                "c12",
+                "/spec/oidc",
+                json!({"issuerUrl": "http://login.example.com", "clientId": "k"}),
+            )?,
+            invalid("spec.oidc.issuerUrl"),
+        ),
+        (
+            "an OIDC client ID that is empty",
+            cluster_with(
+                "c13",
+                "/spec/oidc",
+                json!({"issuerUrl": "https://login.example.com", "clientId": ""}),
+            )?,
+            invalid("spec.oidc.clientId"),
+        ),
+        (
+            "an OIDC claim with a newline",
+            cluster_with(
+                "c14",
+                "/spec/oidc",
+                json!({"issuerUrl": "https://login.example.com", "clientId": "k",
+                       "groupsClaim": "groups\n- evil"}),
+            )?,
+            invalid("spec.oidc.groupsClaim"),
+        ),
+        (
+            "an OIDC CA that is not PEM",
+            cluster_with(
+                "c15",
+                "/spec/oidc",
+                json!({"issuerUrl": "https://login.example.com", "clientId": "k",
+                       "certificateAuthority": "MIIB..."}),
+            )?,
+            invalid("spec.oidc.certificateAuthority"),
+        ),
     ];
     for (case, body, want) in cases {
         check_status(case, post(&client, &body).await?, want)?;

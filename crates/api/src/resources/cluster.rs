@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::common::{Condition, MachineSize};
-use crate::validate::{validate_dns1123_label, Cidr, FieldCause, FieldErrors, Quantity};
+use crate::validate::{
+    validate_dns1123_label, validate_oidc, Cidr, FieldCause, FieldErrors, Quantity,
+};
 
 /// Where a cluster's machines run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -118,6 +120,18 @@ pub struct OidcSpec {
     /// The claim that lists the groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups_claim: Option<String>,
+    /// Prepended to user names (`--oidc-username-prefix`); `-` for none. Unset, the
+    /// API server prefixes every claim but `email` with the issuer URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_prefix: Option<String>,
+    /// Prepended to group names (`--oidc-groups-prefix`), e.g. `oidc:`, so that
+    /// the issuer's groups cannot collide with the cluster's own (`system:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_prefix: Option<String>,
+    /// The PEM CA bundle that signed the issuer's serving certificate, when the
+    /// guests' system roots do not (`--oidc-ca-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
 }
 
 /// What users set on a Cluster.
@@ -323,12 +337,7 @@ impl ClusterSpec {
             _ => {}
         }
         if let Some(oidc) = &self.oidc {
-            if !oidc.issuer_url.starts_with("https://") {
-                errs.push(FieldCause::invalid(
-                    "spec.oidc.issuerUrl",
-                    "the issuer URL must use https://",
-                ));
-            }
+            validate_oidc(oidc, errs);
         }
     }
 }

@@ -80,13 +80,21 @@ pub fn oidc() -> Oidc {
         client_id: "shoal-demo".into(),
         username_claim: Some("email".into()),
         groups_claim: Some("groups".into()),
+        username_prefix: Some("-".into()),
+        groups_prefix: Some("oidc:".into()),
+        ca_pem: Some(OIDC_CA.into()),
     }
 }
+
+/// The issuer CA of the OIDC variant (a syntactically complete PEM block).
+pub const OIDC_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBeDCCAR+gAwIBAgIUSm9pbnQgdGVzdCBDQQ==\n-----END CERTIFICATE-----\n";
 
 /// Every rendered variant: (golden file name, rendered document).
 pub fn variants() -> Vec<(&'static str, Result<String, BootstrapError>)> {
     let mut with_oidc = node(Role::ControlPlaneInit);
     with_oidc.oidc = Some(oidc());
+    let mut join_oidc = node(Role::ControlPlaneJoin);
+    join_oidc.oidc = Some(oidc());
     vec![
         (
             "kubeadm-control-plane-init.yaml",
@@ -99,6 +107,10 @@ pub fn variants() -> Vec<(&'static str, Result<String, BootstrapError>)> {
         (
             "kubeadm-control-plane-join.yaml",
             render_kubeadm(&node(Role::ControlPlaneJoin)),
+        ),
+        (
+            "kubeadm-control-plane-join-oidc.yaml",
+            render_kubeadm(&join_oidc),
         ),
         (
             "kubeadm-worker-join.yaml",

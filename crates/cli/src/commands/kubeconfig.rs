@@ -505,6 +505,28 @@ fn guest_token_args(oidc: &OidcSpec, ca_file: Option<&Path>) -> Vec<String> {
     args
 }
 
+/// Writes a cluster's `spec.oidc.certificateAuthority` to
+/// `~/.config/shoal/oidc-ca/<org>-<cluster>.crt`, where its plugin reads it.
+fn save_issuer_ca(org: &str, cluster: &str, pem: &str) -> Result<PathBuf, CliError> {
+    let dir = crate::client::shoal_config_path()
+        .and_then(|c| c.parent().map(|d| d.join("oidc-ca")))
+        .ok_or_else(|| {
+            CliError::Usage(
+                "HOME is not set, so the issuer's CA from spec.oidc has nowhere to go: pass \
+                 --oidc-ca-file"
+                    .into(),
+            )
+        })?;
+    let path = dir.join(format!("{org}-{cluster}.crt"));
+    let io = |source| CliError::File {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(&path, pem).map_err(io)?;
+    Ok(path)
+}
+
 /// `kubeconfig create --oidc`: a kubeconfig whose user runs `shoal kubeconfig
 /// token` for the issuer and client of the cluster's `spec.oidc`.
 async fn create_oidc(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliError> {
@@ -539,17 +561,16 @@ async fn create_oidc(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), Cl
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    // The plugin runs from any directory: give it an absolute CA path.
-    let oidc_ca = a
-        .oidc_ca_file
-        .as_deref()
-        .map(|p| {
-            std::path::absolute(p).map_err(|source| CliError::File {
-                path: p.to_owned(),
-                source,
-            })
-        })
-        .transpose()?;
+    // The plugin runs from any directory: give it an absolute CA path. Without
+    // one, the cluster's own spec.oidc.certificateAuthority is kept for it.
+    let oidc_ca = match (&a.oidc_ca_file, &oidc.certificate_authority) {
+        (Some(p), _) => Some(std::path::absolute(p).map_err(|source| CliError::File {
+            path: p.to_owned(),
+            source,
+        })?),
+        (None, Some(pem)) => Some(save_issuer_ca(&a.org, &a.cluster, pem)?),
+        (None, None) => None,
+    };
     let access = GuestAccess {
         name: entry_name(&a.org, &a.cluster),
         endpoint,
