@@ -6,6 +6,7 @@
 // POST /test/sign signs the given claims with the current key or a foreign one.
 //
 // Usage: node server.mjs CONFIG.json   (prints "ready <issuer>" when listening)
+// CONFIG: {port, host (default 127.0.0.1), idTokenTtl, users, tls: {cert, key}}
 
 import { readFileSync } from 'node:fs';
 import { createServer as createHttp } from 'node:http';
@@ -17,7 +18,8 @@ import { generateKeyPair, exportJWK, importJWK, SignJWT } from 'jose';
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const users = new Map(config.users.map((u) => [u.username, u]));
 const scheme = config.tls ? 'https' : 'http';
-const issuer = `${scheme}://127.0.0.1:${config.port}`;
+const host = config.host || '127.0.0.1';
+const issuer = `${scheme}://${host}:${config.port}`;
 const cookieKeys = [randomBytes(32).toString('hex')];
 
 async function newKey() {
@@ -202,7 +204,7 @@ async function handle(req, res) {
 const server = config.tls
   ? createHttps({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, handle)
   : createHttp(handle);
-server.listen(config.port, '127.0.0.1', () => {
+server.listen(config.port, host, () => {
   console.log(`ready ${issuer} pid ${process.pid}`);
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

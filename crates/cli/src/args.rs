@@ -463,9 +463,39 @@ pub struct ClusterCreateArgs {
     /// Disk per machine.
     #[arg(long, default_value = "10Gi")]
     pub disk: String,
+    /// OIDC sign-in to the guest's API server.
+    #[command(flatten)]
+    pub oidc: GuestOidcArgs,
     /// Wait for the cluster to be Ready, showing its machines' progress.
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// The guest API server's OIDC settings (the Cluster's `spec.oidc`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GuestOidcArgs {
+    /// The issuer (https) whose ID tokens the guest's API server accepts.
+    #[arg(long, requires = "oidc_client_id")]
+    pub oidc_issuer_url: Option<String>,
+    /// The client ID the tokens are issued for (their `aud`).
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_client_id: Option<String>,
+    /// The claim that names the user (the API server's default: `sub`).
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_username_claim: Option<String>,
+    /// The claim that lists the user's groups.
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_groups_claim: Option<String>,
+    /// Prepended to user names (`-` for none).
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_username_prefix: Option<String>,
+    /// Prepended to group names, e.g. `oidc:`, for RBAC bindings.
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_groups_prefix: Option<String>,
+    /// The CA (PEM) of the issuer's TLS certificate, when the guests' system roots
+    /// do not trust it; stored in the Cluster as `spec.oidc.certificateAuthority`.
+    #[arg(long, requires = "oidc_issuer_url")]
+    pub oidc_ca_file: Option<PathBuf>,
 }
 
 /// `--wait` and `--timeout`, shared by the commands that can wait.
@@ -483,7 +513,7 @@ pub struct WaitArgs {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Create a cluster and its default node pool.
-    Create(ClusterCreateArgs),
+    Create(Box<ClusterCreateArgs>),
     /// List clusters.
     List {
         /// Only this organization's.

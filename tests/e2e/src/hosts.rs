@@ -88,6 +88,97 @@ impl Drop for Underlay {
     }
 }
 
+/// A namespace beyond the hosts that their VMs reach through the agents' egress
+/// (`--egress-interface eg0`, masqueraded): host `i` has `eg0` with
+/// `10.251.<i+1>.2/30`, linked to `10.251.<i+1>.1/30` here, and a route to
+/// [`Egress::SERVICE`], an address on this namespace's loopback where test
+/// services (an OIDC provider) listen. Dropping it deletes the namespace.
+pub struct Egress {
+    /// The namespace's name.
+    pub name: String,
+}
+
+impl Egress {
+    /// The address services listen on inside the namespace.
+    pub const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 1);
+    /// The egress interface on each host.
+    pub const INTERFACE: &'static str = "eg0";
+
+    /// Creates `<prefix>x` and links it to every host of `hosts`.
+    pub fn new(hosts: &Underlay, prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}x");
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name])?;
+        let e = Egress { name };
+        ip(&["-n", &e.name, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &e.name,
+            "addr",
+            "add",
+            &format!("{}/32", Self::SERVICE),
+            "dev",
+            "lo",
+        ])?;
+        for (i, host) in hosts.names.iter().enumerate() {
+            let net = i + 1;
+            let peer = format!("h{net}");
+            ip(&[
+                "-n",
+                host,
+                "link",
+                "add",
+                Self::INTERFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                &e.name,
+            ])?;
+            ip(&[
+                "-n",
+                host,
+                "addr",
+                "add",
+                &format!("10.251.{net}.2/30"),
+                "dev",
+                Self::INTERFACE,
+            ])?;
+            ip(&["-n", host, "link", "set", Self::INTERFACE, "up"])?;
+            ip(&[
+                "-n",
+                host,
+                "route",
+                "add",
+                &format!("{}/32", Self::SERVICE),
+                "via",
+                &format!("10.251.{net}.1"),
+            ])?;
+            ip(&[
+                "-n",
+                &e.name,
+                "addr",
+                "add",
+                &format!("10.251.{net}.1/30"),
+                "dev",
+                &peer,
+            ])?;
+            ip(&["-n", &e.name, "link", "set", &peer, "up"])?;
+        }
+        Ok(e)
+    }
+}
+
+impl Drop for Egress {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
 /// Runs `f` on a thread inside namespace `ns`; sockets it opens live there.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
     let path = PathBuf::from("/run/netns").join(ns);
@@ -196,6 +287,19 @@ impl AgentProc {
         dir: &Path,
         stop_grace: Option<u64>,
     ) -> Result<Self> {
+        Self::start_with_args(kubeconfig, name, netns, underlay, dir, stop_grace, &[])
+    }
+
+    /// [`AgentProc::start_with_grace`] with more `shoal agent` arguments.
+    pub fn start_with_args(
+        kubeconfig: &Path,
+        name: &str,
+        netns: &str,
+        underlay: Ipv4Addr,
+        dir: &Path,
+        stop_grace: Option<u64>,
+        extra: &[&str],
+    ) -> Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let metrics_port = crate::free_port()?;
         let mut args: Vec<String> = vec![
@@ -222,6 +326,7 @@ impl AgentProc {
         if let Some(grace) = stop_grace {
             args.extend(["--stop-grace".into(), grace.to_string()]);
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut a = AgentProc {
             child: None,
             args,
@@ -399,10 +504,29 @@ pub async fn start_agent_pair(
     hosts: &Underlay,
     dir: &Path,
 ) -> Result<[AgentProc; 2]> {
-    let agents = [
-        AgentProc::start(kubeconfig, "h1", &hosts.names[0], hosts.underlay(0), dir)?,
-        AgentProc::start(kubeconfig, "h2", &hosts.names[1], hosts.underlay(1), dir)?,
-    ];
+    start_agent_pair_with(kubeconfig, client, hosts, dir, &[]).await
+}
+
+/// [`start_agent_pair`] with more `shoal agent` arguments for both agents.
+pub async fn start_agent_pair_with(
+    kubeconfig: &Path,
+    client: &kube::Client,
+    hosts: &Underlay,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<[AgentProc; 2]> {
+    let start = |i: usize, name: &str| {
+        AgentProc::start_with_args(
+            kubeconfig,
+            name,
+            &hosts.names[i],
+            hosts.underlay(i),
+            dir,
+            Some(1),
+            extra,
+        )
+    };
+    let agents = [start(0, "h1")?, start(1, "h2")?];
     let api: kube::Api<shoal_api::Host> = kube::Api::all(client.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

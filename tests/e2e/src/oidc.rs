@@ -3,6 +3,7 @@
 //! the provider's redirects and submit its login and consent forms, never a
 //! shortcut around them.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,6 +49,10 @@ pub struct ProviderOptions {
     pub id_token_ttl_secs: u64,
     /// The users.
     pub users: Vec<TestUser>,
+    /// Run inside this network namespace, on this address, instead of on
+    /// 127.0.0.1: the issuer is then `https://<addr>:<port>`, and the harness
+    /// reaches it through a CONNECT proxy ([`OidcProvider::proxy_url`]).
+    pub netns: Option<(String, Ipv4Addr)>,
 }
 
 impl Default for ProviderOptions {
@@ -60,6 +65,7 @@ impl Default for ProviderOptions {
                 TestUser::new("bob", &["app-team"]),
                 TestUser::new("carol", &[]),
             ],
+            netns: None,
         }
     }
 }
@@ -89,6 +95,7 @@ pub struct OidcProvider {
     child: Child,
     issuer: String,
     ca_file: Option<PathBuf>,
+    proxy: Option<crate::connect_proxy::ConnectProxy>,
     users: Vec<TestUser>,
     dir: tempfile::TempDir,
 }
@@ -103,8 +110,9 @@ fn random_b64(n: usize) -> String {
     b64url(&buf)
 }
 
-/// Makes a CA and a certificate for 127.0.0.1 with openssl; returns the CA's path.
-fn make_tls(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+/// Makes a CA and a certificate for `host` with openssl; returns the CA's,
+/// the certificate's and the key's paths.
+fn make_tls(dir: &Path, host: Ipv4Addr) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let run = |args: &[&str]| -> Result<()> {
         let out = Command::new("openssl")
             .args(args)
@@ -143,11 +151,13 @@ fn make_tls(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
         "-out",
         "tls.csr",
         "-subj",
-        "/CN=127.0.0.1",
+        &format!("/CN={host}"),
     ])?;
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName=IP:{host}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
     )?;
     run(&[
         "x509",
@@ -218,10 +228,18 @@ impl OidcProvider {
 
     /// Starts a provider and waits until its discovery document answers.
     pub async fn start(opts: ProviderOptions) -> Result<Self> {
+        ensure!(
+            opts.netns.is_none() || opts.tls,
+            "a provider in a namespace serves https (it is reached through a CONNECT proxy)"
+        );
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        let host = opts
+            .netns
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |(_, addr)| *addr);
         let tls = if opts.tls {
-            Some(make_tls(dir.path())?)
+            Some(make_tls(dir.path(), host)?)
         } else {
             None
         };
@@ -234,6 +252,7 @@ impl OidcProvider {
             .collect();
         let config = json!({
             "port": port,
+            "host": host.to_string(),
             "idTokenTtl": opts.id_token_ttl_secs,
             "users": users,
             "tls": tls.as_ref().map(|(_, cert, key)| json!({"cert": cert, "key": key})),
@@ -242,8 +261,24 @@ impl OidcProvider {
         std::fs::write(&config_path, serde_json::to_vec(&config)?)?;
         let log_path = dir.path().join("provider.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new("bash")
-            .arg(workspace_root().join("scripts/oidc-provider.sh"))
+        let script = workspace_root().join("scripts/oidc-provider.sh");
+        let mut command = match &opts.netns {
+            Some((ns, _)) => {
+                // Installed out here, where the npm registry is reachable.
+                let out = Command::new("bash").arg(&script).arg("install").output()?;
+                ensure!(
+                    out.status.success(),
+                    "scripts/oidc-provider.sh install: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "bash"]);
+                c
+            }
+            None => Command::new("bash"),
+        };
+        let child = command
+            .arg(&script)
             .arg("run")
             .arg(&config_path)
             .stdout(log.try_clone()?)
@@ -252,10 +287,18 @@ impl OidcProvider {
             .spawn()
             .context("starting scripts/oidc-provider.sh")?;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let proxy = match &opts.netns {
+            Some((ns, addr)) => Some(crate::connect_proxy::ConnectProxy::start(
+                ns,
+                std::net::SocketAddr::from((*addr, port)),
+            )?),
+            None => None,
+        };
         let provider = Self {
             child,
-            issuer: format!("{scheme}://127.0.0.1:{port}"),
+            issuer: format!("{scheme}://{host}:{port}"),
             ca_file: tls.map(|(ca, _, _)| ca),
+            proxy,
             users: opts.users,
             dir,
         };
@@ -284,6 +327,12 @@ impl OidcProvider {
         &self.issuer
     }
 
+    /// The `http://127.0.0.1:<port>` CONNECT proxy that reaches a provider in a
+    /// namespace (for `HTTPS_PROXY`), if it runs in one.
+    pub fn proxy_url(&self) -> Option<String> {
+        self.proxy.as_ref().map(|p| format!("http://{}", p.addr()))
+    }
+
     /// The CA of the provider's certificate, when it serves https.
     pub fn ca_file(&self) -> Option<&Path> {
         self.ca_file.as_deref()
@@ -302,6 +351,10 @@ impl OidcProvider {
             .timeout(Duration::from_secs(20));
         if let Some(ca) = &self.ca_file {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+        }
+        // The issuer through the proxy; loopback redirect targets stay direct.
+        if let Some(url) = self.proxy_url() {
+            b = b.proxy(reqwest::Proxy::https(url)?);
         }
         Ok(b.build()?)
     }

@@ -14,19 +14,22 @@
 //! cores this test takes about 12 minutes, 28 with both switches; the times it
 //! prints go to BENCHMARKS.md.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Cluster, Machine};
 use shoal_e2e::guestctl::{create, kubectl_until_ok, nodes, running_pods, text};
-use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
+use shoal_e2e::hosts::{links, nft_tables, start_agent_pair_with, Egress, Underlay};
 use shoal_e2e::kubelab::NodeImage;
-use shoal_e2e::{free_port, kubectl_bin, ServerProc};
+use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
+use shoal_e2e::{free_port, kubectl_bin, shoal_bin, ServerProc};
 
 const ORG: &str = "k8s";
 const NS: &str = "org-k8s";
@@ -61,6 +64,140 @@ async fn machines(client: &kube::Client) -> Result<Vec<Machine>> {
         .collect())
 }
 
+/// alice (group platform-team) uses the guest with a kubeconfig from `shoal
+/// kubeconfig create --oidc`: kubectl runs `shoal kubeconfig token`, whose first
+/// use prints the issuer's sign-in URL (the test is alice's browser); the guest's
+/// API server verifies the provider's ID token (issuer CA from spec.oidc) and its
+/// RBAC authorizes her group, prefixed `oidc:`, to view and nothing more.
+async fn oidc_user_through_the_gateway(
+    server: &ServerProc,
+    provider: &OidcProvider,
+    gateway: &str,
+    admin_kc: &Path,
+    dir: &Path,
+) -> Result<()> {
+    kubectl_until_ok(
+        admin_kc,
+        &[
+            "create",
+            "clusterrolebinding",
+            "platform-team-view",
+            "--clusterrole=view",
+            "--group=oidc:platform-team",
+        ],
+        Duration::from_secs(120),
+    )?;
+    let home = dir.join("alice");
+    std::fs::create_dir_all(&home)?;
+    let kc = dir.join("kc-oidc.yaml");
+    let kc_arg = kc.display().to_string();
+    let admin = server.kubeconfig().display().to_string();
+    let out = Command::new(shoal_bin()?)
+        .env("HOME", &home)
+        .env_remove("KUBECONFIG")
+        .args(["--kubeconfig", &admin, "kubeconfig", "create", "--oidc"])
+        .args(["--cluster", CLUSTER, "--org", ORG])
+        .args(["--gateway-address", gateway, "--output", &kc_arg])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "kubeconfig create --oidc: {}",
+        text(&out)
+    );
+    let proxy = provider
+        .proxy_url()
+        .context("the provider runs behind the proxy")?;
+    let kubectl = |args: &[&str]| -> Result<Command> {
+        let mut c = Command::new(kubectl_bin()?);
+        c.args(["--kubeconfig", &kc_arg])
+            .args(args)
+            .env("HOME", &home)
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("HTTPS_PROXY", &proxy)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("SHOAL_NO_BROWSER", "1")
+            .stdin(Stdio::null());
+        Ok(c)
+    };
+
+    // First use: the plugin prints the sign-in URL and waits for the redirect.
+    let mut first = kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"])?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = first.stderr.take().context("stderr is piped")?;
+    let issuer = provider.issuer().to_owned();
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.trim().starts_with(&issuer) {
+                let _ = url_tx.send(line.trim().to_owned());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let url = match url_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => url,
+        Err(_) => {
+            let _ = first.kill();
+            let _ = first.wait();
+            bail!(
+                "the credential plugin printed no sign-in URL for {}; kubectl's stderr:\n{}",
+                provider.issuer(),
+                reader.join().unwrap_or_default()
+            );
+        }
+    };
+    provider
+        .complete_browser_login(&url, "alice", "alice-pw")
+        .await?;
+    let status = first.wait()?;
+    let first_err = reader.join().unwrap_or_default();
+    let cached = std::fs::read_dir(home.join(".cache/shoal/oidc"))
+        .with_context(|| format!("no cached sign-in; kubectl said:\n{first_err}"))?
+        .count();
+    ensure!(cached == 1, "{cached} cached sign-ins");
+
+    // The API server loads the issuer's keys in the background after it starts:
+    // retry (the cached token, no new sign-in) until it answers.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = format!("{status}: {first_err}");
+    loop {
+        let out = kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"])?.output()?;
+        if out.status.success() {
+            let pods = String::from_utf8_lossy(&out.stdout).into_owned();
+            ensure!(pods.contains("pod/kube-apiserver-"), "{pods}");
+            break;
+        }
+        last = text(&out);
+        ensure!(
+            !last.contains("To sign in"),
+            "kubectl asked to sign in again: {last}"
+        );
+        if Instant::now() > deadline {
+            bail!("alice's OIDC token was not accepted within 300 s: {last}");
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    eprintln!("before the first authorized answer kubectl said: {last}");
+
+    // Authorized to view only; the guest names the user from the email claim.
+    let out = kubectl(&["create", "namespace", "alice-was-here"])?.output()?;
+    let said = text(&out);
+    ensure!(
+        !out.status.success() && said.contains("forbidden"),
+        "alice may create namespaces: {said}"
+    );
+    ensure!(
+        said.contains("alice@example.com"),
+        "the guest does not name alice by her email: {said}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
     kubectl_bin().context("Debian's kubectl (scripts/setup.sh installs it)")?;
@@ -73,6 +210,20 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
             .replace('.', "-")
     );
     let hosts = Underlay::pair(&format!("sk{}h", std::process::id()))?;
+    // An OIDC provider beyond the hosts, which the guests reach through the
+    // agents' egress and the test through a CONNECT proxy, at the same URL.
+    let egress = Egress::new(&hosts, &format!("sk{}", std::process::id()))?;
+    let provider = OidcProvider::start(ProviderOptions {
+        tls: true,
+        netns: Some((egress.name.clone(), Egress::SERVICE)),
+        ..ProviderOptions::default()
+    })
+    .await?;
+    let issuer_ca = provider
+        .ca_file()
+        .context("the provider serves https")?
+        .display()
+        .to_string();
     let (tls_port, http_port) = (free_port()?, free_port()?);
     let gateway = format!("127.0.0.1:{tls_port}");
     let http_listen = format!("127.0.0.1:{http_port}");
@@ -90,7 +241,14 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
     let client = server.client().await?;
     server.shoal_ok(&["org", "create", ORG])?;
     let dir = tempfile::tempdir()?;
-    let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
+    let mut agents = start_agent_pair_with(
+        &server.kubeconfig(),
+        &client,
+        &hosts,
+        dir.path(),
+        &["--egress-interface", Egress::INTERFACE],
+    )
+    .await?;
 
     // Create and wait: the CLI returns when the guest says every Node is Ready.
     let started = Instant::now();
@@ -113,6 +271,18 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
         "2Gi",
         "--disk",
         "10Gi",
+        "--oidc-issuer-url",
+        provider.issuer(),
+        "--oidc-client-id",
+        OidcProvider::CLIENT_ID,
+        "--oidc-username-claim",
+        "email",
+        "--oidc-groups-claim",
+        "groups",
+        "--oidc-groups-prefix",
+        "oidc:",
+        "--oidc-ca-file",
+        &issuer_ca,
         "--wait",
         "--timeout",
         "1800",
@@ -184,6 +354,13 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
             "node {name} is no Machine's"
         );
     }
+
+    let started = Instant::now();
+    oidc_user_through_the_gateway(&server, &provider, &gateway, &kc, dir.path()).await?;
+    println!(
+        "OIDC: first kubectl sign-in through the plugin to an authorized answer: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // A Deployment of the preloaded busybox, one pod per worker, serving its pod name.
     let web = serde_json::json!({

@@ -545,3 +545,66 @@ async fn guest_kubeconfig(server: &ServerProc, provider: &OidcProvider, home: &H
     );
     Ok(())
 }
+
+/// The guest plugin's first use, as kubectl runs it for a kubeconfig from
+/// `kubeconfig create --oidc`: no session yet, so `shoal kubeconfig token
+/// --issuer --client-id` prints the sign-in URL and waits for the browser. The
+/// provider lives in a namespace, as it does for guest clusters, reached through
+/// the harness's CONNECT proxy (`HTTPS_PROXY`) at the guests' URL.
+#[tokio::test]
+async fn the_guest_plugin_signs_in_on_first_use_through_a_proxy() -> Result<()> {
+    let hosts = shoal_e2e::hosts::Underlay::pair(&format!("oc{}h", std::process::id()))?;
+    let egress = shoal_e2e::hosts::Egress::new(&hosts, &format!("oc{}", std::process::id()))?;
+    let provider = OidcProvider::start(ProviderOptions {
+        tls: true,
+        netns: Some((egress.name.clone(), shoal_e2e::hosts::Egress::SERVICE)),
+        ..ProviderOptions::default()
+    })
+    .await?;
+    ensure!(provider.issuer().starts_with("https://10.251.0.1:"));
+    let proxy = provider.proxy_url().context("a proxy")?;
+    let ca = provider.ca_file().context("https")?;
+    let home = Home::new()?;
+    let token_cmd = || -> Result<Command> {
+        let mut c = home.command()?;
+        c.args(["kubeconfig", "token", "--issuer", provider.issuer()])
+            .args(["--client-id", OidcProvider::CLIENT_ID])
+            .args(["--oidc-ca-file", path_str(ca)?])
+            .env("HTTPS_PROXY", &proxy)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("SHOAL_NO_BROWSER", "1")
+            .stdin(Stdio::null());
+        Ok(c)
+    };
+
+    let mut child = token_cmd()?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let issuer = provider.issuer().to_owned();
+    let (url, rest) = read_until(&mut child, move |l| {
+        l.trim().starts_with(&issuer).then(|| l.trim().to_owned())
+    })?;
+    provider
+        .complete_browser_login(&url, "alice", "alice-pw")
+        .await?;
+    let out = finish(child, rest).await?;
+    let cred: Value = serde_json::from_str(&out).context("an ExecCredential")?;
+    let token = token_of(&cred, provider.issuer())?;
+    ensure!(claims(&token)?["email"] == "alice@example.com");
+
+    // The second use answers from the cache, without a browser.
+    let again = token_cmd()?.output()?;
+    ensure!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    ensure!(
+        !String::from_utf8_lossy(&again.stderr).contains("To sign in"),
+        "the cached sign-in was not used"
+    );
+    let cred: Value = serde_json::from_slice(&again.stdout)?;
+    ensure!(token_of(&cred, provider.issuer())? == token);
+    Ok(())
+}

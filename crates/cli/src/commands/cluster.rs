@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use shoal_api::resources::organization::org_namespace;
 use shoal_api::{Cluster, ClusterPhase, Machine, NodePool, Release, RemovedResources};
 
-use crate::args::{ClusterCommand, ClusterCreateArgs, WaitArgs};
+use crate::args::{ClusterCommand, ClusterCreateArgs, GuestOidcArgs, WaitArgs};
 use crate::client::{dynamic_api, find_kind, CliError};
 use crate::commands::cluster_view::{
     count_machines, describe, pool_done, pool_line, ready_condition, recent_events, removed_report,
@@ -26,17 +26,26 @@ use crate::output::{emit, emit_line, print};
 /// The label on Machines and NodePools naming their cluster.
 const CLUSTER_LABEL: &str = shoal_api::wellknown::label::CLUSTER;
 
-/// The Cluster (on `release`) and default NodePool that `cluster create` writes.
-pub fn cluster_objects(a: &ClusterCreateArgs, release: &str) -> Vec<Value> {
+/// The Cluster (on `release`) and default NodePool that `cluster create` writes;
+/// `issuer_ca` is the content of `--oidc-ca-file`.
+pub fn cluster_objects(
+    a: &ClusterCreateArgs,
+    release: &str,
+    issuer_ca: Option<&str>,
+) -> Vec<Value> {
     let ns = org_namespace(&a.org);
     let size = json!({"cpu": a.cpu, "memory": a.memory, "disk": a.disk});
     let mut cp = size.clone();
     cp["replicas"] = json!(a.control_plane);
+    let mut spec = json!({"release": release, "controlPlane": cp});
+    if let Some(oidc) = guest_oidc(&a.oidc, issuer_ca) {
+        spec["oidc"] = oidc;
+    }
     vec![
         json!({
             "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
             "metadata": {"name": a.name, "namespace": ns},
-            "spec": {"release": release, "controlPlane": cp},
+            "spec": spec,
         }),
         json!({
             "apiVersion": "shoal.io/v1alpha1", "kind": "NodePool",
@@ -44,6 +53,30 @@ pub fn cluster_objects(a: &ClusterCreateArgs, release: &str) -> Vec<Value> {
             "spec": {"cluster": a.name, "replicas": a.workers, "machine": size},
         }),
     ]
+}
+
+/// `spec.oidc` from the `--oidc-*` flags, when an issuer is given; the server
+/// validates each field.
+fn guest_oidc(o: &GuestOidcArgs, issuer_ca: Option<&str>) -> Option<Value> {
+    let issuer = o.oidc_issuer_url.as_ref()?;
+    let mut spec = json!({
+        "issuerUrl": issuer,
+        "clientId": o.oidc_client_id.clone().unwrap_or_default(),
+    });
+    for (key, value) in [
+        ("usernameClaim", &o.oidc_username_claim),
+        ("groupsClaim", &o.oidc_groups_claim),
+        ("usernamePrefix", &o.oidc_username_prefix),
+        ("groupsPrefix", &o.oidc_groups_prefix),
+    ] {
+        if let Some(v) = value {
+            spec[key] = json!(v);
+        }
+    }
+    if let Some(ca) = issuer_ca {
+        spec["certificateAuthority"] = json!(ca);
+    }
+    Some(spec)
 }
 
 /// The name of the node pool `cluster create` makes.
@@ -166,8 +199,17 @@ async fn release_for(client: &Client, a: &ClusterCreateArgs) -> Result<String, C
 
 async fn create(client: &Client, a: &ClusterCreateArgs) -> Result<(), CliError> {
     let ns = org_namespace(&a.org);
+    let issuer_ca = match &a.oidc.oidc_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let release = release_for(client, a).await?;
-    for obj in cluster_objects(a, &release) {
+    for obj in cluster_objects(a, &release, issuer_ca.as_deref()) {
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
         let name = obj["metadata"]["name"]
             .as_str()
@@ -532,5 +574,56 @@ mod tests {
         };
         let merged = with_pools(r, vec!["demo-default".into(), "demo-big".into()]);
         assert_eq!(merged.node_pools, ["demo-big", "demo-default", "demo-gpu"]);
+    }
+
+    #[test]
+    fn oidc_flags_become_spec_oidc() {
+        use clap::Parser;
+        let cli = crate::args::Cli::try_parse_from([
+            "shoal",
+            "cluster",
+            "create",
+            "--name",
+            "c",
+            "--org",
+            "o",
+            "--oidc-issuer-url",
+            "https://idp.example",
+            "--oidc-client-id",
+            "k8s",
+            "--oidc-groups-claim",
+            "groups",
+            "--oidc-groups-prefix",
+            "oidc:",
+        ])
+        .expect("parses");
+        let crate::args::Command::Cluster(ClusterCommand::Create(a)) = cli.command else {
+            panic!("not cluster create");
+        };
+        let objs = cluster_objects(&a, "r1", Some("PEM"));
+        assert_eq!(
+            objs[0]["spec"]["oidc"],
+            json!({"issuerUrl": "https://idp.example", "clientId": "k8s",
+                   "groupsClaim": "groups", "groupsPrefix": "oidc:",
+                   "certificateAuthority": "PEM"})
+        );
+        let mut plain = a;
+        plain.oidc = GuestOidcArgs::default();
+        assert!(cluster_objects(&plain, "r1", None)[0]["spec"]
+            .get("oidc")
+            .is_none());
+        // A client ID without an issuer is refused by the parser.
+        assert!(crate::args::Cli::try_parse_from([
+            "shoal",
+            "cluster",
+            "create",
+            "--name",
+            "c",
+            "--org",
+            "o",
+            "--oidc-client-id",
+            "k",
+        ])
+        .is_err());
     }
 }

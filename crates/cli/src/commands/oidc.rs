@@ -156,6 +156,10 @@ async fn provider(
 
 /// Opens `url` with xdg-open when there is one; the URL is printed either way.
 fn open_browser(url: &str) {
+    // Where no browser should appear (CI, a shared desktop), only the URL is printed.
+    if std::env::var_os("SHOAL_NO_BROWSER").is_some_and(|v| !v.is_empty()) {
+        return;
+    }
     let found = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("xdg-open").is_file()));
     if !found {
