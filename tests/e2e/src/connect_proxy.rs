@@ -42,8 +42,17 @@ impl ConnectProxy {
                         while let Ok((conn, _)) = listener.accept().await {
                             let ns = ns.clone();
                             tokio::spawn(async move {
+                                // A refused dial is the service not listening
+                                // yet (the harness polls it while it starts).
                                 if let Err(e) = tunnel(conn, &ns, target).await {
-                                    eprintln!("connect proxy to {target} in {ns}: {e:#}");
+                                    let refused = e.chain().any(|c| {
+                                        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                                            io.kind() == std::io::ErrorKind::ConnectionRefused
+                                        })
+                                    });
+                                    if !refused {
+                                        eprintln!("connect proxy to {target} in {ns}: {e:#}");
+                                    }
                                 }
                             });
                         }

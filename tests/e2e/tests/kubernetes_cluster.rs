@@ -7,7 +7,10 @@
 //! and a delete that leaves no VM, link, nft table or object. With `SHOAL_K8S_SCALE=1`
 //! it also scales to a third Ready worker and back down with a drain (the pod moves,
 //! the Node goes); with `SHOAL_K8S_HOST_LOSS=1` it loses a host and waits for the
-//! replacement Node.
+//! replacement Node. The cluster trusts a real OIDC provider (spec.oidc with its
+//! issuer CA) that the guests reach through the agents' egress: alice signs in
+//! through kubectl's credential plugin, and the guest's RBAC lets her group view
+//! and nothing more.
 //!
 //! Needs root, QEMU, nftables, kubectl and the Kubernetes node image
 //! (`scripts/setup.sh` builds it); it fails loudly without them. Under TCG on two
@@ -164,7 +167,7 @@ async fn oidc_user_through_the_gateway(
     // The API server loads the issuer's keys in the background after it starts:
     // retry (the cached token, no new sign-in) until it answers.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut last = format!("{status}: {first_err}");
+    let mut refusals = 0;
     loop {
         let out = kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"])?.output()?;
         if out.status.success() {
@@ -172,17 +175,20 @@ async fn oidc_user_through_the_gateway(
             ensure!(pods.contains("pod/kube-apiserver-"), "{pods}");
             break;
         }
-        last = text(&out);
+        let last = text(&out);
         ensure!(
             !last.contains("To sign in"),
             "kubectl asked to sign in again: {last}"
         );
+        refusals += 1;
         if Instant::now() > deadline {
-            bail!("alice's OIDC token was not accepted within 300 s: {last}");
+            bail!(
+                "alice's OIDC token was not accepted within 300 s: {last}\n(the first kubectl: {status}: {first_err})"
+            );
         }
         std::thread::sleep(Duration::from_secs(5));
     }
-    eprintln!("before the first authorized answer kubectl said: {last}");
+    println!("OIDC: answers refused before the API server accepted the token: {refusals}");
 
     // Authorized to view only; the guest names the user from the email claim.
     let out = kubectl(&["create", "namespace", "alice-was-here"])?.output()?;
