@@ -6,6 +6,7 @@ mod commands;
 mod kubeconfig;
 mod oidc_session;
 mod output;
+mod session_lock;
 
 use clap::{CommandFactory, Parser};
 

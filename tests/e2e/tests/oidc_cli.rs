@@ -415,6 +415,43 @@ async fn device_login_and_silent_refresh_of_short_lived_tokens() -> Result<()> {
     let newer = token_of(&home.exec_credential()?, provider.issuer())?;
     ensure!(newer != token);
     eprintln!("refresh tokens rotated: {}", rt != login_rt);
+
+    // kubectl may run the plugin several times at once (parallel commands): with
+    // an expired token they must not all spend the same refresh token, which the
+    // provider rotates and, reused, revokes with its whole grant.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let config = home.config();
+    let runs: Vec<Child> = (0..6)
+        .map(|_| {
+            home.command()?
+                .args(["kubeconfig", "token", "--config", path_str(&config)?])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting kubeconfig token")
+        })
+        .collect::<Result<_>>()?;
+    let mut handed_out = std::collections::BTreeSet::new();
+    for run in runs {
+        let out = run.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "a concurrent kubeconfig token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cred: Value = serde_json::from_slice(&out.stdout)?;
+        handed_out.insert(token_of(&cred, provider.issuer())?);
+    }
+    ensure!(
+        handed_out.len() == 1,
+        "{} different ID tokens: one run refreshed, the others should have used its result",
+        handed_out.len()
+    );
+    // The grant survived: the next expiry refreshes again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = token_of(&home.exec_credential()?, provider.issuer())?;
+    ensure!(!handed_out.contains(&after));
     Ok(())
 }
 

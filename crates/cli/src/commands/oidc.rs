@@ -420,6 +420,14 @@ fn token_store(args: &KubeconfigTokenArgs) -> Result<(PathBuf, Option<IssuerArgs
 /// `shoal kubeconfig token`: prints an ExecCredential with a fresh ID token.
 pub async fn token(args: &KubeconfigTokenArgs) -> Result<(), CliError> {
     let (path, sign_in_as) = token_store(args)?;
+    // Held until the (possibly refreshed) tokens are written back.
+    let _one_run_at_a_time =
+        crate::session_lock::lock(&path)
+            .await
+            .map_err(|e| CliError::File {
+                path: e.path,
+                source: e.source,
+            })?;
     let loaded = match (load(&path), &sign_in_as) {
         (Ok((_, s)), _) if s.refresh_token.is_some() || s.id_token.is_some() => s,
         (_, Some(issuer_args)) => first_sign_in(&path, issuer_args).await?,
