@@ -10,7 +10,7 @@ const PEM_END: &str = "-----END CERTIFICATE-----";
 
 /// Records a cause for every unusable field of `oidc` (`spec.oidc.*`).
 pub fn validate_oidc(oidc: &OidcSpec, errs: &mut FieldErrors) {
-    if let Err(why) = issuer_url(&oidc.issuer_url) {
+    if let Some(why) = issuer_url_problem(&oidc.issuer_url) {
         errs.push(FieldCause::invalid("spec.oidc.issuerUrl", why));
     }
     if oidc.client_id.is_empty() {
@@ -53,7 +53,7 @@ pub fn validate_oidc(oidc: &OidcSpec, errs: &mut FieldErrors) {
         }
     }
     if let Some(ca) = &oidc.certificate_authority {
-        if let Err(why) = pem_certificates(ca) {
+        if let Some(why) = pem_problem(ca) {
             errs.push(FieldCause::invalid("spec.oidc.certificateAuthority", why));
         }
     }
@@ -64,49 +64,53 @@ fn flag_value(value: &str) -> bool {
     !value.chars().any(char::is_control) && value.trim() == value
 }
 
-fn issuer_url(url: &str) -> Result<(), String> {
+/// What is wrong with an issuer URL, if anything.
+fn issuer_url_problem(url: &str) -> Option<String> {
     let Some(rest) = url.strip_prefix("https://") else {
-        return Err(format!(
+        return Some(format!(
             "{url:?} does not start with https://: the guest API server accepts only https issuers"
         ));
     };
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
-        return Err(format!(
+        return Some(format!(
             "{url:?} has no host: give the issuer's https:// URL"
         ));
     }
     if !flag_value(url) || url.contains(['?', '#', ' ']) {
-        return Err(format!(
+        return Some(format!(
             "{url:?} must not contain spaces, control characters, a query or a fragment: \
              use the issuer exactly as its tokens carry it in iss"
         ));
     }
-    Ok(())
+    None
 }
 
-/// One or more PEM `CERTIFICATE` blocks with base64 bodies, and nothing else but
-/// blank space between them.
-fn pem_certificates(text: &str) -> Result<(), String> {
+/// What keeps `text` from being one or more PEM `CERTIFICATE` blocks with base64
+/// bodies and nothing but blank space between them, if anything.
+fn pem_problem(text: &str) -> Option<String> {
     let hint = "paste the issuer's CA certificate(s) in PEM form (-----BEGIN CERTIFICATE----- …)";
     let mut rest = text.trim();
     if rest.is_empty() {
-        return Err(format!("is empty: {hint}, or leave it unset"));
+        return Some(format!("is empty: {hint}, or leave it unset"));
     }
     let mut blocks = 0;
     while !rest.is_empty() {
-        let body = rest.strip_prefix(PEM_BEGIN).ok_or_else(|| {
-            format!(
+        let Some(body) = rest.strip_prefix(PEM_BEGIN) else {
+            return Some(format!(
                 "certificate {} does not start with {PEM_BEGIN}: {hint}",
                 blocks + 1
-            )
-        })?;
-        let (body, after) = body
-            .split_once(PEM_END)
-            .ok_or_else(|| format!("certificate {} has no {PEM_END}: {hint}", blocks + 1))?;
+            ));
+        };
+        let Some((body, after)) = body.split_once(PEM_END) else {
+            return Some(format!(
+                "certificate {} has no {PEM_END}: {hint}",
+                blocks + 1
+            ));
+        };
         let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
         if body.trim().is_empty() || !body.chars().all(|c| base64(c) || c.is_ascii_whitespace()) {
-            return Err(format!(
+            return Some(format!(
                 "certificate {} is not base64 between its BEGIN and END lines: {hint}",
                 blocks + 1
             ));
@@ -114,7 +118,7 @@ fn pem_certificates(text: &str) -> Result<(), String> {
         blocks += 1;
         rest = after.trim_start();
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
