@@ -1,0 +1,212 @@
+//! The page handlers: each reads the session, calls the public API with the
+//! user's token, and renders HTML.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use http::{HeaderMap, StatusCode};
+use kube::api::{Api, ListParams};
+use shoal_api::resources::cluster::Cluster;
+use shoal_api::resources::organization::namespace_org;
+
+use crate::html::{escape, page};
+use crate::{session, UiConfig, UiError};
+
+/// A kube-rs client that authenticates as `token`.
+fn client(config: &UiConfig, token: &str) -> Result<kube::Client, UiError> {
+    let mut api = config.api.clone();
+    api.auth_info.token = Some(token.to_owned().into());
+    kube::Client::try_from(api).map_err(UiError::Client)
+}
+
+/// Whether `e` is the API refusing the token (401).
+fn unauthorized(e: &UiError) -> bool {
+    matches!(e, UiError::Api(kube::Error::Api(s)) if s.code == 401)
+}
+
+/// `/ui`: the clusters when signed in, the sign-in form otherwise.
+pub async fn home(headers: HeaderMap) -> Redirect {
+    match session::token(&headers) {
+        Some(_) => Redirect::to("/ui/clusters"),
+        None => Redirect::to("/ui/sign-in"),
+    }
+}
+
+/// The sign-in form, with `error` above the token field.
+fn sign_in_page(error: Option<&str>) -> String {
+    let mut body = String::new();
+    body.push_str(r#"<form method="post" action="/ui/sign-in">"#);
+    body.push_str(r#"<label for="token">API token</label>"#);
+    match error {
+        Some(e) => {
+            let _ = write!(
+                body,
+                r#"<p id="token-error" class="error" role="alert">{}</p>
+<input id="token" name="token" type="password" autocomplete="off" required aria-invalid="true" aria-describedby="token-error token-help">"#,
+                escape(e)
+            );
+        }
+        None => body.push_str(
+            r#"<input id="token" name="token" type="password" autocomplete="off" required aria-describedby="token-help">"#,
+        ),
+    }
+    body.push_str(
+        r#"<p id="token-help">A Shoal token, as printed by <code>shoal token create --org ORG --role ROLE</code>, or the token of your kubeconfig. Signing in with your identity provider (OIDC) is not available here yet.</p>
+<button type="submit">Sign in</button>
+</form>"#,
+    );
+    page("Sign in", false, &body)
+}
+
+/// `GET /ui/sign-in`.
+pub async fn sign_in_form() -> Html<String> {
+    Html(sign_in_page(None))
+}
+
+/// The sign-in form's fields.
+#[derive(serde::Deserialize)]
+pub struct SignIn {
+    token: String,
+}
+
+/// `POST /ui/sign-in`: checks the token against the API, then stores it in the
+/// session cookie; a bad token gets the form again with the reason.
+pub async fn sign_in(State(config): State<UiConfig>, Form(form): Form<SignIn>) -> Response {
+    let token = form.token.trim();
+    let refuse = |status: StatusCode, message: &str| {
+        (status, Html(sign_in_page(Some(message)))).into_response()
+    };
+    if token.is_empty() {
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, "Enter a token.");
+    }
+    if !session::cookie_safe(token) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This is not a token: tokens have no spaces, quotes, commas, semicolons or backslashes. Paste it again.",
+        );
+    }
+    let checked = match client(&config, token) {
+        Ok(c) => c.list_api_groups().await.map_err(UiError::Api),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(_) => {}
+        Err(e) if unauthorized(&e) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "The API did not accept this token: it is unknown, expired or revoked. Ask an owner of your organization for a new one.",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in could not check the token");
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                &format!("The token could not be checked, try again: {e}"),
+            );
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if session::set(&mut headers, token).is_err() {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This token cannot be stored in a cookie.",
+        );
+    }
+    (headers, Redirect::to("/ui/clusters")).into_response()
+}
+
+/// `POST /ui/sign-out`: forgets the token.
+pub async fn sign_out() -> Response {
+    let mut headers = HeaderMap::new();
+    session::clear(&mut headers);
+    (headers, Redirect::to("/ui/sign-in")).into_response()
+}
+
+/// The sign-in page for a request without a usable session; clears a stale cookie.
+fn to_sign_in() -> Response {
+    let mut headers = HeaderMap::new();
+    session::clear(&mut headers);
+    (headers, Redirect::to("/ui/sign-in")).into_response()
+}
+
+/// An error page with `status`.
+fn error_page(status: StatusCode, title: &str, e: &UiError) -> Response {
+    let body = format!(
+        r#"<p class="error" role="alert">{}</p>"#,
+        escape(&e.to_string())
+    );
+    (status, Html(page(title, true, &body))).into_response()
+}
+
+/// `GET /ui/clusters`: every cluster the token can list, in every organization it
+/// belongs to (the API restricts a tenant's list to its organization).
+pub async fn clusters(State(config): State<UiConfig>, headers: HeaderMap) -> Response {
+    let Some(token) = session::token(&headers) else {
+        return to_sign_in();
+    };
+    let listed = match client(&config, &token) {
+        Ok(c) => Api::<Cluster>::all(c)
+            .list(&ListParams::default())
+            .await
+            .map_err(UiError::Api),
+        Err(e) => Err(e),
+    };
+    let list = match listed {
+        Ok(list) => list.items,
+        Err(e) if unauthorized(&e) => return to_sign_in(),
+        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
+    };
+    Html(page("Clusters", true, &clusters_table(&list))).into_response()
+}
+
+/// The clusters table, sorted by organization, then name.
+pub fn clusters_table(clusters: &[Cluster]) -> String {
+    if clusters.is_empty() {
+        return "<p>No clusters yet.</p>".to_owned();
+    }
+    let mut rows: Vec<&Cluster> = clusters.iter().collect();
+    rows.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut out = String::with_capacity(200 * rows.len() + 400);
+    out.push_str(
+        r#"<table>
+<caption>Clusters you can see</caption>
+<thead><tr><th scope="col">Name</th><th scope="col">Organization</th><th scope="col">Release</th><th scope="col">Status</th><th scope="col">Nodes ready/total</th><th scope="col">Created</th></tr></thead>
+<tbody>
+"#,
+    );
+    for c in rows {
+        let name = c.metadata.name.as_deref().unwrap_or_default();
+        let ns = c.metadata.namespace.as_deref().unwrap_or_default();
+        let org = namespace_org(ns).unwrap_or(ns);
+        let status = c.status.as_ref();
+        let phase = status
+            .and_then(|s| s.phase.as_ref())
+            .map_or_else(|| "Pending".to_owned(), |p| format!("{p:?}"));
+        let nodes = match status.map(|s| (s.ready_nodes, s.desired_nodes)) {
+            Some((Some(r), Some(d))) => format!("{r}/{d}"),
+            _ => "–".to_owned(),
+        };
+        let created = c
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.strftime("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            escape(org),
+            escape(&c.spec.release),
+            escape(&phase),
+            escape(&nodes),
+            escape(&created),
+        );
+    }
+    out.push_str("</tbody>\n</table>\n");
+    out
+}

@@ -1,0 +1,218 @@
+//! The web UI at `/ui` of a real `shoal server`: token sign-in and sign-out, and
+//! the clusters page as each token sees it, over HTTPS with a cookie jar.
+
+use anyhow::{ensure, Context, Result};
+use base64::Engine as _;
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use serde_json::json;
+use shoal_e2e::{raw, token_of, ServerProc};
+
+const GV: &str = "/apis/shoal.io/v1alpha1";
+
+/// A browser-like client: it trusts the server's CA, keeps cookies and does not
+/// follow redirects, so each 303 can be checked.
+fn browser(server: &ServerProc) -> Result<reqwest::Client> {
+    let kc: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
+    let ca = kc
+        .pointer("/clusters/0/cluster/certificate-authority-data")
+        .and_then(serde_json::Value::as_str)
+        .context("no CA in the admin kubeconfig")?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()?)
+}
+
+fn location(resp: &reqwest::Response) -> &str {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn sign_in(ui: &reqwest::Client, base: &str, token: &str) -> Result<reqwest::Response> {
+    Ok(ui
+        .post(format!("{base}/ui/sign-in"))
+        .form(&[("token", token)])
+        .send()
+        .await?)
+}
+
+async fn page(ui: &reqwest::Client, url: &str) -> Result<(StatusCode, String)> {
+    let resp = ui.get(url).send().await?;
+    Ok((resp.status(), resp.text().await?))
+}
+
+fn create_token(server: &ServerProc, org: &str, role: &str) -> Result<String> {
+    let out = server.shoal_ok(&["token", "create", "--org", org, "--role", role])?;
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("shoal."))
+        .context("no token in `shoal token create` output")?
+        .to_owned())
+}
+
+#[tokio::test]
+async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
+    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let base = server.url();
+    let admin = server.client().await?;
+    for org in ["acme", "beta"] {
+        let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": org}, "spec": {}});
+        let (code, v) = raw(
+            &admin,
+            "POST",
+            &format!("{GV}/organizations"),
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+        ensure!(code == 201, "creating org {org}: {code} {v}");
+    }
+    shoal_e2e::ensure_release(&admin, "test-1").await?;
+    for (name, ns) in [("alpha-one", "org-acme"), ("beta-one", "org-beta")] {
+        let body = json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+        });
+        let (code, v) = raw(
+            &admin,
+            "POST",
+            &format!("{GV}/namespaces/{ns}/clusters"),
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+        ensure!(code == 201, "creating cluster {ns}/{name}: {code} {v}");
+    }
+
+    // Signed out: every page leads to the sign-in form, which labels its field.
+    let ui = browser(&server)?;
+    let resp = ui.get(format!("{base}/ui")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/sign-in",
+        "/ui signed out: {} -> {}",
+        resp.status(),
+        location(&resp)
+    );
+    let resp = ui.get(format!("{base}/ui/clusters")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/sign-in",
+        "/ui/clusters signed out: {}",
+        resp.status()
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/sign-in")).await?;
+    ensure!(code == StatusCode::OK, "sign-in form: {code}");
+    ensure!(
+        html.contains(r#"<label for="token">"#) && html.contains(r#"id="token""#),
+        "the token input has no label:\n{html}"
+    );
+
+    // A bad token gets the form again with the reason, and no cookie.
+    let resp = sign_in(&ui, &base, "shoal.nosuchid.nosecret").await?;
+    ensure!(
+        resp.status() == StatusCode::UNAUTHORIZED,
+        "bad token: {}",
+        resp.status()
+    );
+    ensure!(
+        resp.headers().get("set-cookie").is_none(),
+        "a bad token set a cookie"
+    );
+    let html = resp.text().await?;
+    ensure!(
+        html.contains("did not accept this token") && html.contains(r#"aria-invalid="true""#),
+        "bad-token page:\n{html}"
+    );
+    let resp = sign_in(&ui, &base, "a b;c").await?;
+    ensure!(
+        resp.status() == StatusCode::UNPROCESSABLE_ENTITY,
+        "malformed token: {}",
+        resp.status()
+    );
+    let resp = ui.get(format!("{base}/ui/clusters")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "still signed out after bad tokens: {}",
+        resp.status()
+    );
+
+    // The admin token: a 303 to the clusters with a strict cookie; both clusters listed.
+    let resp = sign_in(&ui, &base, &token_of(&server.kubeconfig())?).await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/clusters",
+        "admin sign-in: {} -> {}",
+        resp.status(),
+        location(&resp)
+    );
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for part in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        ensure!(cookie.contains(part), "cookie {cookie} lacks {part}");
+    }
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
+    ensure!(code == StatusCode::OK, "admin clusters: {code}\n{html}");
+    for want in [
+        "<td>alpha-one</td><td>acme</td><td>test-1</td>",
+        "<td>beta-one</td><td>beta</td><td>test-1</td>",
+    ] {
+        ensure!(
+            html.contains(want),
+            "admin clusters page lacks {want}:\n{html}"
+        );
+    }
+
+    // Sign-out forgets the token.
+    let resp = ui.post(format!("{base}/ui/sign-out")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/sign-in",
+        "sign-out: {}",
+        resp.status()
+    );
+    let resp = ui.get(format!("{base}/ui/clusters")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "clusters after sign-out: {}",
+        resp.status()
+    );
+
+    // A viewer of acme sees acme's cluster and not beta's.
+    let viewer = create_token(&server, "acme", "viewer")?;
+    let tenant = browser(&server)?;
+    let resp = sign_in(&tenant, &base, &viewer).await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "viewer sign-in: {} {}",
+        resp.status(),
+        resp.text().await?
+    );
+    let (code, html) = page(&tenant, &format!("{base}/ui/clusters")).await?;
+    ensure!(code == StatusCode::OK, "viewer clusters: {code}\n{html}");
+    ensure!(
+        html.contains("<td>alpha-one</td>"),
+        "the acme viewer does not see alpha-one:\n{html}"
+    );
+    ensure!(
+        !html.contains("beta-one") && !html.contains("<td>beta</td>"),
+        "the acme viewer sees beta's cluster:\n{html}"
+    );
+
+    // The API still answers beside the UI.
+    let resp = tenant.get(format!("{base}/healthz")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::OK,
+        "/healthz beside the UI: {}",
+        resp.status()
+    );
+    Ok(())
+}
