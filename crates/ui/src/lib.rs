@@ -50,5 +50,6 @@ pub fn router(config: UiConfig) -> Router {
         .route("/ui/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/ui/sign-out", post(pages::sign_out))
         .route("/ui/clusters", get(pages::clusters))
+        .route("/ui/clusters/events", get(pages::cluster_events))
         .with_state(config)
 }

@@ -1,13 +1,17 @@
 //! The page handlers: each reads the session, calls the public API with the
 //! user's token, and renders HTML.
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt::Write as _;
 
 use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
+use futures::{StreamExt as _, TryStreamExt as _};
 use http::{HeaderMap, StatusCode};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use shoal_api::resources::cluster::Cluster;
 use shoal_api::resources::organization::namespace_org;
 
@@ -158,7 +162,91 @@ pub async fn clusters(State(config): State<UiConfig>, headers: HeaderMap) -> Res
         Err(e) if unauthorized(&e) => return to_sign_in(),
         Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
     };
-    Html(page("Clusters", true, &clusters_table(&list))).into_response()
+    let body = format!(
+        r#"<div id="clusters">{}</div>
+<script>
+// Live updates: the server re-renders the table on every change it watches.
+if (window.EventSource) {{
+  new EventSource("/ui/clusters/events").addEventListener("clusters", function (e) {{
+    document.getElementById("clusters").innerHTML = e.data;
+  }});
+}}
+</script>"#,
+        clusters_table(&list)
+    );
+    Html(page("Clusters", true, &body)).into_response()
+}
+
+/// A cluster's key in the live table.
+fn key(c: &Cluster) -> (String, String) {
+    (
+        c.metadata.namespace.clone().unwrap_or_default(),
+        c.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The SSE event that carries the whole table.
+fn table_event(clusters: &BTreeMap<(String, String), Cluster>) -> Event {
+    let rows: Vec<Cluster> = clusters.values().cloned().collect();
+    // SSE cannot carry a carriage return; the table's line breaks are plain.
+    Event::default()
+        .event("clusters")
+        .data(clusters_table(&rows).replace('\r', ""))
+}
+
+/// `GET /ui/clusters/events`: the clusters table as server-sent events, first as
+/// listed, then again after each change a watch with the user's token reports.
+/// The stream ends when the watch does; the browser's `EventSource` reconnects,
+/// which lists afresh.
+pub async fn cluster_events(State(config): State<UiConfig>, headers: HeaderMap) -> Response {
+    let Some(token) = session::token(&headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let api = match client(&config, &token) {
+        Ok(c) => Api::<Cluster>::all(c),
+        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
+    };
+    let list = match api.list(&ListParams::default()).await.map_err(UiError::Api) {
+        Ok(list) => list,
+        Err(e) if unauthorized(&e) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
+    };
+    let version = list.metadata.resource_version.clone().unwrap_or_default();
+    let clusters: BTreeMap<_, _> = list.items.into_iter().map(|c| (key(&c), c)).collect();
+    let watch = match api.watch(&WatchParams::default(), &version).await {
+        Ok(w) => w.map_err(UiError::Api).boxed(),
+        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &UiError::Api(e)),
+    };
+    let first = table_event(&clusters);
+    let changes =
+        futures::stream::unfold((watch, clusters), |(mut watch, mut clusters)| async move {
+            loop {
+                match watch.next().await {
+                    Some(Ok(WatchEvent::Added(c) | WatchEvent::Modified(c))) => {
+                        clusters.insert(key(&c), c);
+                    }
+                    Some(Ok(WatchEvent::Deleted(c))) => {
+                        clusters.remove(&key(&c));
+                    }
+                    Some(Ok(WatchEvent::Bookmark(_))) => continue,
+                    Some(Ok(WatchEvent::Error(e))) => {
+                        tracing::debug!(error = %e, "the clusters watch ended");
+                        return None;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "the clusters watch failed");
+                        return None;
+                    }
+                    None => return None,
+                }
+                let event = table_event(&clusters);
+                return Some((Ok::<_, Infallible>(event), (watch, clusters)));
+            }
+        });
+    let stream = futures::stream::once(async move { Ok(first) }).chain(changes);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// The clusters table, sorted by organization, then name.

@@ -207,6 +207,78 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
         "the acme viewer sees beta's cluster:\n{html}"
     );
 
+    // Live updates: the page subscribes to the events stream, which sends the table
+    // as listed and again after each change the viewer's watch reports.
+    ensure!(
+        html.contains(r#"<div id="clusters">"#)
+            && html.contains(r#"EventSource("/ui/clusters/events")"#),
+        "no live-update hook:\n{html}"
+    );
+    let resp = ui.get(format!("{base}/ui/clusters/events")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::UNAUTHORIZED,
+        "events signed out: {}",
+        resp.status()
+    );
+    let mut events = tenant
+        .get(format!("{base}/ui/clusters/events"))
+        .send()
+        .await?;
+    ensure!(
+        events.status() == StatusCode::OK,
+        "viewer events: {}",
+        events.status()
+    );
+    let content_type = events
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        content_type.starts_with("text/event-stream"),
+        "events content type {content_type}"
+    );
+    let started = std::time::Instant::now();
+    let mut seen = String::new();
+    let mut created = false;
+    while !seen.contains("alpha-two") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), events.chunk())
+            .await
+            .context("no event within 20 s")??
+            .context("the events stream ended")?;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if !created && seen.contains("event: clusters") && seen.contains("alpha-one") {
+            created = true;
+            for (name, ns) in [("beta-two", "org-beta"), ("alpha-two", "org-acme")] {
+                let body = json!({
+                    "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+                });
+                let (code, v) = raw(
+                    &admin,
+                    "POST",
+                    &format!("{GV}/namespaces/{ns}/clusters"),
+                    "application/json",
+                    serde_json::to_vec(&body)?,
+                )
+                .await?;
+                ensure!(code == 201, "creating cluster {ns}/{name}: {code} {v}");
+            }
+        }
+    }
+    ensure!(created, "the first event did not list alpha-one:\n{seen}");
+    ensure!(
+        !seen.contains("beta-"),
+        "the viewer's stream carried beta's clusters:\n{seen}"
+    );
+    eprintln!(
+        "live update reached the viewer {:?} after the stream opened",
+        started.elapsed()
+    );
+    drop(events);
+
     // The API still answers beside the UI.
     let resp = tenant.get(format!("{base}/healthz")).send().await?;
     ensure!(
