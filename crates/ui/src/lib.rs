@@ -8,6 +8,7 @@
 //! Pages work without JavaScript. Sign-in takes a Shoal token; OIDC sign-in is a
 //! later slice (issue 16).
 
+mod create;
 mod html;
 mod pages;
 mod session;
@@ -51,5 +52,9 @@ pub fn router(config: UiConfig) -> Router {
         .route("/ui/sign-out", post(pages::sign_out))
         .route("/ui/clusters", get(pages::clusters))
         .route("/ui/clusters/events", get(pages::cluster_events))
+        .route(
+            "/ui/clusters/new",
+            get(create::new_form).post(create::create),
+        )
         .with_state(config)
 }

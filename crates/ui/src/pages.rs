@@ -19,14 +19,14 @@ use crate::html::{escape, page};
 use crate::{session, UiConfig, UiError};
 
 /// A kube-rs client that authenticates as `token`.
-fn client(config: &UiConfig, token: &str) -> Result<kube::Client, UiError> {
+pub(crate) fn client(config: &UiConfig, token: &str) -> Result<kube::Client, UiError> {
     let mut api = config.api.clone();
     api.auth_info.token = Some(token.to_owned().into());
     kube::Client::try_from(api).map_err(UiError::Client)
 }
 
 /// Whether `e` is the API refusing the token (401).
-fn unauthorized(e: &UiError) -> bool {
+pub(crate) fn unauthorized(e: &UiError) -> bool {
     matches!(e, UiError::Api(kube::Error::Api(s)) if s.code == 401)
 }
 
@@ -129,14 +129,14 @@ pub async fn sign_out() -> Response {
 }
 
 /// The sign-in page for a request without a usable session; clears a stale cookie.
-fn to_sign_in() -> Response {
+pub(crate) fn to_sign_in() -> Response {
     let mut headers = HeaderMap::new();
     session::clear(&mut headers);
     (headers, Redirect::to("/ui/sign-in")).into_response()
 }
 
 /// An error page with `status`.
-fn error_page(status: StatusCode, title: &str, e: &UiError) -> Response {
+pub(crate) fn error_page(status: StatusCode, title: &str, e: &UiError) -> Response {
     let body = format!(
         r#"<p class="error" role="alert">{}</p>"#,
         escape(&e.to_string())
@@ -163,7 +163,8 @@ pub async fn clusters(State(config): State<UiConfig>, headers: HeaderMap) -> Res
         Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
     };
     let body = format!(
-        r#"<div id="clusters">{}</div>
+        r#"<p><a href="/ui/clusters/new">Create cluster</a></p>
+<div id="clusters">{}</div>
 <script>
 // Live updates: the server re-renders the table on every change it watches.
 if (window.EventSource) {{

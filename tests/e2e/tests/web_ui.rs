@@ -288,3 +288,131 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn create_cluster_form_shows_field_errors_and_creates() -> Result<()> {
+    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let base = server.url();
+    let admin = server.client().await?;
+    let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}});
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/organizations"),
+        "application/json",
+        serde_json::to_vec(&body)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating org acme: {code} {v}");
+    // An active Release for the form and a deprecated one it must not offer; with
+    // no controllers nothing boots, so the image paths are never read.
+    shoal_e2e::ensure_release(&admin, "old-1").await?;
+    let release = json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "ui-1"},
+        "spec": {"kubernetesVersion": "1.31.2", "state": "active",
+                 "image": {"kernel": "/nonexistent/vmlinuz", "initrd": "/nonexistent/initrd.img"}}
+    });
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/releases"),
+        "application/json",
+        serde_json::to_vec(&release)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating Release ui-1: {code} {v}");
+
+    let owner = create_token(&server, "acme", "owner")?;
+    let ui = browser(&server)?;
+    let resp = sign_in(&ui, &base, &owner).await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "owner sign-in: {}",
+        resp.status()
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters/new")).await?;
+    ensure!(code == StatusCode::OK, "form: {code}\n{html}");
+    for want in [
+        r#"<option value="ui-1""#,
+        r#"<option value="acme""#,
+        r#"<label for="memory">"#,
+        r#"<label for="workers">"#,
+        r#"id="control_plane_3""#,
+    ] {
+        ensure!(html.contains(want), "the form lacks {want}:\n{html}");
+    }
+    ensure!(
+        !html.contains("old-1"),
+        "the form offers a deprecated release:\n{html}"
+    );
+
+    let submit = |fields: Vec<(&'static str, &'static str)>| {
+        let ui = ui.clone();
+        let url = format!("{base}/ui/clusters/new");
+        async move {
+            let mut form = vec![
+                ("name", "web-one"),
+                ("organization", "acme"),
+                ("release", "ui-1"),
+                ("control_plane", "1"),
+                ("workers", "2"),
+                ("cpu", "2"),
+                ("memory", "2Gi"),
+                ("disk", "10Gi"),
+            ];
+            for (k, v) in fields {
+                if let Some(slot) = form.iter_mut().find(|(fk, _)| *fk == k) {
+                    slot.1 = v;
+                }
+            }
+            let resp = ui.post(url).form(&form).send().await?;
+            let status = resp.status();
+            let loc = location(&resp).to_owned();
+            anyhow::Ok((status, loc, resp.text().await?))
+        }
+    };
+    for (input, value) in [
+        ("name", "Bad_Name"),
+        ("memory", "lots"),
+        ("release", "no-such-release"),
+    ] {
+        let (status, _, html) = submit(vec![(input, value)]).await?;
+        ensure!(
+            status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{input}={value}: {status}\n{html}"
+        );
+        ensure!(
+            html.contains(&format!(r#"<p id="{input}-error" class="error">"#)),
+            "{input}={value}: no error at the field:\n{html}"
+        );
+        ensure!(
+            html.contains(&format!(
+                r#"aria-describedby="{input}-error" name="{input}""#
+            )),
+            "{input}={value}: the input is not tied to its error:\n{html}"
+        );
+    }
+    let (status, loc, html) = submit(vec![]).await?;
+    ensure!(
+        status == StatusCode::SEE_OTHER && loc == "/ui/clusters",
+        "valid create: {status} {loc}\n{html}"
+    );
+    let (code, v) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/nodepools/web-one-default"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        code == 200 && v.pointer("/spec/replicas") == Some(&json!(2)),
+        "the default NodePool: {code} {v}"
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
+    ensure!(
+        code == StatusCode::OK && html.contains("<td>web-one</td><td>acme</td><td>ui-1</td>"),
+        "the new cluster is not listed:\n{html}"
+    );
+    Ok(())
+}
