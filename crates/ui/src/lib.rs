@@ -9,6 +9,7 @@
 //! later slice (issue 16).
 
 mod create;
+mod detail;
 mod html;
 mod pages;
 mod session;
@@ -56,5 +57,7 @@ pub fn router(config: UiConfig) -> Router {
             "/ui/clusters/new",
             get(create::new_form).post(create::create),
         )
+        .route("/ui/clusters/{org}/{name}", get(detail::show))
+        .route("/ui/clusters/{org}/{name}/delete", post(detail::delete))
         .with_state(config)
 }

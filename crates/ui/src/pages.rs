@@ -285,11 +285,10 @@ pub fn clusters_table(clusters: &[Cluster]) -> String {
             .as_ref()
             .map(|t| t.0.strftime("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_default();
+        let (name, org) = (escape(name), escape(org));
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
-            escape(org),
+            "<tr><td><a href=\"/ui/clusters/{org}/{name}\">{name}</a></td><td>{org}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.spec.release),
             escape(&phase),
             escape(&nodes),

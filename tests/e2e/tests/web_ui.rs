@@ -163,8 +163,8 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
     let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
     ensure!(code == StatusCode::OK, "admin clusters: {code}\n{html}");
     for want in [
-        "<td>alpha-one</td><td>acme</td><td>test-1</td>",
-        "<td>beta-one</td><td>beta</td><td>test-1</td>",
+        r#"<td><a href="/ui/clusters/acme/alpha-one">alpha-one</a></td><td>acme</td><td>test-1</td>"#,
+        r#"<td><a href="/ui/clusters/beta/beta-one">beta-one</a></td><td>beta</td><td>test-1</td>"#,
     ] {
         ensure!(
             html.contains(want),
@@ -199,7 +199,7 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
     let (code, html) = page(&tenant, &format!("{base}/ui/clusters")).await?;
     ensure!(code == StatusCode::OK, "viewer clusters: {code}\n{html}");
     ensure!(
-        html.contains("<td>alpha-one</td>"),
+        html.contains(">alpha-one</a></td>"),
         "the acme viewer does not see alpha-one:\n{html}"
     );
     ensure!(
@@ -290,7 +290,7 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
 }
 
 #[tokio::test]
-async fn create_cluster_form_shows_field_errors_and_creates() -> Result<()> {
+async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     let server = ServerProc::start_with(&["--controllers=false"])?;
     let base = server.url();
     let admin = server.client().await?;
@@ -411,8 +411,83 @@ async fn create_cluster_form_shows_field_errors_and_creates() -> Result<()> {
     );
     let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
     ensure!(
-        code == StatusCode::OK && html.contains("<td>web-one</td><td>acme</td><td>ui-1</td>"),
+        code == StatusCode::OK && html.contains(r#">web-one</a></td><td>acme</td><td>ui-1</td>"#),
         "the new cluster is not listed:\n{html}"
+    );
+
+    // The detail page shows the cluster's machines with host, IP and phase.
+    let machine = json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
+        "metadata": {"name": "web-one-w1", "namespace": "org-acme", "labels": {"shoal.io/cluster": "web-one"}},
+        "spec": {"cluster": "web-one", "role": "worker", "release": "ui-1",
+                 "size": {"cpu": 2, "memory": "2Gi", "disk": "10Gi"},
+                 "hostName": "host-a", "ip": "10.77.0.12"},
+    });
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/namespaces/org-acme/machines"),
+        "application/json",
+        serde_json::to_vec(&machine)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating a Machine: {code} {v}");
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters/acme/web-one")).await?;
+    ensure!(code == StatusCode::OK, "detail: {code}\n{html}");
+    ensure!(
+        html.contains(
+            "<td>web-one-w1</td><td>Worker</td><td>host-a</td><td>10.77.0.12</td><td>Pending</td>"
+        ),
+        "detail lacks the machine:\n{html}"
+    );
+    ensure!(
+        html.contains(r#"<label for="confirm">"#),
+        "no labelled delete confirmation:\n{html}"
+    );
+    let (code, _) = page(&ui, &format!("{base}/ui/clusters/acme/no-such")).await?;
+    ensure!(code == StatusCode::NOT_FOUND, "a missing cluster: {code}");
+
+    // Delete needs the name typed; a wrong one deletes nothing.
+    let url = format!("{base}/ui/clusters/acme/web-one/delete");
+    let resp = ui.post(&url).form(&[("confirm", "web-two")]).send().await?;
+    ensure!(
+        resp.status() == StatusCode::UNPROCESSABLE_ENTITY,
+        "wrong confirmation: {}",
+        resp.status()
+    );
+    ensure!(
+        resp.text().await?.contains(r#"id="confirm-error""#),
+        "no error at the confirmation"
+    );
+    let (code, _) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/clusters/web-one"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        code == 200,
+        "a wrong confirmation deleted the cluster: {code}"
+    );
+    let resp = ui.post(&url).form(&[("confirm", "web-one")]).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/clusters",
+        "delete: {}",
+        resp.status()
+    );
+    let (code, v) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/clusters/web-one"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        code == 404 || v.pointer("/metadata/deletionTimestamp").is_some(),
+        "the cluster was not deleted: {code} {v}"
     );
     Ok(())
 }
