@@ -140,6 +140,8 @@ pub struct Server {
     state: AppState,
     closing: tokio::sync::watch::Sender<bool>,
     config: ServerConfig,
+    /// Routes served beside the API, such as the web UI.
+    extra_routes: Option<axum::Router>,
     /// The address it listens on.
     pub local_addr: SocketAddr,
     /// The admin kubeconfig's path.
@@ -229,6 +231,7 @@ impl Server {
             admin_kubeconfig: dir.admin_kubeconfig(),
             config,
             local_addr,
+            extra_routes: None,
         })
     }
 
@@ -247,6 +250,15 @@ impl Server {
         bootstrap::server_url(self.local_addr)
     }
 
+    /// Serves `routes` on the API's listener beside the API, e.g. the web UI
+    /// nested at `/ui`. The API keeps every path that `routes` does not match.
+    pub fn add_routes(&mut self, routes: axum::Router) {
+        self.extra_routes = Some(match self.extra_routes.take() {
+            Some(existing) => existing.merge(routes),
+            None => routes,
+        });
+    }
+
     /// Serves until `shutdown` resolves, then ends open watches and drains
     /// other requests for up to five seconds.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
@@ -260,7 +272,10 @@ impl Server {
             self.config.watch_history,
             self.config.compaction_interval,
         ));
-        let router = http::router(self.state);
+        let router = match self.extra_routes {
+            Some(extra) => extra.merge(http::router(self.state)),
+            None => http::router(self.state),
+        };
         http::serve_tls(
             self.listener,
             self.tls,

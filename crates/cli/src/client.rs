@@ -123,7 +123,7 @@ fn resolve_kubeconfig(explicit: Option<&PathBuf>) -> Result<PathBuf, CliError> {
 }
 
 /// The client config of the kubeconfig (and server override) the user chose.
-async fn load_config(
+pub(crate) async fn load_config(
     kubeconfig: Option<&PathBuf>,
     server: Option<&str>,
 ) -> Result<Config, CliError> {

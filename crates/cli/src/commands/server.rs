@@ -229,9 +229,17 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
     } else {
         None
     };
+    let ui_api = crate::client::load_config(Some(&server.admin_kubeconfig), None)
+        .await
+        .map_err(|source| ServeError::Connect {
+            component: "the web UI",
+            source,
+        })?;
+    server.add_routes(shoal_ui::router(shoal_ui::UiConfig::new(ui_api)));
     tracing::info!(url = %server.url(), kubeconfig = %server.admin_kubeconfig.display(), "shoal server is ready");
     println!("shoal server listening on {}", server.url());
     println!("admin kubeconfig: {}", server.admin_kubeconfig.display());
+    println!("web UI: {}/ui", server.url());
 
     let (stop_controllers, controllers_stopped) = watch::channel(false);
     let elector = if args.controllers {

@@ -1,0 +1,63 @@
+//! Shoal's web UI, served at `/ui` by `shoal server`.
+//!
+//! Every page is rendered on the server from the public API, called with the
+//! signed-in user's own bearer token through a kube-rs client, so the UI can see
+//! and do exactly what that token may. It must not depend on the API server's
+//! internals or the store: peer crates share only `shoal-api`.
+//!
+//! Pages work without JavaScript. Sign-in takes a Shoal token; OIDC sign-in is a
+//! later slice (issue 16).
+
+mod create;
+mod detail;
+mod html;
+mod pages;
+mod session;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+/// Where the UI reaches the API: its URL and CA, with no credentials; each
+/// request adds the signed-in user's token.
+#[derive(Clone)]
+pub struct UiConfig {
+    /// The API's client settings, without auth.
+    pub api: kube::Config,
+}
+
+impl UiConfig {
+    /// The API settings from `api`, with any credentials in it removed.
+    pub fn new(mut api: kube::Config) -> Self {
+        api.auth_info = kube::config::AuthInfo::default();
+        Self { api }
+    }
+}
+
+/// Why a page could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// The API client could not be built from the config.
+    #[error("building an API client: {0}")]
+    Client(#[source] kube::Error),
+    /// The API refused or failed a request.
+    #[error("the API answered: {0}")]
+    Api(#[source] kube::Error),
+}
+
+/// The UI's routes, already under `/ui`, for merging beside the API.
+pub fn router(config: UiConfig) -> Router {
+    Router::new()
+        .route("/ui", get(pages::home))
+        .route("/ui/", get(pages::home))
+        .route("/ui/sign-in", get(pages::sign_in_form).post(pages::sign_in))
+        .route("/ui/sign-out", post(pages::sign_out))
+        .route("/ui/clusters", get(pages::clusters))
+        .route("/ui/clusters/events", get(pages::cluster_events))
+        .route(
+            "/ui/clusters/new",
+            get(create::new_form).post(create::create),
+        )
+        .route("/ui/clusters/{org}/{name}", get(detail::show))
+        .route("/ui/clusters/{org}/{name}/delete", post(detail::delete))
+        .with_state(config)
+}

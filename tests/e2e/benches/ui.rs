@@ -1,0 +1,123 @@
+//! `cargo bench -p shoal-e2e --bench ui` (or `make bench`): the web UI's clusters
+//! page with many clusters, next to the API list it is rendered from, in one run
+//! against one server.
+//!
+//! - One `shoal server` (no controllers), one Organization, `SHOAL_BENCH_CLUSTERS`
+//!   (default 1000) Clusters in it.
+//! - `SHOAL_BENCH_SAMPLES` (default 50) interleaved pairs on loopback, each with the
+//!   admin token and one kept-alive HTTPS connection per kind: `GET /ui/clusters`
+//!   (the UI lists through the API with the user's token, then renders the table) and
+//!   the same cluster-wide list straight from the API as JSON; p50 and p99, and the
+//!   ratio of the page to the list alone.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use base64::Engine as _;
+use serde_json::json;
+use shoal_e2e::bench::p50_p99;
+use shoal_e2e::{ensure_release, raw, token_of, ServerProc};
+
+const GV: &str = "/apis/shoal.io/v1alpha1";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let clusters = env_usize("SHOAL_BENCH_CLUSTERS", 1000);
+    let samples = env_usize("SHOAL_BENCH_SAMPLES", 50);
+    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let admin = server.client().await?;
+    let org = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}});
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/organizations"),
+        "application/json",
+        serde_json::to_vec(&org)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating org: {code} {v}");
+    ensure_release(&admin, "test-1").await?;
+    for i in 0..clusters {
+        let body = json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": format!("c{i:05}"), "namespace": "org-acme"},
+            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+        });
+        let (code, v) = raw(
+            &admin,
+            "POST",
+            &format!("{GV}/namespaces/org-acme/clusters"),
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+        ensure!(code == 201, "creating cluster {i}: {code} {v}");
+    }
+
+    let kc: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
+    let ca = kc
+        .pointer("/clusters/0/cluster/certificate-authority-data")
+        .and_then(serde_json::Value::as_str)
+        .context("no CA in the admin kubeconfig")?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
+    let http = || {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    };
+    let (page_client, api_client) = (http()?, http()?);
+    let token = token_of(&server.kubeconfig())?;
+    let base = server.url();
+    let cookie = format!("shoal_token={token}");
+    let bearer = format!("Bearer {token}");
+    let (mut page_ms, mut api_ms) = (Vec::new(), Vec::new());
+    for i in 0..samples + 2 {
+        let t = Instant::now();
+        let resp = page_client
+            .get(format!("{base}/ui/clusters"))
+            .header("cookie", &cookie)
+            .send()
+            .await?;
+        ensure!(resp.status() == 200, "page: {}", resp.status());
+        let html = resp.text().await?;
+        let page = t.elapsed().as_secs_f64() * 1000.0;
+        ensure!(
+            html.matches("<tr><td><a").count() == clusters,
+            "the page does not list {clusters} clusters"
+        );
+        let t = Instant::now();
+        let resp = api_client
+            .get(format!("{base}{GV}/clusters"))
+            .header("authorization", &bearer)
+            .send()
+            .await?;
+        ensure!(resp.status() == 200, "list: {}", resp.status());
+        let _ = resp.bytes().await?;
+        let api = t.elapsed().as_secs_f64() * 1000.0;
+        // The first two pairs warm the connections and caches.
+        if i >= 2 {
+            page_ms.push(page);
+            api_ms.push(api);
+        }
+    }
+    let (p50, p99) = p50_p99(page_ms);
+    let (a50, a99) = p50_p99(api_ms);
+    println!("ui clusters page, {clusters} clusters, {samples} samples:");
+    println!("  GET /ui/clusters        p50 {p50:8.1} ms  p99 {p99:8.1} ms");
+    println!("  GET {GV}/clusters  p50 {a50:8.1} ms  p99 {a99:8.1} ms");
+    println!(
+        "  ratio page/list         p50 {:.2}  p99 {:.2}",
+        p50 / a50,
+        p99 / a99
+    );
+    Ok(())
+}

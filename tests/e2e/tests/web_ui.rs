@@ -1,0 +1,493 @@
+//! The web UI at `/ui` of a real `shoal server`: token sign-in and sign-out, and
+//! the clusters page as each token sees it, over HTTPS with a cookie jar.
+
+use anyhow::{ensure, Context, Result};
+use base64::Engine as _;
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use serde_json::json;
+use shoal_e2e::{raw, token_of, ServerProc};
+
+const GV: &str = "/apis/shoal.io/v1alpha1";
+
+/// A browser-like client: it trusts the server's CA, keeps cookies and does not
+/// follow redirects, so each 303 can be checked.
+fn browser(server: &ServerProc) -> Result<reqwest::Client> {
+    let kc: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
+    let ca = kc
+        .pointer("/clusters/0/cluster/certificate-authority-data")
+        .and_then(serde_json::Value::as_str)
+        .context("no CA in the admin kubeconfig")?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()?)
+}
+
+fn location(resp: &reqwest::Response) -> &str {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn sign_in(ui: &reqwest::Client, base: &str, token: &str) -> Result<reqwest::Response> {
+    Ok(ui
+        .post(format!("{base}/ui/sign-in"))
+        .form(&[("token", token)])
+        .send()
+        .await?)
+}
+
+async fn page(ui: &reqwest::Client, url: &str) -> Result<(StatusCode, String)> {
+    let resp = ui.get(url).send().await?;
+    Ok((resp.status(), resp.text().await?))
+}
+
+fn create_token(server: &ServerProc, org: &str, role: &str) -> Result<String> {
+    let out = server.shoal_ok(&["token", "create", "--org", org, "--role", role])?;
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("shoal."))
+        .context("no token in `shoal token create` output")?
+        .to_owned())
+}
+
+#[tokio::test]
+async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
+    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let base = server.url();
+    let admin = server.client().await?;
+    for org in ["acme", "beta"] {
+        let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": org}, "spec": {}});
+        let (code, v) = raw(
+            &admin,
+            "POST",
+            &format!("{GV}/organizations"),
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+        ensure!(code == 201, "creating org {org}: {code} {v}");
+    }
+    shoal_e2e::ensure_release(&admin, "test-1").await?;
+    for (name, ns) in [("alpha-one", "org-acme"), ("beta-one", "org-beta")] {
+        let body = json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+        });
+        let (code, v) = raw(
+            &admin,
+            "POST",
+            &format!("{GV}/namespaces/{ns}/clusters"),
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+        ensure!(code == 201, "creating cluster {ns}/{name}: {code} {v}");
+    }
+
+    // Signed out: every page leads to the sign-in form, which labels its field.
+    let ui = browser(&server)?;
+    let resp = ui.get(format!("{base}/ui")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/sign-in",
+        "/ui signed out: {} -> {}",
+        resp.status(),
+        location(&resp)
+    );
+    let resp = ui.get(format!("{base}/ui/clusters")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/sign-in",
+        "/ui/clusters signed out: {}",
+        resp.status()
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/sign-in")).await?;
+    ensure!(code == StatusCode::OK, "sign-in form: {code}");
+    ensure!(
+        html.contains(r#"<label for="token">"#) && html.contains(r#"id="token""#),
+        "the token input has no label:\n{html}"
+    );
+
+    // A bad token gets the form again with the reason, and no cookie.
+    let resp = sign_in(&ui, &base, "shoal.nosuchid.nosecret").await?;
+    ensure!(
+        resp.status() == StatusCode::UNAUTHORIZED,
+        "bad token: {}",
+        resp.status()
+    );
+    ensure!(
+        resp.headers().get("set-cookie").is_none(),
+        "a bad token set a cookie"
+    );
+    let html = resp.text().await?;
+    ensure!(
+        html.contains("did not accept this token") && html.contains(r#"aria-invalid="true""#),
+        "bad-token page:\n{html}"
+    );
+    let resp = sign_in(&ui, &base, "a b;c").await?;
+    ensure!(
+        resp.status() == StatusCode::UNPROCESSABLE_ENTITY,
+        "malformed token: {}",
+        resp.status()
+    );
+    let resp = ui.get(format!("{base}/ui/clusters")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "still signed out after bad tokens: {}",
+        resp.status()
+    );
+
+    // The admin token: a 303 to the clusters with a strict cookie; both clusters listed.
+    let resp = sign_in(&ui, &base, &token_of(&server.kubeconfig())?).await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/clusters",
+        "admin sign-in: {} -> {}",
+        resp.status(),
+        location(&resp)
+    );
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for part in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        ensure!(cookie.contains(part), "cookie {cookie} lacks {part}");
+    }
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
+    ensure!(code == StatusCode::OK, "admin clusters: {code}\n{html}");
+    for want in [
+        r#"<td><a href="/ui/clusters/acme/alpha-one">alpha-one</a></td><td>acme</td><td>test-1</td>"#,
+        r#"<td><a href="/ui/clusters/beta/beta-one">beta-one</a></td><td>beta</td><td>test-1</td>"#,
+    ] {
+        ensure!(
+            html.contains(want),
+            "admin clusters page lacks {want}:\n{html}"
+        );
+    }
+
+    // Sign-out forgets the token.
+    let resp = ui.post(format!("{base}/ui/sign-out")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/sign-in",
+        "sign-out: {}",
+        resp.status()
+    );
+    let resp = ui.get(format!("{base}/ui/clusters")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "clusters after sign-out: {}",
+        resp.status()
+    );
+
+    // A viewer of acme sees acme's cluster and not beta's.
+    let viewer = create_token(&server, "acme", "viewer")?;
+    let tenant = browser(&server)?;
+    let resp = sign_in(&tenant, &base, &viewer).await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "viewer sign-in: {} {}",
+        resp.status(),
+        resp.text().await?
+    );
+    let (code, html) = page(&tenant, &format!("{base}/ui/clusters")).await?;
+    ensure!(code == StatusCode::OK, "viewer clusters: {code}\n{html}");
+    ensure!(
+        html.contains(">alpha-one</a></td>"),
+        "the acme viewer does not see alpha-one:\n{html}"
+    );
+    ensure!(
+        !html.contains("beta-one") && !html.contains("<td>beta</td>"),
+        "the acme viewer sees beta's cluster:\n{html}"
+    );
+
+    // Live updates: the page subscribes to the events stream, which sends the table
+    // as listed and again after each change the viewer's watch reports.
+    ensure!(
+        html.contains(r#"<div id="clusters">"#)
+            && html.contains(r#"EventSource("/ui/clusters/events")"#),
+        "no live-update hook:\n{html}"
+    );
+    let resp = ui.get(format!("{base}/ui/clusters/events")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::UNAUTHORIZED,
+        "events signed out: {}",
+        resp.status()
+    );
+    let mut events = tenant
+        .get(format!("{base}/ui/clusters/events"))
+        .send()
+        .await?;
+    ensure!(
+        events.status() == StatusCode::OK,
+        "viewer events: {}",
+        events.status()
+    );
+    let content_type = events
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        content_type.starts_with("text/event-stream"),
+        "events content type {content_type}"
+    );
+    let started = std::time::Instant::now();
+    let mut seen = String::new();
+    let mut created = false;
+    while !seen.contains("alpha-two") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), events.chunk())
+            .await
+            .context("no event within 20 s")??
+            .context("the events stream ended")?;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if !created && seen.contains("event: clusters") && seen.contains("alpha-one") {
+            created = true;
+            for (name, ns) in [("beta-two", "org-beta"), ("alpha-two", "org-acme")] {
+                let body = json!({
+                    "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
+                });
+                let (code, v) = raw(
+                    &admin,
+                    "POST",
+                    &format!("{GV}/namespaces/{ns}/clusters"),
+                    "application/json",
+                    serde_json::to_vec(&body)?,
+                )
+                .await?;
+                ensure!(code == 201, "creating cluster {ns}/{name}: {code} {v}");
+            }
+        }
+    }
+    ensure!(created, "the first event did not list alpha-one:\n{seen}");
+    ensure!(
+        !seen.contains("beta-"),
+        "the viewer's stream carried beta's clusters:\n{seen}"
+    );
+    eprintln!(
+        "live update reached the viewer {:?} after the stream opened",
+        started.elapsed()
+    );
+    drop(events);
+
+    // The API still answers beside the UI.
+    let resp = tenant.get(format!("{base}/healthz")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::OK,
+        "/healthz beside the UI: {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_form_field_errors_detail_and_delete() -> Result<()> {
+    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let base = server.url();
+    let admin = server.client().await?;
+    let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}});
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/organizations"),
+        "application/json",
+        serde_json::to_vec(&body)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating org acme: {code} {v}");
+    // An active Release for the form and a deprecated one it must not offer; with
+    // no controllers nothing boots, so the image paths are never read.
+    shoal_e2e::ensure_release(&admin, "old-1").await?;
+    let release = json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "ui-1"},
+        "spec": {"kubernetesVersion": "1.31.2", "state": "active",
+                 "image": {"kernel": "/nonexistent/vmlinuz", "initrd": "/nonexistent/initrd.img"}}
+    });
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/releases"),
+        "application/json",
+        serde_json::to_vec(&release)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating Release ui-1: {code} {v}");
+
+    let owner = create_token(&server, "acme", "owner")?;
+    let ui = browser(&server)?;
+    let resp = sign_in(&ui, &base, &owner).await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "owner sign-in: {}",
+        resp.status()
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters/new")).await?;
+    ensure!(code == StatusCode::OK, "form: {code}\n{html}");
+    for want in [
+        r#"<option value="ui-1""#,
+        r#"<option value="acme""#,
+        r#"<label for="memory">"#,
+        r#"<label for="workers">"#,
+        r#"id="control_plane_3""#,
+    ] {
+        ensure!(html.contains(want), "the form lacks {want}:\n{html}");
+    }
+    ensure!(
+        !html.contains("old-1"),
+        "the form offers a deprecated release:\n{html}"
+    );
+
+    let submit = |fields: Vec<(&'static str, &'static str)>| {
+        let ui = ui.clone();
+        let url = format!("{base}/ui/clusters/new");
+        async move {
+            let mut form = vec![
+                ("name", "web-one"),
+                ("organization", "acme"),
+                ("release", "ui-1"),
+                ("control_plane", "1"),
+                ("workers", "2"),
+                ("cpu", "2"),
+                ("memory", "2Gi"),
+                ("disk", "10Gi"),
+            ];
+            for (k, v) in fields {
+                if let Some(slot) = form.iter_mut().find(|(fk, _)| *fk == k) {
+                    slot.1 = v;
+                }
+            }
+            let resp = ui.post(url).form(&form).send().await?;
+            let status = resp.status();
+            let loc = location(&resp).to_owned();
+            anyhow::Ok((status, loc, resp.text().await?))
+        }
+    };
+    for (input, value) in [
+        ("name", "Bad_Name"),
+        ("memory", "lots"),
+        ("release", "no-such-release"),
+    ] {
+        let (status, _, html) = submit(vec![(input, value)]).await?;
+        ensure!(
+            status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{input}={value}: {status}\n{html}"
+        );
+        ensure!(
+            html.contains(&format!(r#"<p id="{input}-error" class="error">"#)),
+            "{input}={value}: no error at the field:\n{html}"
+        );
+        ensure!(
+            html.contains(&format!(
+                r#"aria-describedby="{input}-error" name="{input}""#
+            )),
+            "{input}={value}: the input is not tied to its error:\n{html}"
+        );
+    }
+    let (status, loc, html) = submit(vec![]).await?;
+    ensure!(
+        status == StatusCode::SEE_OTHER && loc == "/ui/clusters",
+        "valid create: {status} {loc}\n{html}"
+    );
+    let (code, v) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/nodepools/web-one-default"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        code == 200 && v.pointer("/spec/replicas") == Some(&json!(2)),
+        "the default NodePool: {code} {v}"
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
+    ensure!(
+        code == StatusCode::OK && html.contains(r#">web-one</a></td><td>acme</td><td>ui-1</td>"#),
+        "the new cluster is not listed:\n{html}"
+    );
+
+    // The detail page shows the cluster's machines with host, IP and phase.
+    let machine = json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
+        "metadata": {"name": "web-one-w1", "namespace": "org-acme", "labels": {"shoal.io/cluster": "web-one"}},
+        "spec": {"cluster": "web-one", "role": "worker", "release": "ui-1",
+                 "size": {"cpu": 2, "memory": "2Gi", "disk": "10Gi"},
+                 "hostName": "host-a", "ip": "10.77.0.12"},
+    });
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/namespaces/org-acme/machines"),
+        "application/json",
+        serde_json::to_vec(&machine)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating a Machine: {code} {v}");
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters/acme/web-one")).await?;
+    ensure!(code == StatusCode::OK, "detail: {code}\n{html}");
+    ensure!(
+        html.contains(
+            "<td>web-one-w1</td><td>Worker</td><td>host-a</td><td>10.77.0.12</td><td>Pending</td>"
+        ),
+        "detail lacks the machine:\n{html}"
+    );
+    ensure!(
+        html.contains(r#"<label for="confirm">"#),
+        "no labelled delete confirmation:\n{html}"
+    );
+    let (code, _) = page(&ui, &format!("{base}/ui/clusters/acme/no-such")).await?;
+    ensure!(code == StatusCode::NOT_FOUND, "a missing cluster: {code}");
+
+    // Delete needs the name typed; a wrong one deletes nothing.
+    let url = format!("{base}/ui/clusters/acme/web-one/delete");
+    let resp = ui.post(&url).form(&[("confirm", "web-two")]).send().await?;
+    ensure!(
+        resp.status() == StatusCode::UNPROCESSABLE_ENTITY,
+        "wrong confirmation: {}",
+        resp.status()
+    );
+    ensure!(
+        resp.text().await?.contains(r#"id="confirm-error""#),
+        "no error at the confirmation"
+    );
+    let (code, _) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/clusters/web-one"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        code == 200,
+        "a wrong confirmation deleted the cluster: {code}"
+    );
+    let resp = ui.post(&url).form(&[("confirm", "web-one")]).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/clusters",
+        "delete: {}",
+        resp.status()
+    );
+    let (code, v) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/clusters/web-one"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        code == 404 || v.pointer("/metadata/deletionTimestamp").is_some(),
+        "the cluster was not deleted: {code} {v}"
+    );
+    Ok(())
+}
