@@ -159,8 +159,11 @@ async fn oidc_user_through_the_gateway(
         .await?;
     let status = first.wait()?;
     let first_err = reader.join().unwrap_or_default();
+    // The sign-in file, beside its lock file.
     let cached = std::fs::read_dir(home.join(".cache/shoal/oidc"))
         .with_context(|| format!("no cached sign-in; kubectl said:\n{first_err}"))?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".lock"))
         .count();
     ensure!(cached == 1, "{cached} cached sign-ins");
 
