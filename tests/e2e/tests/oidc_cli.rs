@@ -360,10 +360,15 @@ async fn browser_login_the_exec_plugin_organizations_and_logout() -> Result<()> 
     Ok(())
 }
 
+/// ID tokens live this long in the refresh test. The plugin uses a token for
+/// three quarters of its life, so the six concurrent runs below have 4 s in which
+/// the first run's refreshed token is still good for the others.
+const TTL_SECS: u64 = 5;
+
 #[tokio::test]
 async fn device_login_and_silent_refresh_of_short_lived_tokens() -> Result<()> {
     let provider = OidcProvider::start(ProviderOptions {
-        id_token_ttl_secs: 2,
+        id_token_ttl_secs: TTL_SECS,
         ..ProviderOptions::default()
     })
     .await?;
@@ -389,7 +394,7 @@ async fn device_login_and_silent_refresh_of_short_lived_tokens() -> Result<()> {
         .as_str()
         .context("a refresh token")?
         .to_owned();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 1)).await;
     ensure!(
         claims(&login_id)?["exp"].as_u64() < Some(now()),
         "the login token has not expired"
@@ -411,7 +416,7 @@ async fn device_login_and_silent_refresh_of_short_lived_tokens() -> Result<()> {
     ensure!(mode == 0o600, "the rewritten config has mode {mode:o}");
 
     // Once more: the stored (possibly rotated) refresh token works.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 1)).await;
     let newer = token_of(&home.exec_credential()?, provider.issuer())?;
     ensure!(newer != token);
     eprintln!("refresh tokens rotated: {}", rt != login_rt);
@@ -419,7 +424,7 @@ async fn device_login_and_silent_refresh_of_short_lived_tokens() -> Result<()> {
     // kubectl may run the plugin several times at once (parallel commands): with
     // an expired token they must not all spend the same refresh token, which the
     // provider rotates and, reused, revokes with its whole grant.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 1)).await;
     let config = home.config();
     let runs: Vec<Child> = (0..6)
         .map(|_| {
@@ -449,7 +454,7 @@ async fn device_login_and_silent_refresh_of_short_lived_tokens() -> Result<()> {
         handed_out.len()
     );
     // The grant survived: the next expiry refreshes again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 1)).await;
     let after = token_of(&home.exec_credential()?, provider.issuer())?;
     ensure!(!handed_out.contains(&after));
     Ok(())

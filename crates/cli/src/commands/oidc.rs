@@ -474,13 +474,13 @@ async fn first_sign_in(path: &Path, a: &IssuerArgs) -> Result<OidcSession, CliEr
     Ok(session)
 }
 
-/// The session's ID token when it is valid for more than
-/// [`REFRESH_MARGIN_SECS`]; else a refreshed one, written back to `path`.
+/// The session's ID token when it is not yet due for refresh (more than
+/// [`REFRESH_MARGIN_SECS`], or a quarter of its lifetime if shorter, left); else a refreshed one, written back to `path`.
 async fn fresh_id_token(path: &Path, mut session: OidcSession) -> Result<(String, u64), CliError> {
     let now = now_secs();
     if let Some(id) = &session.id_token {
         let c = claims::decode(id).map_err(OidcError::from)?;
-        if !claims::expires_within(&c, now, REFRESH_MARGIN_SECS) {
+        if !claims::refresh_due(&c, now, REFRESH_MARGIN_SECS) {
             return Ok((id.clone(), c.exp));
         }
     }
@@ -502,7 +502,7 @@ async fn fresh_id_token(path: &Path, mut session: OidcSession) -> Result<(String
                 if again.refresh_token.as_ref() != Some(&refresh_token) {
                     if let Some(id) = &again.id_token {
                         let c = claims::decode(id).map_err(OidcError::from)?;
-                        if !claims::expires_within(&c, now_secs(), REFRESH_MARGIN_SECS) {
+                        if !claims::refresh_due(&c, now_secs(), REFRESH_MARGIN_SECS) {
                             return Ok((id.clone(), c.exp));
                         }
                     }

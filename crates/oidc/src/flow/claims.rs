@@ -12,6 +12,9 @@ use super::FlowError;
 pub struct UnverifiedClaims {
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// Issue time, seconds since the epoch, if the issuer sent it.
+    #[serde(default)]
+    pub iat: Option<u64>,
     /// The nonce of the authorization request, if any.
     #[serde(default)]
     pub nonce: Option<String>,
@@ -46,6 +49,17 @@ pub fn expires_within(claims: &UnverifiedClaims, now: u64, margin_secs: u64) -> 
     claims.exp <= now.saturating_add(margin_secs)
 }
 
+/// True when the token should be refreshed before use: it expires within
+/// `max_margin_secs`, or within a quarter of its lifetime when that is shorter
+/// (a token that lives 60 s is used for 45 s, not refreshed on every use).
+pub fn refresh_due(claims: &UnverifiedClaims, now: u64, max_margin_secs: u64) -> bool {
+    let margin = match claims.iat {
+        Some(iat) => max_margin_secs.min(claims.exp.saturating_sub(iat) / 4),
+        None => max_margin_secs,
+    };
+    expires_within(claims, now, margin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +83,31 @@ mod tests {
         assert_eq!(c.nonce.as_deref(), Some("n"));
         assert!(expires_within(&c, 1_699_999_980, 30));
         assert!(!expires_within(&c, 1_699_999_900, 30));
+    }
+
+    #[test]
+    fn short_lived_tokens_are_used_for_three_quarters_of_their_life() {
+        let c = decode(&jwt(
+            &serde_json::json!({"iat": 1_000u64, "exp": 1_060u64, "sub": "alice"}),
+        ))
+        .expect("decodes");
+        assert_eq!(c.iat, Some(1_000));
+        assert!(!refresh_due(&c, 1_044, 30));
+        assert!(refresh_due(&c, 1_045, 30));
+        // A long-lived token keeps the full margin.
+        let long = UnverifiedClaims {
+            iat: Some(0),
+            exp: 3_600,
+            ..UnverifiedClaims::default()
+        };
+        assert!(!refresh_due(&long, 3_569, 30));
+        assert!(refresh_due(&long, 3_570, 30));
+        // Without iat the margin is the maximum.
+        let no_iat = UnverifiedClaims {
+            exp: 1_060,
+            ..UnverifiedClaims::default()
+        };
+        assert!(refresh_due(&no_iat, 1_030, 30));
     }
 
     #[test]
