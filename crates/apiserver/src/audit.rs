@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{json, Value};
 use shoal_api::resources::organization::org_namespace;
 
@@ -66,6 +67,7 @@ pub struct AuditLog {
     file: Option<Arc<Mutex<Current>>>,
     path: PathBuf,
     rotation: Rotation,
+    write_errors: Counter,
 }
 
 /// Opens `path` for appending with mode 0600, tightening an older file's mode.
@@ -98,6 +100,7 @@ impl AuditLog {
             file: Some(Arc::new(Mutex::new(open_private(path)?))),
             path: path.to_owned(),
             rotation,
+            write_errors: Counter::default(),
         })
     }
 
@@ -137,7 +140,14 @@ impl AuditLog {
             file: None,
             path: PathBuf::new(),
             rotation: Rotation::default(),
+            write_errors: Counter::default(),
         }
+    }
+
+    /// Counts records that could not be written (and failed rotations) in `counter`.
+    pub fn counting_errors_in(mut self, counter: Counter) -> Self {
+        self.write_errors = counter;
+        self
     }
 
     /// Writes one record as one line.
@@ -162,17 +172,22 @@ impl AuditLog {
         line.push('\n');
         let Ok(mut current) = file.lock() else {
             tracing::error!("the audit log lock is poisoned");
+            self.write_errors.inc();
             return;
         };
         let len = line.len() as u64;
         if current.size > 0 && current.size.saturating_add(len) > self.rotation.max_bytes {
             if let Err(e) = self.rotate(&mut current) {
                 tracing::error!(error = %e, path = %self.path.display(), "cannot rotate the audit log");
+                self.write_errors.inc();
             }
         }
         match current.file.write_all(line.as_bytes()) {
             Ok(()) => current.size = current.size.saturating_add(len),
-            Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the audit log");
+                self.write_errors.inc();
+            }
         }
     }
 }

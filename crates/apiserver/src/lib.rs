@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod kubeconfig;
+pub mod measured_store;
 pub mod metrics;
 pub mod resource;
 pub mod selector;
@@ -203,11 +204,17 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| ServerError::Bind(config.listen, e))?;
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(measured_store::MeasuredStore::new(
+            store,
+            metrics.store.clone(),
+        ));
         let resources = Resources::new(store, Codec::new(sealer)).with_read_caches();
         let material = bootstrap::bootstrap(&resources, &dir, local_addr, &config.tls_sans).await?;
         let tls = rustls_config(&material)?;
         let audit = AuditLog::open_with(&dir.path("audit.log"), config.audit_rotation)
-            .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?;
+            .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?
+            .counting_errors_in(metrics.audit_write_errors.clone());
         let (closing, closing_signal) = Closing::channel();
         let mut auth = Authenticator::new(resources.clone());
         if let Some(verifier) = verifier {
@@ -217,7 +224,7 @@ impl Server {
             auth,
             resources,
             audit,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             limits: config.limits,
             in_flight: InFlight::new(config.limits.max_in_flight),
             closing: closing_signal,

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod context;
 pub mod drain;
 pub mod error;
+pub mod fleet_metrics;
 pub mod hostlife;
 pub mod ipam;
 pub mod keypair;
@@ -196,7 +197,12 @@ pub async fn run_controllers(
             ctx.clone(),
         );
 
-    let keypairs = Controller::new(Api::<shoal_api::KeyPair>::all(client.clone()), wc())
+    let keypairs = Controller::new(Api::<shoal_api::KeyPair>::all(client.clone()), wc());
+    ctx.config
+        .metrics
+        .fleet
+        .attach(stores.clone(), keypairs.store());
+    let keypairs = keypairs
         .with_config(settings())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(

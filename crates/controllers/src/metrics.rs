@@ -47,6 +47,8 @@ pub struct ControllerMetrics {
     /// Changes the shared watch of a kind had to hold until a slow controller's
     /// queue had room (backpressure; nothing is dropped).
     pub fanout_waits: Family<KindLabel, Counter>,
+    /// Fleet state, exported once this replica's controllers run.
+    pub fleet: crate::fleet_metrics::FleetSource,
 }
 
 /// Labels naming a watched kind.
@@ -71,13 +73,15 @@ impl Default for ControllerMetrics {
             reconciles: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             fanout_waits: Family::default(),
+            fleet: crate::fleet_metrics::FleetSource::default(),
         }
     }
 }
 
 impl ControllerMetrics {
-    /// Registers every metric under `shoal_controller_`.
+    /// Registers every metric under `shoal_controller_`, and the fleet's series.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.fleet.collector()));
         let r = registry.sub_registry_with_prefix("shoal_controller");
         r.register(
             "reconciles",

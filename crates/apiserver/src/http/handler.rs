@@ -19,7 +19,7 @@ use crate::http::table::{self, wants_table, IncludeObject};
 use crate::http::watch::{watch_response, WatchFormat};
 use crate::http::AppState;
 use crate::http::{discovery, openapi};
-use crate::metrics::{RequestLabels, ShedLabels};
+use crate::metrics::{RequestLabels, RouteLabels, ShedLabels};
 use crate::resource::meta::{parse_resource_version, REQUESTED_BY};
 use crate::resource::{ListOptions, WatchOptions};
 use crate::selector::FieldSelector;
@@ -216,6 +216,10 @@ async fn serve(state: AppState, req: Request) -> Response<Body> {
         state
             .metrics
             .latency
+            .get_or_create(&RouteLabels {
+                verb: verb.as_str().to_owned(),
+                resource: target.kind.plural.to_owned(),
+            })
             .observe(started.elapsed().as_secs_f64());
     }
     if verb.is_write() || identity.oidc.is_some() {
