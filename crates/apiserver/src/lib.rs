@@ -143,6 +143,7 @@ pub struct Server {
     config: ServerConfig,
     /// Routes served beside the API, such as the web UI.
     extra_routes: Option<axum::Router>,
+    certificates: Vec<(&'static str, String)>,
     /// The address it listens on.
     pub local_addr: SocketAddr,
     /// The admin kubeconfig's path.
@@ -212,6 +213,10 @@ impl Server {
         let resources = Resources::new(store, Codec::new(sealer)).with_read_caches();
         let material = bootstrap::bootstrap(&resources, &dir, local_addr, &config.tls_sans).await?;
         let tls = rustls_config(&material)?;
+        let certificates = vec![
+            ("shoal-ca", material.ca_pem.clone()),
+            ("apiserver", material.cert_pem.clone()),
+        ];
         let audit = AuditLog::open_with(&dir.path("audit.log"), config.audit_rotation)
             .map_err(|e| ServerError::DataDir(dir.path("audit.log"), e))?
             .counting_errors_in(metrics.audit_write_errors.clone());
@@ -239,6 +244,7 @@ impl Server {
             config,
             local_addr,
             extra_routes: None,
+            certificates,
         })
     }
 
@@ -250,6 +256,12 @@ impl Server {
     /// The server's metrics, for components wired in beside it.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.state.metrics.clone()
+    }
+
+    /// The server's own certificates by name (its CA and its serving
+    /// certificate), PEM, for expiry monitoring.
+    pub fn certificates(&self) -> &[(&'static str, String)] {
+        &self.certificates
     }
 
     /// The HTTPS URL clients use.

@@ -43,6 +43,7 @@ pub struct CertLabels {
 #[derive(Clone, Default)]
 pub struct FleetSource {
     caches: Arc<Mutex<Option<(Stores, Store<KeyPair>)>>>,
+    own: Arc<Mutex<Vec<(CertLabels, f64)>>>,
 }
 
 impl std::fmt::Debug for FleetSource {
@@ -58,6 +59,23 @@ impl FleetSource {
     /// Exports the fleet in `stores` and the key pairs in `keypairs` from now on.
     pub fn attach(&self, stores: Stores, keypairs: Store<KeyPair>) {
         *self.caches.lock().unwrap_or_else(|p| p.into_inner()) = Some((stores, keypairs));
+    }
+
+    /// Exports the expiry of one of Shoal's own certificates (`kind="server"`),
+    /// read from its PEM; a PEM that does not parse is named in the error.
+    pub fn add_own_certificate(&self, name: &str, pem: &str) -> Result<(), shoal_pki::PkiError> {
+        let at = shoal_pki::not_after(pem)?;
+        let labels = CertLabels {
+            org: String::new(),
+            cluster: String::new(),
+            kind: "server".into(),
+            name: name.to_owned(),
+        };
+        self.own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((labels, at.unix_timestamp() as f64));
+        Ok(())
     }
 
     /// The collector to register.
@@ -380,6 +398,9 @@ impl Collector for FleetCollector {
         snap.machines(&stores.machines.state(), now);
         snap.hosts(&stores.hosts.state());
         snap.keypairs(&keypairs.state());
+        for (labels, at) in self.source.own.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            set(&snap.certificates, labels.clone(), *at);
+        }
         snap.encode(&mut encoder)
     }
 }

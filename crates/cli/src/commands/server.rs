@@ -260,6 +260,11 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
             })?;
         let (leading_tx, mut leading) = watch::channel(false);
         let controllers = controller_config(args)?;
+        for (name, pem) in server.certificates() {
+            if let Err(e) = controllers.metrics.fleet.add_own_certificate(name, pem) {
+                tracing::warn!(certificate = name, error = %e, "its expiry is not monitored");
+            }
+        }
         let mut registry = prometheus_client::registry::Registry::default();
         controllers.metrics.register(&mut registry);
         server.metrics().add_registry(registry);
