@@ -77,6 +77,9 @@ pub enum Command {
     /// Search the audit log of the server answering (cluster admins; an
     /// organization's owners with --org).
     Audit(AuditArgs),
+    /// Monitoring: the Prometheus configuration and alert rules for an install.
+    #[command(subcommand)]
+    Monitoring(MonitoringCommand),
     /// Print CustomResourceDefinitions for Shoal's kinds, for a real Kubernetes.
     Crds,
     /// Print a shell completion script.
@@ -84,6 +87,44 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `shoal monitoring`.
+#[derive(Debug, Subcommand)]
+pub enum MonitoringCommand {
+    /// Print a complete prometheus.yml: every Shoal process and guest node,
+    /// discovered from the server (`/sd/prometheus`), the alert rules and
+    /// Alertmanager.
+    Config(MonitoringConfigArgs),
+    /// Print Shoal's alert rules (deploy/prometheus/alerts.yaml).
+    Rules,
+    /// Print an alertmanager.yml that groups Shoal's alerts by organization and
+    /// cluster.
+    AlertmanagerConfig {
+        /// Send alerts to this webhook URL.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+}
+
+/// `shoal monitoring config`.
+#[derive(Debug, Args)]
+pub struct MonitoringConfigArgs {
+    /// The CA of the server's certificate (the server's `<data-dir>/tls/ca.crt`).
+    #[arg(long, default_value = "/var/lib/shoal/tls/ca.crt")]
+    pub ca_file: PathBuf,
+    /// A file with a cluster admin's Shoal token (`shoal token create`), for discovery.
+    #[arg(long, default_value = "/etc/prometheus/shoal-token")]
+    pub token_file: PathBuf,
+    /// Where the alert rules are (`shoal monitoring rules > FILE`).
+    #[arg(long, default_value = "/etc/prometheus/shoal-alerts.yaml")]
+    pub rules_file: PathBuf,
+    /// Alertmanager's HOST:PORT; none to send no alerts.
+    #[arg(long)]
+    pub alertmanager: Option<String>,
+    /// Seconds between scrapes.
+    #[arg(long, default_value_t = 15)]
+    pub scrape_interval: u64,
 }
 
 /// `shoal audit`.
@@ -249,6 +290,19 @@ pub struct ServerArgs {
     /// Run the gateway in this process.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub gateway: bool,
+    /// Start Debian's Prometheus and Alertmanager as children of this server,
+    /// scraping it, its agents and every guest node, with Shoal's alert rules.
+    #[arg(long)]
+    pub monitoring: bool,
+    /// Prometheus's listen address with --monitoring.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub prometheus_listen: SocketAddr,
+    /// Alertmanager's listen address with --monitoring.
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    pub alertmanager_listen: SocketAddr,
+    /// Seconds between Prometheus's scrapes with --monitoring.
+    #[arg(long, default_value_t = 15)]
+    pub scrape_interval: u64,
     /// Where clients reach the gateway, HOST:PORT, published in each Cluster's
     /// status.gatewayAddress so that `shoal kubeconfig create` needs no flag.
     /// Default: the embedded gateway's --gateway-listen (127.0.0.1 for a wildcard).

@@ -63,6 +63,16 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
             output::emit_line(format_args!("{}", commands::oidc::logout(a).await?))
         }
         Command::Audit(a) => commands::audit::run(&chosen().await?, a).await,
+        Command::Monitoring(c) => {
+            let url = match &cli.server {
+                Some(s) => Some(s.clone()),
+                None => client::load_config(cli.kubeconfig.as_ref(), None)
+                    .await
+                    .ok()
+                    .map(|c| c.cluster_url.to_string()),
+            };
+            commands::monitoring::run(c, url)
+        }
         Command::Crds => {
             let crds = shoal_api::crd::all().map_err(|e| CliError::Usage(e.to_string()))?;
             let mut text = String::new();

@@ -38,11 +38,14 @@ pub struct CertLabels {
     pub name: String,
 }
 
+/// The controllers' caches and the key pairs' cache.
+type Caches = (Stores, Store<KeyPair>);
+
 /// Where the collector finds the fleet: empty until this replica's controllers
 /// have filled their caches.
 #[derive(Clone, Default)]
 pub struct FleetSource {
-    caches: Arc<Mutex<Option<(Stores, Store<KeyPair>)>>>,
+    caches: Arc<Mutex<Option<Caches>>>,
     own: Arc<Mutex<Vec<(CertLabels, f64)>>>,
 }
 
@@ -398,7 +401,13 @@ impl Collector for FleetCollector {
         snap.machines(&stores.machines.state(), now);
         snap.hosts(&stores.hosts.state());
         snap.keypairs(&keypairs.state());
-        for (labels, at) in self.source.own.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (labels, at) in self
+            .source
+            .own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             set(&snap.certificates, labels.clone(), *at);
         }
         snap.encode(&mut encoder)

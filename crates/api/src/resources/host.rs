@@ -37,6 +37,10 @@ pub struct HostStatus {
     /// ports, for the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_endpoint: Option<String>,
+    /// `address:port` of the agent's metrics listener, which also serves its
+    /// guests' exporters under `/guests/<namespace>/<machine>/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_endpoint: Option<String>,
     /// Everything the machine has.
     #[serde(default)]
     pub capacity: ResourceTotals,

@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod host;
 pub mod kubeconfig;
 pub mod login;
+pub mod monitoring;
 pub mod objects;
 pub mod oidc;
 pub mod org;

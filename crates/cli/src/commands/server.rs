@@ -39,6 +39,9 @@ pub enum ServeError {
         #[source]
         source: CliError,
     },
+    /// `--monitoring` could not start Prometheus or Alertmanager.
+    #[error("--monitoring: {0}")]
+    Monitoring(String),
     /// The embedded gateway could not start.
     #[error("the gateway: {0}")]
     Gateway(#[source] CliError),
@@ -235,7 +238,30 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
             component: "the web UI",
             source,
         })?;
+    use secrecy::ExposeSecret as _;
+    let admin_token = ui_api
+        .auth_info
+        .token
+        .as_ref()
+        .map(|t| t.expose_secret().to_owned());
+    let internal = kube::Client::try_from(ui_api.clone()).map_err(|e| ServeError::Connect {
+        component: "service discovery",
+        source: CliError::Config(e.to_string()),
+    })?;
+    let server_target = server
+        .url()
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    server.add_routes(shoal_monitoring::sd::router(
+        shoal_monitoring::sd::SdConfig::new(ui_api.clone(), internal, server_target),
+    ));
     server.add_routes(shoal_ui::router(shoal_ui::UiConfig::new(ui_api)));
+    let monitoring = if args.monitoring {
+        Some(start_monitoring(args, &server, admin_token)?)
+    } else {
+        None
+    };
     tracing::info!(url = %server.url(), kubeconfig = %server.admin_kubeconfig.display(), "shoal server is ready");
     println!("shoal server listening on {}", server.url());
     println!("admin kubeconfig: {}", server.admin_kubeconfig.display());
@@ -317,7 +343,44 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
         })
         .await;
     drop(gateway);
+    if let Some(m) = monitoring {
+        m.stop(Duration::from_secs(5)).await;
+    }
     Ok(())
+}
+
+/// Starts Prometheus and Alertmanager as children scraping this server, its
+/// agents and its guests with Shoal's alert rules (`--monitoring`).
+fn start_monitoring(
+    args: &ServerArgs,
+    server: &Server,
+    admin_token: Option<String>,
+) -> Result<shoal_monitoring::children::Monitoring, ServeError> {
+    let token = admin_token.ok_or_else(|| {
+        ServeError::Monitoring(
+            "the admin kubeconfig has no token for Prometheus's discovery".into(),
+        )
+    })?;
+    let cfg = shoal_monitoring::children::MonitoringConfig {
+        dir: args.data_dir.join("monitoring"),
+        prometheus_listen: args.prometheus_listen,
+        alertmanager_listen: args.alertmanager_listen,
+        prometheus_bin: "prometheus".into(),
+        alertmanager_bin: "prometheus-alertmanager".into(),
+        server_url: server.url(),
+        ca_file: args.data_dir.join("tls/ca.crt"),
+        token,
+        scrape_interval_secs: args.scrape_interval,
+    };
+    let running = shoal_monitoring::children::Monitoring::start(&cfg)
+        .map_err(|e| ServeError::Monitoring(e.to_string()))?;
+    println!(
+        "monitoring: Prometheus {} and Alertmanager {} (configuration in {})",
+        running.prometheus_url,
+        running.alertmanager_url,
+        cfg.dir.display()
+    );
+    Ok(running)
 }
 
 /// Starts the all-in-one install's host agent as a task of this process, its data
