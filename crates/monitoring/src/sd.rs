@@ -311,7 +311,7 @@ mod tests {
         serde_json::from_value(json!({
             "apiVersion": "shoal.io/v1alpha1", "kind": "Machine",
             "metadata": {"name": name, "namespace": "org-acme"},
-            "spec": {"cluster": "c1", "role": "controlPlane", "release": "test",
+            "spec": {"cluster": "c1", "role": "control-plane", "release": "test",
                      "hostName": host,
                      "size": {"cpu": "1", "memory": "512Mi", "disk": "1Gi"}},
             "status": {"phase": phase}
