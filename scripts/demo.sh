@@ -30,7 +30,12 @@ fi
 if running; then
   echo "shoal server already running (pid $(cat "$PIDFILE"))"
 else
-  "$BIN" server --data-dir "$DATA/data" --listen "$LISTEN" --test-image-dir "$PWD/images/out" >"$DATA/server.log" 2>&1 &
+  # Prometheus and Alertmanager as the server's children, where installed.
+  monitoring=()
+  if command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null; then
+    monitoring=(--monitoring)
+  fi
+  "$BIN" server --data-dir "$DATA/data" --listen "$LISTEN" --test-image-dir "$PWD/images/out" "${monitoring[@]}" >"$DATA/server.log" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     [ -f "$DATA/data/admin.kubeconfig" ] && "$BIN" --kubeconfig "$DATA/data/admin.kubeconfig" get releases >/dev/null 2>&1 && break
@@ -85,5 +90,8 @@ does not run Kubernetes.
   $BIN cluster scale demo --org acme --workers 3
   cat $DATA/data/agent/vms/org-acme/demo-cp-0/console.log
   $KUBECTL --kubeconfig $DATA/demo.kubeconfig get --raw /api   # the identity the guest saw
+Web UI: https://$LISTEN/ui (sign in with the token in $KC, users[0].user.token)
+Monitoring (when Prometheus is installed): http://127.0.0.1:9090/targets and /alerts,
+  Alertmanager http://127.0.0.1:9093
 Stop it with: make demo-stop (it deletes the cluster, so its VMs stop too)
 MSG

@@ -10,12 +10,10 @@
 //!   the same cluster-wide list straight from the API as JSON; p50 and p99, and the
 //!   ratio of the page to the list alone.
 
-use std::time::Instant;
-
 use anyhow::{ensure, Context, Result};
 use base64::Engine as _;
 use serde_json::json;
-use shoal_e2e::bench::p50_p99;
+use shoal_e2e::bench::{interleaved, p50_p99};
 use shoal_e2e::{ensure_release, raw, token_of, ServerProc};
 
 const GV: &str = "/apis/shoal.io/v1alpha1";
@@ -79,36 +77,35 @@ async fn main() -> Result<()> {
     let base = server.url();
     let cookie = format!("shoal_token={token}");
     let bearer = format!("Bearer {token}");
-    let (mut page_ms, mut api_ms) = (Vec::new(), Vec::new());
-    for i in 0..samples + 2 {
-        let t = Instant::now();
-        let resp = page_client
-            .get(format!("{base}/ui/clusters"))
-            .header("cookie", &cookie)
-            .send()
-            .await?;
-        ensure!(resp.status() == 200, "page: {}", resp.status());
-        let html = resp.text().await?;
-        let page = t.elapsed().as_secs_f64() * 1000.0;
-        ensure!(
-            html.matches("<tr><td><a").count() == clusters,
-            "the page does not list {clusters} clusters"
-        );
-        let t = Instant::now();
-        let resp = api_client
-            .get(format!("{base}{GV}/clusters"))
-            .header("authorization", &bearer)
-            .send()
-            .await?;
-        ensure!(resp.status() == 200, "list: {}", resp.status());
-        let _ = resp.bytes().await?;
-        let api = t.elapsed().as_secs_f64() * 1000.0;
-        // The first two pairs warm the connections and caches.
-        if i >= 2 {
-            page_ms.push(page);
-            api_ms.push(api);
-        }
-    }
+    let (page_ms, api_ms) = interleaved(
+        samples,
+        2,
+        || async {
+            let resp = page_client
+                .get(format!("{base}/ui/clusters"))
+                .header("cookie", &cookie)
+                .send()
+                .await?;
+            ensure!(resp.status() == 200, "page: {}", resp.status());
+            let html = resp.text().await?;
+            ensure!(
+                html.matches("<tr><td><a").count() == clusters,
+                "the page does not list {clusters} clusters"
+            );
+            Ok(())
+        },
+        || async {
+            let resp = api_client
+                .get(format!("{base}{GV}/clusters"))
+                .header("authorization", &bearer)
+                .send()
+                .await?;
+            ensure!(resp.status() == 200, "list: {}", resp.status());
+            let _ = resp.bytes().await?;
+            Ok(())
+        },
+    )
+    .await?;
     let (p50, p99) = p50_p99(page_ms);
     let (a50, a99) = p50_p99(api_ms);
     println!("ui clusters page, {clusters} clusters, {samples} samples:");

@@ -48,6 +48,37 @@ pub fn p50_p99(mut samples: Vec<f64>) -> (f64, f64) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
+/// Times `a` then `b`, one after the other, `warmup + samples` times, and returns
+/// the milliseconds of each (the first `warmup` pairs warm connections and caches
+/// and are dropped), so a figure and its baseline see the same machine state.
+pub async fn interleaved<A, FA, B, FB>(
+    samples: usize,
+    warmup: usize,
+    mut a: A,
+    mut b: B,
+) -> Result<(Vec<f64>, Vec<f64>)>
+where
+    A: FnMut() -> FA,
+    FA: Future<Output = Result<()>>,
+    B: FnMut() -> FB,
+    FB: Future<Output = Result<()>>,
+{
+    let (mut a_ms, mut b_ms) = (Vec::new(), Vec::new());
+    for i in 0..warmup + samples {
+        let t = Instant::now();
+        a().await?;
+        let a_took = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        b().await?;
+        let b_took = t.elapsed().as_secs_f64() * 1000.0;
+        if i >= warmup {
+            a_ms.push(a_took);
+            b_ms.push(b_took);
+        }
+    }
+    Ok((a_ms, b_ms))
+}
+
 /// Starts `watchers` API watches on the Cluster `name`, spread over `apis` (one
 /// per replica), from resourceVersion `rv`; then sets annotation `seq` through
 /// the first API `events` times and returns, in milliseconds, how long each
