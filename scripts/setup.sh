@@ -59,6 +59,11 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+# Debian's Prometheus: promtool checks and unit-tests deploy/prometheus's alert rules and
+# parses the dashboards' queries (tests/e2e/tests/monitoring_rules.rs). Installing the
+# packages enables their systemd units; nothing here starts them.
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq
