@@ -398,7 +398,13 @@ impl Collector for FleetCollector {
         snap.machines(&stores.machines.state(), now);
         snap.hosts(&stores.hosts.state());
         snap.keypairs(&keypairs.state());
-        for (labels, at) in self.source.own.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (labels, at) in self
+            .source
+            .own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             set(&snap.certificates, labels.clone(), *at);
         }
         snap.encode(&mut encoder)
