@@ -232,7 +232,7 @@ impl ProcFiles {
 /// read or parsed is left out, with a `# ` comment saying why.
 pub fn render(files: &ProcFiles) -> String {
     let mut out = String::new();
-    let mut skip = |out: &mut String, why: &dyn std::fmt::Display| {
+    let skip = |out: &mut String, why: &dyn std::fmt::Display| {
         let _ = writeln!(out, "# {}", why.to_string().replace('\n', " "));
     };
     let header = |out: &mut String, name: &str, kind: &str, help: &str| {
