@@ -61,6 +61,7 @@ impl SimConfig {
             kvm: false,
             cpu_allocation_ratio: self.cpu_allocation_ratio,
             forward_endpoint: None,
+            metrics_endpoint: None,
         }
     }
 }

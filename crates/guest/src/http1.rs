@@ -284,6 +284,10 @@ pub enum Status {
     BadRequest,
     /// 401.
     Unauthorized,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
     /// 411.
     LengthRequired,
     /// 413.
@@ -299,6 +303,8 @@ impl Status {
             Status::Ok => 200,
             Status::BadRequest => 400,
             Status::Unauthorized => 401,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
             Status::LengthRequired => 411,
             Status::PayloadTooLarge => 413,
             Status::HeaderFieldsTooLarge => 431,
@@ -311,6 +317,8 @@ impl Status {
             Status::Ok => "OK",
             Status::BadRequest => "Bad Request",
             Status::Unauthorized => "Unauthorized",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
             Status::LengthRequired => "Length Required",
             Status::PayloadTooLarge => "Payload Too Large",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
@@ -324,6 +332,8 @@ impl Status {
             Status::Ok => "",
             Status::BadRequest => "BadRequest",
             Status::Unauthorized => "Unauthorized",
+            Status::NotFound => "NotFound",
+            Status::MethodNotAllowed => "MethodNotAllowed",
             Status::LengthRequired => "LengthRequired",
             Status::PayloadTooLarge => "RequestEntityTooLarge",
             Status::HeaderFieldsTooLarge => "RequestHeaderFieldsTooLarge",

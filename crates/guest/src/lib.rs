@@ -13,7 +13,8 @@
 //!    stand-in for kube-apiserver on 6443 ([`apiserver`], [`tls`], [`whoami`]); on
 //!    workers stand-ins for an ingress controller's NodePorts, HTTP on 30080 and TLS on
 //!    30443. A stand-in that cannot start is logged and the rest keep running;
-//! 6. phones home, prints `SHOAL-GUEST-READY <hostname> <ip>` and serves forever.
+//! 6. serves node metrics on 9100 ([`exporter`]), for the host agent to scrape;
+//! 7. phones home, prints `SHOAL-GUEST-READY <hostname> <ip>` and serves forever.
 //!
 //! Throughout, it powers the machine off when the ACPI power button is pressed
 //! ([`power`]), which is how the host agent stops a VM.
@@ -31,6 +32,7 @@ use std::time::Duration;
 pub mod apiserver;
 pub mod cloudconfig;
 pub mod dhcp;
+pub mod exporter;
 pub mod http;
 pub mod http1;
 pub mod metadata;
@@ -138,6 +140,8 @@ pub struct GuestConfig {
     pub services: services::ServiceConfig,
     /// The role stand-ins' addresses.
     pub stand_ins: stand_ins::StandInConfig,
+    /// The node exporter's address ([`exporter::EXPORTER_PORT`]).
+    pub exporter: std::net::SocketAddr,
     /// The sysfs input class directory and the device directory in which the
     /// ACPI power button is looked for ([`power`]); `None` does not watch it.
     pub power_button: Option<(PathBuf, PathBuf)>,
@@ -155,6 +159,7 @@ impl Default for GuestConfig {
             phone_home_deadline: Duration::from_secs(60),
             services: services::ServiceConfig::default(),
             stand_ins: stand_ins::StandInConfig::default(),
+            exporter: exporter::default_addr(),
             power_button: Some(("/sys/class/input".into(), "/dev/input".into())),
         }
     }
@@ -286,6 +291,11 @@ pub fn run_with(cfg: &GuestConfig) -> Result<(), GuestError> {
     }
     for e in &role.failed {
         say!("{e}");
+    }
+    // Like a stand-in, an exporter that cannot start is logged, not fatal.
+    match stand_ins::serve_plain("exporter", cfg.exporter, exporter::Exporter::new()) {
+        Ok((name, addr)) => say!("serving {name} on {addr}"),
+        Err(e) => say!("{e}"),
     }
 
     let ph = cc.phone_home.clone().unwrap_or(cloudconfig::PhoneHome {

@@ -392,6 +392,26 @@ impl AgentProc {
         Ok(body)
     }
 
+    /// `GET path` on the agent's metrics listener at `endpoint` (`address:port`, as
+    /// in `Host.status.metricsEndpoint`): the status code and the body.
+    pub fn metrics_get(endpoint: &str, path: &str) -> Result<(u16, String)> {
+        let mut s =
+            TcpStream::connect(endpoint).with_context(|| format!("connecting to {endpoint}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes())?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer)?;
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("GET {path}: no HTTP head in {answer:?}"))?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("GET {path}: no status in {head:?}"))?;
+        Ok((code, body.to_string()))
+    }
+
     /// Starts it again with the same flags.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9()?;

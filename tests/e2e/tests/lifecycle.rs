@@ -13,7 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use shoal_api::{Cluster, ClusterPhase, Machine, MachinePhase, NodePool, Release};
+use shoal_api::{Cluster, ClusterPhase, Host, Machine, MachinePhase, NodePool, Release};
 use shoal_e2e::fleet::{create as apply, image};
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, AgentProc, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
@@ -418,6 +418,70 @@ fn left_on_host(agent: &AgentProc, ns: &str) -> Result<Vec<String>> {
     Ok(left)
 }
 
+/// Guest node metrics are scraped through the host's agent (issue 17): the Host
+/// publishes its metrics listener as `metricsEndpoint`, where
+/// `/guests/<ns>/<machine>/metrics` answers with the guest exporter's metrics and an
+/// unknown machine gets 404 naming it.
+async fn guest_metrics_through_the_agent(client: &Client, agent: &AgentProc) -> Result<()> {
+    let started = Instant::now();
+    let hosts: Api<Host> = Api::all(client.clone());
+    let endpoint = hosts
+        .get("h1")
+        .await?
+        .status
+        .and_then(|s| s.metrics_endpoint)
+        .context("Host h1 has no status.metricsEndpoint")?;
+    ensure!(
+        endpoint == format!("127.0.0.1:{}", agent.metrics_port),
+        "metricsEndpoint {endpoint} is not the agent's --metrics-listen port {}",
+        agent.metrics_port
+    );
+    let ms = machines(client).await?;
+    ensure!(!ms.is_empty(), "no machines");
+    for m in &ms {
+        let name = m.name_any();
+        let path = format!("/guests/{NS}/{name}/metrics");
+        // The guest exporter starts right before the guest phones home, so it is up.
+        let (code, body) = AgentProc::metrics_get(&endpoint, &path)?;
+        ensure!(code == 200, "GET {path}: {code}: {body}");
+        let total: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("node_memory_MemTotal_bytes "))
+            .with_context(|| format!("GET {path}: no node_memory_MemTotal_bytes in\n{body}"))?
+            .trim()
+            .parse()?;
+        // A 256Mi VM: the kernel keeps some for itself, so a little less.
+        ensure!(
+            (64.0 * 1048576.0..=256.0 * 1048576.0).contains(&total),
+            "{name}: node_memory_MemTotal_bytes {total} is not plausible for a 256Mi VM"
+        );
+        for metric in [
+            "node_boot_time_seconds ",
+            "node_load1 ",
+            "node_memory_MemAvailable_bytes ",
+            "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} ",
+            "node_uname_info{nodename=",
+        ] {
+            ensure!(
+                body.lines().any(|l| l.starts_with(metric)),
+                "{name}: no {metric:?} in\n{body}"
+            );
+        }
+    }
+    let (code, body) =
+        AgentProc::metrics_get(&endpoint, &format!("/guests/{NS}/no-such-machine/metrics"))?;
+    ensure!(
+        code == 404 && body.contains("no-such-machine"),
+        "an unknown machine: {code}: {body}"
+    );
+    eprintln!(
+        "guest metrics of {} machines through the agent: {:.2?}",
+        ms.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
 /// With the default settings (the agent's 10 s stop grace) a cluster delete is
 /// quick because the test image powers off on the ACPI power button that the
 /// agent presses: from `cluster delete` until nothing is left in the API or on
@@ -469,6 +533,7 @@ async fn delete_is_quick_with_default_settings() -> Result<()> {
         "two VMs run: {:?}",
         agent.live_vms()
     );
+    guest_metrics_through_the_agent(&client, &agent).await?;
 
     let started = Instant::now();
     server.shoal_ok(&["cluster", "delete", "quick", "--org", ORG, "--wait"])?;

@@ -241,8 +241,12 @@ async fn handle(conn: TcpStream, netns: NetNs, targets: &Targets) -> Result<(), 
         .map_err(|source| ForwardError::Copy { target, source })
 }
 
-/// Connects to `target` from inside the data-plane namespace.
-async fn connect_in(netns: NetNs, target: SocketAddrV4) -> Result<TcpStream, ForwardError> {
+/// Connects to `target` from inside the data-plane namespace (within 3 s). The
+/// metrics listener's guest route dials guests' exporters with it too.
+pub(crate) async fn connect_in(
+    netns: NetNs,
+    target: SocketAddrV4,
+) -> Result<TcpStream, ForwardError> {
     let connect = |source| ForwardError::Connect { target, source };
     let std_stream = tokio::task::spawn_blocking(move || {
         netns.run(|| std::net::TcpStream::connect_timeout(&target.into(), CONNECT_TIMEOUT))

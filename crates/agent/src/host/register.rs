@@ -81,6 +81,9 @@ pub struct HostFacts {
     pub cpu_allocation_ratio: u32,
     /// Where the gateway reaches this host's VMs, `address:port`.
     pub forward_endpoint: Option<String>,
+    /// Where the agent's metrics listener is (its own and its guests' metrics),
+    /// `address:port`.
+    pub metrics_endpoint: Option<String>,
 }
 
 /// Creates the Host if it does not exist (users own its spec afterwards).
@@ -132,6 +135,7 @@ pub async fn report(
         "status": {
             "underlayIp": facts.underlay.to_string(),
             "forwardEndpoint": facts.forward_endpoint,
+            "metricsEndpoint": facts.metrics_endpoint,
             "capacity": cap,
             "allocatable": totals(
                 facts.capacity.cpus.saturating_mul(facts.cpu_allocation_ratio.max(1)),

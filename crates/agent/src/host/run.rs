@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::api::KubeHostApi;
 use super::desired::Capacity;
-use super::metrics::Metrics;
+use super::metrics::{Guests, GuestsCell, Metrics};
 use super::network::NetnsServices;
 use super::reconcile::{Agent, Backends, Caches};
 use super::register::{self, HostFacts};
@@ -44,12 +44,26 @@ pub async fn run(
         source,
     })?;
     let metrics = Arc::new(Metrics::default());
+    // `/metrics` is served at once; the guest route answers 503 until the Machine
+    // cache is ready and `guests` is set below.
+    let guests: GuestsCell = Arc::default();
+    let mut metrics_endpoint = None;
     let metrics_task = match cfg.metrics_listen {
         Some(addr) => {
             let listener = super::metrics::bind(addr).await?;
+            metrics_endpoint = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| AgentError::Io {
+                        what: "reading the metrics listener's address".into(),
+                        source,
+                    })?
+                    .to_string(),
+            );
             let m = metrics.clone();
+            let g = guests.clone();
             Some(tokio::spawn(async move {
-                if let Err(e) = super::metrics::serve(m, listener).await {
+                if let Err(e) = super::metrics::serve(m, listener, g).await {
                     tracing::error!(error = %chain(&e), "metrics");
                 }
             }))
@@ -104,6 +118,7 @@ pub async fn run(
         kvm: accel == Accel::Kvm,
         cpu_allocation_ratio: cfg.cpu_allocation_ratio,
         forward_endpoint,
+        metrics_endpoint,
     };
     register_until_reachable(&client, &facts).await?;
     let beat = tokio::spawn(heartbeat_loop(client.clone(), cfg.name.clone()));
@@ -129,6 +144,12 @@ pub async fn run(
             tracing::warn!("a watch ended before its first list");
         }
     }
+    // Set once, here; nothing else sets it, so this cannot fail.
+    let _ = guests.set(Guests {
+        host: cfg.name.clone(),
+        machines: machines.store.clone(),
+        netns: netns.clone(),
+    });
     let forward_task = forward_listener.map(|listener| {
         let targets = super::forward::Targets {
             host: cfg.name.clone(),

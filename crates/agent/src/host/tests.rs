@@ -144,6 +144,7 @@ impl Lab {
             kvm: false,
             cpu_allocation_ratio: 4,
             forward_endpoint: None,
+            metrics_endpoint: None,
         };
         let (phone_tx, _phone_rx) = PhoneHomeSender::channel(8, Counter::default());
         let agent = Agent::new(

@@ -37,8 +37,10 @@ pub struct HostStatus {
     /// ports, for the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_endpoint: Option<String>,
-    /// `address:port` of the agent's metrics listener, which also serves its
-    /// guests' exporters under `/guests/<namespace>/<machine>/metrics`.
+    /// `address:port` of the agent's metrics listener (`--metrics-listen`), when it
+    /// has one: its own metrics on `/metrics` (job `shoal-agent`) and each of its
+    /// guests' node metrics on `/guests/<namespace>/<machine>/metrics` (job
+    /// `shoal-guest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_endpoint: Option<String>,
     /// Everything the machine has.

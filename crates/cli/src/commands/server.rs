@@ -398,7 +398,9 @@ async fn start_local_agent(
             source,
         })?;
     // A single host has no VXLAN peers: the underlay address only has to exist.
-    // The server serves its own metrics, so the local agent has no listener.
+    // Its metrics listener serves its own metrics (job `shoal-agent`) and its
+    // guests' (job `shoal-guest`), on a free loopback port published in
+    // Host.status.metricsEndpoint; the server's /metrics does not include them.
     let mut cfg = shoal_agent::host::AgentConfig::new(
         args.local_agent_name.clone(),
         std::net::Ipv4Addr::LOCALHOST,
@@ -408,6 +410,10 @@ async fn start_local_agent(
     cfg.accel = args.local_agent_accel;
     // The embedded gateway runs in this process's namespace.
     cfg.forward_listen = Some(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        0,
+    )));
+    cfg.metrics_listen = Some(std::net::SocketAddr::from((
         std::net::Ipv4Addr::LOCALHOST,
         0,
     )));
