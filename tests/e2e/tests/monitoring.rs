@@ -1,0 +1,453 @@
+//! Monitoring end to end, with Debian's real Prometheus and Alertmanager started
+//! by `shoal server --monitoring`: they discover the server, both agents and the
+//! guest node through `/sd/prometheus`, the key series carry their labels, and a
+//! host whose agent is killed fires `ShoalHostNotReady` in Prometheus and reaches
+//! Alertmanager within the rule's `for` plus two scrape intervals (after the
+//! heartbeat lease has expired). Discovery refuses requests without a valid token
+//! and shows a tenant only its own organization's guests.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use kube::api::Api;
+use serde_json::Value;
+use shoal_api::{Cluster, ClusterPhase, Host};
+use shoal_e2e::hosts::{start_agent_pair, Underlay};
+use shoal_e2e::{free_ports, token_of, workspace_root, ServerProc};
+
+const ORG: &str = "acme";
+const NS: &str = "org-acme";
+/// Prometheus's scrape and rule evaluation interval in this test.
+const SCRAPE_SECS: u64 = 2;
+
+fn need(bin: &str) -> Result<()> {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()?
+        .status
+        .success();
+    ensure!(
+        found,
+        "{bin} is not installed: run scripts/setup.sh (it installs Debian's prometheus and prometheus-alertmanager)"
+    );
+    Ok(())
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let code = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("GET {url}: not JSON"))?;
+    ensure!(code.is_success(), "GET {url}: {code} {body}");
+    Ok(body)
+}
+
+/// Polls `check` every second until it returns `Some`, or fails after `timeout`
+/// with the last state it saw.
+async fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<(Option<T>, String)>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (found, seen) = check().await?;
+        if let Some(v) = found {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not seen in {timeout:?}; last seen: {seen}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `(job, labels, health)` of every active target; a target that is not up
+/// carries Prometheus's last scrape error in its health, for the failure message.
+async fn targets(http: &reqwest::Client, prom: &str) -> Result<Vec<(String, Value, String)>> {
+    let body = get_json(http, &format!("{prom}/api/v1/targets?state=active")).await?;
+    Ok(body["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            (
+                t["labels"]["job"].as_str().unwrap_or_default().to_owned(),
+                t["labels"].clone(),
+                match (t["health"].as_str(), t["lastError"].as_str()) {
+                    (Some("up"), _) => "up".to_owned(),
+                    (health, error) => format!(
+                        "{}: {}",
+                        health.unwrap_or_default(),
+                        error.unwrap_or_default()
+                    ),
+                },
+            )
+        })
+        .collect())
+}
+
+async fn query(http: &reqwest::Client, prom: &str, q: &str) -> Result<Vec<Value>> {
+    let url = reqwest::Url::parse_with_params(&format!("{prom}/api/v1/query"), &[("query", q)])?;
+    let body = get_json(http, url.as_str()).await?;
+    Ok(body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn wait_cluster_ready(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<Cluster> = Api::namespaced(client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let status = api.get(name).await?.status;
+        if status.as_ref().and_then(|s| s.phase) == Some(ClusterPhase::Ready) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("cluster {name} not Ready in 240 s: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `GET /sd/prometheus?job=…` on the server with `token`: (status, body).
+async fn sd(server: &ServerProc, token: Option<&str>, job: &str) -> Result<(u16, Value)> {
+    let ca = std::fs::read(server.data_dir.join("tls/ca.crt"))?;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .build()?;
+    let mut req = http.get(format!("{}/sd/prometheus?job={job}", server.url()));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    let code = resp.status().as_u16();
+    Ok((code, resp.json().await?))
+}
+
+fn tenant_token(server: &ServerProc, org: &str) -> Result<String> {
+    let text = server.shoal_ok(&["token", "create", "--org", org, "--role", "viewer"])?;
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("shoal."))
+        .map(str::to_owned)
+        .context("no token printed")
+}
+
+/// Stops the server's Prometheus and Alertmanager by the PIDs it wrote, however
+/// the test ends (the server itself may be killed before it can stop them).
+struct Children(std::path::PathBuf);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for name in ["prometheus", "alertmanager"] {
+            let pid = std::fs::read_to_string(self.0.join(format!("{name}.pid")));
+            let pid = pid.ok().and_then(|p| p.trim().parse::<u32>().ok());
+            if let Some(pid) = pid.filter(|p| *p > 1) {
+                if shoal_e2e::hosts::alive(pid) {
+                    let _ = shoal_e2e::signal(pid, "KILL");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
+    need("prometheus")?;
+    need("prometheus-alertmanager")?;
+    let hosts = Underlay::pair(&format!("mo{}h", std::process::id()))?;
+    let images = workspace_root().join("images/out");
+    shoal_e2e::fleet::image("vmlinuz")?;
+    let ports = free_ports(2)?;
+    let (prom_port, am_port) = (ports[0], ports[1]);
+    let prom_listen = format!("127.0.0.1:{prom_port}");
+    let am_listen = format!("127.0.0.1:{am_port}");
+    let images_arg = images.display().to_string();
+    let scrape = SCRAPE_SECS.to_string();
+    let server = ServerProc::start_with(&[
+        "--monitoring",
+        "--prometheus-listen",
+        &prom_listen,
+        "--alertmanager-listen",
+        &am_listen,
+        "--scrape-interval",
+        &scrape,
+        "--test-image-dir",
+        &images_arg,
+        "--host-grace-period",
+        "600",
+    ])?;
+    let _children = Children(server.data_dir.join("monitoring"));
+    let prom = format!("http://{prom_listen}");
+    let am = format!("http://{am_listen}");
+    let http = reqwest::Client::new();
+    let client = server.client().await?;
+    server.shoal_ok(&["org", "create", ORG])?;
+    server.shoal_ok(&["org", "create", "other"])?;
+    let dir = tempfile::tempdir()?;
+    let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
+    server.shoal_ok(&[
+        "cluster",
+        "create",
+        "--name",
+        "m1",
+        "--org",
+        ORG,
+        "--release",
+        "test",
+        "--control-plane",
+        "1",
+        "--workers",
+        "0",
+        "--cpu",
+        "1",
+        "--memory",
+        "256Mi",
+        "--disk",
+        "1Gi",
+    ])?;
+    wait_cluster_ready(&client, "m1").await?;
+
+    // Discovery: bad input first.
+    let (code, body) = sd(&server, None, "guest").await?;
+    ensure!(
+        code == 401 && body["kind"] == "Status",
+        "no token: {code} {body}"
+    );
+    ensure!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Bearer"),
+        "{body}"
+    );
+    let (code, body) = sd(&server, Some("shoal.not-a-token"), "guest").await?;
+    ensure!(code == 401, "a bad token: {code} {body}");
+    let admin = token_of(&server.kubeconfig())?;
+    let (code, body) = sd(&server, Some(&admin), "nodes").await?;
+    ensure!(code == 400, "an unknown job: {code} {body}");
+    ensure!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server, agent, guest"),
+        "{body}"
+    );
+    // A tenant sees its own guests and no Shoal process; another tenant nothing.
+    let acme = tenant_token(&server, ORG)?;
+    let other = tenant_token(&server, "other")?;
+    let (_, own) = sd(&server, Some(&acme), "guest").await?;
+    let (_, procs) = sd(&server, Some(&acme), "server").await?;
+    let (_, agents_seen) = sd(&server, Some(&acme), "agent").await?;
+    let (_, foreign) = sd(&server, Some(&other), "guest").await?;
+    ensure!(
+        procs == serde_json::json!([]) && agents_seen == serde_json::json!([]),
+        "{procs} {agents_seen}"
+    );
+    ensure!(
+        foreign == serde_json::json!([]),
+        "another organization's guests: {foreign}"
+    );
+    let (_, all_guests) = sd(&server, Some(&admin), "guest").await?;
+    ensure!(
+        own == all_guests,
+        "the tenant's guests {own} differ from the admin's {all_guests}"
+    );
+    ensure!(
+        own.as_array()
+            .is_some_and(|g| g.len() == 1 && g[0]["labels"]["org"] == NS),
+        "acme's guest targets: {own}"
+    );
+
+    // Prometheus discovers and scrapes every target.
+    let started = Instant::now();
+    let seen = poll("every target up", Duration::from_secs(90), async || {
+        let ts = targets(&http, &prom).await?;
+        let up = |job: &str| ts.iter().filter(|(j, _, h)| j == job && h == "up").count();
+        let all = (up("shoal-server"), up("shoal-agent"), up("shoal-guest"));
+        // What the agent itself answers for a guest that is down.
+        let mut answers = Vec::new();
+        for (_, l, h) in ts
+            .iter()
+            .filter(|(j, _, h)| j == "shoal-guest" && h != "up")
+        {
+            let url = format!(
+                "http://{}/guests/{}/{}/metrics",
+                l["instance"].as_str().unwrap_or_default(),
+                l["org"].as_str().unwrap_or_default(),
+                l["machine"].as_str().unwrap_or_default()
+            );
+            let answer = match http.get(&url).send().await {
+                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            answers.push(format!("{h} / {url} answers {answer}"));
+        }
+        Ok((
+            (all == (1, 2, 1)).then_some(ts.clone()),
+            format!("{all:?} of (1, 2, 1): {ts:?}; {answers:?}"),
+        ))
+    })
+    .await?;
+    eprintln!(
+        "every target up {:?} after the cluster was Ready",
+        started.elapsed()
+    );
+    let guest = seen
+        .iter()
+        .find(|(j, _, _)| j == "shoal-guest")
+        .map(|(_, l, _)| l.clone())
+        .context("a guest target")?;
+    for label in ["org", "cluster", "machine", "host", "role"] {
+        ensure!(
+            guest[label].as_str().is_some_and(|v| !v.is_empty()),
+            "guest target without {label}: {guest}"
+        );
+    }
+    ensure!(
+        guest["cluster"] == "m1" && guest["role"] == "control-plane",
+        "{guest}"
+    );
+
+    // The key series, with their labels.
+    for (q, what) in [
+        (
+            r#"shoal_cluster_ready{org="org-acme",cluster="m1"} == 1"#,
+            "the cluster's readiness",
+        ),
+        (r#"shoal_host_ready == 1"#, "both hosts Ready"),
+        (
+            r#"shoal_machines{org="org-acme",cluster="m1",phase="Ready"} == 1"#,
+            "the Ready machine",
+        ),
+        (
+            r#"shoal_certificate_expiry_timestamp_seconds{kind="cluster-ca",cluster="m1"} > time()"#,
+            "the cluster CA's expiry",
+        ),
+        (
+            r#"shoal_certificate_expiry_timestamp_seconds{kind="server",name="apiserver"} > time()"#,
+            "the server certificate's expiry",
+        ),
+        (
+            r#"shoal_apiserver_request_duration_seconds_count{verb="list",resource="clusters"} > 0"#,
+            "API latency by verb and resource",
+        ),
+        (
+            r#"shoal_store_operation_duration_seconds_count{op="create"} > 0"#,
+            "store write latency",
+        ),
+        (
+            r#"node_memory_MemTotal_bytes{job="shoal-guest",cluster="m1"} > 100e6"#,
+            "the guest node's memory",
+        ),
+    ] {
+        let found = poll(what, Duration::from_secs(30), async || {
+            let r = query(&http, &prom, q).await?;
+            Ok(((!r.is_empty()).then_some(r.clone()), format!("{q}: {r:?}")))
+        })
+        .await?;
+        if what == "both hosts Ready" {
+            ensure!(found.len() == 2, "{found:?}");
+        }
+    }
+
+    // Kill the agent of h2: its lease expires, the Host turns NotReady, and the
+    // alert fires after its `for` (1m) and reaches Alertmanager.
+    agents[1].kill9()?;
+    let killed = Instant::now();
+    let not_ready = poll(
+        "h2 NotReady in the API",
+        Duration::from_secs(90),
+        async || {
+            let h = Api::<Host>::all(client.clone()).get("h2").await?;
+            let ready = h
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+            let is_false = ready.as_ref().is_some_and(|c| c.status == "False");
+            Ok((is_false.then_some(Instant::now()), format!("{ready:?}")))
+        },
+    )
+    .await?;
+    eprintln!(
+        "h2 NotReady {:?} after its agent was killed",
+        not_ready - killed
+    );
+    let limit = Duration::from_secs(60 + 2 * SCRAPE_SECS) + Duration::from_secs(2 * SCRAPE_SECS);
+    let firing = poll(
+        "ShoalHostNotReady firing",
+        limit + Duration::from_secs(30),
+        async || {
+            let body = get_json(&http, &format!("{prom}/api/v1/alerts")).await?;
+            let alerts = body["data"]["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let hit = alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "ShoalHostNotReady"
+                    && a["labels"]["host"] == "h2"
+                    && a["state"] == "firing"
+            });
+            Ok((hit.then_some(Instant::now()), format!("{alerts:?}")))
+        },
+    )
+    .await?;
+    let took = firing - not_ready;
+    eprintln!("ShoalHostNotReady firing {took:?} after h2 turned NotReady (limit {limit:?})");
+    ensure!(
+        took <= limit,
+        "firing took {took:?}, more than the rule's for (60 s) plus two scrape intervals"
+    );
+    let h1_firing = query(
+        &http,
+        &prom,
+        r#"ALERTS{alertname="ShoalHostNotReady",host="h1"}"#,
+    )
+    .await?;
+    ensure!(
+        h1_firing.is_empty(),
+        "h1 is Ready but alerts: {h1_firing:?}"
+    );
+    poll(
+        "the alert in Alertmanager",
+        Duration::from_secs(30),
+        async || {
+            let body = get_json(&http, &format!("{am}/api/v2/alerts")).await?;
+            let hit = body.as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["labels"]["alertname"] == "ShoalHostNotReady"
+                        && x["labels"]["host"] == "h2"
+                        && x["annotations"]["runbook"]
+                            .as_str()
+                            .is_some_and(|r| !r.is_empty())
+                })
+            });
+            Ok((hit.then_some(()), body.to_string()))
+        },
+    )
+    .await?;
+    agents[0].stop()?;
+    // A graceful stop of the server stops its children.
+    let mut server = server;
+    server.stop()?;
+    for name in ["prometheus", "alertmanager"] {
+        let pid: u32 =
+            std::fs::read_to_string(server.data_dir.join(format!("monitoring/{name}.pid")))?
+                .trim()
+                .parse()?;
+        ensure!(
+            !shoal_e2e::hosts::alive(pid),
+            "{name} ({pid}) outlived the server"
+        );
+    }
+    Ok(())
+}
