@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use shoal_e2e::bench::p50_p99;
+use shoal_e2e::bench::{env_usize, p50_p99};
 use shoal_e2e::{free_port, shoal_bin};
 use shoal_pki::CertificateAuthority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,13 +31,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const NAME: &str = "api.bench.shoal.test";
 const CHUNK: usize = 64 * 1024;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

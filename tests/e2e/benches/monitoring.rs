@@ -13,20 +13,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use base64::Engine as _;
-use serde_json::json;
-use shoal_e2e::bench::{interleaved, p50_p99};
-use shoal_e2e::{ensure_release, raw, token_of, ServerProc};
+use anyhow::{bail, ensure, Result};
+use shoal_e2e::bench::{env_usize, interleaved, p50_p99};
+use shoal_e2e::fixtures::{create_active_release, create_clusters, create_org, https_trusting};
+use shoal_e2e::{token_of, ServerProc};
 
 const GV: &str = "/apis/shoal.io/v1alpha1";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -34,45 +26,15 @@ async fn main() -> Result<()> {
     let samples = env_usize("SHOAL_BENCH_SAMPLES", 50);
     let server = ServerProc::start()?;
     let admin = server.client().await?;
-    let org = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}});
-    let (code, v) = raw(
-        &admin,
-        "POST",
-        &format!("{GV}/organizations"),
-        "application/json",
-        serde_json::to_vec(&org)?,
-    )
-    .await?;
-    ensure!(code == 201, "creating org: {code} {v}");
-    ensure_release(&admin, "test-1").await?;
-    for i in 0..clusters {
-        let body = json!({
-            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
-            "metadata": {"name": format!("c{i:05}"), "namespace": "org-acme"},
-            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
-        });
-        let (code, v) = raw(
-            &admin,
-            "POST",
-            &format!("{GV}/namespaces/org-acme/clusters"),
-            "application/json",
-            serde_json::to_vec(&body)?,
-        )
-        .await?;
-        ensure!(code == 201, "creating cluster {i}: {code} {v}");
-    }
+    create_org(&admin, "acme").await?;
+    // Active, so the controllers give every cluster its Machine.
+    create_active_release(&admin, "bench-1").await?;
+    create_clusters(&admin, "org-acme", "bench-1", clusters).await?;
 
-    let kc: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
-    let ca = kc
-        .pointer("/clusters/0/cluster/certificate-authority-data")
-        .and_then(serde_json::Value::as_str)
-        .context("no CA in the admin kubeconfig")?;
-    let pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
     let http = || {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        https_trusting(&server.kubeconfig())?
             .build()
+            .map_err(anyhow::Error::from)
     };
     let (scrape_client, api_client) = (http()?, http()?);
     let bearer = format!("Bearer {}", token_of(&server.kubeconfig())?);
@@ -97,7 +59,12 @@ async fn main() -> Result<()> {
             break text;
         }
         if Instant::now() > deadline {
-            bail!("the controllers made {machines} of {clusters} machines in 300 s");
+            let fleet: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("shoal_cluster") || l.starts_with("shoal_machine"))
+                .take(5)
+                .collect();
+            bail!("the controllers made {machines} of {clusters} machines in 300 s; fleet series: {fleet:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };

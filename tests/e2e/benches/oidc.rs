@@ -13,19 +13,13 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use serde_json::json;
+use shoal_e2e::bench::env_usize;
 use shoal_e2e::bench::p50_p99;
 use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
 use shoal_e2e::{client_for, ensure_release, kubeconfig_with_token, raw, ServerProc};
 
 const JSON: &str = "application/json";
 const GV: &str = "/apis/shoal.io/v1alpha1";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -10,20 +10,12 @@
 //!   the same cluster-wide list straight from the API as JSON; p50 and p99, and the
 //!   ratio of the page to the list alone.
 
-use anyhow::{ensure, Context, Result};
-use base64::Engine as _;
-use serde_json::json;
-use shoal_e2e::bench::{interleaved, p50_p99};
-use shoal_e2e::{ensure_release, raw, token_of, ServerProc};
+use anyhow::{ensure, Result};
+use shoal_e2e::bench::{env_usize, interleaved, p50_p99};
+use shoal_e2e::fixtures::{create_clusters, create_org, https_trusting};
+use shoal_e2e::{ensure_release, token_of, ServerProc};
 
 const GV: &str = "/apis/shoal.io/v1alpha1";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -31,46 +23,15 @@ async fn main() -> Result<()> {
     let samples = env_usize("SHOAL_BENCH_SAMPLES", 50);
     let server = ServerProc::start_with(&["--controllers=false"])?;
     let admin = server.client().await?;
-    let org = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}});
-    let (code, v) = raw(
-        &admin,
-        "POST",
-        &format!("{GV}/organizations"),
-        "application/json",
-        serde_json::to_vec(&org)?,
-    )
-    .await?;
-    ensure!(code == 201, "creating org: {code} {v}");
+    create_org(&admin, "acme").await?;
     ensure_release(&admin, "test-1").await?;
-    for i in 0..clusters {
-        let body = json!({
-            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
-            "metadata": {"name": format!("c{i:05}"), "namespace": "org-acme"},
-            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
-        });
-        let (code, v) = raw(
-            &admin,
-            "POST",
-            &format!("{GV}/namespaces/org-acme/clusters"),
-            "application/json",
-            serde_json::to_vec(&body)?,
-        )
-        .await?;
-        ensure!(code == 201, "creating cluster {i}: {code} {v}");
-    }
+    create_clusters(&admin, "org-acme", "test-1", clusters).await?;
 
-    let kc: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
-    let ca = kc
-        .pointer("/clusters/0/cluster/certificate-authority-data")
-        .and_then(serde_json::Value::as_str)
-        .context("no CA in the admin kubeconfig")?;
-    let pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
     let http = || {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        https_trusting(&server.kubeconfig())?
             .redirect(reqwest::redirect::Policy::none())
             .build()
+            .map_err(anyhow::Error::from)
     };
     let (page_client, api_client) = (http()?, http()?);
     let token = token_of(&server.kubeconfig())?;

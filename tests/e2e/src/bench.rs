@@ -154,3 +154,12 @@ pub async fn api_watch_latency(
     }
     Ok(latencies)
 }
+
+/// The value of environment variable `name` as a count, or `default` when it is
+/// unset or not a number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

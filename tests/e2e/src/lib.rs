@@ -15,6 +15,7 @@ use kube::{Client, Config};
 pub mod bench;
 pub mod connect_proxy;
 pub mod etcd;
+pub mod fixtures;
 pub mod fleet;
 pub mod guestctl;
 pub mod hosts;

@@ -2,10 +2,10 @@
 //! the clusters page as each token sees it, over HTTPS with a cookie jar.
 
 use anyhow::{ensure, Context, Result};
-use base64::Engine as _;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::json;
+use shoal_e2e::fixtures::{create_active_release, create_cluster, create_org, https_trusting};
 use shoal_e2e::{raw, token_of, ServerProc};
 
 const GV: &str = "/apis/shoal.io/v1alpha1";
@@ -13,15 +13,7 @@ const GV: &str = "/apis/shoal.io/v1alpha1";
 /// A browser-like client: it trusts the server's CA, keeps cookies and does not
 /// follow redirects, so each 303 can be checked.
 fn browser(server: &ServerProc) -> Result<reqwest::Client> {
-    let kc: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
-    let ca = kc
-        .pointer("/clusters/0/cluster/certificate-authority-data")
-        .and_then(serde_json::Value::as_str)
-        .context("no CA in the admin kubeconfig")?;
-    let pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
-    Ok(reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+    Ok(https_trusting(&server.kubeconfig())?
         .cookie_store(true)
         .redirect(Policy::none())
         .build()?)
@@ -63,34 +55,11 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
     let base = server.url();
     let admin = server.client().await?;
     for org in ["acme", "beta"] {
-        let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": org}, "spec": {}});
-        let (code, v) = raw(
-            &admin,
-            "POST",
-            &format!("{GV}/organizations"),
-            "application/json",
-            serde_json::to_vec(&body)?,
-        )
-        .await?;
-        ensure!(code == 201, "creating org {org}: {code} {v}");
+        create_org(&admin, org).await?;
     }
     shoal_e2e::ensure_release(&admin, "test-1").await?;
-    for (name, ns) in [("alpha-one", "org-acme"), ("beta-one", "org-beta")] {
-        let body = json!({
-            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"release": "test-1", "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
-        });
-        let (code, v) = raw(
-            &admin,
-            "POST",
-            &format!("{GV}/namespaces/{ns}/clusters"),
-            "application/json",
-            serde_json::to_vec(&body)?,
-        )
-        .await?;
-        ensure!(code == 201, "creating cluster {ns}/{name}: {code} {v}");
-    }
+    create_cluster(&admin, "org-acme", "alpha-one", "test-1").await?;
+    create_cluster(&admin, "org-beta", "beta-one", "test-1").await?;
 
     // Signed out: every page leads to the sign-in form, which labels its field.
     let ui = browser(&server)?;
@@ -294,33 +263,11 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     let server = ServerProc::start_with(&["--controllers=false"])?;
     let base = server.url();
     let admin = server.client().await?;
-    let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}, "spec": {}});
-    let (code, v) = raw(
-        &admin,
-        "POST",
-        &format!("{GV}/organizations"),
-        "application/json",
-        serde_json::to_vec(&body)?,
-    )
-    .await?;
-    ensure!(code == 201, "creating org acme: {code} {v}");
+    create_org(&admin, "acme").await?;
     // An active Release for the form and a deprecated one it must not offer; with
     // no controllers nothing boots, so the image paths are never read.
     shoal_e2e::ensure_release(&admin, "old-1").await?;
-    let release = json!({
-        "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "ui-1"},
-        "spec": {"kubernetesVersion": "1.31.2", "state": "active",
-                 "image": {"kernel": "/nonexistent/vmlinuz", "initrd": "/nonexistent/initrd.img"}}
-    });
-    let (code, v) = raw(
-        &admin,
-        "POST",
-        &format!("{GV}/releases"),
-        "application/json",
-        serde_json::to_vec(&release)?,
-    )
-    .await?;
-    ensure!(code == 201, "creating Release ui-1: {code} {v}");
+    create_active_release(&admin, "ui-1").await?;
 
     let owner = create_token(&server, "acme", "owner")?;
     let ui = browser(&server)?;
