@@ -414,7 +414,8 @@ pub struct AgentArgs {
     /// Seconds between full re-checks.
     #[arg(long, default_value_t = 5)]
     pub resync: u64,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); the Host
+    /// publishes it as metricsEndpoint, a wildcard address as --underlay-ip.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the gateway reaches this host's VMs (the forward endpoint). Default:

@@ -29,7 +29,7 @@ use kube::ResourceExt;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Cluster, Machine};
 use shoal_e2e::guestctl::{create, kubectl_until_ok, nodes, running_pods, text};
-use shoal_e2e::hosts::{links, nft_tables, start_agent_pair_with, Egress, Underlay};
+use shoal_e2e::hosts::{links, nft_tables, start_agent_pair_with, AgentProc, Egress, Underlay};
 use shoal_e2e::kubelab::NodeImage;
 use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
 use shoal_e2e::{free_port, kubectl_bin, shoal_bin, ServerProc};
@@ -320,6 +320,26 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "NodeReady"))
             .with_context(|| format!("machine {} has no NodeReady condition", m.name_any()))?;
         assert_eq!(cond.status, "True", "{}: {cond:?}", m.name_any());
+    }
+    // Every node's exporter (Debian's prometheus-node-exporter in the image) is
+    // scraped through its host's agent, as Prometheus does (issue 17).
+    for m in &ms {
+        let host_name = m
+            .spec
+            .host_name
+            .clone()
+            .context("a Machine without a host")?;
+        let host: shoal_api::Host = Api::all(client.clone()).get(&host_name).await?;
+        let endpoint = host
+            .status
+            .and_then(|s| s.metrics_endpoint)
+            .with_context(|| format!("Host {host_name} has no status.metricsEndpoint"))?;
+        let path = format!("/guests/{NS}/{}/metrics", m.name_any());
+        let (code, body) = AgentProc::metrics_get(&endpoint, &path)?;
+        assert_eq!(code, 200, "{path} on {host_name}: {body}");
+        for series in ["node_exporter_build_info", "node_cpu_seconds_total"] {
+            assert!(body.contains(series), "{path} has no {series}: {body:.500}");
+        }
     }
     let workers: Vec<&Machine> = ms
         .iter()

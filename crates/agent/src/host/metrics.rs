@@ -127,6 +127,17 @@ impl Metrics {
     }
 }
 
+/// The address Prometheus is told to scrape (the Host's `metricsEndpoint`): the
+/// listener's own address, except that a wildcard one (`0.0.0.0`, `::`), which no
+/// one can dial, is published as the host's underlay address on the same port.
+pub fn published_endpoint(local: SocketAddr, underlay: std::net::Ipv4Addr) -> String {
+    if local.ip().is_unspecified() {
+        SocketAddr::new(underlay.into(), local.port()).to_string()
+    } else {
+        local.to_string()
+    }
+}
+
 /// Binds the metrics listener in the agent's own namespace.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AgentError> {
     tokio::net::TcpListener::bind(addr)
@@ -551,5 +562,15 @@ mod tests {
         let own = get("/metrics").await;
         assert!(own.contains("shoal_agent_syncs_total"), "{own}");
         task.abort();
+    }
+
+    #[test]
+    fn a_wildcard_listener_is_published_on_the_underlay_address() {
+        let underlay = std::net::Ipv4Addr::new(10, 0, 0, 7);
+        let at = |a: &str| published_endpoint(a.parse().expect("an address"), underlay);
+        assert_eq!(at("0.0.0.0:9464"), "10.0.0.7:9464");
+        assert_eq!(at("[::]:9464"), "10.0.0.7:9464");
+        assert_eq!(at("127.0.0.1:9464"), "127.0.0.1:9464");
+        assert_eq!(at("192.168.1.5:9100"), "192.168.1.5:9100");
     }
 }

@@ -51,15 +51,11 @@ pub async fn run(
     let metrics_task = match cfg.metrics_listen {
         Some(addr) => {
             let listener = super::metrics::bind(addr).await?;
-            metrics_endpoint = Some(
-                listener
-                    .local_addr()
-                    .map_err(|source| AgentError::Io {
-                        what: "reading the metrics listener's address".into(),
-                        source,
-                    })?
-                    .to_string(),
-            );
+            let local = listener.local_addr().map_err(|source| AgentError::Io {
+                what: "reading the metrics listener's address".into(),
+                source,
+            })?;
+            metrics_endpoint = Some(super::metrics::published_endpoint(local, cfg.underlay));
             let m = metrics.clone();
             let g = guests.clone();
             Some(tokio::spawn(async move {
