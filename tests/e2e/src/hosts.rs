@@ -395,10 +395,23 @@ impl AgentProc {
     /// `GET path` on the agent's metrics listener at `endpoint` (`address:port`, as
     /// in `Host.status.metricsEndpoint`): the status code and the body.
     pub fn metrics_get(endpoint: &str, path: &str) -> Result<(u16, String)> {
+        Self::metrics_get_within(endpoint, path, None)
+    }
+
+    /// [`AgentProc::metrics_get`] as Prometheus sends it with a scrape timeout of
+    /// `scrape_timeout` seconds (`X-Prometheus-Scrape-Timeout-Seconds`).
+    pub fn metrics_get_within(
+        endpoint: &str,
+        path: &str,
+        scrape_timeout: Option<u64>,
+    ) -> Result<(u16, String)> {
         let mut s =
             TcpStream::connect(endpoint).with_context(|| format!("connecting to {endpoint}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes())?;
+        s.set_read_timeout(Some(Duration::from_secs(15 + scrape_timeout.unwrap_or(0))))?;
+        let header = scrape_timeout
+            .map(|t| format!("X-Prometheus-Scrape-Timeout-Seconds: {t}\r\n"))
+            .unwrap_or_default();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n{header}\r\n").as_bytes())?;
         let mut answer = String::new();
         std::io::Read::read_to_string(&mut s, &mut answer)?;
         let (head, body) = answer
@@ -574,5 +587,17 @@ pub async fn start_agent_pair_with(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes network namespace `.0` when dropped: for a namespace a test had a
+/// server create (the local agent's `--local-agent-netns`).
+pub struct NetnsGuard(pub String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
     }
 }

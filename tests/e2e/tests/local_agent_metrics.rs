@@ -10,20 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use kube::Api;
 use shoal_api::Host;
-use shoal_e2e::hosts::AgentProc;
+use shoal_e2e::hosts::{AgentProc, NetnsGuard};
 use shoal_e2e::ServerProc;
 
 /// Deletes the local agent's namespace when the test ends, however it ends.
-struct NetnsGuard(String);
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_agent_serves_its_own_and_its_guests_metrics() -> Result<()> {
     let netns = format!("sglm{}", std::process::id());

@@ -1,5 +1,6 @@
 //! Monitoring end to end, with Debian's real Prometheus and Alertmanager started
-//! by `shoal server --monitoring`: they discover the server, both agents and the
+//! by `shoal server --monitoring`: they discover the server, its local agent (host
+//! `h1`), the agent of a second host (`h2`, in a namespace of its own) and the
 //! guest node through `/sd/prometheus`, the key series carry their labels, and a
 //! host whose agent is killed fires `ShoalHostNotReady` in Prometheus and reaches
 //! Alertmanager within the rule's `for` plus two scrape intervals (after the
@@ -12,7 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use kube::api::Api;
 use serde_json::Value;
 use shoal_api::{Cluster, ClusterPhase, Host};
-use shoal_e2e::hosts::{start_agent_pair, Underlay};
+use shoal_e2e::hosts::{AgentProc, NetnsGuard, Underlay};
 use shoal_e2e::{free_ports, token_of, workspace_root, ServerProc};
 
 const ORG: &str = "acme";
@@ -160,6 +161,31 @@ impl Drop for Children {
     }
 }
 
+/// Waits until every Host in `names` reports Ready.
+async fn wait_hosts_ready(client: &kube::Client, names: &[&str]) -> Result<()> {
+    let api: Api<Host> = Api::all(client.clone());
+    poll("every Host Ready", Duration::from_secs(60), async || {
+        let mut not_ready = Vec::new();
+        for name in names {
+            let ready = api.get_opt(name).await?.is_some_and(|h| {
+                h.status.is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            });
+            if !ready {
+                not_ready.push(*name);
+            }
+        }
+        Ok((
+            not_ready.is_empty().then_some(()),
+            format!("not Ready: {not_ready:?}"),
+        ))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     need("prometheus")?;
@@ -173,7 +199,17 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     let am_listen = format!("127.0.0.1:{am_port}");
     let images_arg = images.display().to_string();
     let scrape = SCRAPE_SECS.to_string();
+    // The server's own agent is host h1, in a namespace of its own.
+    let local_ns = format!("mo{}l", std::process::id());
+    let _local_ns = NetnsGuard(local_ns.clone());
     let server = ServerProc::start_with(&[
+        "--local-agent=true",
+        "--local-agent-netns",
+        &local_ns,
+        "--local-agent-name",
+        "h1",
+        "--local-agent-accel",
+        "tcg",
         "--monitoring",
         "--prometheus-listen",
         &prom_listen,
@@ -194,7 +230,16 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     server.shoal_ok(&["org", "create", ORG])?;
     server.shoal_ok(&["org", "create", "other"])?;
     let dir = tempfile::tempdir()?;
-    let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
+    let mut h2 = AgentProc::start_with_args(
+        &server.kubeconfig(),
+        "h2",
+        &hosts.names[1],
+        hosts.underlay(1),
+        dir.path(),
+        Some(1),
+        &[],
+    )?;
+    wait_hosts_ready(&client, &["h1", "h2"]).await?;
     server.shoal_ok(&[
         "cluster",
         "create",
@@ -362,7 +407,7 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
 
     // Kill the agent of h2: its lease expires, the Host turns NotReady, and the
     // alert fires after its `for` (1m) and reaches Alertmanager.
-    agents[1].kill9()?;
+    h2.kill9()?;
     let killed = Instant::now();
     let not_ready = poll(
         "h2 NotReady in the API",
@@ -435,8 +480,7 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
         },
     )
     .await?;
-    agents[0].stop()?;
-    // A graceful stop of the server stops its children.
+    // A graceful stop of the server stops its children (and its local agent).
     let mut server = server;
     server.stop()?;
     for name in ["prometheus", "alertmanager"] {

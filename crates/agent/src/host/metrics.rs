@@ -151,8 +151,29 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AgentErro
 /// The port of the guests' node exporter (shoal-guest's `exporter::EXPORTER_PORT`;
 /// the agent does not depend on the guest crate).
 pub const GUEST_EXPORTER_PORT: u16 = 9100;
-/// How long scraping one guest may take, from dialing to the end of its answer.
-pub const GUEST_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long scraping one guest may take, from dialing to the end of its answer,
+/// when the request does not say (Prometheus's own default `scrape_timeout`).
+pub const GUEST_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest scrape a request may ask for.
+const MAX_GUEST_SCRAPE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Prometheus sends its scrape timeout in this header.
+const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
+
+/// How long a guest scrape may take: Prometheus's own timeout from its
+/// `X-Prometheus-Scrape-Timeout-Seconds` header less half a second, so the agent
+/// answers (with a 502 that says why) before Prometheus gives up, within 1 to 60 s;
+/// [`GUEST_SCRAPE_TIMEOUT`] without a readable header.
+pub fn scrape_budget(header: Option<&str>) -> Duration {
+    let asked = header
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0);
+    match asked {
+        Some(secs) => {
+            Duration::from_secs_f64((secs - 0.5).clamp(1.0, MAX_GUEST_SCRAPE_TIMEOUT.as_secs_f64()))
+        }
+        None => GUEST_SCRAPE_TIMEOUT,
+    }
+}
 /// The largest guest answer passed on.
 const MAX_GUEST_ANSWER: u64 = 16 << 20;
 /// The content type of Prometheus' text format.
@@ -241,11 +262,13 @@ pub enum GuestScrapeError {
         /// What is wrong with it.
         why: String,
     },
-    /// The scrape took longer than [`GUEST_SCRAPE_TIMEOUT`].
-    #[error("scraping {target}: no complete answer within {}s", GUEST_SCRAPE_TIMEOUT.as_secs())]
+    /// The scrape took longer than its budget ([`scrape_budget`]).
+    #[error("scraping {target}: no complete answer within {:.1}s", budget.as_secs_f64())]
     Timeout {
         /// The exporter's address.
         target: SocketAddrV4,
+        /// The time it had.
+        budget: Duration,
     },
 }
 
@@ -298,15 +321,25 @@ impl Guests {
     }
 
     /// Scrapes Machine `namespace/machine`'s exporter: its metrics text.
-    pub async fn scrape(&self, namespace: &str, machine: &str) -> Result<String, GuestScrapeError> {
+    /// It may take `budget`.
+    pub async fn scrape(
+        &self,
+        namespace: &str,
+        machine: &str,
+        budget: Duration,
+    ) -> Result<String, GuestScrapeError> {
         let target = self.target(namespace, machine)?;
-        scrape(self.netns.clone(), target).await
+        scrape(self.netns.clone(), target, budget).await
     }
 }
 
 /// Sends `GET /metrics HTTP/1.0` to `target` from inside `netns` and returns the
-/// body of its 200 answer, all within [`GUEST_SCRAPE_TIMEOUT`].
-pub async fn scrape(netns: NetNs, target: SocketAddrV4) -> Result<String, GuestScrapeError> {
+/// body of its 200 answer, all within `budget`.
+pub async fn scrape(
+    netns: NetNs,
+    target: SocketAddrV4,
+    budget: Duration,
+) -> Result<String, GuestScrapeError> {
     let exchange = async {
         let mut conn = connect_in(netns, target)
             .await
@@ -329,9 +362,9 @@ pub async fn scrape(netns: NetNs, target: SocketAddrV4) -> Result<String, GuestS
         }
         parse_answer(&answer).map_err(|why| GuestScrapeError::BadAnswer { target, why })
     };
-    tokio::time::timeout(GUEST_SCRAPE_TIMEOUT, exchange)
+    tokio::time::timeout(budget, exchange)
         .await
-        .map_err(|_| GuestScrapeError::Timeout { target })?
+        .map_err(|_| GuestScrapeError::Timeout { target, budget })?
 }
 
 /// The body of an HTTP/1.x answer if its status is 200, or what is wrong with it.
@@ -358,9 +391,15 @@ pub fn parse_answer(answer: &[u8]) -> Result<String, String> {
 async fn guest_metrics(
     State(guests): State<GuestsCell>,
     Path((namespace, machine)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    let budget = scrape_budget(
+        headers
+            .get(SCRAPE_TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
     let result = match guests.get() {
-        Some(g) => g.scrape(&namespace, &machine).await,
+        Some(g) => g.scrape(&namespace, &machine, budget).await,
         None => Err(GuestScrapeError::NotReady),
     };
     match result {
@@ -477,7 +516,11 @@ mod tests {
     fn dial_failures_and_timeouts_are_502_and_a_starting_agent_503() {
         let target: SocketAddrV4 = "10.9.0.11:9100".parse().expect("an address");
         assert_eq!(
-            GuestScrapeError::Timeout { target }.status(),
+            GuestScrapeError::Timeout {
+                target,
+                budget: GUEST_SCRAPE_TIMEOUT
+            }
+            .status(),
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(
@@ -524,13 +567,17 @@ mod tests {
             req
         });
         let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        let text = scrape(NetNs::current(), target).await.expect("scraped");
+        let text = scrape(NetNs::current(), target, GUEST_SCRAPE_TIMEOUT)
+            .await
+            .expect("scraped");
         assert_eq!(text, "node_load1 0.5\n");
         let req = served.await.expect("served");
         assert!(req.starts_with("GET /metrics HTTP/1.0\r\n"), "{req:?}");
 
         // Nothing listens on the port any more: a dial failure is 502.
-        let e = scrape(NetNs::current(), target).await.expect_err("refused");
+        let e = scrape(NetNs::current(), target, GUEST_SCRAPE_TIMEOUT)
+            .await
+            .expect_err("refused");
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY, "{e}");
 
         // Through the listener: an unknown machine is 404, and before the caches
@@ -572,5 +619,25 @@ mod tests {
         assert_eq!(at("[::]:9464"), "10.0.0.7:9464");
         assert_eq!(at("127.0.0.1:9464"), "127.0.0.1:9464");
         assert_eq!(at("192.168.1.5:9100"), "192.168.1.5:9100");
+    }
+
+    #[test]
+    fn the_scrape_budget_follows_prometheus_timeout_header() {
+        assert_eq!(scrape_budget(None), GUEST_SCRAPE_TIMEOUT);
+        assert_eq!(scrape_budget(Some("10")), Duration::from_millis(9500));
+        assert_eq!(scrape_budget(Some(" 2.5 ")), Duration::from_secs(2));
+        assert_eq!(
+            scrape_budget(Some("1")),
+            Duration::from_secs(1),
+            "at least 1 s"
+        );
+        assert_eq!(
+            scrape_budget(Some("600")),
+            Duration::from_secs(60),
+            "at most 60 s"
+        );
+        for bad in ["", "soon", "-3", "0", "NaN", "inf"] {
+            assert_eq!(scrape_budget(Some(bad)), GUEST_SCRAPE_TIMEOUT, "{bad:?}");
+        }
     }
 }
