@@ -17,16 +17,9 @@ const GV: &str = "/apis/shoal.io/v1alpha1";
 pub async fn create_org(admin: &Client, name: &str) -> Result<()> {
     let body = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
                       "metadata": {"name": name}, "spec": {}});
-    let (code, v) = raw(
-        admin,
-        "POST",
-        &format!("{GV}/organizations"),
-        "application/json",
-        serde_json::to_vec(&body)?,
-    )
-    .await?;
-    ensure!(code == 201, "creating organization {name}: {code} {v}");
-    Ok(())
+    post_created(admin, &format!("{GV}/organizations"), &body)
+        .await
+        .with_context(|| format!("creating organization {name}"))
 }
 
 /// Creates Cluster `namespace/name` on `release`: one control-plane node of 2 vCPUs,
@@ -43,19 +36,13 @@ pub async fn create_cluster(
         "spec": {"release": release,
                  "controlPlane": {"replicas": 1, "cpu": 2, "memory": "2Gi", "disk": "10Gi"}},
     });
-    let (code, v) = raw(
+    post_created(
         admin,
-        "POST",
         &format!("{GV}/namespaces/{namespace}/clusters"),
-        "application/json",
-        serde_json::to_vec(&body)?,
+        &body,
     )
-    .await?;
-    ensure!(
-        code == 201,
-        "creating cluster {namespace}/{name}: {code} {v}"
-    );
-    Ok(())
+    .await
+    .with_context(|| format!("creating cluster {namespace}/{name}"))
 }
 
 /// Creates `count` clusters `c00000`, `c00001`, … in `namespace` (see [`create_cluster`]).
@@ -91,14 +78,21 @@ pub async fn create_active_release(admin: &Client, name: &str) -> Result<()> {
         "spec": {"kubernetesVersion": NODE_IMAGE.kubernetes_version, "state": "active",
                  "image": {"kernel": "/nonexistent/vmlinuz", "initrd": "/nonexistent/initrd.img"}}
     });
+    post_created(admin, &format!("{GV}/releases"), &body)
+        .await
+        .with_context(|| format!("creating release {name}"))
+}
+
+/// POSTs `body` to `path` as the admin and expects 201 Created.
+async fn post_created(admin: &Client, path: &str, body: &serde_json::Value) -> Result<()> {
     let (code, v) = raw(
         admin,
         "POST",
-        &format!("{GV}/releases"),
+        path,
         "application/json",
-        serde_json::to_vec(&body)?,
+        serde_json::to_vec(body)?,
     )
     .await?;
-    ensure!(code == 201, "creating release {name}: {code} {v}");
+    ensure!(code == 201, "POST {path}: {code} {v}");
     Ok(())
 }
