@@ -2,7 +2,8 @@
 //! agent) share as clients of the API: one watch cache per kind with a fan-out of
 //! every change, finalizer and condition helpers, deletes that ignore what is
 //! already gone, task teardown, error rendering, the probe of a guest API's
-//! `/readyz`, and a client of a guest API through the gateway.
+//! `/readyz`, a client of a guest API through the gateway, and the browser
+//! session cookie of the web UI and the monitoring front ends.
 //!
 //! It depends only on `shoal-api`; nothing here talks to the store or the API
 //! server's internals.
@@ -13,6 +14,7 @@ pub mod conditions;
 pub mod finalizer;
 pub mod guest;
 pub mod readyz;
+pub mod session;
 pub mod task;
 pub mod watch;
 

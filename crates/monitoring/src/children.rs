@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::config::{alertmanager_yml, prometheus_yml, PrometheusInputs, ALERT_RULES};
+use crate::proxy::FrontEnd;
 
 /// Where the children listen and what they run.
 #[derive(Clone, Debug)]
@@ -26,7 +27,8 @@ pub struct MonitoringConfig {
     pub prometheus_bin: PathBuf,
     /// The Alertmanager binary (Debian: `prometheus-alertmanager`).
     pub alertmanager_bin: PathBuf,
-    /// The API server's URL.
+    /// The API server's URL; the children's front ends are served under it
+    /// (see [`crate::proxy`]).
     pub server_url: String,
     /// The CA of the API server's certificate.
     pub ca_file: PathBuf,
@@ -132,6 +134,11 @@ impl Monitoring {
                 format!("--config.file={}", text(&alertmanager_config)),
                 format!("--storage.path={}", text(&dir.join("alertmanager-data"))),
                 format!("--web.listen-address={}", cfg.alertmanager_listen),
+                format!(
+                    "--web.external-url={}",
+                    FrontEnd::Alertmanager.external_url(&cfg.server_url)
+                ),
+                "--web.route-prefix=/".into(),
                 // A single Alertmanager: no gossip port.
                 "--cluster.listen-address=".into(),
             ],
@@ -143,6 +150,13 @@ impl Monitoring {
                 format!("--config.file={}", text(&prometheus_config)),
                 format!("--storage.tsdb.path={}", text(&dir.join("prometheus-data"))),
                 format!("--web.listen-address={}", cfg.prometheus_listen),
+                // Links and alerts point at the server's /monitoring/prometheus/;
+                // the child still serves at its root, where the proxy forwards.
+                format!(
+                    "--web.external-url={}",
+                    FrontEnd::Prometheus.external_url(&cfg.server_url)
+                ),
+                "--web.route-prefix=/".into(),
                 "--web.enable-lifecycle".into(),
             ],
             &dir.join("prometheus.log"),

@@ -8,9 +8,13 @@
 //! - [`config`]: the `prometheus.yml` and `alertmanager.yml` for an install.
 //! - [`children`]: Debian's Prometheus and Alertmanager run as child processes of
 //!   the all-in-one server (`shoal server --monitoring`).
+//! - [`proxy`]: their front ends at `/monitoring/prometheus/` and
+//!   `/monitoring/alertmanager/` on the API's TLS listener, for administrators.
 
+mod access;
 pub mod children;
 pub mod config;
+pub mod proxy;
 pub mod sd;
 
 /// The scrape jobs, as named in `deploy/README.md` and the alert rules.

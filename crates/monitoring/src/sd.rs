@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -22,6 +22,7 @@ use shoal_api::resources::machine::MachinePhase;
 use shoal_api::resources::organization::org_namespace;
 use shoal_api::{Host, Machine, Organization};
 
+use crate::access::{bearer, status, user_client};
 use crate::Job;
 
 /// The path the discovery is served on.
@@ -70,31 +71,6 @@ pub struct TargetGroup {
 #[derive(Debug, Deserialize)]
 struct SdQuery {
     job: Option<String>,
-}
-
-/// A Kubernetes `Status` answer.
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    });
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?.trim();
-    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// Who is asking, as far as discovery cares.
@@ -176,9 +152,7 @@ async fn discover(
 }
 
 async fn targets(config: &SdConfig, token: &str, job: Job) -> Result<Vec<TargetGroup>, SdError> {
-    let mut api = config.api.clone();
-    api.auth_info.token = Some(token.to_owned().into());
-    let user = kube::Client::try_from(api).map_err(|source| SdError::Api {
+    let user = user_client(&config.api, token).map_err(|source| SdError::Api {
         what: "a client",
         source,
     })?;

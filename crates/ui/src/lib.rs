@@ -3,7 +3,7 @@
 //! Every page is rendered on the server from the public API, called with the
 //! signed-in user's own bearer token through a kube-rs client, so the UI can see
 //! and do exactly what that token may. It must not depend on the API server's
-//! internals or the store: peer crates share only `shoal-api`.
+//! internals or the store: peer crates share only `shoal-api` and `shoal-kube`.
 //!
 //! Pages work without JavaScript. Sign-in takes a Shoal token; OIDC sign-in is a
 //! later slice (issue 16).
@@ -12,7 +12,8 @@ mod create;
 mod detail;
 mod html;
 mod pages;
-mod session;
+
+use shoal_kube::session;
 
 use axum::routing::{get, post};
 use axum::Router;

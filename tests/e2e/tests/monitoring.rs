@@ -5,7 +5,9 @@
 //! host whose agent is killed fires `ShoalHostNotReady` in Prometheus and reaches
 //! Alertmanager within the rule's `for` plus two scrape intervals (after the
 //! heartbeat lease has expired). Discovery refuses requests without a valid token
-//! and shows a tenant only its own organization's guests.
+//! and shows a tenant only its own organization's guests. The front ends are
+//! opened through the server's TLS listener (`/monitoring/…`), by administrators
+//! only.
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +163,153 @@ impl Drop for Children {
     }
 }
 
+/// The front ends on the server's TLS listener: refused without a token (a
+/// browser is sent to the UI's sign-in), with a bad one and to a tenant; open to
+/// an administrator by bearer token or the UI's session cookie, with the
+/// children's links pointing back through the server and their lifecycle
+/// endpoints kept from callers.
+async fn front_ends(server: &ServerProc, admin: &str, tenant: &str) -> Result<()> {
+    let https = shoal_e2e::fixtures::https_trusting(&server.kubeconfig())?
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let prom = format!("{}/monitoring/prometheus", server.url());
+    let am = format!("{}/monitoring/alertmanager", server.url());
+    let up = format!("{prom}/api/v1/query?query=up");
+    let get = |url: &str, token: Option<&str>| {
+        let mut req = https.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let r = get(&up, None).await?;
+    let code = r.status().as_u16();
+    let body: Value = r.json().await?;
+    ensure!(
+        code == 401
+            && body["kind"] == "Status"
+            && body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Bearer")),
+        "no token: {code} {body}"
+    );
+    let r = https
+        .get(format!("{prom}/graph"))
+        .header(reqwest::header::ACCEPT, "text/html")
+        .send()
+        .await?;
+    let location = r.headers().get(reqwest::header::LOCATION).cloned();
+    ensure!(
+        r.status().is_redirection() && location.as_ref().is_some_and(|l| l == "/ui/sign-in"),
+        "a browser without a session: {} {location:?}",
+        r.status()
+    );
+    let r = get(&up, Some("shoal.not-a-token")).await?;
+    ensure!(r.status() == 401, "a bad token: {}", r.status());
+    let r = get(&up, Some(tenant)).await?;
+    let code = r.status().as_u16();
+    let body: Value = r.json().await?;
+    ensure!(
+        code == 403
+            && body["reason"] == "Forbidden"
+            && body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("administrators")),
+        "a tenant: {code} {body}"
+    );
+    let r = get(&format!("{am}/api/v2/status"), Some(tenant)).await?;
+    ensure!(
+        r.status() == 403,
+        "a tenant at Alertmanager: {}",
+        r.status()
+    );
+
+    // An administrator queries Prometheus's HTTP API through the server.
+    let r = get(&up, Some(admin)).await?;
+    let code = r.status().as_u16();
+    let body: Value = r.json().await?;
+    let series = body["data"]["result"].as_array().map_or(0, Vec::len);
+    ensure!(
+        code == 200 && body["status"] == "success" && series >= 4,
+        "up through the server: {code} {body}"
+    );
+    // A browser signed in to the UI opens Prometheus's pages (Debian ships its
+    // classic UI) and their assets; links and redirects stay under the prefix.
+    let session = format!("shoal_token={admin}");
+    let browse = |path: String| {
+        https
+            .get(format!("{prom}{path}"))
+            .header(reqwest::header::COOKIE, &session)
+            .send()
+    };
+    let r = browse("/classic/graph".into()).await?;
+    let code = r.status();
+    let page = r.text().await?;
+    let asset = page
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        code == 200 && asset.starts_with("/monitoring/prometheus/classic/static/"),
+        "the graph page with a session: {code}, first script {asset:?}: {}",
+        page.chars().take(600).collect::<String>()
+    );
+    let path = asset
+        .trim_start_matches("/monitoring/prometheus")
+        .to_owned();
+    let r = browse(path).await?;
+    ensure!(
+        r.status() == 200,
+        "{asset} through the server: {}",
+        r.status()
+    );
+    for path in ["/", "/graph"] {
+        let r = browse(path.into()).await?;
+        let location = r.headers().get(reqwest::header::LOCATION).cloned();
+        ensure!(
+            r.status().is_redirection()
+                && location.as_ref().is_some_and(|l| l
+                    .to_str()
+                    .is_ok_and(|l| l.starts_with("/monitoring/prometheus/"))),
+            "{path} redirects within the prefix: {} {location:?}",
+            r.status()
+        );
+    }
+    let r = get(&prom, Some(admin)).await?;
+    ensure!(
+        r.status().is_redirection(),
+        "{prom} without a slash: {}",
+        r.status()
+    );
+    // Lifecycle endpoints stay with the server.
+    let r = https
+        .post(format!("{prom}/-/quit"))
+        .bearer_auth(admin)
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 403,
+        "POST /-/quit through the server: {}",
+        r.status()
+    );
+    let r = get(&format!("{prom}/-/healthy"), Some(admin)).await?;
+    ensure!(
+        r.status() == 200,
+        "Prometheus after the refused quit: {}",
+        r.status()
+    );
+    let r = get(&format!("{am}/api/v2/status"), Some(admin)).await?;
+    let code = r.status();
+    let body: Value = r.json().await?;
+    ensure!(
+        code == 200 && body["config"]["original"].is_string(),
+        "Alertmanager's status through the server: {code} {body}"
+    );
+    Ok(())
+}
+
 /// Waits until every Host in `names` reports Ready.
 async fn wait_hosts_ready(client: &kube::Client, names: &[&str]) -> Result<()> {
     let api: Api<Host> = Api::all(client.clone());
@@ -224,7 +373,6 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     ])?;
     let _children = Children(server.data_dir.join("monitoring"));
     let prom = format!("http://{prom_listen}");
-    let am = format!("http://{am_listen}");
     let http = reqwest::Client::new();
     let client = server.client().await?;
     server.shoal_ok(&["org", "create", ORG])?;
@@ -404,6 +552,7 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
             ensure!(found.len() == 2, "{found:?}");
         }
     }
+    front_ends(&server, &admin, &acme).await?;
 
     // Kill the agent of h2: its lease expires, the Host turns NotReady, and the
     // alert fires after its `for` (1m) and reaches Alertmanager.
@@ -462,11 +611,19 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
         h1_firing.is_empty(),
         "h1 is Ready but alerts: {h1_firing:?}"
     );
+    // Alertmanager, asked through the server as an administrator.
+    let admin_https = shoal_e2e::fixtures::https_trusting(&server.kubeconfig())?
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {admin}").parse()?,
+        )]))
+        .build()?;
+    let am_proxied = format!("{}/monitoring/alertmanager", server.url());
     poll(
         "the alert in Alertmanager",
         Duration::from_secs(30),
         async || {
-            let body = get_json(&http, &format!("{am}/api/v2/alerts")).await?;
+            let body = get_json(&admin_https, &format!("{am_proxied}/api/v2/alerts")).await?;
             let hit = body.as_array().is_some_and(|a| {
                 a.iter().any(|x| {
                     x["labels"]["alertname"] == "ShoalHostNotReady"

@@ -256,8 +256,16 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
     server.add_routes(shoal_monitoring::sd::router(
         shoal_monitoring::sd::SdConfig::new(ui_api.clone(), internal, server_target),
     ));
+    let ui_api_for_proxy = ui_api.clone();
     server.add_routes(shoal_ui::router(shoal_ui::UiConfig::new(ui_api)));
     let monitoring = if args.monitoring {
+        server.add_routes(shoal_monitoring::proxy::router(
+            shoal_monitoring::proxy::ProxyConfig::new(
+                ui_api_for_proxy,
+                args.prometheus_listen,
+                args.alertmanager_listen,
+            ),
+        ));
         Some(start_monitoring(args, &server, admin_token)?)
     } else {
         None
@@ -374,8 +382,11 @@ fn start_monitoring(
     };
     let running = shoal_monitoring::children::Monitoring::start(&cfg)
         .map_err(|e| ServeError::Monitoring(e.to_string()))?;
+    use shoal_monitoring::proxy::FrontEnd;
     println!(
-        "monitoring: Prometheus {} and Alertmanager {} (configuration in {})",
+        "monitoring: Prometheus {} and Alertmanager {} for administrators (children on {} and {}; configuration in {})",
+        FrontEnd::Prometheus.external_url(&cfg.server_url),
+        FrontEnd::Alertmanager.external_url(&cfg.server_url),
         running.prometheus_url,
         running.alertmanager_url,
         cfg.dir.display()

@@ -1,12 +1,14 @@
-//! The session: the user's bearer token in an HttpOnly, SameSite=Strict, Secure
-//! cookie. The UI is served only on the API's TLS listener, so the cookie is
-//! always Secure.
+//! The browser session: the user's bearer token in an HttpOnly, SameSite=Strict,
+//! Secure cookie for the whole server (`Path=/`), set by the web UI's sign-in and
+//! read by the UI and the monitoring front ends. Both are served only on the
+//! API's TLS listener, so the cookie is always Secure; the API itself reads only
+//! `Authorization` headers, never the cookie.
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 
 /// The cookie that holds the token.
-const COOKIE_NAME: &str = "shoal_token";
+pub const COOKIE_NAME: &str = "shoal_token";
 
 /// The signed-in user's token from the request's cookies, if any.
 pub fn token(headers: &HeaderMap) -> Option<String> {
@@ -37,7 +39,7 @@ pub fn cookie_safe(token: &str) -> bool {
 /// The `Set-Cookie` header that stores `token` for the browser session.
 pub fn set(headers: &mut HeaderMap, token: &str) -> Result<(), http::header::InvalidHeaderValue> {
     let value = HeaderValue::from_str(&format!(
-        "{COOKIE_NAME}={token}; Path=/ui; HttpOnly; Secure; SameSite=Strict"
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; Secure; SameSite=Strict"
     ))?;
     headers.append(SET_COOKIE, value);
     Ok(())
@@ -48,7 +50,7 @@ pub fn clear(headers: &mut HeaderMap) {
     headers.append(
         SET_COOKIE,
         HeaderValue::from_static(
-            "shoal_token=; Path=/ui; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+            "shoal_token=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
         ),
     );
 }
@@ -92,7 +94,7 @@ mod tests {
             "HttpOnly",
             "Secure",
             "SameSite=Strict",
-            "Path=/ui",
+            "Path=/",
         ] {
             assert!(v.contains(part), "{v} lacks {part}");
         }
