@@ -2,7 +2,8 @@
 //! server: their configuration is generated into the data directory, and they
 //! stop when the server stops (each child is also killed on drop). Their PIDs are
 //! written beside their configuration (`prometheus.pid`, `alertmanager.pid`) so
-//! that they can be stopped after a server that was killed with SIGKILL.
+//! that they can be stopped after a server that was killed with SIGKILL; a
+//! graceful stop removes them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,7 @@ pub enum MonitoringError {
 pub struct Monitoring {
     prometheus: Child,
     alertmanager: Child,
+    dir: PathBuf,
     /// Prometheus's URL.
     pub prometheus_url: String,
     /// Alertmanager's URL.
@@ -170,14 +172,19 @@ impl Monitoring {
         Ok(Self {
             prometheus,
             alertmanager,
+            dir: dir.clone(),
             prometheus_url: format!("http://{}", cfg.prometheus_listen),
             alertmanager_url: format!("http://{}", cfg.alertmanager_listen),
         })
     }
 
-    /// Stops both children: SIGTERM, then SIGKILL after `grace`.
+    /// Stops both children: SIGTERM, then SIGKILL after `grace`; their PID files
+    /// go with them.
     pub async fn stop(mut self, grace: Duration) {
-        for child in [&mut self.prometheus, &mut self.alertmanager] {
+        for (name, child) in [
+            ("prometheus", &mut self.prometheus),
+            ("alertmanager", &mut self.alertmanager),
+        ] {
             if let Some(pid) = child.id() {
                 let _ = Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
@@ -187,6 +194,7 @@ impl Monitoring {
             if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}.pid")));
         }
     }
 }

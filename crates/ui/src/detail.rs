@@ -1,5 +1,5 @@
-//! The cluster detail page (conditions, machines) and delete, confirmed by typing
-//! the cluster's name.
+//! The cluster detail page (conditions, machines, node pools), scaling a node
+//! pool, and delete, confirmed by typing the cluster's name.
 
 use std::fmt::Write as _;
 
@@ -7,23 +7,36 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use http::{HeaderMap, StatusCode};
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use shoal_api::resources::cluster::Cluster;
 use shoal_api::resources::machine::Machine;
 use shoal_api::resources::organization::org_namespace;
+use shoal_api::NodePool;
 
 use crate::html::{escape, page};
 use crate::pages::{client, error_page, to_sign_in, unauthorized};
 use crate::{session, UiConfig, UiError};
 
-/// The page for `cluster` and its `machines`, with `confirm_error` at the delete
-/// confirmation.
-fn detail_page(
-    org: &str,
-    cluster: &Cluster,
-    machines: &[Machine],
-    confirm_error: Option<&str>,
-) -> String {
+/// What the page shows of a cluster.
+struct Loaded {
+    client: kube::Client,
+    cluster: Cluster,
+    machines: Vec<Machine>,
+    pools: Vec<NodePool>,
+}
+
+/// A refusal to show at a form's field.
+#[derive(Clone, Copy)]
+enum FieldError<'a> {
+    /// At the delete confirmation.
+    Confirm(&'a str),
+    /// At the workers field of node pool `.0`.
+    Workers(&'a str, &'a str),
+}
+
+/// The page for a loaded cluster, with `error` at its field.
+fn detail_page(org: &str, loaded: &Loaded, error: Option<FieldError>) -> String {
+    let (cluster, machines) = (&loaded.cluster, &loaded.machines);
     let name = cluster.metadata.name.as_deref().unwrap_or_default();
     let status = cluster.status.clone().unwrap_or_default();
     let mut b = String::new();
@@ -78,6 +91,7 @@ fn detail_page(
         }
         b.push_str("</tbody></table>");
     }
+    node_pools(&mut b, org, name, &loaded.pools, error);
     let _ = write!(
         b,
         r#"<h2>Delete</h2>
@@ -86,27 +100,74 @@ fn detail_page(
         org = escape(org),
         name = escape(name)
     );
-    match confirm_error {
-        Some(e) => {
+    match error {
+        Some(FieldError::Confirm(e)) => {
             let _ = write!(
                 b,
                 r#"<p id="confirm-error" class="error" role="alert">{}</p><input id="confirm" name="confirm" autocomplete="off" required aria-invalid="true" aria-describedby="confirm-error">"#,
                 escape(e)
             );
         }
-        None => b.push_str(r#"<input id="confirm" name="confirm" autocomplete="off" required>"#),
+        _ => b.push_str(r#"<input id="confirm" name="confirm" autocomplete="off" required>"#),
     }
     b.push_str(r#"<button type="submit">Delete cluster</button></form>"#);
     page(&format!("Cluster {name}"), true, &b)
 }
 
-/// Reads the cluster and its machines with the user's token.
-async fn load(
-    config: &UiConfig,
-    token: &str,
+/// The node pools, each with its size, workers and a form that scales it.
+fn node_pools(
+    b: &mut String,
     org: &str,
     name: &str,
-) -> Result<(kube::Client, Cluster, Vec<Machine>), UiError> {
+    pools: &[NodePool],
+    error: Option<FieldError>,
+) {
+    b.push_str("<h2>Node pools</h2>");
+    if pools.is_empty() {
+        b.push_str("<p>No node pools: the cluster has only its control plane.</p>");
+        return;
+    }
+    for p in pools {
+        let pool = p.metadata.name.as_deref().unwrap_or_default();
+        let ready = p.status.as_ref().map_or(0, |s| s.ready_replicas);
+        let id = format!("workers-{}", escape(pool));
+        let _ = write!(
+            b,
+            r#"<form method="post" action="/ui/clusters/{org}/{name}/scale"><h3>{pool}</h3>
+<p>{ready} of {want} workers Ready; each {cpu} CPU, {memory} memory, {disk} disk.</p>
+<input type="hidden" name="pool" value="{pool}">
+<label for="{id}">Workers in {pool}</label>"#,
+            org = escape(org),
+            name = escape(name),
+            pool = escape(pool),
+            want = p.spec.replicas,
+            cpu = escape(p.spec.machine.cpu.as_str()),
+            memory = escape(p.spec.machine.memory.as_str()),
+            disk = escape(p.spec.machine.disk.as_str()),
+        );
+        match error {
+            Some(FieldError::Workers(at, e)) if at == pool => {
+                let _ = write!(
+                    b,
+                    r#"<p id="{id}-error" class="error" role="alert">{}</p><input id="{id}" name="workers" type="number" min="0" value="{}" required aria-invalid="true" aria-describedby="{id}-error">"#,
+                    escape(e),
+                    p.spec.replicas
+                );
+            }
+            _ => {
+                let _ = write!(
+                    b,
+                    r#"<input id="{id}" name="workers" type="number" min="0" value="{}" required>"#,
+                    p.spec.replicas
+                );
+            }
+        }
+        b.push_str(r#" <button type="submit">Scale</button></form>"#);
+    }
+}
+
+/// Reads the cluster, its machines and its node pools with the user's token.
+async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<Loaded, UiError> {
     let c = client(config, token)?;
     let ns = org_namespace(org);
     let cluster = Api::<Cluster>::namespaced(c.clone(), &ns)
@@ -120,7 +181,21 @@ async fn load(
         .map_err(UiError::Api)?
         .items;
     machines.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    Ok((c, cluster, machines))
+    let mut pools: Vec<NodePool> = Api::<NodePool>::namespaced(c.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(UiError::Api)?
+        .items
+        .into_iter()
+        .filter(|p| p.spec.cluster == name)
+        .collect();
+    pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(Loaded {
+        client: c,
+        cluster,
+        machines,
+        pools,
+    })
 }
 
 /// The response for a failed read or write: sign-in again, or the API's status.
@@ -147,9 +222,7 @@ pub async fn show(
         return to_sign_in();
     };
     match load(&config, &token, &org, &name).await {
-        Ok((_, cluster, machines)) => {
-            Html(detail_page(&org, &cluster, &machines, None)).into_response()
-        }
+        Ok(loaded) => Html(detail_page(&org, &loaded, None)).into_response(),
         Err(e) => failure(&e, "Cluster"),
     }
 }
@@ -170,24 +243,104 @@ pub async fn delete(
     let Some(token) = session::token(&headers) else {
         return to_sign_in();
     };
-    let (c, cluster, machines) = match load(&config, &token, &org, &name).await {
+    let loaded = match load(&config, &token, &org, &name).await {
         Ok(loaded) => loaded,
         Err(e) => return failure(&e, "Cluster"),
     };
     if form.confirm.trim() != name {
         let page = detail_page(
             &org,
-            &cluster,
-            &machines,
-            Some("The name you typed does not match; nothing was deleted."),
+            &loaded,
+            Some(FieldError::Confirm(
+                "The name you typed does not match; nothing was deleted.",
+            )),
         );
         return (StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response();
     }
-    match Api::<Cluster>::namespaced(c, &org_namespace(&org))
+    match Api::<Cluster>::namespaced(loaded.client, &org_namespace(&org))
         .delete(&name, &DeleteParams::default())
         .await
     {
         Ok(_) => Redirect::to("/ui/clusters").into_response(),
         Err(e) => failure(&UiError::Api(e), "Cluster"),
     }
+}
+
+/// The scale form's fields.
+#[derive(serde::Deserialize)]
+pub struct Scale {
+    pool: String,
+    workers: String,
+}
+
+/// `POST /ui/clusters/{org}/{name}/scale`: sets a node pool's workers; the API's
+/// refusal (a limit, a viewer's token) is shown at the field.
+pub async fn scale(
+    State(config): State<UiConfig>,
+    headers: HeaderMap,
+    Path((org, name)): Path<(String, String)>,
+    Form(form): Form<Scale>,
+) -> Response {
+    let Some(token) = session::token(&headers) else {
+        return to_sign_in();
+    };
+    let loaded = match load(&config, &token, &org, &name).await {
+        Ok(loaded) => loaded,
+        Err(e) => return failure(&e, "Cluster"),
+    };
+    let refuse = |code: StatusCode, message: &str| {
+        let error = Some(FieldError::Workers(&form.pool, message));
+        (code, Html(detail_page(&org, &loaded, error))).into_response()
+    };
+    if !loaded
+        .pools
+        .iter()
+        .any(|p| p.metadata.name.as_deref() == Some(form.pool.as_str()))
+    {
+        let body = format!(
+            r#"<p class="error" role="alert">Cluster {} has no node pool {}.</p>"#,
+            escape(&name),
+            escape(&form.pool)
+        );
+        return (StatusCode::NOT_FOUND, Html(page("Cluster", true, &body))).into_response();
+    }
+    let Ok(workers) = form.workers.trim().parse::<u32>() else {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Enter a whole number of workers, 0 or more; nothing was changed.",
+        );
+    };
+    let patch = serde_json::json!({"spec": {"replicas": workers}});
+    match Api::<NodePool>::namespaced(loaded.client.clone(), &org_namespace(&org))
+        .patch(&form.pool, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Redirect::to(&format!(
+            "/ui/clusters/{}/{}",
+            urlencode(&org),
+            urlencode(&name)
+        ))
+        .into_response(),
+        Err(kube::Error::Api(s)) if s.code == 401 => to_sign_in(),
+        Err(kube::Error::Api(s)) if s.code == 403 => refuse(
+            StatusCode::FORBIDDEN,
+            &format!("Your token may not scale this cluster: {}", s.message),
+        ),
+        Err(kube::Error::Api(s)) if (400..500).contains(&s.code) => refuse(
+            StatusCode::from_u16(s.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+            &s.message,
+        ),
+        Err(e) => failure(&UiError::Api(e), "Cluster"),
+    }
+}
+
+/// `s` for a path segment: Shoal names are DNS labels, anything else is
+/// percent-encoded.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -42,6 +42,8 @@ table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #999; }}
 label {{ display: block; font-weight: 600; margin-top: .8rem; }}
 input {{ font: inherit; padding: .3rem; min-width: 20rem; }}
+input[type=number] {{ min-width: 5rem; }}
+pre {{ background: #f2f2f2; padding: .5rem; overflow-x: auto; }}
 button {{ font: inherit; padding: .3rem .8rem; margin-top: .8rem; }}
 .error {{ color: #a00000; font-weight: 600; }}
 a:focus, button:focus, input:focus {{ outline: 3px solid #e07b00; outline-offset: 2px; }}
@@ -52,7 +54,7 @@ a:focus, button:focus, input:focus {{ outline: 3px solid #e07b00; outline-offset
     );
     if signed_in {
         out.push_str(
-            r#"<nav aria-label="Main"><a href="/ui/clusters">Clusters</a></nav>
+            r#"<nav aria-label="Main"><a href="/ui/clusters">Clusters</a> · <a href="/ui/releases">Releases</a> · <a href="/ui/hosts">Hosts</a> · <a href="/ui/getting-started">Getting started</a></nav>
 <form method="post" action="/ui/sign-out" style="margin-left:auto"><button type="submit">Sign out</button></form>"#,
         );
     }

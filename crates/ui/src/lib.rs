@@ -8,8 +8,10 @@
 //! Pages work without JavaScript. Sign-in takes a Shoal token; OIDC sign-in is a
 //! later slice (issue 16).
 
+mod catalog;
 mod create;
 mod detail;
+mod guide;
 mod html;
 mod pages;
 
@@ -60,5 +62,9 @@ pub fn router(config: UiConfig) -> Router {
         )
         .route("/ui/clusters/{org}/{name}", get(detail::show))
         .route("/ui/clusters/{org}/{name}/delete", post(detail::delete))
+        .route("/ui/clusters/{org}/{name}/scale", post(detail::scale))
+        .route("/ui/releases", get(catalog::releases))
+        .route("/ui/hosts", get(catalog::hosts))
+        .route("/ui/getting-started", get(guide::getting_started))
         .with_state(config)
 }

@@ -343,10 +343,21 @@ impl ServerProc {
 }
 
 impl Drop for ServerProc {
+    /// Kills the server, then the Prometheus and Alertmanager it started with
+    /// `--monitoring` (by the PIDs it wrote), which a killed server cannot stop.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        for name in ["prometheus", "alertmanager"] {
+            let pid = std::fs::read_to_string(self.data_dir.join(format!("monitoring/{name}.pid")));
+            let pid = pid.ok().and_then(|p| p.trim().parse::<u32>().ok());
+            if let Some(pid) = pid.filter(|p| *p > 1) {
+                if hosts::alive(pid) {
+                    let _ = signal(pid, "KILL");
+                }
+            }
         }
     }
 }

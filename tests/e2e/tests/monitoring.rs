@@ -145,24 +145,6 @@ fn tenant_token(server: &ServerProc, org: &str) -> Result<String> {
         .context("no token printed")
 }
 
-/// Stops the server's Prometheus and Alertmanager by the PIDs it wrote, however
-/// the test ends (the server itself may be killed before it can stop them).
-struct Children(std::path::PathBuf);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for name in ["prometheus", "alertmanager"] {
-            let pid = std::fs::read_to_string(self.0.join(format!("{name}.pid")));
-            let pid = pid.ok().and_then(|p| p.trim().parse::<u32>().ok());
-            if let Some(pid) = pid.filter(|p| *p > 1) {
-                if shoal_e2e::hosts::alive(pid) {
-                    let _ = shoal_e2e::signal(pid, "KILL");
-                }
-            }
-        }
-    }
-}
-
 /// The front ends on the server's TLS listener: refused without a token (a
 /// browser is sent to the UI's sign-in), with a bad one and to a tenant; open to
 /// an administrator by bearer token or the UI's session cookie, with the
@@ -371,7 +353,6 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
         "--host-grace-period",
         "600",
     ])?;
-    let _children = Children(server.data_dir.join("monitoring"));
     let prom = format!("http://{prom_listen}");
     let http = reqwest::Client::new();
     let client = server.client().await?;
@@ -638,16 +619,27 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     )
     .await?;
     // A graceful stop of the server stops its children (and its local agent).
-    let mut server = server;
-    server.stop()?;
+    let mut pids = Vec::new();
     for name in ["prometheus", "alertmanager"] {
         let pid: u32 =
             std::fs::read_to_string(server.data_dir.join(format!("monitoring/{name}.pid")))?
                 .trim()
                 .parse()?;
+        pids.push((name, pid));
+    }
+    let mut server = server;
+    server.stop()?;
+    for (name, pid) in pids {
         ensure!(
             !shoal_e2e::hosts::alive(pid),
             "{name} ({pid}) outlived the server"
+        );
+        ensure!(
+            !server
+                .data_dir
+                .join(format!("monitoring/{name}.pid"))
+                .exists(),
+            "{name}.pid outlived its process"
         );
     }
     Ok(())

@@ -141,6 +141,33 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
         );
     }
 
+    // The catalogue: releases for everyone, hosts for the administrator, the guide.
+    let (code, html) = page(&ui, &format!("{base}/ui/releases")).await?;
+    ensure!(
+        code == StatusCode::OK && html.contains("<tr><td>test-1</td><td>"),
+        "releases: {code}\n{html}"
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/hosts")).await?;
+    ensure!(
+        code == StatusCode::OK
+            && html.contains("No hosts have registered")
+            && html.contains(r#"href="/monitoring/prometheus/""#),
+        "hosts for the admin: {code}\n{html}"
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/getting-started")).await?;
+    ensure!(
+        code == StatusCode::OK
+            && html.contains("shoal kubeconfig create")
+            && html.contains("kubectl --kubeconfig"),
+        "getting started: {code}\n{html}"
+    );
+    for path in ["/ui/releases", "/ui/hosts", "/ui/getting-started"] {
+        ensure!(
+            html.contains(&format!(r#"<a href="{path}">"#)),
+            "the navigation lacks {path}:\n{html}"
+        );
+    }
+
     // Sign-out forgets the token.
     let resp = ui.post(format!("{base}/ui/sign-out")).send().await?;
     ensure!(
@@ -164,6 +191,16 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
         "viewer sign-in: {} {}",
         resp.status(),
         resp.text().await?
+    );
+    let (code, html) = page(&tenant, &format!("{base}/ui/hosts")).await?;
+    ensure!(
+        code == StatusCode::FORBIDDEN && html.contains("for administrators"),
+        "hosts for a viewer: {code}\n{html}"
+    );
+    let (code, html) = page(&tenant, &format!("{base}/ui/releases")).await?;
+    ensure!(
+        code == StatusCode::OK && html.contains("test-1"),
+        "releases for a viewer: {code}\n{html}"
     );
     let (code, html) = page(&tenant, &format!("{base}/ui/clusters")).await?;
     ensure!(code == StatusCode::OK, "viewer clusters: {code}\n{html}");
@@ -393,6 +430,71 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     );
     let (code, _) = page(&ui, &format!("{base}/ui/clusters/acme/no-such")).await?;
     ensure!(code == StatusCode::NOT_FOUND, "a missing cluster: {code}");
+
+    // Scale the default node pool: a bad number is refused at the field and
+    // changes nothing; a good one patches the NodePool; a viewer is refused there.
+    ensure!(
+        html.contains(r#"<label for="workers-web-one-default">"#),
+        "no labelled workers field:\n{html}"
+    );
+    let scale_url = format!("{base}/ui/clusters/acme/web-one/scale");
+    let replicas = async || -> Result<serde_json::Value> {
+        let (_, v) = raw(
+            &admin,
+            "GET",
+            &format!("{GV}/namespaces/org-acme/nodepools/web-one-default"),
+            "application/json",
+            Vec::new(),
+        )
+        .await?;
+        Ok(v.pointer("/spec/replicas").cloned().unwrap_or_default())
+    };
+    let resp = ui
+        .post(&scale_url)
+        .form(&[("pool", "web-one-default"), ("workers", "many")])
+        .send()
+        .await?;
+    let code = resp.status();
+    let html = resp.text().await?;
+    ensure!(
+        code == StatusCode::UNPROCESSABLE_ENTITY
+            && html.contains(r#"id="workers-web-one-default-error""#),
+        "a bad worker count: {code}\n{html}"
+    );
+    ensure!(
+        replicas().await? == json!(2),
+        "a refused scale changed the pool"
+    );
+    let resp = ui
+        .post(&scale_url)
+        .form(&[("pool", "web-one-default"), ("workers", "3")])
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/clusters/acme/web-one",
+        "scale: {} {}",
+        resp.status(),
+        location(&resp)
+    );
+    ensure!(
+        replicas().await? == json!(3),
+        "scale did not reach the NodePool"
+    );
+    let viewer = browser(&server)?;
+    let token = create_token(&server, "acme", "viewer")?;
+    sign_in(&viewer, &base, &token).await?;
+    let resp = viewer
+        .post(&scale_url)
+        .form(&[("pool", "web-one-default"), ("workers", "9")])
+        .send()
+        .await?;
+    let code = resp.status();
+    let html = resp.text().await?;
+    ensure!(
+        code == StatusCode::FORBIDDEN && html.contains("may not scale"),
+        "a viewer's scale: {code}\n{html}"
+    );
+    ensure!(replicas().await? == json!(3), "a viewer scaled the pool");
 
     // Delete needs the name typed; a wrong one deletes nothing.
     let url = format!("{base}/ui/clusters/acme/web-one/delete");
