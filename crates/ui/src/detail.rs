@@ -198,6 +198,22 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
     })
 }
 
+/// The cluster as the session's user sees it, or the page to answer with: the
+/// sign-in without a session, the API's refusal otherwise.
+async fn load_signed_in(
+    config: &UiConfig,
+    headers: &HeaderMap,
+    org: &str,
+    name: &str,
+) -> Result<Loaded, Response> {
+    let Some(token) = session::token(headers) else {
+        return Err(to_sign_in());
+    };
+    load(config, &token, org, name)
+        .await
+        .map_err(|e| failure(&e, "Cluster"))
+}
+
 /// The response for a failed read or write: sign-in again, or the API's status.
 fn failure(e: &UiError, title: &str) -> Response {
     if unauthorized(e) {
@@ -218,12 +234,9 @@ pub async fn show(
     headers: HeaderMap,
     Path((org, name)): Path<(String, String)>,
 ) -> Response {
-    let Some(token) = session::token(&headers) else {
-        return to_sign_in();
-    };
-    match load(&config, &token, &org, &name).await {
+    match load_signed_in(&config, &headers, &org, &name).await {
         Ok(loaded) => Html(detail_page(&org, &loaded, None)).into_response(),
-        Err(e) => failure(&e, "Cluster"),
+        Err(page) => page,
     }
 }
 
@@ -240,12 +253,9 @@ pub async fn delete(
     Path((org, name)): Path<(String, String)>,
     Form(form): Form<Confirm>,
 ) -> Response {
-    let Some(token) = session::token(&headers) else {
-        return to_sign_in();
-    };
-    let loaded = match load(&config, &token, &org, &name).await {
+    let loaded = match load_signed_in(&config, &headers, &org, &name).await {
         Ok(loaded) => loaded,
-        Err(e) => return failure(&e, "Cluster"),
+        Err(page) => return page,
     };
     if form.confirm.trim() != name {
         let page = detail_page(
@@ -281,12 +291,9 @@ pub async fn scale(
     Path((org, name)): Path<(String, String)>,
     Form(form): Form<Scale>,
 ) -> Response {
-    let Some(token) = session::token(&headers) else {
-        return to_sign_in();
-    };
-    let loaded = match load(&config, &token, &org, &name).await {
+    let loaded = match load_signed_in(&config, &headers, &org, &name).await {
         Ok(loaded) => loaded,
-        Err(e) => return failure(&e, "Cluster"),
+        Err(page) => return page,
     };
     let refuse = |code: StatusCode, message: &str| {
         let error = Some(FieldError::Workers(&form.pool, message));

@@ -438,6 +438,13 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         "no labelled workers field:\n{html}"
     );
     let scale_url = format!("{base}/ui/clusters/acme/web-one/scale");
+    let scale = async |client: &reqwest::Client, workers: &str| {
+        client
+            .post(&scale_url)
+            .form(&[("pool", "web-one-default"), ("workers", workers)])
+            .send()
+            .await
+    };
     let replicas = async || -> Result<serde_json::Value> {
         let (_, v) = raw(
             &admin,
@@ -449,11 +456,7 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         .await?;
         Ok(v.pointer("/spec/replicas").cloned().unwrap_or_default())
     };
-    let resp = ui
-        .post(&scale_url)
-        .form(&[("pool", "web-one-default"), ("workers", "many")])
-        .send()
-        .await?;
+    let resp = scale(&ui, "many").await?;
     let code = resp.status();
     let html = resp.text().await?;
     ensure!(
@@ -465,11 +468,7 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         replicas().await? == json!(2),
         "a refused scale changed the pool"
     );
-    let resp = ui
-        .post(&scale_url)
-        .form(&[("pool", "web-one-default"), ("workers", "3")])
-        .send()
-        .await?;
+    let resp = scale(&ui, "3").await?;
     ensure!(
         resp.status() == StatusCode::SEE_OTHER && location(&resp) == "/ui/clusters/acme/web-one",
         "scale: {} {}",
@@ -483,11 +482,7 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     let viewer = browser(&server)?;
     let token = create_token(&server, "acme", "viewer")?;
     sign_in(&viewer, &base, &token).await?;
-    let resp = viewer
-        .post(&scale_url)
-        .form(&[("pool", "web-one-default"), ("workers", "9")])
-        .send()
-        .await?;
+    let resp = scale(&viewer, "9").await?;
     let code = resp.status();
     let html = resp.text().await?;
     ensure!(
