@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine, NodePool};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::fleet::image;
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, Underlay};
 use shoal_e2e::rawboot::RawBoot;
@@ -58,29 +59,13 @@ async fn p1_p7() -> Result<(f64, f64, f64)> {
     let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
     server.shoal_ok(&["org", "create", "bench"])?;
     let started = Instant::now();
-    server.shoal_ok(&[
-        "cluster",
-        "create",
-        "--name",
-        "p1",
-        "--org",
-        "bench",
-        "--release",
-        "test",
-        "--control-plane",
-        "1",
-        "--workers",
-        "2",
-        "--cpu",
-        "1",
-        "--memory",
-        "256Mi",
-        "--disk",
-        "1Gi",
-        "--wait",
-        "--timeout",
-        "300",
-    ])?;
+    server.shoal_ok(
+        ClusterArgs::new("p1", "bench")
+            .workers("2")
+            .size("1", "256Mi", "1Gi")
+            .wait("300")
+            .args(),
+    )?;
     let create = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -96,3 +96,70 @@ async fn post_created(admin: &Client, path: &str, body: &serde_json::Value) -> R
     ensure!(code == 201, "POST {path}: {code} {v}");
     Ok(())
 }
+
+/// The arguments of `shoal cluster create` for a test: a cluster `name` in `org`
+/// on the test release with one control-plane node and no workers, changed with
+/// the setters; what is not set is left to the CLI's defaults.
+#[derive(Clone, Debug)]
+pub struct ClusterArgs<'a> {
+    args: Vec<&'a str>,
+}
+
+impl<'a> ClusterArgs<'a> {
+    /// `cluster create --name NAME --org ORG --release test --control-plane 1 --workers 0`.
+    pub fn new(name: &'a str, org: &'a str) -> Self {
+        Self {
+            args: vec!["cluster", "create", "--name", name, "--org", org],
+        }
+        .release("test")
+        .control_plane("1")
+        .workers("0")
+    }
+
+    /// `flag value`, replacing the value of a flag already set.
+    pub fn set(mut self, flag: &'a str, value: &'a str) -> Self {
+        match self.args.iter().position(|a| *a == flag) {
+            Some(i) => self.args[i + 1] = value,
+            None => self.args.extend([flag, value]),
+        }
+        self
+    }
+
+    /// `--release`.
+    pub fn release(self, release: &'a str) -> Self {
+        self.set("--release", release)
+    }
+
+    /// `--control-plane`: 1 or 3.
+    pub fn control_plane(self, n: &'a str) -> Self {
+        self.set("--control-plane", n)
+    }
+
+    /// `--workers` in the default node pool.
+    pub fn workers(self, n: &'a str) -> Self {
+        self.set("--workers", n)
+    }
+
+    /// `--cpu`, `--memory` and `--disk` of every machine.
+    pub fn size(self, cpu: &'a str, memory: &'a str, disk: &'a str) -> Self {
+        self.set("--cpu", cpu)
+            .set("--memory", memory)
+            .set("--disk", disk)
+    }
+
+    /// `--wait --timeout SECS`.
+    pub fn wait(self, timeout_secs: &'a str) -> Self {
+        self.set("--timeout", timeout_secs).flag("--wait")
+    }
+
+    /// Any other argument, as is.
+    pub fn flag(mut self, arg: &'a str) -> Self {
+        self.args.push(arg);
+        self
+    }
+
+    /// The arguments, for `ServerProc::shoal` and `shoal_ok`.
+    pub fn args(&self) -> &[&'a str] {
+        &self.args
+    }
+}

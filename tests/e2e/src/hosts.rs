@@ -560,31 +560,36 @@ pub async fn start_agent_pair_with(
         )
     };
     let agents = [start(0, "h1")?, start(1, "h2")?];
+    match wait_ready(client, &["h1", "h2"], Duration::from_secs(30)).await {
+        Ok(()) => Ok(agents),
+        Err(e) => bail!("{e}:\n{}\n{}", agents[0].log_text(), agents[1].log_text()),
+    }
+}
+
+/// Waits until every Host in `names` reports Ready, or fails after `timeout`
+/// naming those that are not.
+pub async fn wait_ready(client: &kube::Client, names: &[&str], timeout: Duration) -> Result<()> {
     let api: kube::Api<shoal_api::Host> = kube::Api::all(client.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + timeout;
     loop {
-        let ready = api
-            .list(&kube::api::ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|h| {
-                h.status.as_ref().is_some_and(|s| {
+        let mut not_ready = Vec::new();
+        for name in names {
+            let ready = api.get_opt(name).await?.is_some_and(|h| {
+                h.status.is_some_and(|s| {
                     s.conditions
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True")
                 })
-            })
-            .count();
-        if ready == 2 {
-            return Ok(agents);
+            });
+            if !ready {
+                not_ready.push(*name);
+            }
+        }
+        if not_ready.is_empty() {
+            return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            bail!(
-                "the hosts did not register:\n{}\n{}",
-                agents[0].log_text(),
-                agents[1].log_text()
-            );
+            bail!("hosts not Ready after {timeout:?}: {not_ready:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

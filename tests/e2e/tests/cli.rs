@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use anyhow::{ensure, Context, Result};
 use kube::Client;
 use serde_json::Value;
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::{raw, shoal_bin, ServerProc};
 
 const GV: &str = "/apis/shoal.io/v1alpha1";
@@ -125,20 +126,10 @@ impl Orgs {
         // Clusters: create writes a Cluster and its default NodePool.
         let out = ok(
             &server,
-            &[
-                "cluster",
-                "create",
-                "--name",
-                "demo",
-                "--org",
-                "acme",
-                "--release",
-                "test-1",
-                "--control-plane",
-                "1",
-                "--workers",
-                "2",
-            ],
+            ClusterArgs::new("demo", "acme")
+                .release("test-1")
+                .workers("2")
+                .args(),
         )?;
         ensure!(
             out.contains("cluster.shoal.io/demo created"),

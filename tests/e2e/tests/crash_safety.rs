@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::fleet::image;
 use shoal_e2e::hosts::{start_agent_pair, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
@@ -62,26 +63,12 @@ async fn kill_the_server_during_create_and_delete() -> Result<()> {
     for (round, (kill_create, kill_delete)) in create_points.iter().zip(delete_points).enumerate() {
         let name = format!("k{round}");
         // Create, and kill the server `kill_create` ms later, mid-reconcile.
-        let out = server.shoal(&[
-            "cluster",
-            "create",
-            "--name",
-            &name,
-            "--org",
-            ORG,
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "1",
-            "--cpu",
-            "1",
-            "--memory",
-            "256Mi",
-            "--disk",
-            "1Gi",
-        ])?;
+        let out = server.shoal(
+            ClusterArgs::new(&name, ORG)
+                .workers("1")
+                .size("1", "256Mi", "1Gi")
+                .args(),
+        )?;
         assert!(out.status.success(), "{out:?}");
         tokio::time::sleep(Duration::from_millis(*kill_create)).await;
         server.kill9()?;

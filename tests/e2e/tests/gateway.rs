@@ -19,6 +19,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{ClusterPhase, Machine, MachinePhase};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::fleet::image;
 use shoal_e2e::hosts::{start_agent_pair, Underlay};
 use shoal_e2e::{free_port, kubectl_bin, workspace_root, ServerProc};
@@ -155,26 +156,13 @@ async fn kubectl_through_the_gateway_into_guest_clusters() -> Result<()> {
 
     // A: three control planes and a worker; B: one of each.
     for (name, cps) in [("a", "3"), ("b", "1")] {
-        server.shoal_ok(&[
-            "cluster",
-            "create",
-            "--name",
-            name,
-            "--org",
-            ORG,
-            "--release",
-            "test",
-            "--control-plane",
-            cps,
-            "--workers",
-            "1",
-            "--cpu",
-            "1",
-            "--memory",
-            "256Mi",
-            "--disk",
-            "1Gi",
-        ])?;
+        server.shoal_ok(
+            ClusterArgs::new(name, ORG)
+                .control_plane(cps)
+                .workers("1")
+                .size("1", "256Mi", "1Gi")
+                .args(),
+        )?;
     }
     wait_ready(&client, "a", Duration::from_secs(300)).await?;
     wait_ready(&client, "b", Duration::from_secs(300)).await?;

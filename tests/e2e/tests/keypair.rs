@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use shoal_api::KeyPair;
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::ServerProc;
 
 async fn wait_issued(api: &Api<KeyPair>, name: &str, want: &str) -> Result<KeyPair> {
@@ -41,20 +42,7 @@ async fn csr_signed_with_user_prefix_groups_and_capped_ttl() -> Result<()> {
     let client = server.client().await?;
     for args in [
         vec!["org", "create", "kp"],
-        vec![
-            "cluster",
-            "create",
-            "--name",
-            "c",
-            "--org",
-            "kp",
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "0",
-        ],
+        ClusterArgs::new("c", "kp").args().to_vec(),
     ] {
         let out = server.shoal(&args)?;
         assert!(out.status.success(), "{out:?}");

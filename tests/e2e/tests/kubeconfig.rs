@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 use shoal_api::{Cluster, KeyPair};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::{free_port, kubectl_bin, shoal_bin, ServerProc};
 
 const ORG: &str = "kc";
@@ -83,20 +84,7 @@ fn server_with_cluster() -> Result<ServerProc> {
     let server = ServerProc::start_with(&["--test-image-dir", &images])?;
     for args in [
         vec!["org", "create", ORG],
-        vec![
-            "cluster",
-            "create",
-            "--name",
-            CLUSTER,
-            "--org",
-            ORG,
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "0",
-        ],
+        ClusterArgs::new(CLUSTER, ORG).args().to_vec(),
     ] {
         let out = server.shoal(&args)?;
         ensure!(out.status.success(), "shoal {args:?}: {}", text(&out));
@@ -740,20 +728,7 @@ async fn kubeconfig_create_needs_no_flags_with_the_embedded_gateway() -> Result<
     ])?;
     for args in [
         vec!["org", "create", ORG],
-        vec![
-            "cluster",
-            "create",
-            "--name",
-            CLUSTER,
-            "--org",
-            ORG,
-            "--release",
-            "test",
-            "--control-plane",
-            "1",
-            "--workers",
-            "0",
-        ],
+        ClusterArgs::new(CLUSTER, ORG).args().to_vec(),
     ] {
         let out = server.shoal(&args)?;
         ensure!(out.status.success(), "shoal {args:?}: {}", text(&out));

@@ -28,6 +28,7 @@ use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Cluster, Machine};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::guestctl::{create, kubectl_until_ok, nodes, running_pods, text};
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair_with, AgentProc, Egress, Underlay};
 use shoal_e2e::kubelab::NodeImage;
@@ -261,41 +262,20 @@ async fn a_kubernetes_cluster_through_the_gateway() -> Result<()> {
 
     // Create and wait: the CLI returns when the guest says every Node is Ready.
     let started = Instant::now();
-    let created = server.shoal(&[
-        "cluster",
-        "create",
-        "--name",
-        CLUSTER,
-        "--org",
-        ORG,
-        "--release",
-        &release,
-        "--control-plane",
-        "1",
-        "--workers",
-        "2",
-        "--cpu",
-        "2",
-        "--memory",
-        "2Gi",
-        "--disk",
-        "10Gi",
-        "--oidc-issuer-url",
-        provider.issuer(),
-        "--oidc-client-id",
-        OidcProvider::CLIENT_ID,
-        "--oidc-username-claim",
-        "email",
-        "--oidc-groups-claim",
-        "groups",
-        "--oidc-groups-prefix",
-        "oidc:",
-        "--oidc-ca-file",
-        &issuer_ca,
-        "--wait",
-        "--timeout",
-        "1800",
-    ])?;
+    let created = server.shoal(
+        ClusterArgs::new(CLUSTER, ORG)
+            .release(&release)
+            .workers("2")
+            .size("2", "2Gi", "10Gi")
+            .wait("1800")
+            .set("--oidc-issuer-url", provider.issuer())
+            .set("--oidc-client-id", OidcProvider::CLIENT_ID)
+            .set("--oidc-username-claim", "email")
+            .set("--oidc-groups-claim", "groups")
+            .set("--oidc-groups-prefix", "oidc:")
+            .set("--oidc-ca-file", &issuer_ca)
+            .args(),
+    )?;
     let create_secs = started.elapsed().as_secs_f64();
     if !created.status.success() {
         let cluster: Cluster = Api::namespaced(client.clone(), NS).get(CLUSTER).await?;

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Host, Machine, MachinePhase, NodePool, Release};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::fleet::{create as apply, image};
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, AgentProc, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
@@ -119,26 +120,11 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     // person can act on, never Failed.
     let dir = tempfile::tempdir()?;
     let mut agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
-    server.shoal_ok(&[
-        "cluster",
-        "create",
-        "--name",
-        "big",
-        "--org",
-        ORG,
-        "--release",
-        "test",
-        "--control-plane",
-        "1",
-        "--workers",
-        "0",
-        "--cpu",
-        "64",
-        "--memory",
-        "256Mi",
-        "--disk",
-        "1Gi",
-    ])?;
+    server.shoal_ok(
+        ClusterArgs::new("big", ORG)
+            .size("64", "256Mi", "1Gi")
+            .args(),
+    )?;
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), NS);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -163,29 +149,13 @@ async fn create_scale_upgrade_lose_a_host_and_delete() -> Result<()> {
     server.shoal_ok(&["cluster", "delete", "big", "--org", ORG, "--wait"])?;
 
     // Create: 1 control plane + 2 workers, spread over both hosts.
-    let out = server.shoal_ok(&[
-        "cluster",
-        "create",
-        "--name",
-        "c1",
-        "--org",
-        ORG,
-        "--release",
-        "test",
-        "--control-plane",
-        "1",
-        "--workers",
-        "2",
-        "--cpu",
-        "1",
-        "--memory",
-        "256Mi",
-        "--disk",
-        "1Gi",
-        "--wait",
-        "--timeout",
-        "300",
-    ])?;
+    let out = server.shoal_ok(
+        ClusterArgs::new("c1", ORG)
+            .workers("2")
+            .size("1", "256Mi", "1Gi")
+            .wait("300")
+            .args(),
+    )?;
     assert!(out.contains("is Ready"), "{out}");
     assert!(out.contains("https://api.c1.life.shoal.local:443"), "{out}");
     let ms = machines(&client).await?;
@@ -505,29 +475,13 @@ async fn delete_is_quick_with_default_settings() -> Result<()> {
         dir.path(),
         None,
     )?;
-    server.shoal_ok(&[
-        "cluster",
-        "create",
-        "--name",
-        "quick",
-        "--org",
-        ORG,
-        "--release",
-        "test",
-        "--control-plane",
-        "1",
-        "--workers",
-        "1",
-        "--cpu",
-        "1",
-        "--memory",
-        "256Mi",
-        "--disk",
-        "1Gi",
-        "--wait",
-        "--timeout",
-        "240",
-    ])?;
+    server.shoal_ok(
+        ClusterArgs::new("quick", ORG)
+            .workers("1")
+            .size("1", "256Mi", "1Gi")
+            .wait("240")
+            .args(),
+    )?;
     ensure!(
         agent.live_vms().len() == 2,
         "two VMs run: {:?}",

@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context, Result};
 use kube::api::Api;
 use serde_json::Value;
 use shoal_api::{Cluster, ClusterPhase, Host};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::hosts::{AgentProc, NetnsGuard, Underlay};
 use shoal_e2e::{free_ports, token_of, workspace_root, ServerProc};
 
@@ -292,31 +293,6 @@ async fn front_ends(server: &ServerProc, admin: &str, tenant: &str) -> Result<()
     Ok(())
 }
 
-/// Waits until every Host in `names` reports Ready.
-async fn wait_hosts_ready(client: &kube::Client, names: &[&str]) -> Result<()> {
-    let api: Api<Host> = Api::all(client.clone());
-    poll("every Host Ready", Duration::from_secs(60), async || {
-        let mut not_ready = Vec::new();
-        for name in names {
-            let ready = api.get_opt(name).await?.is_some_and(|h| {
-                h.status.is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            });
-            if !ready {
-                not_ready.push(*name);
-            }
-        }
-        Ok((
-            not_ready.is_empty().then_some(()),
-            format!("not Ready: {not_ready:?}"),
-        ))
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     need("prometheus")?;
@@ -368,27 +344,8 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
         Some(1),
         &[],
     )?;
-    wait_hosts_ready(&client, &["h1", "h2"]).await?;
-    server.shoal_ok(&[
-        "cluster",
-        "create",
-        "--name",
-        "m1",
-        "--org",
-        ORG,
-        "--release",
-        "test",
-        "--control-plane",
-        "1",
-        "--workers",
-        "0",
-        "--cpu",
-        "1",
-        "--memory",
-        "256Mi",
-        "--disk",
-        "1Gi",
-    ])?;
+    shoal_e2e::hosts::wait_ready(&client, &["h1", "h2"], Duration::from_secs(60)).await?;
+    server.shoal_ok(ClusterArgs::new("m1", ORG).size("1", "256Mi", "1Gi").args())?;
     wait_cluster_ready(&client, "m1").await?;
 
     // Discovery: bad input first.

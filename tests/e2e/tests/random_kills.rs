@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use shoal_api::{Cluster, ClusterPhase, Machine, MachinePhase, Release};
+use shoal_e2e::fixtures::ClusterArgs;
 use shoal_e2e::fleet::{create as apply, image};
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair, AgentProc, Underlay};
 use shoal_e2e::{workspace_root, ServerProc};
@@ -306,26 +307,12 @@ async fn random_kills_during_create_scale_upgrade_and_delete() -> Result<()> {
         }
         eprintln!("run {run}: {plan:?}");
         // Create: 1 control plane, no workers.
-        world.server.shoal_ok(&[
-            "cluster",
-            "create",
-            "--name",
-            &name,
-            "--org",
-            ORG,
-            "--release",
-            from,
-            "--control-plane",
-            "1",
-            "--workers",
-            "0",
-            "--cpu",
-            "1",
-            "--memory",
-            "256Mi",
-            "--disk",
-            "1Gi",
-        ])?;
+        world.server.shoal_ok(
+            ClusterArgs::new(&name, ORG)
+                .release(from)
+                .size("1", "256Mi", "1Gi")
+                .args(),
+        )?;
         kill_after(&mut world, plan[0]).await?;
         converge(
             &world,
