@@ -4,31 +4,9 @@
 #                                 stamp of its inputs; prints the directory
 #   oidc-provider.sh run CONFIG   installs if needed, then runs the provider
 set -euo pipefail
-src="$(cd "$(dirname "${BASH_SOURCE[0]}")/oidc-provider" && pwd)"
-stamp=$(cat "$src/package.json" "$src/package-lock.json" "$src/server.mjs" | sha256sum | cut -c1-16)
-cache="${SHOAL_CACHE_DIR:-$HOME/.cache/shoal}/npm/oidc-provider-$stamp"
-
-install() {
-  if [ ! -f "$cache/.done" ]; then
-    command -v node >/dev/null || { echo "oidc-provider.sh: node is not installed (apt-get install nodejs npm)" >&2; exit 1; }
-    local tmp="$cache.tmp.$$"
-    rm -rf "$tmp"
-    mkdir -p "$tmp"
-    cp "$src/package.json" "$src/package-lock.json" "$src/server.mjs" "$tmp/"
-    (cd "$tmp" && npm ci --no-audit --no-fund --loglevel=error >&2)
-    touch "$tmp/.done"
-    rm -rf "$cache"
-    mv "$tmp" "$cache"
-  fi
-  echo "$cache"
-}
-
+tool="$(dirname "${BASH_SOURCE[0]}")/npm-tool.sh"
 case "${1:-}" in
-  install) install ;;
-  run)
-    shift
-    install >/dev/null
-    exec node "$cache/server.mjs" "$@"
-    ;;
+  install) exec "$tool" oidc-provider install ;;
+  run) shift; exec "$tool" oidc-provider run server.mjs "$@" ;;
   *) echo "usage: $0 install | run CONFIG.json" >&2; exit 2 ;;
 esac

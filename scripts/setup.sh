@@ -98,4 +98,9 @@ SHOAL_GUEST_BIN="$guest_bin" "$(dirname "$0")/../images/build-test-image.sh"
 command -v node >/dev/null && command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
 log "ok: OIDC provider in $(bash "$(dirname "$0")/oidc-provider.sh" install)"
 
+# The browser tests of the web UI: Debian's Chromium, driven by npm playwright-core
+# with axe-core (scripts/browser/), cached like the OIDC provider.
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+log "ok: $(chromium --version 2>/dev/null | head -1); browser driver in $(bash "$(dirname "$0")/npm-tool.sh" browser install)"
+
 log "ok: kubectl $("$KUBECTL_DIR/usr/bin/kubectl" version --client --short 2>/dev/null || true)"

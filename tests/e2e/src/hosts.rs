@@ -595,6 +595,20 @@ pub async fn wait_ready(client: &kube::Client, names: &[&str], timeout: Duration
     }
 }
 
+/// `shoal server` arguments for its local agent `name`, emulated (TCG), in
+/// network namespace `netns` (delete it with a [`NetnsGuard`]).
+pub fn local_agent_args<'a>(netns: &'a str, name: &'a str) -> Vec<&'a str> {
+    vec![
+        "--local-agent=true",
+        "--local-agent-netns",
+        netns,
+        "--local-agent-name",
+        name,
+        "--local-agent-accel",
+        "tcg",
+    ]
+}
+
 /// Deletes network namespace `.0` when dropped: for a namespace a test had a
 /// server create (the local agent's `--local-agent-netns`).
 pub struct NetnsGuard(pub String);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use kube::Api;
 use shoal_api::Host;
-use shoal_e2e::hosts::{AgentProc, NetnsGuard};
+use shoal_e2e::hosts::{local_agent_args, AgentProc, NetnsGuard};
 use shoal_e2e::ServerProc;
 
 /// Deletes the local agent's namespace when the test ends, however it ends.
@@ -18,15 +18,7 @@ use shoal_e2e::ServerProc;
 async fn the_local_agent_serves_its_own_and_its_guests_metrics() -> Result<()> {
     let netns = format!("sglm{}", std::process::id());
     let _guard = NetnsGuard(netns.clone());
-    let server = ServerProc::start_with(&[
-        "--local-agent=true",
-        "--local-agent-netns",
-        &netns,
-        "--local-agent-name",
-        "local",
-        "--local-agent-accel",
-        "tcg",
-    ])?;
+    let server = ServerProc::start_with(&local_agent_args(&netns, "local"))?;
     let client = server.client().await?;
     let hosts: Api<Host> = Api::all(client);
     let started = Instant::now();

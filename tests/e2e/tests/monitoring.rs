@@ -16,7 +16,7 @@ use kube::api::Api;
 use serde_json::Value;
 use shoal_api::{Cluster, ClusterPhase, Host};
 use shoal_e2e::fixtures::ClusterArgs;
-use shoal_e2e::hosts::{AgentProc, NetnsGuard, Underlay};
+use shoal_e2e::hosts::{local_agent_args, AgentProc, NetnsGuard, Underlay};
 use shoal_e2e::{free_ports, token_of, workspace_root, ServerProc};
 
 const ORG: &str = "acme";
@@ -309,14 +309,8 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
     // The server's own agent is host h1, in a namespace of its own.
     let local_ns = format!("mo{}l", std::process::id());
     let _local_ns = NetnsGuard(local_ns.clone());
-    let server = ServerProc::start_with(&[
-        "--local-agent=true",
-        "--local-agent-netns",
-        &local_ns,
-        "--local-agent-name",
-        "h1",
-        "--local-agent-accel",
-        "tcg",
+    let mut args = local_agent_args(&local_ns, "h1");
+    args.extend([
         "--monitoring",
         "--prometheus-listen",
         &prom_listen,
@@ -328,7 +322,8 @@ async fn prometheus_scrapes_everything_and_a_lost_host_alerts() -> Result<()> {
         &images_arg,
         "--host-grace-period",
         "600",
-    ])?;
+    ]);
+    let server = ServerProc::start_with(&args)?;
     let prom = format!("http://{prom_listen}");
     let http = reqwest::Client::new();
     let client = server.client().await?;

@@ -1,0 +1,152 @@
+//! The web UI in a real browser: Debian's Chromium, headless, driven by npm
+//! playwright-core (`scripts/browser/ui-check.mjs`, installed by
+//! `scripts/setup.sh`) against a real `shoal server` with its local agent and the
+//! test release. A user signs in with a token, sees the server's refusal at the
+//! form's field, creates a cluster through the form, watches it turn Ready on the
+//! open clusters page (no reload), scales it and deletes it by typing its name.
+//! Every page is screenshotted into `target/ui-screenshots/` and checked with
+//! axe-core: no serious or critical violation. Needs root (the local agent's
+//! namespace).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use kube::Api;
+use serde_json::Value;
+use shoal_api::Cluster;
+use shoal_e2e::hosts::{local_agent_args, NetnsGuard};
+use shoal_e2e::{workspace_root, ServerProc};
+
+const ORG: &str = "acme";
+const CLUSTER: &str = "web-browser";
+
+fn owner_token(server: &ServerProc) -> Result<String> {
+    let text = server.shoal_ok(&["token", "create", "--org", ORG, "--role", "owner"])?;
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("shoal."))
+        .map(str::to_owned)
+        .context("no token printed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()> {
+    let chromium = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()?;
+    ensure!(
+        chromium.status.success(),
+        "chromium is not installed: run scripts/setup.sh (it installs Debian's chromium and the npm driver)"
+    );
+    shoal_e2e::fleet::image("vmlinuz")?;
+    let netns = format!("sgub{}", std::process::id());
+    let _guard = NetnsGuard(netns.clone());
+    let images = workspace_root().join("images/out").display().to_string();
+    let mut args = local_agent_args(&netns, "local");
+    args.extend(["--test-image-dir", &images]);
+    let server = ServerProc::start_with(&args)?;
+    server.shoal_ok(&["org", "create", ORG])?;
+    let token = owner_token(&server)?;
+    let out = workspace_root().join("target/ui-screenshots");
+    let _ = std::fs::remove_dir_all(&out);
+
+    let started = Instant::now();
+    let run = tokio::task::spawn_blocking({
+        let (base, out) = (server.url(), out.clone());
+        move || {
+            Command::new("bash")
+                .arg(workspace_root().join("scripts/npm-tool.sh"))
+                .args(["browser", "run", "ui-check.mjs"])
+                .env("SHOAL_UI_BASE", base)
+                .env("SHOAL_UI_TOKEN", token)
+                .env("SHOAL_UI_ORG", ORG)
+                .env("SHOAL_UI_CLUSTER", CLUSTER)
+                .env("SHOAL_UI_RELEASE", "test")
+                .env("SHOAL_UI_OUT", out)
+                .env("SHOAL_UI_READY_SECS", "300")
+                .output()
+        }
+    });
+    let output = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .context("the browser run took more than 600 s")???;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_str(stdout.trim()).with_context(|| {
+        format!(
+            "the browser run printed no report (exit {}): {stdout}\n{stderr}",
+            output.status
+        )
+    })?;
+    for step in report["steps"].as_array().into_iter().flatten() {
+        eprintln!("{step}");
+    }
+    ensure!(
+        report["ok"] == true && output.status.success(),
+        "the browser run failed after {:?}: {}\nsteps: {}\nstderr: {stderr}",
+        started.elapsed(),
+        report["error"],
+        report["steps"]
+    );
+    let names: Vec<&str> = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    for want in [
+        "signed in",
+        "name error at its field",
+        "created",
+        "Ready live",
+        "scaled",
+        "deleted",
+        "gone from the list",
+    ] {
+        ensure!(names.contains(&want), "no step {want:?} in {names:?}");
+    }
+    let focused = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "keyboard focus")
+        .map(|s| s["focused"].clone());
+    ensure!(
+        focused == Some(Value::from("Clusters")),
+        "the first Tab does not reach the navigation: {focused:?}"
+    );
+    let violations = report["violations"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        violations.is_empty(),
+        "axe-core found {} serious or critical accessibility violations: {}",
+        violations.len(),
+        serde_json::to_string_pretty(&violations)?
+    );
+    let shots = report["screenshots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(shots.len() >= 10, "only {} screenshots", shots.len());
+    for shot in &shots {
+        let path = shot.as_str().unwrap_or_default();
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        ensure!(size > 1000, "screenshot {path} is {size} bytes");
+    }
+    eprintln!(
+        "browser run: {:?}, {} screenshots in {}",
+        started.elapsed(),
+        shots.len(),
+        out.display()
+    );
+    // The UI's delete reached the API.
+    let client = server.client().await?;
+    let left = Api::<Cluster>::namespaced(client, "org-acme")
+        .get_opt(CLUSTER)
+        .await?;
+    ensure!(
+        left.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        "the cluster outlived its deletion in the UI"
+    );
+    Ok(())
+}
