@@ -2,7 +2,7 @@
 // UI as a user would, for tests/e2e/tests/web_ui_browser.rs. It signs in with a
 // token, shows a form error at its field, creates a cluster through the form,
 // waits for its status to turn Ready on the open clusters page (no reload), scales
-// it, and deletes it; it takes a screenshot of every page and runs axe-core on it.
+// it, and deletes it; it reads the cluster's recent events; it takes a screenshot of every page and runs axe-core on it.
 // It prints one JSON object: the steps with their timings and every serious or
 // critical accessibility violation; it exits non-zero on the first failed step.
 //
@@ -121,6 +121,10 @@ try {
   await row.getByRole("link", { name: cluster }).click();
   await page.waitForURL(`${base}/ui/clusters/${org}/${cluster}`);
   await check("cluster-detail");
+  const eventRows = await page
+    .locator("h2:has-text('Recent events') + table tbody tr")
+    .count();
+  step("events shown", { rows: eventRows });
   const workers = page.getByLabel(`Workers in ${cluster}-default`);
   await workers.fill("1");
   await page.getByRole("button", { name: "Scale" }).click();

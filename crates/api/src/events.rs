@@ -2,6 +2,10 @@
 //! `events.k8s.io/v1` (what kube-rs's `Recorder` writes). Shoal stores the core
 //! form and converts on the way in and out, as Kubernetes does.
 
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value};
 
 /// Field pairs that carry the same meaning: (core v1, events.k8s.io/v1).
@@ -114,6 +118,40 @@ pub fn normalize_core(ev: &mut Value) {
     }
 }
 
+/// When an event last happened, by the best timestamp it carries.
+pub fn event_time(e: &Event) -> Option<Timestamp> {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// The last `n` events about the cluster or one of the named Machines, oldest first.
+pub fn recent_events(
+    events: Vec<Event>,
+    cluster: &str,
+    machines: &BTreeSet<String>,
+    n: usize,
+) -> Vec<Event> {
+    let mut mine: Vec<Event> = events
+        .into_iter()
+        .filter(|e| {
+            let o = &e.involved_object;
+            let name = o.name.as_deref().unwrap_or_default();
+            match o.kind.as_deref() {
+                Some("Cluster") => name == cluster,
+                Some("Machine") => machines.contains(name),
+                _ => false,
+            }
+        })
+        .collect();
+    mine.sort_by_key(event_time);
+    let skip = mine.len().saturating_sub(n);
+    mine.split_off(skip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +179,37 @@ mod tests {
         assert_eq!(back["note"], ev["note"]);
         assert_eq!(back["series"], ev["series"]);
         assert_eq!(back["reportingController"], "shoal.io/cluster");
+    }
+
+    fn event(kind: &str, name: &str, at: &str, reason: &str) -> Event {
+        serde_json::from_value(json!({
+            "metadata": {},
+            "involvedObject": {"kind": kind, "name": name},
+            "lastTimestamp": at,
+            "reason": reason,
+        }))
+        .expect("an Event")
+    }
+
+    #[test]
+    fn recent_events_keeps_the_clusters_newest_in_order() {
+        let events = vec![
+            event("Machine", "demo-cp-0", "2025-01-01T00:00:03Z", "Ready"),
+            event("Cluster", "demo", "2025-01-01T00:00:01Z", "Created"),
+            event("Cluster", "other", "2025-01-01T00:00:02Z", "Created"),
+            event("NodePool", "demo", "2025-01-01T00:00:02Z", "Scaled"),
+            event("Machine", "demo-cp-0", "2025-01-01T00:00:02Z", "Scheduled"),
+        ];
+        let names = BTreeSet::from(["demo-cp-0".to_owned()]);
+        let reasons: Vec<String> = recent_events(events.clone(), "demo", &names, 10)
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["Created", "Scheduled", "Ready"]);
+        let last_two: Vec<String> = recent_events(events, "demo", &names, 2)
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        assert_eq!(last_two, ["Scheduled", "Ready"]);
     }
 }

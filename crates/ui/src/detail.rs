@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use http::{HeaderMap, StatusCode};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use shoal_api::events::{event_time, recent_events};
 use shoal_api::resources::cluster::Cluster;
 use shoal_api::resources::machine::Machine;
 use shoal_api::resources::organization::org_namespace;
@@ -23,7 +25,13 @@ struct Loaded {
     cluster: Cluster,
     machines: Vec<Machine>,
     pools: Vec<NodePool>,
+    /// The newest events about the cluster and its machines, oldest first; the
+    /// API's refusal when the token may not read events.
+    events: Result<Vec<Event>, String>,
 }
+
+/// How many events the page shows.
+const EVENTS_SHOWN: usize = 10;
 
 /// A refusal to show at a form's field.
 #[derive(Clone, Copy)]
@@ -92,6 +100,7 @@ fn detail_page(org: &str, loaded: &Loaded, error: Option<FieldError>) -> String 
         b.push_str("</tbody></table>");
     }
     node_pools(&mut b, org, name, &loaded.pools, error);
+    events_table(&mut b, &loaded.events);
     let _ = write!(
         b,
         r#"<h2>Delete</h2>
@@ -166,7 +175,45 @@ fn node_pools(
     }
 }
 
-/// Reads the cluster, its machines and its node pools with the user's token.
+/// The recent events, newest last, or why they cannot be shown.
+fn events_table(b: &mut String, events: &Result<Vec<Event>, String>) {
+    b.push_str("<h2>Recent events</h2>");
+    let events = match events {
+        Ok(events) if events.is_empty() => {
+            b.push_str("<p>None yet.</p>");
+            return;
+        }
+        Ok(events) => events,
+        Err(why) => {
+            let _ = write!(b, "<p>Events are not shown: {}</p>", escape(why));
+            return;
+        }
+    };
+    b.push_str(r#"<table><thead><tr><th scope="col">Time</th><th scope="col">Type</th><th scope="col">Reason</th><th scope="col">Object</th><th scope="col">Message</th></tr></thead><tbody>"#);
+    for e in events {
+        let at = event_time(e)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default();
+        let object = format!(
+            "{}/{}",
+            e.involved_object.kind.as_deref().unwrap_or_default(),
+            e.involved_object.name.as_deref().unwrap_or_default()
+        );
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&at),
+            escape(e.type_.as_deref().unwrap_or_default()),
+            escape(e.reason.as_deref().unwrap_or_default()),
+            escape(&object),
+            escape(e.message.as_deref().unwrap_or_default()),
+        );
+    }
+    b.push_str("</tbody></table>");
+}
+
+/// Reads the cluster, its machines, node pools and recent events with the
+/// user's token.
 async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<Loaded, UiError> {
     let c = client(config, token)?;
     let ns = org_namespace(org);
@@ -190,11 +237,24 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
         .filter(|p| p.spec.cluster == name)
         .collect();
     pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let names: std::collections::BTreeSet<String> = machines
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    let events = Api::<Event>::namespaced(c.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|list| recent_events(list.items, name, &names, EVENTS_SHOWN))
+        .map_err(|e| match e {
+            kube::Error::Api(s) => s.message,
+            e => e.to_string(),
+        });
     Ok(Loaded {
         client: c,
         cluster,
         machines,
         pools,
+        events,
     })
 }
 

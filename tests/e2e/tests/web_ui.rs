@@ -416,8 +416,28 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     )
     .await?;
     ensure!(code == 201, "creating a Machine: {code} {v}");
+    let event = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "web-one.1", "namespace": "org-acme"},
+        "involvedObject": {"kind": "Cluster", "name": "web-one", "namespace": "org-acme"},
+        "reason": "Probed", "message": "the <probe> answered", "type": "Normal",
+        "lastTimestamp": "2026-01-02T03:04:05Z",
+    });
+    let (code, v) = raw(
+        &admin,
+        "POST",
+        "/api/v1/namespaces/org-acme/events",
+        "application/json",
+        serde_json::to_vec(&event)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating an Event: {code} {v}");
     let (code, html) = page(&ui, &format!("{base}/ui/clusters/acme/web-one")).await?;
     ensure!(code == StatusCode::OK, "detail: {code}\n{html}");
+    ensure!(
+        html.contains("<td>2026-01-02 03:04:05 UTC</td><td>Normal</td><td>Probed</td><td>Cluster/web-one</td><td>the &lt;probe&gt; answered</td>"),
+        "detail lacks the recent event:\n{html}"
+    );
     ensure!(
         html.contains(
             "<td>web-one-w1</td><td>Worker</td><td>host-a</td><td>10.77.0.12</td><td>Pending</td>"

@@ -116,6 +116,17 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
         focused == Some(Value::from("Clusters")),
         "the first Tab does not reach the navigation: {focused:?}"
     );
+    let events = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "events shown")
+        .and_then(|s| s["rows"].as_u64())
+        .unwrap_or(0);
+    ensure!(
+        events >= 1,
+        "the cluster's page shows no recent events (the scheduler records one per Machine)"
+    );
     let violations = report["violations"].as_array().cloned().unwrap_or_default();
     ensure!(
         violations.is_empty(),

@@ -11,14 +11,15 @@ use kube::api::{
 };
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
+use shoal_api::events::recent_events;
 use shoal_api::resources::organization::org_namespace;
 use shoal_api::{Cluster, ClusterPhase, Machine, NodePool, Release, RemovedResources};
 
 use crate::args::{ClusterCommand, ClusterCreateArgs, GuestOidcArgs, WaitArgs};
 use crate::client::{dynamic_api, find_kind, CliError};
 use crate::commands::cluster_view::{
-    count_machines, describe, pool_done, pool_line, ready_condition, recent_events, removed_report,
-    standing, upgrade_done, upgrade_line, upgrade_progress, EVENTS_SHOWN,
+    count_machines, describe, pool_done, pool_line, ready_condition, removed_report, standing,
+    upgrade_done, upgrade_line, upgrade_progress, EVENTS_SHOWN,
 };
 use crate::commands::wait::{ClusterProgress, Deadline, LinePrinter};
 use crate::output::{emit, emit_line, print};

@@ -2,7 +2,7 @@
 //! Machines, the describe page, upgrade progress and the removal report. No I/O
 //! here; `cluster.rs` fetches the objects and prints what these return.
 
-use std::collections::BTreeSet;
+use shoal_api::events::event_time;
 
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::jiff::Timestamp;
@@ -286,40 +286,6 @@ fn or_none(s: Option<&str>) -> String {
         Some(s) if !s.is_empty() => s.to_owned(),
         _ => "<none>".into(),
     }
-}
-
-/// When an event last happened, by the best timestamp it carries.
-pub fn event_time(e: &Event) -> Option<Timestamp> {
-    e.last_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .or_else(|| e.event_time.as_ref().map(|t| t.0))
-        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
-        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
-}
-
-/// The last `n` events about the cluster or one of the named Machines, oldest first.
-pub fn recent_events(
-    events: Vec<Event>,
-    cluster: &str,
-    machines: &BTreeSet<String>,
-    n: usize,
-) -> Vec<Event> {
-    let mut mine: Vec<Event> = events
-        .into_iter()
-        .filter(|e| {
-            let o = &e.involved_object;
-            let name = o.name.as_deref().unwrap_or_default();
-            match o.kind.as_deref() {
-                Some("Cluster") => name == cluster,
-                Some("Machine") => machines.contains(name),
-                _ => false,
-            }
-        })
-        .collect();
-    mine.sort_by_key(event_time);
-    let skip = mine.len().saturating_sub(n);
-    mine.split_off(skip)
 }
 
 /// The rows of the Machines table: name, role, host, IP, phase, release, age.
@@ -665,28 +631,6 @@ mod tests {
             reason: Some(reason.into()),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn recent_events_keeps_the_clusters_newest_in_order() {
-        let events = vec![
-            event("Machine", "demo-cp-0", "2025-01-01T00:00:03Z", "Ready"),
-            event("Cluster", "demo", "2025-01-01T00:00:01Z", "Created"),
-            event("Cluster", "other", "2025-01-01T00:00:02Z", "Created"),
-            event("NodePool", "demo", "2025-01-01T00:00:02Z", "Scaled"),
-            event("Machine", "demo-cp-0", "2025-01-01T00:00:02Z", "Scheduled"),
-        ];
-        let names = BTreeSet::from(["demo-cp-0".to_owned()]);
-        let reasons: Vec<String> = recent_events(events.clone(), "demo", &names, 10)
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
-        assert_eq!(reasons, ["Created", "Scheduled", "Ready"]);
-        let last_two: Vec<String> = recent_events(events, "demo", &names, 2)
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
-        assert_eq!(last_two, ["Scheduled", "Ready"]);
     }
 
     #[test]
