@@ -1,6 +1,7 @@
 //! Debian's kubectl 1.20 against a real `shoal server`, with the admin kubeconfig:
 //! apply, get (json, yaml, table), watch, patch, describe with events,
-//! api-resources, delete, and the refusal of server-side apply.
+//! api-resources, delete, `auth can-i` (SelfSubjectAccessReview) for an admin and
+//! a viewer, and the refusal of server-side apply.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -447,6 +448,114 @@ fn api_resources_lists_shoal_kinds() -> Result<()> {
     assert_eq!(
         cluster_row,
         ["clusters", "cl", "shoal.io/v1alpha1", "true", "Cluster"]
+    );
+    Ok(())
+}
+
+/// `kubectl auth can-i` as the admin and as a viewer of acme: each answer is the
+/// API's own rule; a malformed review is a 422 naming its field.
+#[tokio::test]
+async fn auth_can_i_answers_with_the_apis_rules() -> Result<()> {
+    let f = Fixture::applied()?;
+    let can_i = |token: Option<&str>, args: &[&str]| -> Result<String> {
+        let mut all = Vec::new();
+        if let Some(t) = token {
+            all.extend(["--token", t]);
+        }
+        all.extend(["auth", "can-i"]);
+        all.extend(args);
+        let out = f.server.kubectl(&all)?;
+        // "yes", or "no" with the API's reason after it.
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        ensure!(
+            said == "yes" || said.starts_with("no"),
+            "kubectl auth can-i {args:?}: {said} {}",
+            stderr_of(&out)
+        );
+        Ok(said)
+    };
+    ensure!(can_i(None, &["create", "clusters.shoal.io", "-n", "org-acme"])? == "yes");
+    ensure!(can_i(None, &["create", "hosts.shoal.io"])? == "yes");
+    let token = f
+        .server
+        .shoal_ok(&["token", "create", "--org", "acme", "--role", "viewer"])?;
+    let viewer = token
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("shoal."))
+        .context("no token printed")?
+        .to_owned();
+    let v = Some(viewer.as_str());
+    for (args, want) in [
+        (&["get", "clusters.shoal.io", "-n", "org-acme"][..], "yes"),
+        (&["list", "nodepools.shoal.io", "-n", "org-acme"][..], "yes"),
+        (&["delete", "clusters.shoal.io", "-n", "org-acme"][..], "no"),
+        (&["patch", "nodepools.shoal.io", "-n", "org-acme"][..], "no"),
+        (&["get", "clusters.shoal.io", "-n", "org-other"][..], "no"),
+        (&["list", "hosts.shoal.io"][..], "no"),
+    ] {
+        let said = can_i(v, args)?;
+        ensure!(
+            said.split_whitespace().next() == Some(want),
+            "viewer: can-i {args:?} said {said}, want {want}"
+        );
+    }
+    let why = can_i(v, &["delete", "clusters.shoal.io", "-n", "org-acme"])?;
+    ensure!(why.contains("viewers may only read"), "the reason: {why}");
+    // The review agrees with the request itself.
+    let forced = f.server.kubectl(&[
+        "--token", &viewer, "delete", "cluster", "demo", "-n", "org-acme",
+    ])?;
+    ensure!(
+        !forced.status.success() && stderr_of(&forced).contains("Forbidden"),
+        "a viewer's delete: {}",
+        stderr_of(&forced)
+    );
+    let admin = f.server.client().await?;
+    let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let review = |attrs: Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs},
+        }))
+    };
+    let (code, body) = raw(
+        &admin,
+        "POST",
+        path,
+        "application/json",
+        review(
+            serde_json::json!({"verb": "escalate", "group": "shoal.io", "resource": "clusters"}),
+        )?,
+    )
+    .await?;
+    ensure!(
+        code == 422 && body.to_string().contains("spec.resourceAttributes.verb"),
+        "an unknown verb: {code} {body}"
+    );
+    let (code, body) = raw(&admin, "POST", path, "application/json", b"{}".to_vec()).await?;
+    ensure!(
+        code == 422 && body["details"]["causes"][0]["field"] == "kind",
+        "no kind: {code} {body}"
+    );
+    let (code, body) = raw(&admin, "GET", path, "application/json", Vec::new()).await?;
+    ensure!(code == 405, "GET of the reviews: {code} {body}");
+    let (code, body) = raw(
+        &admin,
+        "POST",
+        path,
+        "application/json",
+        review(serde_json::json!({"verb": "get", "group": "shoal.io", "resource": "widgets"}))?,
+    )
+    .await?;
+    ensure!(
+        code == 201
+            && body["status"]["allowed"] == false
+            && body["status"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("widgets")),
+        "an unknown resource: {code} {body}"
     );
     Ok(())
 }

@@ -172,6 +172,9 @@ async fn serve(state: AppState, req: Request) -> Response<Body> {
     if let Some(resp) = discovery_response(&parts.method, &path, &parts.headers) {
         return resp;
     }
+    if path == super::access_review::PATH {
+        return access_review(&state, &identity, parts, body).await;
+    }
     if path == super::audit_search::AUDIT_PATH && parts.method == Method::GET {
         let query = parse_query(parts.uri.query());
         return match super::audit_search::search(&state, &identity, &query).await {
@@ -242,6 +245,30 @@ async fn serve(state: AppState, req: Request) -> Response<Body> {
         });
     }
     resp
+}
+
+/// `POST` of a SelfSubjectAccessReview: the caller's own permission, decided by
+/// the rules every request goes through.
+async fn access_review(
+    state: &AppState,
+    identity: &Identity,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Response<Body> {
+    if parts.method != Method::POST {
+        return error_response(&ApiError::MethodNotAllowed(format!(
+            "{} is created with POST only (nothing is stored to {})",
+            super::access_review::PATH,
+            parts.method
+        )));
+    }
+    let answer = async {
+        let bytes = read_body(state, body, &parts.headers).await?;
+        let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
+        let review = decode_body(content_type, &bytes)?;
+        super::access_review::review(identity, &review)
+    };
+    answer.await.unwrap_or_else(|e| error_response(&e))
 }
 
 /// The name of an object a POST created, for the audit log (the URL has none).

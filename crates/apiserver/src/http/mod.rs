@@ -1,5 +1,6 @@
 //! The HTTPS front: routing, TLS and graceful shutdown.
 
+mod access_review;
 mod audit_search;
 mod discovery;
 mod handler;
