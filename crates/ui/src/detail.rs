@@ -28,6 +28,10 @@ struct Loaded {
     /// The newest events about the cluster and its machines, oldest first; the
     /// API's refusal when the token may not read events.
     events: Result<Vec<Event>, String>,
+    /// Whether the user may scale the node pools.
+    may_scale: bool,
+    /// Whether the user may delete the cluster.
+    may_delete: bool,
 }
 
 /// How many events the page shows.
@@ -99,8 +103,12 @@ fn detail_page(org: &str, loaded: &Loaded, error: Option<FieldError>) -> String 
         }
         b.push_str("</tbody></table>");
     }
-    node_pools(&mut b, org, name, &loaded.pools, error);
+    node_pools(&mut b, org, name, &loaded.pools, loaded.may_scale, error);
     events_table(&mut b, &loaded.events);
+    if !loaded.may_delete {
+        b.push_str("<p>Your token may not delete this cluster: that takes an owner or member of its organization.</p>");
+        return page(&format!("Cluster {name}"), true, &b);
+    }
     let _ = write!(
         b,
         r#"<h2>Delete</h2>
@@ -129,6 +137,7 @@ fn node_pools(
     org: &str,
     name: &str,
     pools: &[NodePool],
+    may_scale: bool,
     error: Option<FieldError>,
 ) {
     b.push_str("<h2>Node pools</h2>");
@@ -142,17 +151,25 @@ fn node_pools(
         let id = format!("workers-{}", escape(pool));
         let _ = write!(
             b,
-            r#"<form method="post" action="/ui/clusters/{org}/{name}/scale"><h3>{pool}</h3>
-<p>{ready} of {want} workers Ready; each {cpu} CPU, {memory} memory, {disk} disk.</p>
-<input type="hidden" name="pool" value="{pool}">
-<label for="{id}">Workers in {pool}</label>"#,
-            org = escape(org),
-            name = escape(name),
+            "<h3>{pool}</h3>\n<p>{ready} of {want} workers Ready; each {cpu} CPU, {memory} memory, {disk} disk.</p>",
             pool = escape(pool),
             want = p.spec.replicas,
             cpu = escape(p.spec.machine.cpu.as_str()),
             memory = escape(p.spec.machine.memory.as_str()),
             disk = escape(p.spec.machine.disk.as_str()),
+        );
+        let refused_here = matches!(error, Some(FieldError::Workers(at, _)) if at == pool);
+        if !may_scale && !refused_here {
+            continue;
+        }
+        let _ = write!(
+            b,
+            r#"<form method="post" action="/ui/clusters/{org}/{name}/scale">
+<input type="hidden" name="pool" value="{pool}">
+<label for="{id}">Workers in {pool}</label>"#,
+            org = escape(org),
+            name = escape(name),
+            pool = escape(pool),
         );
         match error {
             Some(FieldError::Workers(at, e)) if at == pool => {
@@ -249,12 +266,16 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
             kube::Error::Api(s) => s.message,
             e => e.to_string(),
         });
+    let may_scale = crate::can::can(&c, "patch", "nodepools", Some(&ns), None).await;
+    let may_delete = crate::can::can(&c, "delete", "clusters", Some(&ns), Some(name)).await;
     Ok(Loaded {
         client: c,
         cluster,
         machines,
         pools,
         events,
+        may_scale,
+        may_delete,
     })
 }
 

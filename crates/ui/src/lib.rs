@@ -8,6 +8,7 @@
 //! Pages work without JavaScript. Sign-in takes a Shoal token; OIDC sign-in is a
 //! later slice (issue 16).
 
+mod can;
 mod catalog;
 mod create;
 mod detail;

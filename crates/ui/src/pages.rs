@@ -150,20 +150,26 @@ pub async fn clusters(State(config): State<UiConfig>, headers: HeaderMap) -> Res
     let Some(token) = session::token(&headers) else {
         return to_sign_in();
     };
-    let listed = match client(&config, &token) {
-        Ok(c) => Api::<Cluster>::all(c)
-            .list(&ListParams::default())
-            .await
-            .map_err(UiError::Api),
-        Err(e) => Err(e),
+    let c = match client(&config, &token) {
+        Ok(c) => c,
+        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
     };
+    let listed = Api::<Cluster>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(UiError::Api);
     let list = match listed {
         Ok(list) => list.items,
         Err(e) if unauthorized(&e) => return to_sign_in(),
         Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Clusters", &e),
     };
+    let create = if crate::can::can_create_clusters(&c).await {
+        r#"<p><a href="/ui/clusters/new">Create cluster</a></p>"#
+    } else {
+        "<p>Your token may read these clusters; creating them takes an owner or member of their organization.</p>"
+    };
     let body = format!(
-        r#"<p><a href="/ui/clusters/new">Create cluster</a></p>
+        r#"{create}
 <div id="clusters">{}</div>
 <script>
 // Live updates: the server re-renders the table on every change it watches.

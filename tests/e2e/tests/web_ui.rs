@@ -314,6 +314,11 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         "owner sign-in: {}",
         resp.status()
     );
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
+    ensure!(
+        code == StatusCode::OK && html.contains(r#"href="/ui/clusters/new""#),
+        "an owner is not offered Create cluster: {code}\n{html}"
+    );
     let (code, html) = page(&ui, &format!("{base}/ui/clusters/new")).await?;
     ensure!(code == StatusCode::OK, "form: {code}\n{html}");
     for want in [
@@ -508,6 +513,32 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     ensure!(
         code == StatusCode::FORBIDDEN && html.contains("may not scale"),
         "a viewer's scale: {code}\n{html}"
+    );
+    // The viewer is offered neither scale nor delete nor create; forcing a delete
+    // is refused by the API all the same.
+    let (code, html) = page(&viewer, &format!("{base}/ui/clusters/acme/web-one")).await?;
+    ensure!(
+        code == StatusCode::OK
+            && !html.contains("Delete cluster")
+            && !html.contains(">Scale<")
+            && html.contains("may not delete this cluster")
+            && html.contains("0 of 3 workers Ready"),
+        "the cluster page for a viewer: {code}\n{html}"
+    );
+    let (code, html) = page(&viewer, &format!("{base}/ui/clusters")).await?;
+    ensure!(
+        code == StatusCode::OK && !html.contains(r#"href="/ui/clusters/new""#),
+        "the clusters page offers a viewer Create cluster: {code}\n{html}"
+    );
+    let resp = viewer
+        .post(format!("{base}/ui/clusters/acme/web-one/delete"))
+        .form(&[("confirm", "web-one")])
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::FORBIDDEN,
+        "a viewer's forced delete: {}",
+        resp.status()
     );
     ensure!(replicas().await? == json!(3), "a viewer scaled the pool");
 
