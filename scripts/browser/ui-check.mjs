@@ -135,6 +135,7 @@ try {
   step("scaled");
 
   for (const [label, path] of [
+    ["organizations", "/ui/organizations"],
     ["releases", "/ui/releases"],
     ["hosts", "/ui/hosts"],
     ["getting-started", "/ui/getting-started"],

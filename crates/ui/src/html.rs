@@ -54,7 +54,7 @@ a:focus, button:focus, input:focus {{ outline: 3px solid #e07b00; outline-offset
     );
     if signed_in {
         out.push_str(
-            r#"<nav aria-label="Main"><a href="/ui/clusters">Clusters</a> · <a href="/ui/releases">Releases</a> · <a href="/ui/hosts">Hosts</a> · <a href="/ui/getting-started">Getting started</a></nav>
+            r#"<nav aria-label="Main"><a href="/ui/clusters">Clusters</a> · <a href="/ui/organizations">Organizations</a> · <a href="/ui/releases">Releases</a> · <a href="/ui/hosts">Hosts</a> · <a href="/ui/getting-started">Getting started</a></nav>
 <form method="post" action="/ui/sign-out" style="margin-left:auto"><button type="submit">Sign out</button></form>"#,
         );
     }

@@ -14,6 +14,7 @@ mod create;
 mod detail;
 mod guide;
 mod html;
+mod orgs;
 mod pages;
 
 use shoal_kube::session;
@@ -64,6 +65,12 @@ pub fn router(config: UiConfig) -> Router {
         .route("/ui/clusters/{org}/{name}", get(detail::show))
         .route("/ui/clusters/{org}/{name}/delete", post(detail::delete))
         .route("/ui/clusters/{org}/{name}/scale", post(detail::scale))
+        .route("/ui/organizations", get(orgs::organizations))
+        .route("/ui/organizations/{org}/members", post(orgs::add_member))
+        .route(
+            "/ui/organizations/{org}/members/remove",
+            post(orgs::remove_member),
+        )
         .route("/ui/releases", get(catalog::releases))
         .route("/ui/hosts", get(catalog::hosts))
         .route("/ui/getting-started", get(guide::getting_started))

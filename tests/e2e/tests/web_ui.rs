@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context, Result};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use shoal_e2e::fixtures::{create_active_release, create_cluster, create_org, https_trusting};
 use shoal_e2e::{raw, token_of, ServerProc};
 
@@ -161,7 +161,85 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
             && html.contains("kubectl --kubeconfig"),
         "getting started: {code}\n{html}"
     );
-    for path in ["/ui/releases", "/ui/hosts", "/ui/getting-started"] {
+    // Organizations: the admin adds a member to acme, sees it, and removes it; an
+    // empty name is refused at the field.
+    let (code, html) = page(&ui, &format!("{base}/ui/organizations")).await?;
+    ensure!(
+        code == StatusCode::OK
+            && html.contains("<h2>acme</h2>")
+            && html.contains("<h2>beta</h2>")
+            && html.contains(r#"<label for="who-acme">"#),
+        "organizations for the admin: {code}\n{html}"
+    );
+    let members = async || -> Result<Value> {
+        let (_, v) = raw(
+            &admin,
+            "GET",
+            &format!("{GV}/organizations/acme"),
+            "application/json",
+            Vec::new(),
+        )
+        .await?;
+        Ok(v.pointer("/spec/members").cloned().unwrap_or(json!([])))
+    };
+    let add = format!("{base}/ui/organizations/acme/members");
+    let resp = ui
+        .post(&add)
+        .form(&[("kind", "user"), ("who", " "), ("role", "member")])
+        .send()
+        .await?;
+    let code = resp.status();
+    let html = resp.text().await?;
+    ensure!(
+        code == StatusCode::UNPROCESSABLE_ENTITY && html.contains(r#"id="who-acme-error""#),
+        "an empty member: {code}\n{html}"
+    );
+    let resp = ui
+        .post(&add)
+        .form(&[
+            ("kind", "user"),
+            ("who", "alice@example.com"),
+            ("role", "member"),
+        ])
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "adding a member: {} {}",
+        resp.status(),
+        resp.text().await?
+    );
+    ensure!(
+        members().await? == json!([{"name": "alice@example.com", "role": "member"}]),
+        "acme's members after the add: {}",
+        members().await?
+    );
+    let (_, html) = page(&ui, &format!("{base}/ui/organizations")).await?;
+    ensure!(
+        html.contains("<td>alice@example.com</td><td>user</td><td>member</td>"),
+        "the new member is not listed:\n{html}"
+    );
+    let resp = ui
+        .post(format!("{add}/remove"))
+        .form(&[("kind", "user"), ("who", "alice@example.com")])
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "removing: {}",
+        resp.status()
+    );
+    ensure!(
+        members().await? == json!([]),
+        "acme's members after the removal: {}",
+        members().await?
+    );
+    for path in [
+        "/ui/organizations",
+        "/ui/releases",
+        "/ui/hosts",
+        "/ui/getting-started",
+    ] {
         ensure!(
             html.contains(&format!(r#"<a href="{path}">"#)),
             "the navigation lacks {path}:\n{html}"
@@ -196,6 +274,25 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
     ensure!(
         code == StatusCode::FORBIDDEN && html.contains("for administrators"),
         "hosts for a viewer: {code}\n{html}"
+    );
+    let (code, html) = page(&tenant, &format!("{base}/ui/organizations")).await?;
+    ensure!(
+        code == StatusCode::OK
+            && html.contains("<h2>acme</h2>")
+            && !html.contains("<h2>beta</h2>")
+            && !html.contains("Add member"),
+        "organizations for a viewer: {code}\n{html}"
+    );
+    let resp = tenant
+        .post(format!("{base}/ui/organizations/acme/members"))
+        .form(&[("kind", "user"), ("who", "mallory"), ("role", "owner")])
+        .send()
+        .await?;
+    let code = resp.status();
+    let html = resp.text().await?;
+    ensure!(
+        code == StatusCode::FORBIDDEN && html.contains("may not change"),
+        "a viewer adding an owner: {code}\n{html}"
     );
     let (code, html) = page(&tenant, &format!("{base}/ui/releases")).await?;
     ensure!(
