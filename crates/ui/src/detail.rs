@@ -13,7 +13,8 @@ use shoal_api::events::{event_time, recent_events};
 use shoal_api::resources::cluster::Cluster;
 use shoal_api::resources::machine::Machine;
 use shoal_api::resources::organization::org_namespace;
-use shoal_api::NodePool;
+use shoal_api::resources::release::ReleaseState;
+use shoal_api::{NodePool, Release};
 
 use crate::html::{escape, page};
 use crate::pages::{client, error_page, to_sign_in, unauthorized};
@@ -32,6 +33,9 @@ struct Loaded {
     may_scale: bool,
     /// Whether the user may delete the cluster.
     may_delete: bool,
+    /// The active releases the user may move the cluster to; empty when it may
+    /// not change the cluster.
+    upgrades: Vec<String>,
 }
 
 /// How many events the page shows.
@@ -44,6 +48,8 @@ enum FieldError<'a> {
     Confirm(&'a str),
     /// At the workers field of node pool `.0`.
     Workers(&'a str, &'a str),
+    /// At the upgrade's release field.
+    Release(&'a str),
 }
 
 /// The page for a loaded cluster, with `error` at its field.
@@ -104,6 +110,14 @@ fn detail_page(org: &str, loaded: &Loaded, error: Option<FieldError>) -> String 
         b.push_str("</tbody></table>");
     }
     node_pools(&mut b, org, name, &loaded.pools, loaded.may_scale, error);
+    upgrade_form(
+        &mut b,
+        org,
+        name,
+        &cluster.spec.release,
+        &loaded.upgrades,
+        error,
+    );
     events_table(&mut b, &loaded.events);
     if !loaded.may_delete {
         b.push_str("<p>Your token may not delete this cluster: that takes an owner or member of its organization.</p>");
@@ -192,6 +206,47 @@ fn node_pools(
     }
 }
 
+/// The upgrade form: the active releases other than the cluster's own.
+fn upgrade_form(
+    b: &mut String,
+    org: &str,
+    name: &str,
+    current: &str,
+    upgrades: &[String],
+    error: Option<FieldError>,
+) {
+    let refused = match error {
+        Some(FieldError::Release(e)) => Some(e),
+        _ => None,
+    };
+    if upgrades.is_empty() && refused.is_none() {
+        return;
+    }
+    let _ = write!(
+        b,
+        r#"<h2>Upgrade</h2>
+<form method="post" action="/ui/clusters/{org}/{name}/upgrade">
+<label for="release">Move from release {current} to</label>"#,
+        org = escape(org),
+        name = escape(name),
+        current = escape(current),
+    );
+    match refused {
+        Some(e) => {
+            let _ = write!(
+                b,
+                r#"<p id="release-error" class="error" role="alert">{}</p><select id="release" name="release" aria-invalid="true" aria-describedby="release-error">"#,
+                escape(e)
+            );
+        }
+        None => b.push_str(r#"<select id="release" name="release">"#),
+    }
+    for r in upgrades {
+        let _ = write!(b, r#"<option value="{r}">{r}</option>"#, r = escape(r));
+    }
+    b.push_str(r#"</select> <button type="submit">Upgrade</button><p>Machines are replaced one at a time; the cluster's page shows the progress.</p></form>"#);
+}
+
 /// The recent events, newest last, or why they cannot be shown.
 fn events_table(b: &mut String, events: &Result<Vec<Event>, String>) {
     b.push_str("<h2>Recent events</h2>");
@@ -268,6 +323,22 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
         });
     let may_scale = crate::can::can(&c, "patch", "nodepools", Some(&ns), None).await;
     let may_delete = crate::can::can(&c, "delete", "clusters", Some(&ns), Some(name)).await;
+    let upgrades = if crate::can::can(&c, "patch", "clusters", Some(&ns), Some(name)).await {
+        let mut active: Vec<String> = Api::<Release>::all(c.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(UiError::Api)?
+            .items
+            .into_iter()
+            .filter(|r| r.spec.state == ReleaseState::Active)
+            .filter_map(|r| r.metadata.name)
+            .filter(|r| *r != cluster.spec.release)
+            .collect();
+        active.sort();
+        active
+    } else {
+        Vec::new()
+    };
     Ok(Loaded {
         client: c,
         cluster,
@@ -276,6 +347,7 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
         events,
         may_scale,
         may_delete,
+        upgrades,
     })
 }
 
@@ -409,17 +481,36 @@ pub async fn scale(
             urlencode(&name)
         ))
         .into_response(),
-        Err(kube::Error::Api(s)) if s.code == 401 => to_sign_in(),
-        Err(kube::Error::Api(s)) if s.code == 403 => refuse(
-            StatusCode::FORBIDDEN,
-            &format!("Your token may not scale this cluster: {}", s.message),
-        ),
-        Err(kube::Error::Api(s)) if (400..500).contains(&s.code) => refuse(
-            StatusCode::from_u16(s.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
-            &s.message,
-        ),
-        Err(e) => failure(&UiError::Api(e), "Cluster"),
+        Err(e) => match refusal(e, "Your token may not scale this cluster") {
+            Refusal::Field(code, message) => refuse(code, &message),
+            Refusal::Page(page) => page,
+        },
     }
+}
+
+/// The API's refusal of a change as a status and a message for the form's field
+/// (`forbidden` leads a 403's); the sign-in or the error page when the field is not
+/// what went wrong.
+fn refusal(e: kube::Error, forbidden: &str) -> Refusal {
+    match e {
+        kube::Error::Api(s) if s.code == 401 => Refusal::Page(to_sign_in()),
+        kube::Error::Api(s) if s.code == 403 => {
+            Refusal::Field(StatusCode::FORBIDDEN, format!("{forbidden}: {}", s.message))
+        }
+        kube::Error::Api(s) if (400..500).contains(&s.code) => Refusal::Field(
+            StatusCode::from_u16(s.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+            s.message,
+        ),
+        e => Refusal::Page(failure(&UiError::Api(e), "Cluster")),
+    }
+}
+
+/// Where a refused change is answered.
+enum Refusal {
+    /// At the form's field, with this status.
+    Field(StatusCode, String),
+    /// With a whole page.
+    Page(Response),
 }
 
 /// `s` for a path segment: Shoal names are DNS labels, anything else is
@@ -431,4 +522,51 @@ fn urlencode(s: &str) -> String {
             b => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The upgrade form's field.
+#[derive(serde::Deserialize)]
+pub struct Upgrade {
+    release: String,
+}
+
+/// `POST /ui/clusters/{org}/{name}/upgrade`: moves the cluster to another
+/// release; the API's refusal is shown at the field.
+pub async fn upgrade(
+    State(config): State<UiConfig>,
+    headers: HeaderMap,
+    Path((org, name)): Path<(String, String)>,
+    Form(form): Form<Upgrade>,
+) -> Response {
+    let loaded = match load_signed_in(&config, &headers, &org, &name).await {
+        Ok(loaded) => loaded,
+        Err(page) => return page,
+    };
+    let refuse = |code: StatusCode, message: &str| {
+        let error = Some(FieldError::Release(message));
+        (code, Html(detail_page(&org, &loaded, error))).into_response()
+    };
+    let release = form.release.trim();
+    if release.is_empty() || release == loaded.cluster.spec.release {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose a release other than the cluster's own; nothing was changed.",
+        );
+    }
+    let patch = serde_json::json!({"spec": {"release": release}});
+    match Api::<Cluster>::namespaced(loaded.client.clone(), &org_namespace(&org))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Redirect::to(&format!(
+            "/ui/clusters/{}/{}",
+            urlencode(&org),
+            urlencode(&name)
+        ))
+        .into_response(),
+        Err(e) => match refusal(e, "Your token may not upgrade this cluster") {
+            Refusal::Field(code, message) => refuse(code, &message),
+            Refusal::Page(page) => page,
+        },
+    }
 }

@@ -65,6 +65,7 @@ pub fn router(config: UiConfig) -> Router {
         .route("/ui/clusters/{org}/{name}", get(detail::show))
         .route("/ui/clusters/{org}/{name}/delete", post(detail::delete))
         .route("/ui/clusters/{org}/{name}/scale", post(detail::scale))
+        .route("/ui/clusters/{org}/{name}/upgrade", post(detail::upgrade))
         .route("/ui/organizations", get(orgs::organizations))
         .route("/ui/organizations/{org}/members", post(orgs::add_member))
         .route(

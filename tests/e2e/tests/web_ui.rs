@@ -402,6 +402,7 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     // no controllers nothing boots, so the image paths are never read.
     shoal_e2e::ensure_release(&admin, "old-1").await?;
     create_active_release(&admin, "ui-1").await?;
+    create_active_release(&admin, "ui-2").await?;
 
     let owner = create_token(&server, "acme", "owner")?;
     let ui = browser(&server)?;
@@ -553,6 +554,50 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     let (code, _) = page(&ui, &format!("{base}/ui/clusters/acme/no-such")).await?;
     ensure!(code == StatusCode::NOT_FOUND, "a missing cluster: {code}");
 
+    // Upgrade: the form offers the other active release (not the deprecated one);
+    // no choice is refused at the field; a choice moves the cluster.
+    ensure!(
+        html.contains(r#"<option value="ui-2">ui-2</option>"#)
+            && !html.contains(r#"<option value="old-1">"#)
+            && html.contains(r#"<label for="release">"#),
+        "the upgrade form:\n{html}"
+    );
+    let upgrade_url = format!("{base}/ui/clusters/acme/web-one/upgrade");
+    let resp = ui
+        .post(&upgrade_url)
+        .form(&[("release", "")])
+        .send()
+        .await?;
+    let code = resp.status();
+    let html_refused = resp.text().await?;
+    ensure!(
+        code == StatusCode::UNPROCESSABLE_ENTITY && html_refused.contains(r#"id="release-error""#),
+        "an upgrade without a release: {code}\n{html_refused}"
+    );
+    let resp = ui
+        .post(&upgrade_url)
+        .form(&[("release", "ui-2")])
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER,
+        "upgrade: {} {}",
+        resp.status(),
+        resp.text().await?
+    );
+    let (_, v) = raw(
+        &admin,
+        "GET",
+        &format!("{GV}/namespaces/org-acme/clusters/web-one"),
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    ensure!(
+        v.pointer("/spec/release") == Some(&json!("ui-2")),
+        "after the upgrade: {v}"
+    );
+
     // Scale the default node pool: a bad number is refused at the field and
     // changes nothing; a good one patches the NodePool; a viewer is refused there.
     ensure!(
@@ -618,6 +663,7 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         code == StatusCode::OK
             && !html.contains("Delete cluster")
             && !html.contains(">Scale<")
+            && !html.contains(">Upgrade<")
             && html.contains("may not delete this cluster")
             && html.contains("0 of 3 workers Ready"),
         "the cluster page for a viewer: {code}\n{html}"
