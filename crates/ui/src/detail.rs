@@ -470,22 +470,13 @@ pub async fn scale(
             "Enter a whole number of workers, 0 or more; nothing was changed.",
         );
     };
+    let pools = Api::<NodePool>::namespaced(loaded.client.clone(), &org_namespace(&org));
     let patch = serde_json::json!({"spec": {"replicas": workers}});
-    match Api::<NodePool>::namespaced(loaded.client.clone(), &org_namespace(&org))
+    let patched = pools
         .patch(&form.pool, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-    {
-        Ok(_) => Redirect::to(&format!(
-            "/ui/clusters/{}/{}",
-            urlencode(&org),
-            urlencode(&name)
-        ))
-        .into_response(),
-        Err(e) => match refusal(e, "Your token may not scale this cluster") {
-            Refusal::Field(code, message) => refuse(code, &message),
-            Refusal::Page(page) => page,
-        },
-    }
+        .map(drop);
+    back_to_cluster(patched, &org, &name, "scale", refuse)
 }
 
 /// The API's refusal of a change as a status and a message for the form's field
@@ -553,18 +544,32 @@ pub async fn upgrade(
             "Choose a release other than the cluster's own; nothing was changed.",
         );
     }
+    let clusters = Api::<Cluster>::namespaced(loaded.client.clone(), &org_namespace(&org));
     let patch = serde_json::json!({"spec": {"release": release}});
-    match Api::<Cluster>::namespaced(loaded.client.clone(), &org_namespace(&org))
+    let patched = clusters
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-    {
-        Ok(_) => Redirect::to(&format!(
+        .map(drop);
+    back_to_cluster(patched, &org, &name, "upgrade", refuse)
+}
+
+/// After a change to the cluster: its page again, or the API's refusal of
+/// `action` at the form's field (through `refuse`) or as a page.
+fn back_to_cluster(
+    changed: Result<(), kube::Error>,
+    org: &str,
+    name: &str,
+    action: &str,
+    refuse: impl FnOnce(StatusCode, &str) -> Response,
+) -> Response {
+    match changed {
+        Ok(()) => Redirect::to(&format!(
             "/ui/clusters/{}/{}",
-            urlencode(&org),
-            urlencode(&name)
+            urlencode(org),
+            urlencode(name)
         ))
         .into_response(),
-        Err(e) => match refusal(e, "Your token may not upgrade this cluster") {
+        Err(e) => match refusal(e, &format!("Your token may not {action} this cluster")) {
             Refusal::Field(code, message) => refuse(code, &message),
             Refusal::Page(page) => page,
         },
