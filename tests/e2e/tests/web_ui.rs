@@ -1,7 +1,7 @@
 //! The web UI at `/ui` of a real `shoal server`: token sign-in and sign-out, and
 //! the clusters page as each token sees it, over HTTPS with a cookie jar.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -37,6 +37,26 @@ async fn sign_in(ui: &reqwest::Client, base: &str, token: &str) -> Result<reqwes
 async fn page(ui: &reqwest::Client, url: &str) -> Result<(StatusCode, String)> {
     let resp = ui.get(url).send().await?;
     Ok((resp.status(), resp.text().await?))
+}
+
+/// GETs `url` and checks its status, the snippets the page must contain and those
+/// it must not; the failure names the first check that failed, with the page.
+async fn expect_page(
+    ui: &reqwest::Client,
+    url: &str,
+    want: StatusCode,
+    has: &[&str],
+    lacks: &[&str],
+) -> Result<String> {
+    let (code, html) = page(ui, url).await?;
+    ensure!(code == want, "{url}: {code}, want {want}\n{html}");
+    if let Some(missing) = has.iter().find(|h| !html.contains(**h)) {
+        bail!("{url} lacks {missing}:\n{html}");
+    }
+    if let Some(present) = lacks.iter().find(|l| html.contains(**l)) {
+        bail!("{url} shows {present}:\n{html}");
+    }
+    Ok(html)
 }
 
 fn create_token(server: &ServerProc, org: &str, role: &str) -> Result<String> {
@@ -142,35 +162,30 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
     }
 
     // The catalogue: releases for everyone, hosts for the administrator, the guide.
-    let (code, html) = page(&ui, &format!("{base}/ui/releases")).await?;
-    ensure!(
-        code == StatusCode::OK && html.contains("<tr><td>test-1</td><td>"),
-        "releases: {code}\n{html}"
-    );
-    let (code, html) = page(&ui, &format!("{base}/ui/hosts")).await?;
-    ensure!(
-        code == StatusCode::OK
-            && html.contains("No hosts have registered")
-            && html.contains(r#"href="/monitoring/prometheus/""#),
-        "hosts for the admin: {code}\n{html}"
-    );
-    let (code, html) = page(&ui, &format!("{base}/ui/getting-started")).await?;
-    ensure!(
-        code == StatusCode::OK
-            && html.contains("shoal kubeconfig create")
-            && html.contains("kubectl --kubeconfig"),
-        "getting started: {code}\n{html}"
-    );
+    let ok = StatusCode::OK;
+    expect_page(
+        &ui,
+        &format!("{base}/ui/releases"),
+        ok,
+        &["<tr><td>test-1</td><td>"],
+        &[],
+    )
+    .await?;
+    let hosts = [
+        "No hosts have registered",
+        r#"href="/monitoring/prometheus/""#,
+    ];
+    expect_page(&ui, &format!("{base}/ui/hosts"), ok, &hosts, &[]).await?;
+    let guide = ["shoal kubeconfig create", "kubectl --kubeconfig"];
+    expect_page(&ui, &format!("{base}/ui/getting-started"), ok, &guide, &[]).await?;
     // Organizations: the admin adds a member to acme, sees it, and removes it; an
     // empty name is refused at the field.
-    let (code, html) = page(&ui, &format!("{base}/ui/organizations")).await?;
-    ensure!(
-        code == StatusCode::OK
-            && html.contains("<h2>acme</h2>")
-            && html.contains("<h2>beta</h2>")
-            && html.contains(r#"<label for="who-acme">"#),
-        "organizations for the admin: {code}\n{html}"
-    );
+    let orgs = [
+        "<h2>acme</h2>",
+        "<h2>beta</h2>",
+        r#"<label for="who-acme">"#,
+    ];
+    expect_page(&ui, &format!("{base}/ui/organizations"), ok, &orgs, &[]).await?;
     let members = async || -> Result<Value> {
         let (_, v) = raw(
             &admin,
@@ -270,19 +285,25 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
         resp.status(),
         resp.text().await?
     );
-    let (code, html) = page(&tenant, &format!("{base}/ui/hosts")).await?;
-    ensure!(
-        code == StatusCode::FORBIDDEN && html.contains("for administrators"),
-        "hosts for a viewer: {code}\n{html}"
-    );
-    let (code, html) = page(&tenant, &format!("{base}/ui/organizations")).await?;
-    ensure!(
-        code == StatusCode::OK
-            && html.contains("<h2>acme</h2>")
-            && !html.contains("<h2>beta</h2>")
-            && !html.contains("Add member"),
-        "organizations for a viewer: {code}\n{html}"
-    );
+    let hosts_url = format!("{base}/ui/hosts");
+    expect_page(
+        &tenant,
+        &hosts_url,
+        StatusCode::FORBIDDEN,
+        &["for administrators"],
+        &[],
+    )
+    .await?;
+    let lacks = ["<h2>beta</h2>", "Add member"];
+    let orgs_url = format!("{base}/ui/organizations");
+    expect_page(
+        &tenant,
+        &orgs_url,
+        StatusCode::OK,
+        &["<h2>acme</h2>"],
+        &lacks,
+    )
+    .await?;
     let resp = tenant
         .post(format!("{base}/ui/organizations/acme/members"))
         .form(&[("kind", "user"), ("who", "mallory"), ("role", "owner")])
@@ -294,11 +315,14 @@ async fn token_sign_in_and_clusters_per_organization() -> Result<()> {
         code == StatusCode::FORBIDDEN && html.contains("may not change"),
         "a viewer adding an owner: {code}\n{html}"
     );
-    let (code, html) = page(&tenant, &format!("{base}/ui/releases")).await?;
-    ensure!(
-        code == StatusCode::OK && html.contains("test-1"),
-        "releases for a viewer: {code}\n{html}"
-    );
+    expect_page(
+        &tenant,
+        &format!("{base}/ui/releases"),
+        StatusCode::OK,
+        &["test-1"],
+        &[],
+    )
+    .await?;
     let (code, html) = page(&tenant, &format!("{base}/ui/clusters")).await?;
     ensure!(code == StatusCode::OK, "viewer clusters: {code}\n{html}");
     ensure!(
@@ -412,11 +436,15 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         "owner sign-in: {}",
         resp.status()
     );
-    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
-    ensure!(
-        code == StatusCode::OK && html.contains(r#"href="/ui/clusters/new""#),
-        "an owner is not offered Create cluster: {code}\n{html}"
-    );
+    let create = [r#"href="/ui/clusters/new""#];
+    expect_page(
+        &ui,
+        &format!("{base}/ui/clusters"),
+        StatusCode::OK,
+        &create,
+        &[],
+    )
+    .await?;
     let (code, html) = page(&ui, &format!("{base}/ui/clusters/new")).await?;
     ensure!(code == StatusCode::OK, "form: {code}\n{html}");
     for want in [
@@ -658,21 +686,18 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     );
     // The viewer is offered neither scale nor delete nor create; forcing a delete
     // is refused by the API all the same.
-    let (code, html) = page(&viewer, &format!("{base}/ui/clusters/acme/web-one")).await?;
-    ensure!(
-        code == StatusCode::OK
-            && !html.contains("Delete cluster")
-            && !html.contains(">Scale<")
-            && !html.contains(">Upgrade<")
-            && html.contains("may not delete this cluster")
-            && html.contains("0 of 3 workers Ready"),
-        "the cluster page for a viewer: {code}\n{html}"
-    );
-    let (code, html) = page(&viewer, &format!("{base}/ui/clusters")).await?;
-    ensure!(
-        code == StatusCode::OK && !html.contains(r#"href="/ui/clusters/new""#),
-        "the clusters page offers a viewer Create cluster: {code}\n{html}"
-    );
+    let has = ["may not delete this cluster", "0 of 3 workers Ready"];
+    let lacks = ["Delete cluster", ">Scale<", ">Upgrade<"];
+    let detail_url = format!("{base}/ui/clusters/acme/web-one");
+    expect_page(&viewer, &detail_url, StatusCode::OK, &has, &lacks).await?;
+    expect_page(
+        &viewer,
+        &format!("{base}/ui/clusters"),
+        StatusCode::OK,
+        &[],
+        &create,
+    )
+    .await?;
     let resp = viewer
         .post(format!("{base}/ui/clusters/acme/web-one/delete"))
         .form(&[("confirm", "web-one")])
