@@ -282,8 +282,10 @@ async fn schemathesis_finds_no_server_error() -> Result<()> {
     let out = tokio::task::spawn_blocking({
         let url = server.url();
         let spec = spec.clone();
+        let dir = tmp.path().to_owned();
         move || {
             Command::new(st)
+                .current_dir(&dir)
                 .arg("run")
                 .arg(&spec)
                 .args(["--url", &url, "--tls-verify", "false"])
@@ -302,7 +304,15 @@ async fn schemathesis_finds_no_server_error() -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    ensure!(out.status.success(), "schemathesis failed:\n{report}");
+    if !out.status.success() {
+        let log = server.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "schemathesis failed:\n{report}\nthe server's log ends with:\n{}",
+            tail.join("\n")
+        );
+    }
     ensure!(
         report.contains("Test cases:") && report.contains("passed"),
         "schemathesis ran no check:\n{report}"
@@ -623,6 +633,80 @@ async fn etcd_keys_have_no_double_slash_and_the_old_layout_is_moved() -> Result<
     drop(server);
     drop(etcd);
     Ok(())
+}
+
+/// A request refused before its body is read (a bad token here) leaves its
+/// connection usable: the body, sent after a pause as clients often send it, is
+/// read and dropped, and the next request on the same connection is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_keeps_its_connection_usable() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (server, _client) = setup().await?;
+    let mut tls = tls_connect(&server).await?;
+    let body = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#;
+    let head = format!(
+        "POST /api/v1/namespaces/default/secrets HTTP/1.1\r\nHost: shoal\r\n\
+         Authorization: Bearer wrong\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await?;
+    tls.flush().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls.write_all(body).await?;
+    tls.flush().await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tls.write_all(b"GET /version HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\r\n")
+        .await
+        .context("the connection was closed after the refusal")?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_string(&mut text))
+        .await
+        .context("no answer in 10 s")?
+        .with_context(|| format!("the connection ended badly after: {text}"))?;
+    ensure!(text.starts_with("HTTP/1.1 401"), "first answer: {text}");
+    ensure!(
+        text.matches("HTTP/1.1 ").count() == 2 && text.contains("HTTP/1.1 200 OK"),
+        "the second request on the connection got no answer: {text}"
+    );
+    Ok(())
+}
+
+/// A TLS connection to `server`, trusting the CA of its admin kubeconfig.
+async fn tls_connect(
+    server: &ServerProc,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use base64::Engine as _;
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+
+    let kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(server.kubeconfig())?)?;
+    let ca = kubeconfig
+        .pointer("/clusters/0/cluster/certificate-authority-data")
+        .and_then(Value::as_str)
+        .context("no CA in the kubeconfig")?;
+    let ca = base64::engine::general_purpose::STANDARD.decode(ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(&ca)?)?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = server.url();
+    let addr = addr.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let ip: std::net::IpAddr = addr
+        .rsplit_once(':')
+        .context("no port in the server URL")?
+        .0
+        .parse()?;
+    Ok(
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(ServerName::IpAddress(ip.into()), tcp)
+            .await?,
+    )
 }
 
 /// Requests other than watches are bounded: past `--max-requests-inflight` they

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::audit::AuditRecord;
 use crate::auth::{authorize, Identity, Restriction, Verb};
 use crate::error::ApiError;
+use crate::http::leftover::Leftover;
 use crate::http::request::{
     decode_body, decode_patch, flag, list_options, parse_path, parse_query, Target,
 };
@@ -100,6 +101,8 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// as they like; every other request takes a permit of the in-flight limit (429
 /// with Retry-After when none is left) and is answered within the request
 /// timeout (504 after it), as kube-apiserver treats long-running requests.
+/// What the request's body still holds after the answer is read and dropped
+/// first ([`Leftover`]), so the client can reuse the connection.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Body> {
     let watch = req.method() == Method::GET && flag(&parse_query(req.uri().query()), "watch");
     if watch {
@@ -114,12 +117,14 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
             })
             .inc();
     };
+    let (req, leftover) = Leftover::lend(req);
     let Some(permit) = state.in_flight.try_acquire() else {
         shed("concurrency");
-        return error_response(&ApiError::TooManyRequests {
+        let resp = error_response(&ApiError::TooManyRequests {
             limit: state.limits.max_in_flight,
             retry_after: 1,
         });
+        return leftover.settle(resp).await;
     };
     let _counted = InFlightGuard::new(&metrics.in_flight);
     let timeout = state.limits.request_timeout;
@@ -132,6 +137,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
             })
         }
     };
+    let resp = leftover.settle(resp).await;
     drop(permit);
     resp
 }

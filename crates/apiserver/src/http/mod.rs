@@ -4,6 +4,7 @@ mod access_review;
 mod audit_search;
 mod discovery;
 mod handler;
+mod leftover;
 pub mod openapi;
 pub mod request;
 mod response;
