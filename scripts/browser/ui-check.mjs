@@ -2,18 +2,19 @@
 // UI as a user would, for tests/e2e/tests/web_ui_browser.rs. It signs in with a
 // token, shows a form error at its field, creates a cluster through the form,
 // waits for its status to turn Ready on the open clusters page (no reload), scales
-// it, and deletes it; it reads the cluster's recent events; it takes a screenshot of every page and runs axe-core on it.
+// it, downloads a kubeconfig made in the page (WebCrypto), and deletes it; it reads the cluster's recent events; it takes a screenshot of every page and runs axe-core on it.
 // It prints one JSON object: the steps with their timings and every serious or
 // critical accessibility violation; it exits non-zero on the first failed step.
 //
 // Environment: SHOAL_UI_BASE (https://host:port), SHOAL_UI_TOKEN, SHOAL_UI_ORG,
 // SHOAL_UI_CLUSTER (the name to create), SHOAL_UI_RELEASE, SHOAL_UI_OUT (the
 // screenshot directory), CHROMIUM (default /usr/bin/chromium),
-// SHOAL_UI_READY_SECS (default 300).
+// SHOAL_UI_READY_SECS (default 300), KUBECTL (default kubectl).
 
 import { chromium } from "playwright-core";
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
@@ -133,6 +134,34 @@ try {
   const scaled = await page.getByLabel(`Workers in ${cluster}-default`).inputValue();
   if (scaled !== "1") throw new Error(`the pool shows ${scaled} workers after scaling to 1`);
   step("scaled");
+
+  // Create kubeconfig: the key pair is made in the page, only a CSR is sent, and
+  // the file is downloaded once; the test then uses it with kubectl.
+  const downloading = page.waitForEvent("download", { timeout: 60000 });
+  await page.getByRole("button", { name: "Create kubeconfig" }).click();
+  const download = await downloading;
+  const kubeconfig = `${out}/${download.suggestedFilename()}`;
+  await download.saveAs(kubeconfig);
+  await page.getByText(/^Downloaded /).waitFor();
+  step("kubeconfig downloaded", { file: kubeconfig });
+  await check("cluster-kubeconfig");
+  // kubectl with the downloaded file, through the gateway, while the cluster is up.
+  let guest = null;
+  let lastError = "";
+  for (const until = Date.now() + 60000; Date.now() < until; ) {
+    try {
+      guest = execFileSync(env("KUBECTL", "kubectl"), ["--kubeconfig", kubeconfig, "get", "--raw", "/api"], {
+        encoding: "utf8",
+        timeout: 20000,
+      });
+      break;
+    } catch (e) {
+      lastError = String(e.stderr ?? e);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  if (guest === null) throw new Error(`kubectl with the downloaded kubeconfig failed: ${lastError}`);
+  step("kubectl with the kubeconfig", { answer: JSON.parse(guest) });
 
   for (const [label, path] of [
     ["organizations", "/ui/organizations"],

@@ -36,6 +36,10 @@ struct Loaded {
     /// The active releases the user may move the cluster to; empty when it may
     /// not change the cluster.
     upgrades: Vec<String>,
+    /// The cluster's key pairs.
+    keypairs: Vec<shoal_api::KeyPair>,
+    /// Whether the user may create key pairs (kubeconfigs) for it.
+    may_create_keypairs: bool,
 }
 
 /// How many events the page shows.
@@ -119,6 +123,13 @@ fn detail_page(org: &str, loaded: &Loaded, error: Option<FieldError>) -> String 
         error,
     );
     events_table(&mut b, &loaded.events);
+    crate::keypairs::section(
+        &mut b,
+        org,
+        name,
+        &loaded.keypairs,
+        loaded.may_create_keypairs,
+    );
     if !loaded.may_delete {
         b.push_str("<p>Your token may not delete this cluster: that takes an owner or member of its organization.</p>");
         return page(&format!("Cluster {name}"), true, &b);
@@ -339,6 +350,10 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
     } else {
         Vec::new()
     };
+    let keypairs = crate::keypairs::of_cluster(&c, &ns, name)
+        .await
+        .map_err(UiError::Api)?;
+    let may_create_keypairs = crate::can::can(&c, "create", "keypairs", Some(&ns), None).await;
     Ok(Loaded {
         client: c,
         cluster,
@@ -348,6 +363,8 @@ async fn load(config: &UiConfig, token: &str, org: &str, name: &str) -> Result<L
         may_scale,
         may_delete,
         upgrades,
+        keypairs,
+        may_create_keypairs,
     })
 }
 

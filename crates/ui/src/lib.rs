@@ -5,8 +5,10 @@
 //! and do exactly what that token may. It must not depend on the API server's
 //! internals or the store: peer crates share only `shoal-api` and `shoal-kube`.
 //!
-//! Pages work without JavaScript. Sign-in takes a Shoal token; OIDC sign-in is a
-//! later slice (issue 16).
+//! Pages work without JavaScript for reading. Two places use a little script:
+//! the live clusters table (server-sent events) and Create kubeconfig, whose key
+//! pair is made in the browser with WebCrypto so that only a CSR reaches the
+//! server. Sign-in takes a Shoal token.
 
 mod can;
 mod catalog;
@@ -14,6 +16,7 @@ mod create;
 mod detail;
 mod guide;
 mod html;
+mod keypairs;
 mod orgs;
 mod pages;
 
@@ -66,6 +69,7 @@ pub fn router(config: UiConfig) -> Router {
         .route("/ui/clusters/{org}/{name}/delete", post(detail::delete))
         .route("/ui/clusters/{org}/{name}/scale", post(detail::scale))
         .route("/ui/clusters/{org}/{name}/upgrade", post(detail::upgrade))
+        .route("/ui/clusters/{org}/{name}/keypairs", post(keypairs::create))
         .route("/ui/organizations", get(orgs::organizations))
         .route("/ui/organizations/{org}/members", post(orgs::add_member))
         .route(

@@ -686,8 +686,17 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     );
     // The viewer is offered neither scale nor delete nor create; forcing a delete
     // is refused by the API all the same.
-    let has = ["may not delete this cluster", "0 of 3 workers Ready"];
-    let lacks = ["Delete cluster", ">Scale<", ">Upgrade<"];
+    let has = [
+        "may not delete this cluster",
+        "0 of 3 workers Ready",
+        "may not create key pairs",
+    ];
+    let lacks = [
+        "Delete cluster",
+        ">Scale<",
+        ">Upgrade<",
+        "Create kubeconfig",
+    ];
     let detail_url = format!("{base}/ui/clusters/acme/web-one");
     expect_page(&viewer, &detail_url, StatusCode::OK, &has, &lacks).await?;
     expect_page(
@@ -709,6 +718,20 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
         resp.status()
     );
     ensure!(replicas().await? == json!(3), "a viewer scaled the pool");
+    let resp = viewer
+        .post(format!("{base}/ui/clusters/acme/web-one/keypairs"))
+        .form(&[("csr", "-----BEGIN CERTIFICATE REQUEST-----")])
+        .send()
+        .await?;
+    let code = resp.status();
+    let answer: serde_json::Value = resp.json().await?;
+    ensure!(
+        code == StatusCode::FORBIDDEN
+            && answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("may not create key pairs")),
+        "a viewer's forced kubeconfig: {code} {answer}"
+    );
 
     // Delete needs the name typed; a wrong one deletes nothing.
     let url = format!("{base}/ui/clusters/acme/web-one/delete");

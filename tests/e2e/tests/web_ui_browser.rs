@@ -3,7 +3,9 @@
 //! `scripts/setup.sh`) against a real `shoal server` with its local agent and the
 //! test release. A user signs in with a token, sees the server's refusal at the
 //! form's field, creates a cluster through the form, watches it turn Ready on the
-//! open clusters page (no reload), scales it and deletes it by typing its name.
+//! open clusters page (no reload), scales it, creates a kubeconfig whose key pair
+//! the page makes (WebCrypto) and which Debian's kubectl then uses through the
+//! embedded gateway into the guest, and deletes the cluster by typing its name.
 //! Every page is screenshotted into `target/ui-screenshots/` and checked with
 //! axe-core: no serious or critical violation. Needs root (the local agent's
 //! namespace).
@@ -16,7 +18,7 @@ use kube::Api;
 use serde_json::Value;
 use shoal_api::Cluster;
 use shoal_e2e::hosts::{local_agent_args, NetnsGuard};
-use shoal_e2e::{workspace_root, ServerProc};
+use shoal_e2e::{free_port, kubectl_bin, workspace_root, ServerProc};
 
 const ORG: &str = "acme";
 const CLUSTER: &str = "web-browser";
@@ -45,6 +47,16 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     let images = workspace_root().join("images/out").display().to_string();
     let mut args = local_agent_args(&netns, "local");
     args.extend(["--test-image-dir", &images]);
+    // The embedded gateway, which the downloaded kubeconfig goes through.
+    let gateway = format!("127.0.0.1:{}", free_port()?);
+    let gateway_http = format!("127.0.0.1:{}", free_port()?);
+    args.extend([
+        "--gateway-listen",
+        &gateway,
+        "--gateway-http-listen",
+        &gateway_http,
+    ]);
+    let kubectl = kubectl_bin()?;
     let server = ServerProc::start_with(&args)?;
     server.shoal_ok(&["org", "create", ORG])?;
     let token = owner_token(&server)?;
@@ -65,6 +77,7 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
                 .env("SHOAL_UI_RELEASE", "test")
                 .env("SHOAL_UI_OUT", out)
                 .env("SHOAL_UI_READY_SECS", "300")
+                .env("KUBECTL", kubectl)
                 .output()
         }
     });
@@ -101,6 +114,8 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
         "created",
         "Ready live",
         "scaled",
+        "kubeconfig downloaded",
+        "kubectl with the kubeconfig",
         "deleted",
         "gone from the list",
     ] {
@@ -126,6 +141,38 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     ensure!(
         events >= 1,
         "the cluster's page shows no recent events (the scheduler records one per Machine)"
+    );
+    // The guest saw the certificate the browser's key pair was signed for: the
+    // owner token's user, with the CN the page asked for.
+    let guest = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "kubectl with the kubeconfig")
+        .map(|s| s["answer"].clone())
+        .unwrap_or_default();
+    ensure!(
+        guest["user"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(":browser")),
+        "the guest's view of the downloaded kubeconfig's user: {guest}"
+    );
+    let file = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "kubeconfig downloaded")
+        .and_then(|s| s["file"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+    ensure!(
+        text.contains(&format!("server: \"https://{gateway}\"")),
+        "the kubeconfig does not go through the gateway {gateway}: {}",
+        text.lines()
+            .filter(|l| !l.contains("-data:"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let violations = report["violations"].as_array().cloned().unwrap_or_default();
     ensure!(
