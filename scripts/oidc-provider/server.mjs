@@ -1,12 +1,13 @@
 // A real OpenID Connect provider for Shoal's tests: npm oidc-provider with two
-// clients, users from a JSON config, HTML login and consent forms that tests
+// native clients (and a web one, shoal-web, when CONFIG lists webRedirectUris), users from a JSON config, HTML login and consent forms that tests
 // submit as a browser would, the device flow, refresh tokens and revocation.
 //
 // Test controls under /test/: POST /test/rotate replaces the signing key;
 // POST /test/sign signs the given claims with the current key or a foreign one.
 //
 // Usage: node server.mjs CONFIG.json   (prints "ready <issuer>" when listening)
-// CONFIG: {port, host (default 127.0.0.1), idTokenTtl, users, tls: {cert, key}}
+// CONFIG: {port, host (default 127.0.0.1), idTokenTtl, users, tls: {cert, key},
+//          webRedirectUris}
 
 import { readFileSync } from 'node:fs';
 import { createServer as createHttp } from 'node:http';
@@ -45,6 +46,18 @@ function configuration(signingKey) {
         grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
         response_types: ['code'],
       },
+      ...(config.webRedirectUris?.length
+        ? [
+            {
+              client_id: 'shoal-web',
+              application_type: 'web',
+              token_endpoint_auth_method: 'none',
+              redirect_uris: config.webRedirectUris,
+              grant_types: ['authorization_code', 'refresh_token'],
+              response_types: ['code'],
+            },
+          ]
+        : []),
       {
         client_id: 'other',
         application_type: 'native',

@@ -7,6 +7,7 @@ mod kubeconfig;
 mod oidc_session;
 mod output;
 mod session_lock;
+mod ui_sign_in;
 
 use clap::{CommandFactory, Parser};
 

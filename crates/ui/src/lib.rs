@@ -8,7 +8,8 @@
 //! Pages work without JavaScript for reading. Two places use a little script:
 //! the live clusters table (server-sent events) and Create kubeconfig, whose key
 //! pair is made in the browser with WebCrypto so that only a CSR reaches the
-//! server. Sign-in takes a Shoal token.
+//! server. Sign-in takes a Shoal token, or goes through the identity provider
+//! (OIDC) when the server has one ([`oidc`]).
 
 mod can;
 mod catalog;
@@ -17,6 +18,7 @@ mod detail;
 mod guide;
 mod html;
 mod keypairs;
+pub mod oidc;
 mod orgs;
 mod pages;
 
@@ -31,13 +33,21 @@ use axum::Router;
 pub struct UiConfig {
     /// The API's client settings, without auth.
     pub api: kube::Config,
+    /// The identity provider's browser sign-in, when the server has one.
+    pub oidc: Option<std::sync::Arc<dyn oidc::OidcSignIn>>,
 }
 
 impl UiConfig {
     /// The API settings from `api`, with any credentials in it removed.
     pub fn new(mut api: kube::Config) -> Self {
         api.auth_info = kube::config::AuthInfo::default();
-        Self { api }
+        Self { api, oidc: None }
+    }
+
+    /// The same, offering sign-in with `oidc` beside tokens.
+    pub fn with_oidc(mut self, oidc: std::sync::Arc<dyn oidc::OidcSignIn>) -> Self {
+        self.oidc = Some(oidc);
+        self
     }
 }
 
@@ -59,6 +69,8 @@ pub fn router(config: UiConfig) -> Router {
         .route("/ui/", get(pages::home))
         .route("/ui/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/ui/sign-out", post(pages::sign_out))
+        .route("/ui/oidc/start", get(oidc::start))
+        .route("/ui/oidc/callback", get(oidc::callback))
         .route("/ui/clusters", get(pages::clusters))
         .route("/ui/clusters/events", get(pages::cluster_events))
         .route(

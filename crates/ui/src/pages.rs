@@ -39,8 +39,15 @@ pub async fn home(headers: HeaderMap) -> Redirect {
 }
 
 /// The sign-in form, with `error` above the token field.
-fn sign_in_page(error: Option<&str>) -> String {
+fn sign_in_page(config: &UiConfig, error: Option<&str>) -> String {
     let mut body = String::new();
+    if let Some(oidc) = config.oidc.as_deref() {
+        let _ = write!(
+            body,
+            r#"<p><a href="/ui/oidc/start">Sign in with your identity provider</a> ({})</p><p>Or with a token:</p>"#,
+            escape(oidc.issuer())
+        );
+    }
     body.push_str(r#"<form method="post" action="/ui/sign-in">"#);
     body.push_str(r#"<label for="token">API token</label>"#);
     match error {
@@ -57,7 +64,7 @@ fn sign_in_page(error: Option<&str>) -> String {
         ),
     }
     body.push_str(
-        r#"<p id="token-help">A Shoal token, as printed by <code>shoal token create --org ORG --role ROLE</code>, or the token of your kubeconfig. Signing in with your identity provider (OIDC) is not available here yet.</p>
+        r#"<p id="token-help">A Shoal token, as printed by <code>shoal token create --org ORG --role ROLE</code>, or the token of your kubeconfig.</p>
 <button type="submit">Sign in</button>
 </form>"#,
     );
@@ -65,8 +72,8 @@ fn sign_in_page(error: Option<&str>) -> String {
 }
 
 /// `GET /ui/sign-in`.
-pub async fn sign_in_form() -> Html<String> {
-    Html(sign_in_page(None))
+pub async fn sign_in_form(State(config): State<UiConfig>) -> Html<String> {
+    Html(sign_in_page(&config, None))
 }
 
 /// The sign-in form's fields.
@@ -80,7 +87,7 @@ pub struct SignIn {
 pub async fn sign_in(State(config): State<UiConfig>, Form(form): Form<SignIn>) -> Response {
     let token = form.token.trim();
     let refuse = |status: StatusCode, message: &str| {
-        (status, Html(sign_in_page(Some(message)))).into_response()
+        (status, Html(sign_in_page(&config, Some(message)))).into_response()
     };
     if token.is_empty() {
         return refuse(StatusCode::UNPROCESSABLE_ENTITY, "Enter a token.");

@@ -53,6 +53,9 @@ pub struct ProviderOptions {
     /// 127.0.0.1: the issuer is then `https://<addr>:<port>`, and the harness
     /// reaches it through a CONNECT proxy ([`OidcProvider::proxy_url`]).
     pub netns: Option<(String, Ipv4Addr)>,
+    /// Where the web client [`OidcProvider::WEB_CLIENT_ID`] may send browsers
+    /// back to (a web UI's callback URLs).
+    pub web_redirect_uris: Vec<String>,
 }
 
 impl Default for ProviderOptions {
@@ -66,6 +69,7 @@ impl Default for ProviderOptions {
                 TestUser::new("carol", &[]),
             ],
             netns: None,
+            web_redirect_uris: Vec::new(),
         }
     }
 }
@@ -225,6 +229,8 @@ impl OidcProvider {
     pub const CLIENT_ID: &'static str = "shoal";
     /// A second client, for tokens issued to someone else.
     pub const OTHER_CLIENT_ID: &'static str = "other";
+    /// A public web client (PKCE), for the web UI's sign-in.
+    pub const WEB_CLIENT_ID: &'static str = "shoal-web";
 
     /// Starts a provider and waits until its discovery document answers.
     pub async fn start(opts: ProviderOptions) -> Result<Self> {
@@ -256,6 +262,7 @@ impl OidcProvider {
             "idTokenTtl": opts.id_token_ttl_secs,
             "users": users,
             "tls": tls.as_ref().map(|(_, cert, key)| json!({"cert": cert, "key": key})),
+            "webRedirectUris": opts.web_redirect_uris,
         });
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, serde_json::to_vec(&config)?)?;
@@ -496,6 +503,16 @@ impl OidcProvider {
     /// Signs `user` in to [`Self::CLIENT_ID`].
     pub async fn login(&self, user: &str) -> Result<Tokens> {
         self.login_for_client(Self::CLIENT_ID, user).await
+    }
+
+    /// Acts as the browser at `authorization_url`: signs `user` in and allows
+    /// access; returns the URL the provider then sends the browser to, unvisited.
+    pub async fn sign_in_at(&self, authorization_url: &str, user: &str) -> Result<String> {
+        let password = self.password_of(user)?;
+        let http = self.http()?;
+        self.browse(&http, authorization_url, user, &password, None)
+            .await?
+            .context("the sign-in ended without redirecting back")
     }
 
     /// Acts as the browser for an authorization URL someone else printed: signs

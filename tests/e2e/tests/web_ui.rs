@@ -777,3 +777,128 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     );
     Ok(())
 }
+
+/// Sign-in through the identity provider: the sign-in page offers it, the
+/// browser goes to a real OIDC provider (npm oidc-provider) and back to
+/// `/ui/oidc/callback`, and the ID token becomes the session: the user's groups
+/// make it an owner of acme. A callback that does not belong to the browser's
+/// sign-in is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_sign_in_through_the_identity_provider() -> Result<()> {
+    use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
+
+    let port = shoal_e2e::free_port()?;
+    let base = format!("https://127.0.0.1:{port}");
+    let provider = OidcProvider::start(ProviderOptions {
+        tls: true,
+        web_redirect_uris: vec![format!("{base}/ui/oidc/callback")],
+        ..ProviderOptions::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let ca = provider.ca_file().context("the provider's CA")?;
+    let args = [
+        "--controllers=false".to_owned(),
+        format!("--oidc-issuer-url={}", provider.issuer()),
+        format!("--oidc-client-id={}", OidcProvider::WEB_CLIENT_ID),
+        format!("--oidc-ca-file={}", ca.display()),
+        "--oidc-username-claim=email".to_owned(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = ServerProc::start_at(&dir.path().join("data"), port, &refs)?;
+    let admin = server.client().await?;
+    let (code, body) = raw(
+        &admin,
+        "POST",
+        &format!("{GV}/organizations"),
+        "application/json",
+        serde_json::to_vec(&json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": "acme"},
+            "spec": {"members": [{"group": "platform-team", "role": "owner"}]},
+        }))?,
+    )
+    .await?;
+    ensure!(code == 201, "creating acme: {code} {body}");
+
+    let ui = browser(&server)?;
+    let (code, html) = page(&ui, &format!("{base}/ui/sign-in")).await?;
+    ensure!(
+        code == StatusCode::OK
+            && html.contains(r#"href="/ui/oidc/start""#)
+            && html.contains(provider.issuer()),
+        "the sign-in page does not offer the identity provider: {code}\n{html}"
+    );
+    // A callback the browser never started is refused, and signs nobody in.
+    let (code, html) = page(&ui, &format!("{base}/ui/oidc/callback?code=x&state=y")).await?;
+    ensure!(
+        code == StatusCode::BAD_REQUEST && html.contains("start it again"),
+        "a callback without a sign-in: {code}\n{html}"
+    );
+
+    // A callback with another state than this browser's sign-in is refused.
+    let to_issuer = oidc_start(&ui, &base, provider.issuer()).await?;
+    let back = provider.sign_in_at(&to_issuer, "alice").await?;
+    ensure!(
+        back.starts_with(&format!("{base}/ui/oidc/callback?")),
+        "the provider sent the browser to {back}"
+    );
+    let forged = reqwest::Url::parse_with_params(
+        &format!("{base}/ui/oidc/callback"),
+        reqwest::Url::parse(&back)?.query_pairs().map(|(k, v)| {
+            let v = if k == "state" {
+                "forged".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        }),
+    )?;
+    let (code, html) = page(&ui, forged.as_str()).await?;
+    ensure!(
+        code == StatusCode::UNAUTHORIZED && html.contains("does not belong to this browser"),
+        "a forged state: {code}\n{html}"
+    );
+
+    // The real round trip: the ID token becomes the session.
+    let to_issuer = oidc_start(&ui, &base, provider.issuer()).await?;
+    let back = provider.sign_in_at(&to_issuer, "alice").await?;
+    let resp = ui.get(&back).send().await?;
+    let code = resp.status();
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let html = resp.text().await?;
+    ensure!(
+        code == StatusCode::OK
+            && html.contains(r#"http-equiv="refresh" content="0; url=/ui/clusters""#),
+        "the callback: {code}\n{html}"
+    );
+    ensure!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("shoal_token=ey") && c.contains("SameSite=Strict")),
+        "the session cookie does not hold the ID token: {cookies:?}"
+    );
+    let (code, html) = page(&ui, &format!("{base}/ui/clusters")).await?;
+    ensure!(
+        code == StatusCode::OK && html.contains(r#"href="/ui/clusters/new""#),
+        "alice (platform-team, owner of acme) after signing in: {code}\n{html}"
+    );
+    Ok(())
+}
+
+/// `GET /ui/oidc/start`: the redirect to the issuer's authorization URL.
+async fn oidc_start(ui: &reqwest::Client, base: &str, issuer: &str) -> Result<String> {
+    let resp = ui.get(format!("{base}/ui/oidc/start")).send().await?;
+    ensure!(
+        resp.status() == StatusCode::SEE_OTHER && location(&resp).starts_with(issuer),
+        "start: {} {}",
+        resp.status(),
+        location(&resp)
+    );
+    Ok(location(&resp).to_owned())
+}

@@ -63,6 +63,9 @@ pub enum ServeError {
         #[source]
         source: serde_yaml::Error,
     },
+    /// The web UI's OIDC sign-in could not be set up.
+    #[error("{0}")]
+    UiSignIn(String),
     /// `--oidc-issuer-url` without `--oidc-client-id`.
     #[error("--oidc-issuer-url needs --oidc-client-id: the client id ID tokens are issued to")]
     OidcClientIdMissing,
@@ -257,7 +260,14 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
         shoal_monitoring::sd::SdConfig::new(ui_api.clone(), internal, server_target),
     ));
     let ui_api_for_proxy = ui_api.clone();
-    server.add_routes(shoal_ui::router(shoal_ui::UiConfig::new(ui_api)));
+    // The UI signs browsers in with the first issuer, as a public client with
+    // PKCE under that issuer's client id (its callback is /ui/oidc/callback).
+    let mut ui = shoal_ui::UiConfig::new(ui_api);
+    if let Some(issuer) = oidc_issuers(&args.oidc)?.first() {
+        let sign_in = crate::ui_sign_in::UiSignIn::new(issuer).map_err(ServeError::UiSignIn)?;
+        ui = ui.with_oidc(std::sync::Arc::new(sign_in));
+    }
+    server.add_routes(shoal_ui::router(ui));
     let monitoring = if args.monitoring {
         server.add_routes(shoal_monitoring::proxy::router(
             shoal_monitoring::proxy::ProxyConfig::new(

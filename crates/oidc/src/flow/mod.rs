@@ -5,6 +5,8 @@
 //! - [`auth_code`]: the authorization code flow with PKCE through a loopback
 //!   redirect ([`loopback`] answers the browser on 127.0.0.1).
 //! - [`device`]: the device authorization grant (RFC 8628).
+//! - [`web`]: the same flow for a web page (the web UI) whose callback URL is
+//!   its own, with the round trip's values kept by the page.
 //! - [`token`]: the token endpoint (code exchange, refresh) and revocation (RFC 7009).
 //! - [`claims`]: reading an ID token's `exp` and `nonce` without verifying it
 //!   (the server verifies; the client only needs to know when to refresh).
@@ -15,6 +17,7 @@ pub mod device;
 pub mod loopback;
 pub mod pkce;
 pub mod token;
+pub mod web;
 
 /// The HTTP client the flows take ([`crate::http::client`] builds one), so that
 /// callers need no direct reqwest dependency.
