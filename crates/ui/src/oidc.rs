@@ -10,7 +10,7 @@ use std::pin::Pin;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::header::SET_COOKIE;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 
 use crate::html::{escape, page};
 use crate::pages::{client, unauthorized};
@@ -49,9 +49,13 @@ const FLOW_COOKIE: &str = "shoal_oidc";
 /// How long a sign-in at the issuer may take, in seconds.
 const FLOW_SECS: u32 = 600;
 
-/// The callback URL on the host the browser used.
-fn redirect_uri(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+/// The callback URL on the host the browser used: the request's authority
+/// (HTTP/2 carries it there) or its Host header (HTTP/1.1).
+fn redirect_uri(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let host = match uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => headers.get(http::header::HOST)?.to_str().ok()?,
+    };
     let safe = !host.is_empty()
         && host
             .bytes()
@@ -69,17 +73,17 @@ fn failed(status: StatusCode, message: &str) -> Response {
 }
 
 /// `GET /ui/oidc/start`: sends the browser to the issuer.
-pub async fn start(State(config): State<UiConfig>, headers: HeaderMap) -> Response {
+pub async fn start(State(config): State<UiConfig>, uri: Uri, headers: HeaderMap) -> Response {
     let Some(oidc) = config.oidc.as_deref() else {
         return failed(
             StatusCode::NOT_FOUND,
             "This server has no identity provider configured (shoal server --oidc-issuer-url): sign in with a token.",
         );
     };
-    let Some(callback) = redirect_uri(&headers) else {
+    let Some(callback) = redirect_uri(&uri, &headers) else {
         return failed(
             StatusCode::BAD_REQUEST,
-            "The request has no usable Host header to come back to.",
+            "The request names no usable host to come back to.",
         );
     };
     let (url, kept) = match oidc.start(&callback).await {
@@ -114,6 +118,7 @@ pub struct Callback {
 /// API, and signs the browser in with it.
 pub async fn callback(
     State(config): State<UiConfig>,
+    uri: Uri,
     headers: HeaderMap,
     Query(back): Query<Callback>,
 ) -> Response {
@@ -142,11 +147,8 @@ pub async fn callback(
             "This sign-in was not started here or took longer than 10 minutes: start it again.",
         );
     };
-    let Some(callback) = redirect_uri(&headers) else {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "The request has no usable Host header.",
-        );
+    let Some(callback) = redirect_uri(&uri, &headers) else {
+        return failed(StatusCode::BAD_REQUEST, "The request names no usable host.");
     };
     let id_token = match oidc.finish(&callback, &code, &state, &kept).await {
         Ok(token) => token,
@@ -189,4 +191,35 @@ pub async fn callback(
         1,
     );
     (out, Html(html)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(http::header::HOST, v);
+        }
+        headers
+    }
+
+    #[test]
+    fn the_callback_is_on_the_host_the_browser_used() {
+        let h2: Uri = "https://shoal.example:6443/ui/oidc/start"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(
+            redirect_uri(&h2, &HeaderMap::new()).as_deref(),
+            Some("https://shoal.example:6443/ui/oidc/callback")
+        );
+        let h1: Uri = "/ui/oidc/start".parse().unwrap_or_default();
+        assert_eq!(
+            redirect_uri(&h1, &host("127.0.0.1:8443")).as_deref(),
+            Some("https://127.0.0.1:8443/ui/oidc/callback")
+        );
+        assert_eq!(redirect_uri(&h1, &HeaderMap::new()), None);
+        assert_eq!(redirect_uri(&h1, &host("evil/path?x")), None);
+    }
 }

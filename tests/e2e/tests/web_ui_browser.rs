@@ -7,8 +7,9 @@
 //! the page makes (WebCrypto) and which Debian's kubectl then uses through the
 //! embedded gateway into the guest, and deletes the cluster by typing its name.
 //! Every page is screenshotted into `target/ui-screenshots/` and checked with
-//! axe-core: no serious or critical violation. Needs root (the local agent's
-//! namespace).
+//! axe-core: no serious or critical violation. A second run signs in through a
+//! real OIDC provider (npm oidc-provider): its login and consent pages, then the
+//! UI signed in. Needs root (the local agent's namespace).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -205,6 +206,90 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     ensure!(
         left.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
         "the cluster outlived its deletion in the UI"
+    );
+    Ok(())
+}
+
+/// Sign-in through the identity provider in Chromium: the provider's own login
+/// and consent pages, then the callback, and the clusters page opens signed in
+/// (the SameSite=Strict session cookie reaches it although the provider started
+/// the navigation). alice's group makes her an owner of acme, so Create cluster
+/// is offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_through_the_identity_provider_in_chromium() -> Result<()> {
+    use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
+
+    let chromium = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()?;
+    ensure!(
+        chromium.status.success(),
+        "chromium is not installed: run scripts/setup.sh"
+    );
+    let port = free_port()?;
+    let base = format!("https://127.0.0.1:{port}");
+    let provider = OidcProvider::start(ProviderOptions {
+        tls: true,
+        web_redirect_uris: vec![format!("{base}/ui/oidc/callback")],
+        ..ProviderOptions::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let ca = provider.ca_file().context("the provider's CA")?;
+    let args = [
+        "--controllers=false".to_owned(),
+        format!("--oidc-issuer-url={}", provider.issuer()),
+        format!("--oidc-client-id={}", OidcProvider::WEB_CLIENT_ID),
+        format!("--oidc-ca-file={}", ca.display()),
+        "--oidc-username-claim=email".to_owned(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = ServerProc::start_at(&dir.path().join("data"), port, &refs)?;
+    let org = serde_json::json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
+        "metadata": {"name": ORG},
+        "spec": {"members": [{"group": "platform-team", "role": "owner"}]},
+    });
+    let (code, body) = shoal_e2e::raw(
+        &server.client().await?,
+        "POST",
+        "/apis/shoal.io/v1alpha1/organizations",
+        "application/json",
+        serde_json::to_vec(&org)?,
+    )
+    .await?;
+    ensure!(code == 201, "creating {ORG}: {code} {body}");
+
+    let out = workspace_root().join("target/ui-screenshots");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg(workspace_root().join("scripts/npm-tool.sh"))
+            .args(["browser", "run", "oidc-sign-in.mjs"])
+            .env("SHOAL_UI_BASE", &base)
+            .env("OIDC_USER", "alice")
+            .env("OIDC_PASSWORD", "alice-pw")
+            .env("SHOAL_UI_OUT", out)
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).with_context(|| {
+        format!(
+            "the browser run printed no report (exit {}): {stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    ensure!(
+        report["ok"] == true && output.status.success(),
+        "the OIDC sign-in in Chromium failed at {} ({}): {}",
+        report["url"],
+        report["text"],
+        report["error"]
+    );
+    ensure!(
+        report["heading"] == "Clusters" && report["createOffered"] == true,
+        "after the OIDC sign-in: {report}"
     );
     Ok(())
 }
