@@ -197,21 +197,21 @@ fn form_page(v: &NewCluster, orgs: &[String], releases: &[String], errors: &Erro
     field(
         &mut b,
         "cpu",
-        "vCPUs per node",
-        &input("cpu", "number", &v.cpu, r#" min="1""#),
+        "vCPUs per node (1 to 64)",
+        &input("cpu", "number", &v.cpu, r#" min="1" max="64""#),
         errors,
     );
     field(
         &mut b,
         "memory",
-        "Memory per node (e.g. 2Gi)",
+        "Memory per node, 256Mi to 512Gi (e.g. 2Gi)",
         &input("memory", "text", &v.memory, ""),
         errors,
     );
     field(
         &mut b,
         "disk",
-        "Disk per node (e.g. 10Gi)",
+        "Disk per node, 1Gi to 16Ti (e.g. 10Gi)",
         &input("disk", "text", &v.disk, ""),
         errors,
     );

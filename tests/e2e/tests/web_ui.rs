@@ -489,6 +489,7 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
     for (input, value) in [
         ("name", "Bad_Name"),
         ("memory", "lots"),
+        ("memory", "4096Gi"),
         ("release", "no-such-release"),
     ] {
         let (status, _, html) = submit(vec![(input, value)]).await?;
