@@ -4,8 +4,9 @@
 use shoal_oidc::discovery::{discover, ProviderMetadata};
 use shoal_oidc::error_chain;
 use shoal_oidc::flow::web;
+use shoal_oidc::flow::FlowError;
 use shoal_oidc::verify::IssuerConfig;
-use shoal_ui::oidc::{BoxFuture, OidcSignIn};
+use shoal_ui::oidc::{BoxFuture, OidcSignIn, SignInError};
 use tokio::sync::OnceCell;
 
 /// The browser flow against one issuer, with its discovery document read once.
@@ -18,9 +19,8 @@ pub struct UiSignIn {
 
 impl UiSignIn {
     /// The flow for `config`'s issuer and client id, trusting its CA file.
-    pub fn new(config: &IssuerConfig) -> Result<Self, String> {
-        let http = shoal_oidc::http::client(config.ca_file.as_deref())
-            .map_err(|e| format!("OIDC sign-in for the web UI: {}", error_chain(&e)))?;
+    pub fn new(config: &IssuerConfig) -> Result<Self, shoal_oidc::http::HttpClientError> {
+        let http = shoal_oidc::http::client(config.ca_file.as_deref())?;
         Ok(Self {
             issuer: config.issuer_url.clone(),
             client_id: config.client_id.clone(),
@@ -29,16 +29,16 @@ impl UiSignIn {
         })
     }
 
-    async fn meta(&self) -> Result<&ProviderMetadata, String> {
+    async fn meta(&self) -> Result<&ProviderMetadata, SignInError> {
         self.meta
             .get_or_try_init(|| discover(&self.http, &self.issuer))
             .await
             .map_err(|e| {
-                format!(
+                SignInError::Unavailable(format!(
                     "The identity provider {} cannot be reached: {}",
                     self.issuer,
                     error_chain(&e)
-                )
+                ))
             })
     }
 }
@@ -51,7 +51,7 @@ impl OidcSignIn for UiSignIn {
     fn start<'a>(
         &'a self,
         redirect_uri: &'a str,
-    ) -> BoxFuture<'a, Result<(String, String), String>> {
+    ) -> BoxFuture<'a, Result<(String, String), SignInError>> {
         Box::pin(async move {
             let meta = self.meta().await?;
             Ok(web::start(meta, &self.client_id, redirect_uri))
@@ -64,7 +64,7 @@ impl OidcSignIn for UiSignIn {
         code: &'a str,
         state: &'a str,
         kept: &'a str,
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Result<String, SignInError>> {
         Box::pin(async move {
             let meta = self.meta().await?;
             web::finish(
@@ -77,7 +77,15 @@ impl OidcSignIn for UiSignIn {
                 kept,
             )
             .await
-            .map_err(|e| error_chain(&e))
+            .map_err(|e| {
+                let message = error_chain(&e);
+                match e {
+                    web::WebFlowError::Flow(
+                        FlowError::Http { .. } | FlowError::BadResponse { .. },
+                    ) => SignInError::Unavailable(message),
+                    _ => SignInError::Refused(message),
+                }
+            })
         })
     }
 }

@@ -19,6 +19,27 @@ use crate::{session, UiConfig, UiError};
 /// A boxed future, so that [`OidcSignIn`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why a sign-in with the identity provider did not work; the text is for the
+/// user and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The issuer could not be reached, or answered with something unusable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The issuer or the flow's checks refused this sign-in.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SignInError {
+    fn status(&self) -> StatusCode {
+        match self {
+            SignInError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+            SignInError::Refused(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
 /// The browser sign-in with one OIDC issuer, provided by the server, which
 /// already speaks OIDC for the CLI.
 pub trait OidcSignIn: Send + Sync {
@@ -30,7 +51,7 @@ pub trait OidcSignIn: Send + Sync {
     fn start<'a>(
         &'a self,
         redirect_uri: &'a str,
-    ) -> BoxFuture<'a, Result<(String, String), String>>;
+    ) -> BoxFuture<'a, Result<(String, String), SignInError>>;
 
     /// The ID token for the callback's `code` and `state`, given what
     /// [`OidcSignIn::start`] kept; a message for the user otherwise.
@@ -40,7 +61,7 @@ pub trait OidcSignIn: Send + Sync {
         code: &'a str,
         state: &'a str,
         kept: &'a str,
-    ) -> BoxFuture<'a, Result<String, String>>;
+    ) -> BoxFuture<'a, Result<String, SignInError>>;
 }
 
 /// The cookie that carries the round trip's kept values.
@@ -88,7 +109,7 @@ pub async fn start(State(config): State<UiConfig>, uri: Uri, headers: HeaderMap)
     };
     let (url, kept) = match oidc.start(&callback).await {
         Ok(started) => started,
-        Err(message) => return failed(StatusCode::BAD_GATEWAY, &message),
+        Err(e) => return failed(e.status(), &e.to_string()),
     };
     // Lax, not Strict: the browser must send it when the issuer sends it back.
     let cookie = format!(
@@ -152,7 +173,7 @@ pub async fn callback(
     };
     let id_token = match oidc.finish(&callback, &code, &state, &kept).await {
         Ok(token) => token,
-        Err(message) => return failed(StatusCode::UNAUTHORIZED, &message),
+        Err(e) => return failed(e.status(), &e.to_string()),
     };
     let checked = match client(&config, &id_token) {
         Ok(c) => c.list_api_groups().await.map_err(UiError::Api),

@@ -64,8 +64,14 @@ pub enum ServeError {
         source: serde_yaml::Error,
     },
     /// The web UI's OIDC sign-in could not be set up.
-    #[error("{0}")]
-    UiSignIn(String),
+    #[error("the web UI's sign-in with {issuer}: {source}")]
+    UiSignIn {
+        /// The issuer.
+        issuer: String,
+        /// Why its HTTP client could not be built.
+        #[source]
+        source: shoal_oidc::http::HttpClientError,
+    },
     /// `--oidc-issuer-url` without `--oidc-client-id`.
     #[error("--oidc-issuer-url needs --oidc-client-id: the client id ID tokens are issued to")]
     OidcClientIdMissing,
@@ -264,7 +270,11 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
     // PKCE under that issuer's client id (its callback is /ui/oidc/callback).
     let mut ui = shoal_ui::UiConfig::new(ui_api);
     if let Some(issuer) = oidc_issuers(&args.oidc)?.first() {
-        let sign_in = crate::ui_sign_in::UiSignIn::new(issuer).map_err(ServeError::UiSignIn)?;
+        let sign_in =
+            crate::ui_sign_in::UiSignIn::new(issuer).map_err(|source| ServeError::UiSignIn {
+                issuer: issuer.issuer_url.clone(),
+                source,
+            })?;
         ui = ui.with_oidc(std::sync::Arc::new(sign_in));
     }
     server.add_routes(shoal_ui::router(ui));
