@@ -8,24 +8,16 @@
 //
 // Environment: SHOAL_UI_BASE, OIDC_USER, OIDC_PASSWORD, SHOAL_UI_OUT (screenshot
 // directory), CHROMIUM (default /usr/bin/chromium).
-import { chromium } from "playwright-core";
+import { env, launch } from "./common.mjs";
 import { mkdirSync } from "node:fs";
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const base = env("SHOAL_UI_BASE");
 const out = env("SHOAL_UI_OUT");
 mkdirSync(out, { recursive: true });
 
 const report = {};
 let page = null;
-const browser = await chromium.launch({
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
   // Both the server's and the provider's CAs are the test's own.
   const context = await browser.newContext({ ignoreHTTPSErrors: true });

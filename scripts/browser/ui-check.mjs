@@ -11,16 +11,11 @@
 // screenshot directory), CHROMIUM (default /usr/bin/chromium),
 // SHOAL_UI_READY_SECS (default 300), KUBECTL (default kubectl).
 
-import { chromium } from "playwright-core";
+import { env, launch } from "./common.mjs";
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const base = env("SHOAL_UI_BASE");
 const token = env("SHOAL_UI_TOKEN");
 const org = env("SHOAL_UI_ORG");
@@ -36,10 +31,7 @@ const started = Date.now();
 const step = (name, extra = {}) =>
   report.steps.push({ name, ms: Date.now() - started, ...extra });
 
-const browser = await chromium.launch({
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
   // The server's CA is the test's own; the browser is told to accept it.
   const context = await browser.newContext({ ignoreHTTPSErrors: true });

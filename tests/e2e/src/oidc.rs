@@ -643,3 +643,62 @@ impl Drop for OidcProvider {
         let _ = self.child.wait();
     }
 }
+
+/// A server whose web UI signs in through a provider of its own: the provider
+/// (https) has the web client [`OidcProvider::WEB_CLIENT_ID`] with the server's
+/// callback, and the server (controllers off) trusts it, names users by email
+/// and has one organization owned by one of the provider's groups.
+pub struct UiWithProvider {
+    /// The provider.
+    pub provider: OidcProvider,
+    /// The server.
+    pub server: crate::ServerProc,
+    /// The server's `https://127.0.0.1:PORT`.
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl UiWithProvider {
+    /// Starts both, with organization `org` whose owners are group `owners`.
+    pub async fn start(org: &str, owners: &str) -> Result<Self> {
+        let port = free_port()?;
+        let base = format!("https://127.0.0.1:{port}");
+        let provider = OidcProvider::start(ProviderOptions {
+            tls: true,
+            web_redirect_uris: vec![format!("{base}/ui/oidc/callback")],
+            ..ProviderOptions::default()
+        })
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let ca = provider.ca_file().context("the provider's CA")?;
+        let args = [
+            "--controllers=false".to_owned(),
+            format!("--oidc-issuer-url={}", provider.issuer()),
+            format!("--oidc-client-id={}", OidcProvider::WEB_CLIENT_ID),
+            format!("--oidc-ca-file={}", ca.display()),
+            "--oidc-username-claim=email".to_owned(),
+        ];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = crate::ServerProc::start_at(&dir.path().join("data"), port, &refs)?;
+        let body = json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": org},
+            "spec": {"members": [{"group": owners, "role": "owner"}]},
+        });
+        let (code, answer) = crate::raw(
+            &server.client().await?,
+            "POST",
+            "/apis/shoal.io/v1alpha1/organizations",
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+        ensure!(code == 201, "creating {org}: {code} {answer}");
+        Ok(Self {
+            provider,
+            server,
+            base,
+            _dir: dir,
+        })
+    }
+}

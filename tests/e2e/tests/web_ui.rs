@@ -6,6 +6,7 @@ use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shoal_e2e::fixtures::{create_active_release, create_cluster, create_org, https_trusting};
+use shoal_e2e::oidc::UiWithProvider;
 use shoal_e2e::{raw, token_of, ServerProc};
 
 const GV: &str = "/apis/shoal.io/v1alpha1";
@@ -786,43 +787,11 @@ async fn create_form_field_errors_detail_and_delete() -> Result<()> {
 /// sign-in is refused with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_sign_in_through_the_identity_provider() -> Result<()> {
-    use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
+    // Held whole: its temporary directory holds the server's data.
+    let setup = UiWithProvider::start("acme", "platform-team").await?;
+    let (provider, server, base) = (&setup.provider, &setup.server, setup.base.clone());
 
-    let port = shoal_e2e::free_port()?;
-    let base = format!("https://127.0.0.1:{port}");
-    let provider = OidcProvider::start(ProviderOptions {
-        tls: true,
-        web_redirect_uris: vec![format!("{base}/ui/oidc/callback")],
-        ..ProviderOptions::default()
-    })
-    .await?;
-    let dir = tempfile::tempdir()?;
-    let ca = provider.ca_file().context("the provider's CA")?;
-    let args = [
-        "--controllers=false".to_owned(),
-        format!("--oidc-issuer-url={}", provider.issuer()),
-        format!("--oidc-client-id={}", OidcProvider::WEB_CLIENT_ID),
-        format!("--oidc-ca-file={}", ca.display()),
-        "--oidc-username-claim=email".to_owned(),
-    ];
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = ServerProc::start_at(&dir.path().join("data"), port, &refs)?;
-    let admin = server.client().await?;
-    let (code, body) = raw(
-        &admin,
-        "POST",
-        &format!("{GV}/organizations"),
-        "application/json",
-        serde_json::to_vec(&json!({
-            "apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
-            "metadata": {"name": "acme"},
-            "spec": {"members": [{"group": "platform-team", "role": "owner"}]},
-        }))?,
-    )
-    .await?;
-    ensure!(code == 201, "creating acme: {code} {body}");
-
-    let ui = browser(&server)?;
+    let ui = browser(server)?;
     let (code, html) = page(&ui, &format!("{base}/ui/sign-in")).await?;
     ensure!(
         code == StatusCode::OK

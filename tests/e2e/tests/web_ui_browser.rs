@@ -19,6 +19,7 @@ use kube::Api;
 use serde_json::Value;
 use shoal_api::Cluster;
 use shoal_e2e::hosts::{local_agent_args, NetnsGuard};
+use shoal_e2e::oidc::UiWithProvider;
 use shoal_e2e::{free_port, kubectl_bin, workspace_root, ServerProc};
 
 const ORG: &str = "acme";
@@ -33,8 +34,8 @@ fn owner_token(server: &ServerProc) -> Result<String> {
         .context("no token printed")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()> {
+/// Fails with what to run when Debian's chromium is missing.
+fn require_chromium() -> Result<()> {
     let chromium = Command::new("sh")
         .args(["-c", "command -v chromium"])
         .output()?;
@@ -42,6 +43,12 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
         chromium.status.success(),
         "chromium is not installed: run scripts/setup.sh (it installs Debian's chromium and the npm driver)"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()> {
+    require_chromium()?;
     shoal_e2e::fleet::image("vmlinuz")?;
     let netns = format!("sgub{}", std::process::id());
     let _guard = NetnsGuard(netns.clone());
@@ -217,48 +224,9 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
 /// is offered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_signs_in_through_the_identity_provider_in_chromium() -> Result<()> {
-    use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
-
-    let chromium = Command::new("sh")
-        .args(["-c", "command -v chromium"])
-        .output()?;
-    ensure!(
-        chromium.status.success(),
-        "chromium is not installed: run scripts/setup.sh"
-    );
-    let port = free_port()?;
-    let base = format!("https://127.0.0.1:{port}");
-    let provider = OidcProvider::start(ProviderOptions {
-        tls: true,
-        web_redirect_uris: vec![format!("{base}/ui/oidc/callback")],
-        ..ProviderOptions::default()
-    })
-    .await?;
-    let dir = tempfile::tempdir()?;
-    let ca = provider.ca_file().context("the provider's CA")?;
-    let args = [
-        "--controllers=false".to_owned(),
-        format!("--oidc-issuer-url={}", provider.issuer()),
-        format!("--oidc-client-id={}", OidcProvider::WEB_CLIENT_ID),
-        format!("--oidc-ca-file={}", ca.display()),
-        "--oidc-username-claim=email".to_owned(),
-    ];
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = ServerProc::start_at(&dir.path().join("data"), port, &refs)?;
-    let org = serde_json::json!({
-        "apiVersion": "shoal.io/v1alpha1", "kind": "Organization",
-        "metadata": {"name": ORG},
-        "spec": {"members": [{"group": "platform-team", "role": "owner"}]},
-    });
-    let (code, body) = shoal_e2e::raw(
-        &server.client().await?,
-        "POST",
-        "/apis/shoal.io/v1alpha1/organizations",
-        "application/json",
-        serde_json::to_vec(&org)?,
-    )
-    .await?;
-    ensure!(code == 201, "creating {ORG}: {code} {body}");
+    require_chromium()?;
+    let setup = UiWithProvider::start(ORG, "platform-team").await?;
+    let base = setup.base.clone();
 
     let out = workspace_root().join("target/ui-screenshots");
     let output = tokio::task::spawn_blocking(move || {
