@@ -635,20 +635,45 @@ async fn etcd_keys_have_no_double_slash_and_the_old_layout_is_moved() -> Result<
     Ok(())
 }
 
-/// A request refused before its body is read (a bad token here) leaves its
-/// connection usable: the body, sent after a pause as clients often send it, is
+/// A request refused before its body is read leaves its connection usable: the body, sent after a pause as clients often send it, is
 /// read and dropped, and the next request on the same connection is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_keeps_its_connection_usable() -> Result<()> {
+    let (server, _client) = setup().await?;
+    // The API refusing a bad token, and the web UI's form refusing a body that
+    // is not a form (415): both before reading the body.
+    let secret = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#;
+    refused_then_reused(
+        &server,
+        "POST /api/v1/namespaces/default/secrets HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\
+         Content-Type: application/json",
+        secret,
+        "HTTP/1.1 401",
+    )
+    .await?;
+    refused_then_reused(
+        &server,
+        "POST /ui/sign-in HTTP/1.1\r\nContent-Type: text/plain",
+        b"token=abc",
+        "HTTP/1.1 415",
+    )
+    .await
+}
+
+/// Sends `head` (request line and headers, without Host and Content-Length),
+/// then `body` after a pause, then a second request on the same connection:
+/// the first answer must start with `first`, and the second must come too.
+async fn refused_then_reused(
+    server: &ServerProc,
+    head: &str,
+    body: &[u8],
+    first: &str,
+) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let (server, _client) = setup().await?;
-    let mut tls = tls_connect(&server).await?;
-    let body = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#;
+    let mut tls = tls_connect(server).await?;
     let head = format!(
-        "POST /api/v1/namespaces/default/secrets HTTP/1.1\r\nHost: shoal\r\n\
-         Authorization: Bearer wrong\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
+        "{head}\r\nHost: shoal\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     tls.write_all(head.as_bytes()).await?;
@@ -665,7 +690,7 @@ async fn a_refused_request_keeps_its_connection_usable() -> Result<()> {
         .await
         .context("no answer in 10 s")?
         .with_context(|| format!("the connection ended badly after: {text}"))?;
-    ensure!(text.starts_with("HTTP/1.1 401"), "first answer: {text}");
+    ensure!(text.starts_with(first), "first answer: {text}");
     ensure!(
         text.matches("HTTP/1.1 ").count() == 2 && text.contains("HTTP/1.1 200 OK"),
         "the second request on the connection got no answer: {text}"

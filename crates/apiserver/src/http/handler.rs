@@ -11,7 +11,6 @@ use serde_json::Value;
 use crate::audit::AuditRecord;
 use crate::auth::{authorize, Identity, Restriction, Verb};
 use crate::error::ApiError;
-use crate::http::leftover::Leftover;
 use crate::http::request::{
     decode_body, decode_patch, flag, list_options, parse_path, parse_query, Target,
 };
@@ -101,8 +100,6 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// as they like; every other request takes a permit of the in-flight limit (429
 /// with Retry-After when none is left) and is answered within the request
 /// timeout (504 after it), as kube-apiserver treats long-running requests.
-/// What the request's body still holds after the answer is read and dropped
-/// first ([`Leftover`]), so the client can reuse the connection.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Body> {
     let watch = req.method() == Method::GET && flag(&parse_query(req.uri().query()), "watch");
     if watch {
@@ -117,14 +114,12 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
             })
             .inc();
     };
-    let (req, leftover) = Leftover::lend(req);
     let Some(permit) = state.in_flight.try_acquire() else {
         shed("concurrency");
-        let resp = error_response(&ApiError::TooManyRequests {
+        return error_response(&ApiError::TooManyRequests {
             limit: state.limits.max_in_flight,
             retry_after: 1,
         });
-        return leftover.settle(resp).await;
     };
     let _counted = InFlightGuard::new(&metrics.in_flight);
     let timeout = state.limits.request_timeout;
@@ -137,7 +132,6 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response<Bod
             })
         }
     };
-    let resp = leftover.settle(resp).await;
     drop(permit);
     resp
 }

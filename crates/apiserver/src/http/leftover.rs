@@ -75,6 +75,15 @@ impl Leftover {
     }
 }
 
+/// Middleware for every route on the listener (the API, the UI, the monitoring
+/// front ends): the handler gets the body lent, and what it leaves is read and
+/// dropped before the answer goes out.
+pub async fn keep_connection(req: Request, next: axum::middleware::Next) -> Response<Body> {
+    let (req, leftover) = Leftover::lend(req);
+    let resp = next.run(req).await;
+    leftover.settle(resp).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

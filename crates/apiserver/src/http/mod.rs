@@ -146,6 +146,8 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()> + Send,
     drain: Duration,
 ) {
+    // Every route's refusals keep their keep-alive connection usable.
+    let router = router.layer(axum::middleware::from_fn(leftover::keep_connection));
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
