@@ -2,11 +2,13 @@
 // UI as a user would, for tests/e2e/tests/web_ui_browser.rs. It signs in with a
 // token, shows a form error at its field, creates a cluster through the form,
 // waits for its status to turn Ready on the open clusters page (no reload), scales
-// it, downloads a kubeconfig made in the page (WebCrypto), and deletes it; it reads the cluster's recent events; it takes a screenshot of every page and runs axe-core on it.
+// it, checks that a viewer is offered none of that and is refused a forced delete,
+// downloads a kubeconfig made in the page (WebCrypto), and deletes it; it reads the cluster's recent events; it takes a screenshot of every page and runs axe-core on it.
 // It prints one JSON object: the steps with their timings and every serious or
 // critical accessibility violation; it exits non-zero on the first failed step.
 //
-// Environment: SHOAL_UI_BASE (https://host:port), SHOAL_UI_TOKEN, SHOAL_UI_ORG,
+// Environment: SHOAL_UI_BASE (https://host:port), SHOAL_UI_TOKEN (an owner's),
+// SHOAL_UI_VIEWER_TOKEN (a viewer's in the same organization), SHOAL_UI_ORG,
 // SHOAL_UI_CLUSTER (the name to create), SHOAL_UI_RELEASE, SHOAL_UI_OUT (the
 // screenshot directory), CHROMIUM (default /usr/bin/chromium),
 // SHOAL_UI_READY_SECS (default 300), KUBECTL (default kubectl).
@@ -18,6 +20,7 @@ import { execFileSync } from "node:child_process";
 
 const base = env("SHOAL_UI_BASE");
 const token = env("SHOAL_UI_TOKEN");
+const viewerToken = env("SHOAL_UI_VIEWER_TOKEN");
 const org = env("SHOAL_UI_ORG");
 const cluster = env("SHOAL_UI_CLUSTER");
 const release = env("SHOAL_UI_RELEASE");
@@ -126,6 +129,35 @@ try {
   const scaled = await page.getByLabel(`Workers in ${cluster}-default`).inputValue();
   if (scaled !== "1") throw new Error(`the pool shows ${scaled} workers after scaling to 1`);
   step("scaled");
+
+  // A viewer of the organization, in a browser of its own: the cluster is
+  // listed, but nothing to create, scale, upgrade, delete or make a kubeconfig
+  // is offered, and a delete forced past the page is refused by the server.
+  const viewerContext = await browser.newContext({ ignoreHTTPSErrors: true });
+  const viewer = await viewerContext.newPage();
+  await viewer.goto(`${base}/ui/sign-in`);
+  await viewer.getByLabel("API token").fill(viewerToken);
+  await viewer.getByRole("button", { name: "Sign in" }).click();
+  await viewer.waitForURL(`${base}/ui/clusters`);
+  await viewer.locator("#clusters tr", { hasText: cluster }).waitFor();
+  const offered = async (role, name) => (await viewer.getByRole(role, { name }).count()) > 0;
+  const onList = { create: await offered("link", "Create cluster") };
+  await viewer.goto(`${base}/ui/clusters/${org}/${cluster}`);
+  await viewer.getByRole("heading", { name: `Cluster ${cluster}` }).waitFor();
+  const onDetail = {
+    scale: await offered("button", "Scale"),
+    upgrade: await offered("button", "Upgrade"),
+    delete: await offered("button", "Delete cluster"),
+    kubeconfig: await offered("button", "Create kubeconfig"),
+  };
+  await viewer.screenshot({ path: `${out}/viewer-cluster-detail.png`, fullPage: true });
+  report.screenshots.push(`${out}/viewer-cluster-detail.png`);
+  const forced = await viewer.request.post(`${base}/ui/clusters/${org}/${cluster}/delete`, {
+    form: { confirm: cluster },
+    maxRedirects: 0,
+  });
+  step("viewer offered nothing", { onList, onDetail, forcedDelete: forced.status() });
+  await viewerContext.close();
 
   // Create kubeconfig: the key pair is made in the page, only a CSR is sent, and
   // the file is downloaded once; the test then uses it with kubectl.

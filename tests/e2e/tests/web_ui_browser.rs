@@ -6,6 +6,8 @@
 //! open clusters page (no reload), scales it, creates a kubeconfig whose key pair
 //! the page makes (WebCrypto) and which Debian's kubectl then uses through the
 //! embedded gateway into the guest, and deletes the cluster by typing its name.
+//! A viewer, in a browser context of its own, sees the cluster but no create,
+//! scale, upgrade, delete or kubeconfig button, and a forced delete gets 403.
 //! Every page is screenshotted into `target/ui-screenshots/` and checked with
 //! axe-core: no serious or critical violation. A second run signs in through a
 //! real OIDC provider (npm oidc-provider): its login and consent pages, then the
@@ -25,8 +27,8 @@ use shoal_e2e::{free_port, kubectl_bin, workspace_root, ServerProc};
 const ORG: &str = "acme";
 const CLUSTER: &str = "web-browser";
 
-fn owner_token(server: &ServerProc) -> Result<String> {
-    let text = server.shoal_ok(&["token", "create", "--org", ORG, "--role", "owner"])?;
+fn org_token(server: &ServerProc, role: &str) -> Result<String> {
+    let text = server.shoal_ok(&["token", "create", "--org", ORG, "--role", role])?;
     text.lines()
         .map(str::trim)
         .rfind(|l| l.starts_with("shoal."))
@@ -67,7 +69,8 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     let kubectl = kubectl_bin()?;
     let server = ServerProc::start_with(&args)?;
     server.shoal_ok(&["org", "create", ORG])?;
-    let token = owner_token(&server)?;
+    let token = org_token(&server, "owner")?;
+    let viewer_token = org_token(&server, "viewer")?;
     let out = workspace_root().join("target/ui-screenshots");
     let _ = std::fs::remove_dir_all(&out);
 
@@ -80,6 +83,7 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
                 .args(["browser", "run", "ui-check.mjs"])
                 .env("SHOAL_UI_BASE", base)
                 .env("SHOAL_UI_TOKEN", token)
+                .env("SHOAL_UI_VIEWER_TOKEN", viewer_token)
                 .env("SHOAL_UI_ORG", ORG)
                 .env("SHOAL_UI_CLUSTER", CLUSTER)
                 .env("SHOAL_UI_RELEASE", "test")
@@ -122,6 +126,7 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
         "created",
         "Ready live",
         "scaled",
+        "viewer offered nothing",
         "kubeconfig downloaded",
         "kubectl with the kubeconfig",
         "deleted",
@@ -149,6 +154,22 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     ensure!(
         events >= 1,
         "the cluster's page shows no recent events (the scheduler records one per Machine)"
+    );
+    // The viewer saw the cluster but none of the owner's buttons, and the server
+    // refused the delete it forced.
+    let seen = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "viewer offered nothing")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        seen["onList"] == serde_json::json!({"create": false})
+            && seen["onDetail"]
+                == serde_json::json!({"scale": false, "upgrade": false, "delete": false, "kubeconfig": false})
+            && seen["forcedDelete"] == 403,
+        "what the viewer was offered, and its forced delete: {seen}"
     );
     // The guest saw the certificate the browser's key pair was signed for: the
     // owner token's user, with the CN the page asked for.
