@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use shoal_api::{Cluster, Host, Machine, NodePool, Release};
 use tokio::sync::Mutex;
 
 use crate::ipam::{Ipam, IpamConfig};
 use crate::labels::CLUSTER;
-use shoal_kube::Shared;
+use crate::scheduler::usage::HostUsage;
+use shoal_kube::{Index, Observer, Shared};
 
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
@@ -94,6 +95,82 @@ pub struct Stores {
     pub releases: Store<Release>,
     /// Leases of the system namespace: host heartbeats and IPAM claims.
     pub leases: Store<Lease>,
+    /// Indexes over these caches.
+    pub indexes: Indexes,
+}
+
+/// Indexes over the caches, kept by their watches, so that a reconcile's cost
+/// follows its own objects rather than the fleet's size.
+#[derive(Clone)]
+pub struct Indexes {
+    /// Machines by `namespace/cluster`.
+    pub machines_by_cluster: Index<Machine>,
+    /// NodePools by `namespace/cluster`.
+    pub pools_by_cluster: Index<NodePool>,
+    /// Machines without a host, all in the group [`UNSCHEDULED`].
+    pub unscheduled: Index<Machine>,
+    /// What the Machines on each host take.
+    pub usage: Arc<HostUsage>,
+}
+
+/// The one group of [`Indexes::unscheduled`].
+pub const UNSCHEDULED: &str = "";
+
+fn machine_cluster(m: &Machine) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        m.metadata.namespace.as_deref()?,
+        m.spec.cluster
+    ))
+}
+
+fn pool_cluster(p: &NodePool) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref()?,
+        p.spec.cluster
+    ))
+}
+
+fn unscheduled(m: &Machine) -> Option<String> {
+    m.spec.host_name.is_none().then(|| UNSCHEDULED.to_owned())
+}
+
+impl Indexes {
+    /// Empty indexes, for watches to fill.
+    pub fn new() -> Self {
+        Self {
+            machines_by_cluster: Index::new(machine_cluster),
+            pools_by_cluster: Index::new(pool_cluster),
+            unscheduled: Index::new(unscheduled),
+            usage: Arc::default(),
+        }
+    }
+
+    /// Indexes over `machines` and `pools` as they are (for caches filled
+    /// without a watch).
+    pub fn of(machines: &[Machine], pools: &[NodePool]) -> Self {
+        Self {
+            machines_by_cluster: Index::of(machine_cluster, machines),
+            pools_by_cluster: Index::of(pool_cluster, pools),
+            unscheduled: Index::of(unscheduled, machines),
+            usage: HostUsage::of(machines),
+        }
+    }
+
+    fn machine_observers(&self) -> Vec<Arc<dyn Observer<Machine>>> {
+        vec![
+            Arc::new(self.machines_by_cluster.clone()),
+            Arc::new(self.unscheduled.clone()),
+            self.usage.clone(),
+        ]
+    }
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One watch per kind, shared by every controller: the caches, and the change
@@ -111,6 +188,8 @@ pub struct Feeds {
     pub releases: Shared<Release>,
     /// Leases of the system namespace.
     pub leases: Shared<Lease>,
+    /// Indexes kept by these watches.
+    pub indexes: Indexes,
 }
 
 impl Feeds {
@@ -120,16 +199,26 @@ impl Feeds {
         client: &Client,
         metrics: &crate::metrics::ControllerMetrics,
     ) -> Result<Self, reflector::store::WriterDropped> {
+        let indexes = Indexes::new();
         let feeds = Self {
             clusters: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Cluster")),
-            machines: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Machine")),
-            pools: Shared::start(Api::all(client.clone()), metrics.fanout_waits("NodePool")),
+            machines: Shared::start_observed(
+                Api::all(client.clone()),
+                metrics.fanout_waits("Machine"),
+                indexes.machine_observers(),
+            ),
+            pools: Shared::start_observed(
+                Api::all(client.clone()),
+                metrics.fanout_waits("NodePool"),
+                vec![Arc::new(indexes.pools_by_cluster.clone())],
+            ),
             hosts: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Host")),
             releases: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Release")),
             leases: Shared::start(
                 Api::namespaced(client.clone(), crate::labels::SYSTEM_NAMESPACE),
                 metrics.fanout_waits("Lease"),
             ),
+            indexes,
         };
         let stores = feeds.stores();
         stores.clusters.wait_until_ready().await?;
@@ -150,6 +239,7 @@ impl Feeds {
             hosts: self.hosts.store.clone(),
             releases: self.releases.store.clone(),
             leases: self.leases.store.clone(),
+            indexes: self.indexes.clone(),
         }
     }
 }
@@ -157,20 +247,21 @@ impl Feeds {
 impl Stores {
     /// The Machines of one cluster.
     pub fn cluster_machines(&self, namespace: &str, cluster: &str) -> Vec<Arc<Machine>> {
-        self.machines
-            .state()
-            .into_iter()
-            .filter(|m| m.namespace().as_deref() == Some(namespace) && m.spec.cluster == cluster)
-            .collect()
+        self.indexes
+            .machines_by_cluster
+            .get(&format!("{namespace}/{cluster}"), &self.machines)
     }
 
     /// The NodePools of one cluster.
     pub fn cluster_pools(&self, namespace: &str, cluster: &str) -> Vec<Arc<NodePool>> {
-        self.pools
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace) && p.spec.cluster == cluster)
-            .collect()
+        self.indexes
+            .pools_by_cluster
+            .get(&format!("{namespace}/{cluster}"), &self.pools)
+    }
+
+    /// The Machines without a host.
+    pub fn unscheduled_machines(&self) -> Vec<ObjectRef<Machine>> {
+        self.indexes.unscheduled.refs(UNSCHEDULED)
     }
 
     /// One Cluster.

@@ -233,6 +233,7 @@ pub struct State {
 /// A controller context over a fake API and caches holding `state`.
 pub fn context(state: State) -> (Arc<Context>, Arc<FakeApi>) {
     let (client, api) = FakeApi::client();
+    let indexes = crate::context::Indexes::of(&state.machines, &state.pools);
     let stores = Stores {
         clusters: store(state.clusters),
         machines: store(state.machines),
@@ -240,6 +241,7 @@ pub fn context(state: State) -> (Arc<Context>, Arc<FakeApi>) {
         hosts: store(state.hosts),
         releases: store(state.releases),
         leases: store(Vec::new()),
+        indexes,
     };
     let ctx = Context::new(client, ControllerConfig::default(), stores);
     (Arc::new(ctx), api)

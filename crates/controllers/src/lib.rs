@@ -139,7 +139,7 @@ pub async fn run_controllers(
                 ctx.clone(),
             );
 
-    let pool_store = stores.pools.clone();
+    let pools_of = stores.indexes.pools_by_cluster.clone();
     let pools = Controller::for_shared_stream(feeds.pools.subscribe(), stores.pools.clone())
         .with_config(settings())
         .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
@@ -151,13 +151,7 @@ pub async fn run_controllers(
         })
         .watches_shared_stream(feeds.clusters.subscribe(), move |c: Arc<Cluster>| {
             let ns = c.namespace().unwrap_or_default();
-            let name = c.name_any();
-            pool_store
-                .state()
-                .iter()
-                .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.spec.cluster == name)
-                .map(|p| ObjectRef::new(&p.name_any()).within(&ns))
-                .collect::<Vec<_>>()
+            pools_of.refs(&format!("{ns}/{}", c.name_any()))
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
@@ -166,17 +160,12 @@ pub async fn run_controllers(
             ctx.clone(),
         );
 
-    let machine_store = stores.machines.clone();
+    let unscheduled = stores.clone();
     let scheduler =
         Controller::for_shared_stream(feeds.machines.subscribe(), stores.machines.clone())
             .with_config(settings())
             .watches_shared_stream(feeds.hosts.subscribe(), move |_h: Arc<Host>| {
-                machine_store
-                    .state()
-                    .iter()
-                    .filter(|m| m.spec.host_name.is_none())
-                    .map(|m| ObjectRef::from_obj(m.as_ref()))
-                    .collect::<Vec<_>>()
+                unscheduled.unscheduled_machines()
             })
             .graceful_shutdown_on(stopped(stop_rx.clone()))
             .run(

@@ -11,6 +11,9 @@
 //! the counter given to [`Shared::start`]) rather than dropping a change,
 //! since a controller that returned `await_change` relies on that change to run
 //! again. Memory therefore stays bounded, and the watch itself slows down.
+//!
+//! Observers ([`crate::index::Observer`], such as an [`crate::index::Index`]) are
+//! told of each change before it is fanned out.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +24,7 @@ use kube::{Api, Resource};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
 
+use crate::index::Observer;
 use crate::task::AbortOnDrop;
 
 /// Changes queued per subscriber before the fan-out waits for it.
@@ -49,6 +53,16 @@ where
     /// Starts watching `api`; `waits` counts changes that had to wait for a
     /// subscriber's full queue.
     pub fn start(api: Api<K>, waits: Counter) -> Self {
+        Self::start_observed(api, waits, Vec::new())
+    }
+
+    /// Starts watching `api`, and keeps `observers` up to date with every change
+    /// before it is fanned out.
+    pub fn start_observed(
+        api: Api<K>,
+        waits: Counter,
+        observers: Vec<Arc<dyn Observer<K>>>,
+    ) -> Self {
         let (store, writer) = reflector::store();
         let subscribers: Subscribers<K> = Arc::default();
         let stream = watcher(api, watcher::Config::default())
@@ -60,14 +74,27 @@ where
             while let Some(event) = stream.next().await {
                 let changed: Vec<Arc<K>> = match event {
                     Ok(watcher::Event::Apply(obj)) => {
+                        let reference = ObjectRef::from_obj(&obj);
+                        for o in &observers {
+                            o.changed(reference.clone(), Some(&obj));
+                        }
                         // The store holds it now: share its copy.
-                        vec![reader
-                            .get(&ObjectRef::from_obj(&obj))
-                            .unwrap_or_else(|| Arc::new(obj))]
+                        vec![reader.get(&reference).unwrap_or_else(|| Arc::new(obj))]
                     }
-                    Ok(watcher::Event::Delete(obj)) => vec![Arc::new(obj)],
+                    Ok(watcher::Event::Delete(obj)) => {
+                        for o in &observers {
+                            o.changed(ObjectRef::from_obj(&obj), None);
+                        }
+                        vec![Arc::new(obj)]
+                    }
                     // After a (re)list, everything may have changed.
-                    Ok(watcher::Event::InitDone) => reader.state(),
+                    Ok(watcher::Event::InitDone) => {
+                        let all = reader.state();
+                        for o in &observers {
+                            o.reset(&all);
+                        }
+                        all
+                    }
                     Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "watch interrupted; it resumes");

@@ -4,6 +4,7 @@
 //! that says what it needs and what the largest free host has.
 
 pub mod place;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,36 +74,37 @@ pub fn holds_room(m: &Machine) -> bool {
 
 /// The scheduler's view of every host, from the caches plus assumed placements.
 /// Spreading counts are kept for cluster `for_cluster` (`namespace/name`) only.
+///
+/// Its cost is the number of hosts, the cluster's own Machines and the assumed
+/// placements: what the hosts' Machines take is kept by the Machine watch
+/// ([`usage::HostUsage`]), not summed here.
 pub fn host_views(ctx: &Context, assumed: &mut Assumed, for_cluster: &str) -> Vec<HostView> {
-    let machines = ctx.stores.machines.state();
+    let usage = &ctx.stores.indexes.usage;
     let now = Instant::now();
-    if !assumed.placed.is_empty() {
-        // Placements the cache shows now need no assuming any more.
-        let placed: std::collections::HashSet<String> = machines
-            .iter()
-            .filter(|m| m.spec.host_name.is_some())
-            .map(|m| key(m))
-            .collect();
-        assumed
-            .placed
-            .retain(|k, (at, _, _)| now.duration_since(*at) < ASSUME_TTL && !placed.contains(k));
-    }
+    // Placements the cache shows now need no assuming any more.
+    assumed
+        .placed
+        .retain(|k, (at, _, _)| now.duration_since(*at) < ASSUME_TTL && !usage.is_assigned(k));
+    let allocated = usage.by_host();
     let mut views: Vec<HostView> = ctx
         .stores
         .hosts
         .state()
         .iter()
-        .map(|h| HostView {
-            name: h.name_any(),
-            ready: host_ready(h),
-            unschedulable: h.spec.unschedulable,
-            allocatable: h
-                .status
-                .as_ref()
-                .map(|s| totals(&s.allocatable))
-                .unwrap_or_default(),
-            allocated: Resources::default(),
-            per_cluster: Default::default(),
+        .map(|h| {
+            let name = h.name_any();
+            HostView {
+                ready: host_ready(h),
+                unschedulable: h.spec.unschedulable,
+                allocatable: h
+                    .status
+                    .as_ref()
+                    .map(|s| totals(&s.allocatable))
+                    .unwrap_or_default(),
+                allocated: allocated.get(&name).copied().unwrap_or_default(),
+                per_cluster: Default::default(),
+                name,
+            }
         })
         .collect();
     let by_name: HashMap<String, usize> = views
@@ -111,27 +113,30 @@ pub fn host_views(ctx: &Context, assumed: &mut Assumed, for_cluster: &str) -> Ve
         .map(|(i, v)| (v.name.clone(), i))
         .collect();
     let (ns, cluster) = for_cluster.split_once('/').unwrap_or(("", for_cluster));
-    let mut account = |host: &str, same: bool, role: MachineRole, need: Resources| {
+    let mut spread = |host: &str, role: MachineRole| {
         if let Some(&i) = by_name.get(host) {
-            views[i].allocated.add(need);
-            if same {
-                *views[i]
-                    .per_cluster
-                    .entry((for_cluster.to_owned(), role == MachineRole::ControlPlane))
-                    .or_insert(0) += 1;
-            }
+            *views[i]
+                .per_cluster
+                .entry((for_cluster.to_owned(), role == MachineRole::ControlPlane))
+                .or_insert(0) += 1;
         }
     };
-    for m in &machines {
+    for m in ctx.stores.cluster_machines(ns, cluster) {
         if let Some(host) = &m.spec.host_name {
-            if holds_room(m) {
-                let same = m.spec.cluster == cluster && m.metadata.namespace.as_deref() == Some(ns);
-                account(host, same, m.spec.role, needs(m));
+            if holds_room(&m) {
+                spread(host, m.spec.role);
             }
         }
     }
     for (host, req) in assumed.placed.values().map(|(_, h, r)| (h, r)) {
-        account(host, req.cluster == for_cluster, req.role, req.needs);
+        if req.cluster == for_cluster {
+            spread(host, req.role);
+        }
+    }
+    for (host, req) in assumed.placed.values().map(|(_, h, r)| (h, r)) {
+        if let Some(&i) = by_name.get(host.as_str()) {
+            views[i].allocated.add(req.needs);
+        }
     }
     views
 }

@@ -51,6 +51,11 @@ impl Resources {
         self.memory += other.memory;
         self.disk += other.disk;
     }
+
+    /// Takes `other` away in place (never below zero).
+    pub fn remove(&mut self, other: Resources) {
+        *self = self.minus(other);
+    }
 }
 
 /// What is being placed.
