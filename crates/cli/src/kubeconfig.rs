@@ -154,17 +154,6 @@ pub fn endpoint(
     })
 }
 
-/// The host and port of a cluster's `status.apiEndpoint` (`https://HOST[:PORT]`,
-/// 443 by default), to look the host up.
-pub fn api_host_port(api_endpoint: &str) -> Option<(String, u16)> {
-    let authority = api_endpoint.strip_prefix("https://")?.split('/').next()?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok()?),
-        None => (authority, 443),
-    };
-    (!host.is_empty()).then(|| (host.to_owned(), port))
-}
-
 /// Which gateway a kubeconfig goes through: the one the user named; else the one
 /// the server publishes (`status.gatewayAddress`) when the API's host name does
 /// not resolve (a base domain without DNS, as on the all-in-one install); else
@@ -515,20 +504,6 @@ pub fn merge(
 mod tests {
 
     use super::*;
-
-    #[test]
-    fn api_host_port_of_endpoints() {
-        assert_eq!(
-            api_host_port("https://api.c.o.shoal.local:443"),
-            Some(("api.c.o.shoal.local".into(), 443))
-        );
-        assert_eq!(
-            api_host_port("https://api.example.com"),
-            Some(("api.example.com".into(), 443))
-        );
-        assert_eq!(api_host_port("http://x:1"), None);
-        assert_eq!(api_host_port("https://:443"), None);
-    }
 
     #[test]
     fn the_flag_wins_then_the_published_gateway_when_there_is_no_dns() {

@@ -11,12 +11,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use http::{HeaderMap, StatusCode};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use serde::{Deserialize, Serialize};
 use shoal_api::resources::cluster::Cluster;
 use shoal_api::resources::keypair::KeyPairSpec;
 use shoal_api::resources::organization::org_namespace;
 use shoal_api::KeyPair;
+use shoal_kube::endpoint::{api_host_port, resolves};
 
 use crate::html::escape;
 use crate::pages::client;
@@ -181,21 +182,17 @@ pub async fn create(
         );
     };
     let keypairs = Api::<KeyPair>::namespaced(c, &ns);
-    let request = KeyPair {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-browser-")),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        spec: KeyPairSpec {
+    let request = KeyPair::request(
+        &ns,
+        format!("{name}-browser-"),
+        KeyPairSpec {
             cluster: name.clone(),
             csr: form.csr,
             ttl: "8h".into(),
             groups: Vec::new(),
             description: Some("made in the web UI".into()),
         },
-        status: None,
-    };
+    );
     let created = match keypairs.create(&PostParams::default(), &request).await {
         Ok(kp) => kp,
         Err(e) => return api_refusal(e),
@@ -246,26 +243,13 @@ async fn signed(keypairs: &Api<KeyPair>, name: &str) -> Result<String, Response>
 /// else the gateway the server publishes, with the API's host name as
 /// `tls-server-name` (as `shoal kubeconfig create` decides).
 async fn endpoint(api_endpoint: &str, gateway: Option<&str>) -> Option<(String, Option<String>)> {
-    let authority = api_endpoint.strip_prefix("https://")?.split('/').next()?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok()?),
-        None => (authority, 443),
-    };
-    if host.is_empty() {
-        return None;
-    }
+    let (host, port) = api_host_port(api_endpoint)?;
     let Some(gateway) = gateway else {
         return Some((api_endpoint.to_owned(), None));
     };
-    let resolves = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok_and(|mut addrs| addrs.next().is_some()));
-    Some(if resolves {
+    Some(if resolves(&host, port).await {
         (api_endpoint.to_owned(), None)
     } else {
-        (format!("https://{gateway}"), Some(host.to_owned()))
+        (format!("https://{gateway}"), Some(host))
     })
 }

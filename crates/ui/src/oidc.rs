@@ -13,8 +13,8 @@ use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 
 use crate::html::{escape, page};
-use crate::pages::{client, unauthorized};
-use crate::{session, UiConfig, UiError};
+use crate::pages::{check_token, TokenCheck};
+use crate::{session, UiConfig};
 
 /// A boxed future, so that [`OidcSignIn`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -175,19 +175,15 @@ pub async fn callback(
         Ok(token) => token,
         Err(e) => return failed(e.status(), &e.to_string()),
     };
-    let checked = match client(&config, &id_token) {
-        Ok(c) => c.list_api_groups().await.map_err(UiError::Api),
-        Err(e) => Err(e),
-    };
-    match checked {
-        Ok(_) => {}
-        Err(e) if unauthorized(&e) => {
+    match check_token(&config, &id_token).await {
+        Ok(()) => {}
+        Err(TokenCheck::Refused(e)) => {
             return failed(
                 StatusCode::UNAUTHORIZED,
                 &format!("The API did not accept your identity provider's token: {e}"),
             );
         }
-        Err(e) => return failed(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(TokenCheck::Unavailable(e)) => return failed(StatusCode::BAD_GATEWAY, &e.to_string()),
     }
     let mut out = HeaderMap::new();
     if !session::cookie_safe(&id_token) || session::set(&mut out, &id_token).is_err() {

@@ -30,6 +30,27 @@ pub(crate) fn unauthorized(e: &UiError) -> bool {
     matches!(e, UiError::Api(kube::Error::Api(s)) if s.code == 401)
 }
 
+/// Why a token offered at sign-in is not taken.
+pub(crate) enum TokenCheck {
+    /// The API refused it (401).
+    Refused(UiError),
+    /// The API could not be asked.
+    Unavailable(UiError),
+}
+
+/// Asks the API whether it accepts `token`, before it becomes a session.
+pub(crate) async fn check_token(config: &UiConfig, token: &str) -> Result<(), TokenCheck> {
+    let checked = match client(config, token) {
+        Ok(c) => c.list_api_groups().await.map_err(UiError::Api),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(_) => Ok(()),
+        Err(e) if unauthorized(&e) => Err(TokenCheck::Refused(e)),
+        Err(e) => Err(TokenCheck::Unavailable(e)),
+    }
+}
+
 /// `/ui`: the clusters when signed in, the sign-in form otherwise.
 pub async fn home(headers: HeaderMap) -> Redirect {
     match session::token(&headers) {
@@ -98,19 +119,15 @@ pub async fn sign_in(State(config): State<UiConfig>, Form(form): Form<SignIn>) -
             "This is not a token: tokens have no spaces, quotes, commas, semicolons or backslashes. Paste it again.",
         );
     }
-    let checked = match client(&config, token) {
-        Ok(c) => c.list_api_groups().await.map_err(UiError::Api),
-        Err(e) => Err(e),
-    };
-    match checked {
-        Ok(_) => {}
-        Err(e) if unauthorized(&e) => {
+    match check_token(&config, token).await {
+        Ok(()) => {}
+        Err(TokenCheck::Refused(_)) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "The API did not accept this token: it is unknown, expired or revoked. Ask an owner of your organization for a new one.",
             );
         }
-        Err(e) => {
+        Err(TokenCheck::Unavailable(e)) => {
             tracing::warn!(error = %e, "sign-in could not check the token");
             return refuse(
                 StatusCode::BAD_GATEWAY,

@@ -37,6 +37,14 @@ fn org_token(server: &ServerProc, role: &str) -> Result<String> {
 }
 
 /// Fails with what to run when Debian's chromium is missing.
+/// The browser report's step called `name`, if the run got there.
+fn step<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["steps"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
 fn require_chromium() -> Result<()> {
     let chromium = Command::new("sh")
         .args(["-c", "command -v chromium"])
@@ -134,21 +142,12 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     ] {
         ensure!(names.contains(&want), "no step {want:?} in {names:?}");
     }
-    let focused = report["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "keyboard focus")
-        .map(|s| s["focused"].clone());
+    let focused = step(&report, "keyboard focus").map(|s| s["focused"].clone());
     ensure!(
         focused == Some(Value::from("Clusters")),
         "the first Tab does not reach the navigation: {focused:?}"
     );
-    let events = report["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "events shown")
+    let events = step(&report, "events shown")
         .and_then(|s| s["rows"].as_u64())
         .unwrap_or(0);
     ensure!(
@@ -157,11 +156,7 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     );
     // The viewer saw the cluster but none of the owner's buttons, and the server
     // refused the delete it forced.
-    let seen = report["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "viewer offered nothing")
+    let seen = step(&report, "viewer offered nothing")
         .cloned()
         .unwrap_or_default();
     ensure!(
@@ -173,11 +168,7 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
     );
     // The guest saw the certificate the browser's key pair was signed for: the
     // owner token's user, with the CN the page asked for.
-    let guest = report["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "kubectl with the kubeconfig")
+    let guest = step(&report, "kubectl with the kubeconfig")
         .map(|s| s["answer"].clone())
         .unwrap_or_default();
     ensure!(
@@ -186,11 +177,7 @@ async fn a_user_creates_scales_and_deletes_a_cluster_in_chromium() -> Result<()>
             .is_some_and(|u| u.ends_with(":browser")),
         "the guest's view of the downloaded kubeconfig's user: {guest}"
     );
-    let file = report["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "kubeconfig downloaded")
+    let file = step(&report, "kubeconfig downloaded")
         .and_then(|s| s["file"].as_str())
         .unwrap_or_default()
         .to_owned();

@@ -96,6 +96,22 @@ pub fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     }
 }
 
+impl KeyPair {
+    /// A new KeyPair to create in `namespace`, named by the API from `name_prefix`
+    /// (`generateName`), asking for `spec`.
+    pub fn request(namespace: &str, name_prefix: String, spec: KeyPairSpec) -> Self {
+        Self {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                generate_name: Some(name_prefix),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            spec,
+            status: None,
+        }
+    }
+}
+
 impl KeyPairSpec {
     /// Checks values that the types alone cannot.
     pub fn validate(&self, errs: &mut FieldErrors) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use shoal_api::resources::cluster::OidcSpec;
 use shoal_api::resources::common::Condition;
@@ -18,13 +18,15 @@ use shoal_api::resources::keypair::KeyPairSpec;
 use shoal_api::resources::organization::org_namespace;
 use shoal_api::{Cluster, ClusterPhase, KeyPair};
 
+use shoal_kube::endpoint::{api_host_port, resolves};
+
 use crate::args::{KubeconfigCommand, KubeconfigCreateArgs, Output};
 use crate::client::{find_kind, CliError};
 use crate::commands::cluster_view::standing;
 use crate::commands::wait::Deadline;
 use crate::kubeconfig::{
-    api_host_port, choose_gateway, endpoint, entry_name, merge, parse, render_new, Credentials,
-    GatewayAddress, GuestAccess,
+    choose_gateway, endpoint, entry_name, merge, parse, render_new, Credentials, GatewayAddress,
+    GuestAccess,
 };
 use crate::oidc_session::exec_user;
 use crate::output::{emit, print, render_columns};
@@ -261,11 +263,7 @@ async fn gateway_for(
         .and_then(|s| s.gateway_address.as_deref());
     let resolves = match (&a.gateway_address, published, api_host_port(api_endpoint)) {
         // A resolver that does not answer counts as no DNS record.
-        (None, Some(_), Some(hp)) => {
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(hp))
-                .await
-                .is_ok_and(|r| r.is_ok_and(|mut addrs| addrs.next().is_some()))
-        }
+        (None, Some(_), Some((host, port))) => resolves(&host, port).await,
         _ => true,
     };
     choose_gateway(a.gateway_address.as_ref(), published, resolves).map_err(|e| {
@@ -413,21 +411,17 @@ async fn create(client: &Client, a: &KubeconfigCreateArgs) -> Result<(), CliErro
     let gateway = gateway_for(a, &cluster, &api_endpoint).await?;
     let endpoint = endpoint(&api_endpoint, gateway.as_ref())
         .map_err(|source| CliError::Usage(format!("cluster {}/{}: {source}", a.org, a.cluster)))?;
-    let request = KeyPair {
-        metadata: ObjectMeta {
-            generate_name: Some(keypair_prefix(&a.cluster, &cn)),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        spec: KeyPairSpec {
+    let request = KeyPair::request(
+        &ns,
+        keypair_prefix(&a.cluster, &cn),
+        KeyPairSpec {
             cluster: a.cluster.clone(),
             csr,
             ttl: a.ttl.clone(),
             groups: a.groups.clone(),
             description: a.description.clone(),
         },
-        status: None,
-    };
+    );
     let created = keypairs.create(&PostParams::default(), &request).await?;
     let name = created.name_any();
     spinner.say(format!("waiting for keypair {ns}/{name} to be signed"));
