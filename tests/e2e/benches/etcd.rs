@@ -182,11 +182,15 @@ async fn main() -> Result<()> {
     std::fs::write(&key_file, [0x5a_u8; 32])?;
     let joined = endpoints.join(",");
     let key_arg = key_file.to_str().context("a UTF-8 temp path")?;
+    // The controllers stay off, as in the embedded store's bench: with them on,
+    // every created Cluster is reconciled (network leases, PKI Secrets, status
+    // writes), and their etcd requests and watch load were counted as the API's.
     let args = [
         "--etcd-endpoints",
         joined.as_str(),
         "--encryption-key-file",
         key_arg,
+        "--controllers=false",
     ];
     let first = ServerProc::start_with(&args)?;
     let second = ServerProc::start_with(&args)?;
