@@ -103,6 +103,11 @@ pub fn nodes(kubeconfig: &Path) -> Result<Vec<(String, bool, String)>> {
         .collect())
 }
 
+/// How long pods may take to run. Under TCG on two cores a Deployment's pods
+/// appeared within minutes on one machine and not within 600 s on a slower one
+/// (2026-12-06), so the wait is generous; a healthy run returns as soon as they run.
+const PODS_RUNNING_WAIT: Duration = Duration::from_secs(1200);
+
 /// The running, not terminating, pods of `app` as (name, node, pod IP), once there
 /// are `count` of them.
 pub fn running_pods(
@@ -110,7 +115,7 @@ pub fn running_pods(
     app: &str,
     count: usize,
 ) -> Result<Vec<(String, String, String)>> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + PODS_RUNNING_WAIT;
     loop {
         let out = kubectl(
             kubeconfig,
@@ -154,9 +159,17 @@ pub fn running_pods(
                 kubeconfig,
                 &["describe", "pods", "-l", &format!("app={app}")],
             )?;
+            // No pod at all points at the control plane (the controller manager,
+            // the scheduler): show where kube-system stands.
+            let system = kubectl(
+                kubeconfig,
+                &["get", "pods", "-n", "kube-system", "-o", "wide"],
+            )?;
             bail!(
-                "{count} pods of {app} not Running in 600 s: {list}\n{}",
-                text(&describe)
+                "{count} pods of {app} not Running in {} s: {list}\n{}\nkube-system:\n{}",
+                PODS_RUNNING_WAIT.as_secs(),
+                text(&describe),
+                text(&system)
             );
         }
         std::thread::sleep(Duration::from_secs(3));
