@@ -265,6 +265,12 @@ pub struct ServerArgs {
     /// PodDisruptionBudgets) before removing its Machine anyway.
     #[arg(long, default_value_t = 300)]
     pub drain_timeout: u64,
+    /// How many objects each controller reconciles at once. Raise it on a store
+    /// with a higher write latency (etcd across machines) so that a burst of new
+    /// clusters keeps the same pace.
+    #[arg(long, default_value_t = shoal_controllers::DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub controller_concurrency: u16,
     /// The directory with the test image (vmlinuz, initrd.img) for the seeded
     /// `test` Release; by default ./images/out when it exists.
     #[arg(long, env = "SHOAL_TEST_IMAGE_DIR")]

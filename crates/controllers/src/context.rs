@@ -11,6 +11,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use shoal_api::{Cluster, Host, Machine, NodePool, Release};
+
+use crate::labels::IPAM_OWNER;
 use tokio::sync::Mutex;
 
 use crate::ipam::{Ipam, IpamConfig};
@@ -56,7 +58,15 @@ pub struct ControllerConfig {
     pub backoff_base: Duration,
     /// The longest wait before retrying a failed reconcile.
     pub backoff_cap: Duration,
+    /// How many objects each controller reconciles at once. A store with a
+    /// higher write latency (etcd) needs more in flight for the same throughput.
+    pub concurrency: u16,
 }
+
+/// Each controller reconciles at most this many objects at once by default: a
+/// burst of thousands of new clusters then makes steady progress instead of
+/// thousands of reconciles competing for the API.
+pub const DEFAULT_CONCURRENCY: u16 = 32;
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -76,6 +86,7 @@ impl Default for ControllerConfig {
             metrics: crate::metrics::ControllerMetrics::default(),
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(60),
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -111,6 +122,8 @@ pub struct Indexes {
     pub unscheduled: Index<Machine>,
     /// What the Machines on each host take.
     pub usage: Arc<HostUsage>,
+    /// IPAM claims (Leases `ipam-<slot>`) by the UID of the cluster that owns them.
+    pub claims_by_owner: Index<Lease>,
 }
 
 /// The one group of [`Indexes::unscheduled`].
@@ -132,6 +145,12 @@ fn pool_cluster(p: &NodePool) -> Option<String> {
     ))
 }
 
+fn claim_owner(l: &Lease) -> Option<String> {
+    let name = l.metadata.name.as_deref()?;
+    crate::ipam::slot_of_claim(name)?;
+    l.metadata.labels.as_ref()?.get(IPAM_OWNER).cloned()
+}
+
 fn unscheduled(m: &Machine) -> Option<String> {
     m.spec.host_name.is_none().then(|| UNSCHEDULED.to_owned())
 }
@@ -144,17 +163,19 @@ impl Indexes {
             pools_by_cluster: Index::new(pool_cluster),
             unscheduled: Index::new(unscheduled),
             usage: Arc::default(),
+            claims_by_owner: Index::new(claim_owner),
         }
     }
 
-    /// Indexes over `machines` and `pools` as they are (for caches filled
-    /// without a watch).
-    pub fn of(machines: &[Machine], pools: &[NodePool]) -> Self {
+    /// Indexes over `machines`, `pools` and `leases` as they are (for caches
+    /// filled without a watch).
+    pub fn of(machines: &[Machine], pools: &[NodePool], leases: &[Lease]) -> Self {
         Self {
             machines_by_cluster: Index::of(machine_cluster, machines),
             pools_by_cluster: Index::of(pool_cluster, pools),
             unscheduled: Index::of(unscheduled, machines),
             usage: HostUsage::of(machines),
+            claims_by_owner: Index::of(claim_owner, leases),
         }
     }
 
@@ -214,9 +235,10 @@ impl Feeds {
             ),
             hosts: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Host")),
             releases: Shared::start(Api::all(client.clone()), metrics.fanout_waits("Release")),
-            leases: Shared::start(
+            leases: Shared::start_observed(
                 Api::namespaced(client.clone(), crate::labels::SYSTEM_NAMESPACE),
                 metrics.fanout_waits("Lease"),
+                vec![Arc::new(indexes.claims_by_owner.clone())],
             ),
             indexes,
         };

@@ -228,19 +228,21 @@ pub struct State {
     pub hosts: Vec<shoal_api::Host>,
     /// Releases.
     pub releases: Vec<shoal_api::Release>,
+    /// Leases of the system namespace (IPAM claims).
+    pub leases: Vec<k8s_openapi::api::coordination::v1::Lease>,
 }
 
 /// A controller context over a fake API and caches holding `state`.
 pub fn context(state: State) -> (Arc<Context>, Arc<FakeApi>) {
     let (client, api) = FakeApi::client();
-    let indexes = crate::context::Indexes::of(&state.machines, &state.pools);
+    let indexes = crate::context::Indexes::of(&state.machines, &state.pools, &state.leases);
     let stores = Stores {
         clusters: store(state.clusters),
         machines: store(state.machines),
         pools: store(state.pools),
         hosts: store(state.hosts),
         releases: store(state.releases),
-        leases: store(Vec::new()),
+        leases: store(state.leases),
         indexes,
     };
     let ctx = Context::new(client, ControllerConfig::default(), stores);

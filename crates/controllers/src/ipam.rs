@@ -164,6 +164,7 @@ pub fn slot_of_claim(name: &str) -> Option<u32> {
 pub struct Ipam {
     api: Api<Lease>,
     config: IpamConfig,
+    /// The next slot this process tries (modulo the capacity).
     cursor: AtomicU32,
 }
 
@@ -201,10 +202,12 @@ impl Ipam {
         owner: Owner<'_>,
         taken: impl Fn(u32) -> bool,
     ) -> Result<Allocation, IpamError> {
-        let capacity = self.config.capacity();
-        let start = self.cursor.load(Ordering::Relaxed) % capacity.max(1);
-        for step in 0..capacity {
-            let slot = (start + step) % capacity;
+        let capacity = self.config.capacity().max(1);
+        for _ in 0..capacity {
+            // Each attempt takes the cursor's next slot for itself, so claims that
+            // run at once in this process try different slots: they no longer all
+            // race for the same one, which cost a 409 per loser per slot.
+            let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % capacity;
             if taken(slot) {
                 continue;
             }
@@ -229,10 +232,7 @@ impl Ipam {
                 }),
             };
             match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => {
-                    self.cursor.store(slot + 1, Ordering::Relaxed);
-                    return Ok(self.config.allocation(slot));
-                }
+                Ok(_) => return Ok(self.config.allocation(slot)),
                 Err(e) if crate::error::is_conflict(&e) => continue,
                 Err(source) => return Err(IpamError::Api { name, source }),
             }
@@ -268,6 +268,75 @@ mod tests {
         assert_eq!(c.allocation(258).node_cidr, "10.129.2.0/24");
         assert_eq!(c.allocation(32767).node_cidr, "10.255.255.0/24");
         assert_eq!(slot_of_claim(&claim_name(42)), Some(42));
+    }
+
+    fn owner(uid: &str) -> Owner<'_> {
+        Owner {
+            namespace: "org-a",
+            name: uid,
+            uid,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_take_distinct_slots_without_conflicts() {
+        let (client, api) = crate::fake_api::FakeApi::client();
+        let ipam = std::sync::Arc::new(Ipam::new(client, IpamConfig::default()));
+        let uids: Vec<String> = (0..16).map(|i| format!("uid-{i}")).collect();
+        let claims = uids.iter().map(|uid| ipam.claim(owner(uid), |_| false));
+        let mut slots: Vec<u32> = futures::future::join_all(claims)
+            .await
+            .into_iter()
+            .map(|r| r.map(|a| a.slot))
+            .collect::<Result<_, _>>()
+            .expect("every claim succeeds");
+        slots.sort_unstable();
+        assert_eq!(slots, (0..16).collect::<Vec<u32>>());
+        let posts = api.calls_to(&http::Method::POST, "/apis/coordination.k8s.io");
+        assert_eq!(posts.len(), 16, "one create per claim, no 409 retries");
+    }
+
+    #[tokio::test]
+    async fn a_claim_skips_taken_and_conflicting_slots() {
+        let (client, api) = crate::fake_api::FakeApi::client();
+        // Slot 1 was claimed by another replica, unknown to this cache.
+        let other = Lease {
+            metadata: ObjectMeta {
+                name: Some(claim_name(1)),
+                namespace: Some(SYSTEM_NAMESPACE.into()),
+                ..Default::default()
+            },
+            spec: None,
+        };
+        let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/leases");
+        api.put(&format!("{leases}/{}", claim_name(1)), &other);
+        let ipam = Ipam::new(client, IpamConfig::default());
+        // The cache knows slot 0 is taken: no request for it.
+        let got = ipam
+            .claim(owner("uid-a"), |slot| slot == 0)
+            .await
+            .expect("a free slot");
+        assert_eq!(got.slot, 2);
+        let posts = api.calls_to(&http::Method::POST, "/apis/coordination.k8s.io");
+        assert_eq!(posts.len(), 2, "slot 1 answered 409, slot 2 was created");
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_pool_says_so() {
+        let (client, _api) = crate::fake_api::FakeApi::client();
+        let config = IpamConfig {
+            node_pool_prefix: 22,
+            ..IpamConfig::default()
+        };
+        let ipam = Ipam::new(client, config);
+        let err = ipam
+            .claim(owner("uid-a"), |_| true)
+            .await
+            .expect_err("no slot is free");
+        assert!(
+            matches!(err, IpamError::Exhausted { capacity: 4, .. }),
+            "{err}"
+        );
     }
 
     #[test]

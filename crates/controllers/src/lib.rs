@@ -51,7 +51,7 @@ use kube::{Api, Client, ResourceExt};
 use shoal_api::{Cluster, Host, Machine, NodePool};
 use tokio::sync::watch;
 
-pub use context::{Context, ControllerConfig};
+pub use context::{Context, ControllerConfig, DEFAULT_CONCURRENCY};
 pub use error::Error;
 pub use shoal_kube::chain;
 
@@ -88,15 +88,12 @@ where
     }
 }
 
-/// Each controller reconciles at most this many objects at once: a burst of
-/// thousands of new clusters then makes steady progress instead of thousands of
-/// reconciles competing for the API.
-const CONCURRENCY: u16 = 32;
-
-fn settings() -> ControllerSettings {
+/// Each controller's settings: a short debounce, and at most `concurrency`
+/// reconciles at once.
+fn settings(concurrency: u16) -> ControllerSettings {
     ControllerSettings::default()
         .debounce(Duration::from_millis(100))
-        .concurrency(CONCURRENCY)
+        .concurrency(concurrency)
 }
 
 /// Runs every controller until `stop` resolves.
@@ -106,6 +103,7 @@ pub async fn run_controllers(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     config.ipam.validate()?;
+    let concurrency = config.concurrency.max(1);
     release::seed(&client, &config).await?;
     let feeds = context::Feeds::start(&client, &config.metrics)
         .await
@@ -123,7 +121,7 @@ pub async fn run_controllers(
     // Every controller is fed from the shared watches (one per kind).
     let clusters =
         Controller::for_shared_stream(feeds.clusters.subscribe(), stores.clusters.clone())
-            .with_config(settings())
+            .with_config(settings(concurrency))
             .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
                 m.namespace()
                     .map(|ns| ObjectRef::new(&m.spec.cluster).within(&ns))
@@ -141,7 +139,7 @@ pub async fn run_controllers(
 
     let pools_of = stores.indexes.pools_by_cluster.clone();
     let pools = Controller::for_shared_stream(feeds.pools.subscribe(), stores.pools.clone())
-        .with_config(settings())
+        .with_config(settings(concurrency))
         .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
             let ns = m.namespace().unwrap_or_default();
             m.spec
@@ -163,7 +161,7 @@ pub async fn run_controllers(
     let unscheduled = stores.clone();
     let scheduler =
         Controller::for_shared_stream(feeds.machines.subscribe(), stores.machines.clone())
-            .with_config(settings())
+            .with_config(settings(concurrency))
             .watches_shared_stream(feeds.hosts.subscribe(), move |_h: Arc<Host>| {
                 unscheduled.unscheduled_machines()
             })
@@ -175,7 +173,7 @@ pub async fn run_controllers(
             );
 
     let hosts = Controller::for_shared_stream(feeds.hosts.subscribe(), stores.hosts.clone())
-        .with_config(settings())
+        .with_config(settings(concurrency))
         .watches_shared_stream(feeds.leases.subscribe(), |l: Arc<Lease>| {
             hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new)
         })
@@ -192,7 +190,7 @@ pub async fn run_controllers(
         .fleet
         .attach(stores.clone(), keypairs.store());
     let keypairs = keypairs
-        .with_config(settings())
+        .with_config(settings(concurrency))
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| metrics::measured("keypair", o, c, keypair::reconcile),

@@ -11,6 +11,9 @@
 //!    server (API side) and the raw store (baseline) each get one core alone,
 //!    the API's client the other, so both sides do their store work on one core.
 //!
+//! 5. The 64-client creates again over one HTTP/2 connection that multiplexes
+//!    them, as client-go does, next to their own raw-store run.
+//!
 //! Set SHOAL_BIN to a release build (make bench does) for meaningful numbers.
 
 use std::sync::Arc;
@@ -49,8 +52,31 @@ fn cluster(name: &str) -> Cluster {
     .expect("a valid cluster literal")
 }
 
+/// How the benchmark's client reaches the API.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    /// kube-rs: HTTP/1.1, one TLS connection per concurrent request.
+    Http1,
+    /// One TLS connection that carries every concurrent request as an HTTP/2
+    /// stream, as client-go (kubectl, controllers) talks to an API server.
+    Http2,
+}
+
 /// Creates through the API at `concurrency`; names start with `run`.
-async fn api_creates(server: &ServerProc, run: &str, concurrency: usize) -> Result<f64> {
+async fn api_creates(
+    server: &ServerProc,
+    run: &str,
+    concurrency: usize,
+    transport: Transport,
+) -> Result<f64> {
+    match transport {
+        Transport::Http1 => api_creates_http1(server, run, concurrency).await,
+        Transport::Http2 => api_creates_http2(server, run, concurrency).await,
+    }
+}
+
+/// [`api_creates`] with kube-rs's client.
+async fn api_creates_http1(server: &ServerProc, run: &str, concurrency: usize) -> Result<f64> {
     let client = server.client().await?;
     let api: Api<Cluster> = Api::namespaced(client, "org-bench");
     let run = run.to_owned();
@@ -58,6 +84,50 @@ async fn api_creates(server: &ServerProc, run: &str, concurrency: usize) -> Resu
         let (api, name) = (api.clone(), format!("{run}-{concurrency}-{i}"));
         async move {
             api.create(&PostParams::default(), &cluster(&name)).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// [`api_creates`] over one HTTP/2 connection (ALPN `h2`), warmed by one request
+/// so that every create reuses it.
+async fn api_creates_http2(server: &ServerProc, run: &str, concurrency: usize) -> Result<f64> {
+    let kubeconfig = server.kubeconfig();
+    let token = Arc::new(shoal_e2e::token_of(&kubeconfig)?);
+    let http = shoal_e2e::fixtures::https_trusting(&kubeconfig)?
+        .http2_prior_knowledge()
+        .build()?;
+    let url = Arc::new(format!(
+        "{}/apis/shoal.io/v1alpha1/namespaces/org-bench/clusters",
+        server.url()
+    ));
+    let warm = http
+        .get(url.as_str())
+        .bearer_auth(token.as_str())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        warm.version() == reqwest::Version::HTTP_2,
+        "the API answered over {:?}, not HTTP/2",
+        warm.version()
+    );
+    let run = run.to_owned();
+    throughput(creates(), concurrency, move |i| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        let name = format!("{run}-{concurrency}-{i}");
+        async move {
+            let res = http
+                .post(url.as_str())
+                .bearer_auth(token.as_str())
+                .json(&cluster(&name))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                res.status() == reqwest::StatusCode::CREATED,
+                "create {name}: {}",
+                res.status()
+            );
             Ok(())
         }
     })
@@ -108,10 +178,11 @@ async fn api_creates_with_cpu(
     server: &ServerProc,
     run: &str,
     concurrency: usize,
+    transport: Transport,
 ) -> Result<CpuShare> {
     let me = std::process::id();
     let (server0, client0) = (cpu_seconds(server.pid())?, cpu_seconds(me)?);
-    let rate = api_creates(server, run, concurrency).await?;
+    let rate = api_creates(server, run, concurrency, transport).await?;
     let (server1, client1) = (cpu_seconds(server.pid())?, cpu_seconds(me)?);
     let per_create = |d: f64| d / creates() as f64 * 1e6;
     Ok(CpuShare {
@@ -229,25 +300,30 @@ async fn main() -> Result<()> {
     let mut share = None;
     for c in CONCURRENCY {
         let raw = store_creates(tmp.path(), "raw", c).await?;
-        let api = api_creates_with_cpu(&server, "c", c).await?;
+        let api = api_creates_with_cpu(&server, "c", c, Transport::Http1).await?;
         creates_rows.push((c, api.rate, raw));
         share = Some(api);
     }
     let share = share.context("no create run")?;
+    // The most concurrent level again, over one HTTP/2 connection, next to its
+    // own raw-store run.
+    let many = CONCURRENCY[CONCURRENCY.len() - 1];
+    let h2_raw = store_creates(tmp.path(), "raw-h2", many).await?;
+    let h2 = api_creates_with_cpu(&server, "h2", many, Transport::Http2).await?;
     // Split cores: the server on CPU 0, this process (the API's client, and the
     // raw store when it is measured) on CPU 1; then both get both cores again.
     let split = CONCURRENCY[CONCURRENCY.len() - 1];
     pin(server.pid(), "0")?;
     pin(std::process::id(), "1")?;
     let split_raw = store_creates(tmp.path(), "pinned", split).await?;
-    let split_api = api_creates_with_cpu(&server, "pinned", split).await?;
+    let split_api = api_creates_with_cpu(&server, "pinned", split, Transport::Http1).await?;
     pin(server.pid(), "0,1")?;
     pin(std::process::id(), "0,1")?;
     let (api_p50, api_p99) = p50_p99(api_watch_latency(&server).await?);
     let (raw_p50, raw_p99) = p50_p99(store_watch_latency(tmp.path()).await?);
     // The watchers of the latency run stay open (their selector matches one other
     // object): what every create then costs the server.
-    let watched = api_creates_with_cpu(&server, "watched", split).await?;
+    let watched = api_creates_with_cpu(&server, "watched", split, Transport::Http1).await?;
 
     println!();
     println!("| figure | Shoal | baseline | ratio | goal |");
@@ -255,6 +331,7 @@ async fn main() -> Result<()> {
     for (c, api, raw) in &creates_rows {
         println!("| create throughput, {c} concurrent (API over HTTPS vs raw Store::create, redb, fsync per commit) | {api:.0}/s | {raw:.0}/s | {:.2} | >= 0.5 |", api / raw);
     }
+    println!("| create throughput, {many} concurrent streams on one HTTP/2 connection (as client-go) vs raw Store::create | {:.0}/s | {h2_raw:.0}/s | {:.2} | >= 0.5 |", h2.rate, h2.rate / h2_raw);
     println!("| 1 event to {WATCHERS} watchers, p50 (API vs raw store watch) | {api_p50:.1} ms | {raw_p50:.1} ms | {:.1}x | |", api_p50 / raw_p50.max(0.001));
     println!("| 1 event to {WATCHERS} watchers, p99 (API vs raw store watch) | {api_p99:.1} ms | {raw_p99:.1} ms | {:.1}x | p99 <= 50 ms |", api_p99 / raw_p99.max(0.001));
     println!("| create throughput, {split} concurrent, cores split (server alone on CPU 0 vs raw store alone on CPU 1; the API's client on CPU 1) | {:.0}/s | {split_raw:.0}/s | {:.2} | |", split_api.rate, split_api.rate / split_raw);
@@ -274,6 +351,12 @@ async fn main() -> Result<()> {
         split_api.server_us,
         split_api.client_us,
         watched.server_us,
+    );
+    println!(
+        "CPU per API create at {many} streams on one HTTP/2 connection: server {:.0} us, benchmark client {:.0} us (client share {:.0}%)",
+        h2.server_us,
+        h2.client_us,
+        100.0 * h2.client_us / (h2.server_us + h2.client_us),
     );
     Ok(())
 }

@@ -19,6 +19,8 @@
 //!   embedded store and on three etcd members with two server replicas (goal:
 //!   etcd within 2x of embedded). The wait grows with the count; a run that
 //!   reaches it prints how many clusters were Ready instead of failing.
+//!   `SHOAL_BENCH_CONTROLLER_CONCURRENCY=N` starts the servers with
+//!   `--controller-concurrency N`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -294,7 +296,14 @@ async fn ready_clusters(clusters: &Api<Cluster>, n: usize, deadline: Instant) ->
 async fn p4(backend: Backend, n: usize) -> Result<Scale> {
     let floor = p4_floor(backend, n).await?;
     let images = workspace_root().join("images/out").display().to_string();
-    let servers = Servers::start(backend, &["--test-image-dir", &images])?;
+    let mut args = vec!["--test-image-dir".to_owned(), images];
+    // SHOAL_BENCH_CONTROLLER_CONCURRENCY=N runs the servers with
+    // --controller-concurrency N (the server's default otherwise).
+    if let Ok(n) = std::env::var("SHOAL_BENCH_CONTROLLER_CONCURRENCY") {
+        args.extend(["--controller-concurrency".to_owned(), n]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let servers = Servers::start(backend, &args)?;
     let server = servers.first();
     let client = server.client().await?;
     server.shoal_ok(&["org", "create", "scale"])?;

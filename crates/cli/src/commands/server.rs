@@ -205,6 +205,7 @@ fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerC
         ipam,
         host_grace_period: Duration::from_secs(args.host_grace_period),
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        concurrency: args.controller_concurrency,
         test_image_dir,
         kubernetes_image_dir,
         gateway_address: args.gateway.then_some(gateway_listener),

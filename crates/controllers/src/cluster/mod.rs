@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use shoal_api::resources::common::MachineRole;
@@ -23,8 +24,8 @@ use shoal_kube::finalizer::{self, Change};
 
 use crate::context::Context;
 use crate::error::{failed, Error};
-use crate::ipam::{slot_of_claim, Owner};
-use crate::labels::{CLUSTER_FINALIZER, IPAM_OWNER};
+use crate::ipam::{claim_name, slot_of_claim, Owner};
+use crate::labels::{CLUSTER_FINALIZER, SYSTEM_NAMESPACE};
 use crate::machines::{self, member, NewMachine};
 use crate::rollout;
 
@@ -166,19 +167,22 @@ async fn ensure_network(
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let uid = cluster.uid().unwrap_or_default();
-    let leases = ctx.stores.leases.state();
     // A claim of ours from a run that crashed before writing the status.
-    let mine = leases
+    let mine = ctx
+        .stores
+        .indexes
+        .claims_by_owner
+        .refs(&uid)
         .iter()
-        .find(|l| l.labels().get(IPAM_OWNER).map(String::as_str) == Some(uid.as_str()))
-        .and_then(|l| slot_of_claim(&l.name_any()));
+        .find_map(|claim| slot_of_claim(&claim.name));
     let alloc = match mine {
         Some(slot) => ctx.ipam.config().allocation(slot),
         None => {
-            let taken: std::collections::HashSet<u32> = leases
-                .iter()
-                .filter_map(|l| slot_of_claim(&l.name_any()))
-                .collect();
+            let leases = &ctx.stores.leases;
+            let claimed = |slot: u32| {
+                let claim = ObjectRef::new(&claim_name(slot)).within(SYSTEM_NAMESPACE);
+                leases.get(&claim).is_some()
+            };
             ctx.ipam
                 .claim(
                     Owner {
@@ -186,7 +190,7 @@ async fn ensure_network(
                         name: &name,
                         uid: &uid,
                     },
-                    |slot| taken.contains(&slot),
+                    claimed,
                 )
                 .await?
         }
@@ -300,6 +304,58 @@ mod tests {
             "guarded by the version read, so no other finalizer is lost"
         );
         assert_eq!(action, Action::await_change());
+    }
+
+    fn claim(slot: u32, owner_uid: &str) -> k8s_openapi::api::coordination::v1::Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": crate::ipam::claim_name(slot), "namespace": SYSTEM_NAMESPACE,
+                         "labels": {crate::labels::IPAM_OWNER: owner_uid}},
+        }))
+        .expect("a valid Lease")
+    }
+
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/shoal-system/leases";
+
+    #[tokio::test]
+    async fn a_claim_of_its_own_is_found_through_the_index_and_not_claimed_again() {
+        let c = held(false);
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![c.clone()],
+            releases: vec![release("test")],
+            leases: vec![claim(3, "another-uid"), claim(7, "cluster-uid")],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &c);
+
+        let got = ensure_network(&ctx, Arc::new(c)).await.expect("allocates");
+
+        assert!(
+            api.calls_to(&Method::POST, LEASES).is_empty(),
+            "no new claim"
+        );
+        let status = got.and_then(|c| c.status.clone()).expect("a status");
+        assert_eq!(status.vni, Some(1007));
+        assert_eq!(status.node_cidr.as_deref(), Some("10.128.7.0/24"));
+    }
+
+    #[tokio::test]
+    async fn a_new_claim_skips_the_slots_the_cache_holds_without_asking() {
+        let c = held(false);
+        let (ctx, api) = fake_api::context(State {
+            clusters: vec![c.clone()],
+            releases: vec![release("test")],
+            leases: vec![claim(0, "another-uid"), claim(1, "a-third-uid")],
+            ..Default::default()
+        });
+        api.put(&path("clusters", "org-x", "a"), &c);
+
+        let got = ensure_network(&ctx, Arc::new(c)).await.expect("allocates");
+
+        let posts = api.calls_to(&Method::POST, LEASES);
+        assert_eq!(posts.len(), 1, "{posts:?}");
+        assert_eq!(posts[0].body["metadata"]["name"], "ipam-2");
+        let status = got.and_then(|c| c.status.clone()).expect("a status");
+        assert_eq!(status.vni, Some(1002));
     }
 
     #[tokio::test]
