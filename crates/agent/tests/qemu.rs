@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shoal_agent::vm::kvm::{probe_accel, probe_kvm};
 use shoal_agent::vm::runtime::{QemuRuntime, Vm, VmError, VmOp, VmRuntime, VmState};
-use shoal_agent::vm::{Accel, Boot, VmSpec, DEFAULT_QEMU};
+use shoal_agent::vm::{Accel, Boot, CpuPriority, VmSpec, DEFAULT_QEMU};
 
 /// The QEMU binary, or `None` (with a loud message) when it is not installed.
 fn qemu() -> Option<PathBuf> {
@@ -33,6 +33,7 @@ fn spec(name: &str, dir: &Path) -> VmSpec {
         serial: format!("ds=nocloud;s=http://10.0.0.1/{name}/"),
         tap: None,
         state_dir: dir.join(name),
+        cpu_priority: CpuPriority::Normal,
     }
 }
 

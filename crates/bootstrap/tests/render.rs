@@ -549,6 +549,18 @@ fn kubeadm_names_what_the_node_image_carries() {
             "{component}"
         );
     }
+    // etcd fails a request only after 15 s (5 s plus two election timeouts).
+    let etcd_args = cluster["etcd"]["local"]["extraArgs"]
+        .as_sequence()
+        .expect("a list");
+    let etcd_arg = |name: &str| {
+        etcd_args
+            .iter()
+            .find(|a| a["name"].as_str() == Some(name))
+            .and_then(|a| a["value"].as_str())
+    };
+    assert_eq!(etcd_arg("election-timeout"), Some("5000"));
+    assert_eq!(etcd_arg("heartbeat-interval"), Some("500"));
     let kubelet = kind(&docs, "KubeletConfiguration");
     assert_eq!(kubelet["cgroupDriver"].as_str(), Some("systemd"));
     // Every control-plane static pod gets its probes relaxed; the API server also

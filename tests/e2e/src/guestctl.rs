@@ -166,12 +166,51 @@ pub fn running_pods(
                 &["get", "pods", "-n", "kube-system", "-o", "wide"],
             )?;
             bail!(
-                "{count} pods of {app} not Running in {} s: {list}\n{}\nkube-system:\n{}",
+                "{count} pods of {app} not Running in {} s: {list}\n{}\nkube-system:\n{}\n{}",
                 PODS_RUNNING_WAIT.as_secs(),
                 text(&describe),
-                text(&system)
+                text(&system),
+                control_plane_report(kubeconfig)?
             );
         }
         std::thread::sleep(Duration::from_secs(3));
     }
+}
+
+/// Why the control plane's leader-elected components stop: their pods' last states
+/// and events, and the last lines each wrote before its latest restart.
+pub fn control_plane_report(kubeconfig: &Path) -> Result<String> {
+    let mut report = text(&kubectl(
+        kubeconfig,
+        &[
+            "describe",
+            "pods",
+            "-n",
+            "kube-system",
+            "-l",
+            "tier=control-plane",
+        ],
+    )?);
+    for component in ["kube-controller-manager", "kube-scheduler"] {
+        let selector = format!("component={component}");
+        for previous in ["--previous=true", "--previous=false"] {
+            let logs = kubectl(
+                kubeconfig,
+                &[
+                    "logs",
+                    "-n",
+                    "kube-system",
+                    "-l",
+                    &selector,
+                    previous,
+                    "--tail=30",
+                ],
+            )?;
+            report.push_str(&format!(
+                "\n{component} logs ({previous}):\n{}",
+                text(&logs)
+            ));
+        }
+    }
+    Ok(report)
 }

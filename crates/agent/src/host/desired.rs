@@ -5,10 +5,10 @@ use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
-use shoal_api::{Cluster, Machine, Release};
+use shoal_api::{Cluster, Machine, MachineRole, Release};
 
 use crate::net::plan::{tap_name, ClusterNet, MacAddr, Port};
-use crate::vm::{Accel, Boot, Tap, VmSpec};
+use crate::vm::{Accel, Boot, CpuPriority, Tap, VmSpec};
 
 /// The kernel command line when the release names none.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -224,6 +224,12 @@ pub fn desired_vm(
             mac: mac.to_string(),
         }),
         state_dir: vm_dir(ctx.vms_dir, &ns, &name),
+        // On an overcommitted host the control plane keeps its CPU: a starved etcd
+        // fails requests and the guest's controllers lose their leases.
+        cpu_priority: match spec.role {
+            MachineRole::ControlPlane => CpuPriority::Normal,
+            MachineRole::Worker => CpuPriority::Background,
+        },
     };
     vm.validate()
         .map_err(|e| fail("InvalidSpec", format!("machine {ns}/{name}: {e}")))?;
@@ -322,6 +328,18 @@ mod tests {
         assert_eq!(d.spec.vcpus.get(), 2);
         assert_eq!(d.spec.memory_mib.get(), 512);
         assert_eq!(d.spec.serial, "ds=nocloud-net;s=http://10.9.0.1/m1/");
+        // A worker yields the CPU to control planes; a control plane keeps its share.
+        assert_eq!(d.spec.cpu_priority, CpuPriority::Background);
+        let mut cp = machine("2", "512Mi");
+        cp.spec.role = MachineRole::ControlPlane;
+        let d_cp = desired_vm(
+            &ctx(dir.path()),
+            &cp,
+            Some(&cluster()),
+            Some(&release(&kernel)),
+        )
+        .expect("runs");
+        assert_eq!(d_cp.spec.cpu_priority, CpuPriority::Normal);
         assert_eq!(d.cluster_key, "org-x/a");
         assert_eq!(d.spec.state_dir, dir.path().join("org-x/m1"));
     }

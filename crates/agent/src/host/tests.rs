@@ -438,6 +438,7 @@ fn old_spec(dir: &Path, kernel: &Path) -> crate::vm::VmSpec {
         serial: String::new(),
         tap: None,
         state_dir: dir.to_path_buf(),
+        cpu_priority: crate::vm::CpuPriority::Normal,
     }
 }
 

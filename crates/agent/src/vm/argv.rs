@@ -101,7 +101,7 @@ mod tests {
     use std::num::NonZeroU32;
 
     use super::*;
-    use crate::vm::spec::{Accel, Tap};
+    use crate::vm::spec::{Accel, CpuPriority, Tap};
 
     fn base() -> VmSpec {
         VmSpec {
@@ -113,6 +113,7 @@ mod tests {
             serial: "ds=nocloud;s=http://10.0.0.1/m1/".into(),
             tap: None,
             state_dir: "/var/lib/shoal/vms/m1".into(),
+            cpu_priority: CpuPriority::Normal,
         }
     }
 
@@ -174,6 +175,7 @@ mod tests {
         let spec = VmSpec {
             serial: "ds=nocloud;s=http://10.0.0.1/a,b/".into(),
             state_dir: "/tmp/odd,dir".into(),
+            cpu_priority: CpuPriority::Normal,
             ..base()
         };
         golden("escaped-commas", &render(&spec));

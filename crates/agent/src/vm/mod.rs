@@ -9,7 +9,7 @@ pub mod qmp;
 pub mod runtime;
 pub mod spec;
 
-pub use spec::{Accel, Boot, SpecError, StatePaths, Tap, VmSpec};
+pub use spec::{Accel, Boot, CpuPriority, SpecError, StatePaths, Tap, VmSpec};
 
 /// The QEMU binary used when none is configured.
 pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";

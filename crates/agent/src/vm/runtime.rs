@@ -379,7 +379,14 @@ impl QemuRuntime {
             });
         }
         let (pid, status) = self.attach(&name, &paths, true).await?;
-        tracing::info!(pid, status = %status.status, "running");
+        let nice = vm.spec.cpu_priority.nice();
+        if nice != 0 {
+            // A VM that keeps the default share still runs: say so, do not fail.
+            if let Err(error) = proc::set_nice(pid, nice) {
+                tracing::warn!(pid, nice, %error, "could not lower the VM's CPU priority");
+            }
+        }
+        tracing::info!(pid, nice, status = %status.status, "running");
         vm.set_running(pid);
         Ok(())
     }

@@ -72,6 +72,33 @@ pub struct Tap {
     pub mac: String,
 }
 
+/// How a VM's threads share a contended host CPU with other VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPriority {
+    /// The host's default share: control-plane machines, whose etcd and API server
+    /// fail requests and lose leases when starved.
+    #[default]
+    Normal,
+    /// A smaller share (nice [`CpuPriority::BACKGROUND_NICE`]) that yields to normal
+    /// VMs when the host's CPUs are overcommitted and costs nothing when they idle:
+    /// worker machines.
+    Background,
+}
+
+impl CpuPriority {
+    /// The nice value of background VMs: about a third of a normal VM's CPU weight.
+    pub const BACKGROUND_NICE: i32 = 5;
+
+    /// The nice value of the VM's threads.
+    pub fn nice(self) -> i32 {
+        match self {
+            CpuPriority::Normal => 0,
+            CpuPriority::Background => Self::BACKGROUND_NICE,
+        }
+    }
+}
+
 /// Everything needed to run one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +119,9 @@ pub struct VmSpec {
     pub tap: Option<Tap>,
     /// The directory holding the VM's pidfile, QMP socket, console log and spec.
     pub state_dir: PathBuf,
+    /// Its share of a contended host CPU (absent in specs saved before it existed).
+    #[serde(default)]
+    pub cpu_priority: CpuPriority,
 }
 
 /// A [`VmSpec`] that cannot be run, naming the field and why.
@@ -194,6 +224,7 @@ mod tests {
         VmSpec {
             name: "m1".into(),
             vcpus: NonZeroU32::MIN,
+            cpu_priority: CpuPriority::Normal,
             memory_mib: NonZeroU32::new(128).expect("nonzero"),
             accel: Accel::Tcg,
             boot: Boot::None,
