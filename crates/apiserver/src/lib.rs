@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub storage: Storage,
     /// The embedded store's page cache, in bytes.
     pub store_cache_bytes: usize,
+    /// The budget of the recent-objects cache that lets writes skip their read,
+    /// in bytes (0 turns it off).
+    pub recent_objects_bytes: usize,
     /// When `<data-dir>/audit.log` is rotated.
     pub audit_rotation: audit::Rotation,
     /// The OIDC issuers whose ID tokens are accepted.
@@ -127,6 +130,7 @@ impl ServerConfig {
             encryption_key_file: None,
             storage: Storage::Embedded,
             store_cache_bytes: shoal_store::redb::DEFAULT_CACHE_BYTES,
+            recent_objects_bytes: resource::RECENT_OBJECTS_BUDGET,
             audit_rotation: audit::Rotation::default(),
             oidc_issuers: Vec::new(),
             oidc_admin_groups: Vec::new(),
@@ -210,7 +214,9 @@ impl Server {
             store,
             metrics.store.clone(),
         ));
-        let resources = Resources::new(store, Codec::new(sealer)).with_read_caches();
+        let resources = Resources::new(store, Codec::new(sealer))
+            .with_recent_objects(config.recent_objects_bytes)
+            .with_read_caches();
         let material = bootstrap::bootstrap(&resources, &dir, local_addr, &config.tls_sans).await?;
         let tls = rustls_config(&material)?;
         let certificates = vec![

@@ -192,6 +192,11 @@ pub struct ServerArgs {
     /// kernel's page cache).
     #[arg(long, default_value_t = 64)]
     pub store_cache_mib: usize,
+    /// The last known stored form of recently written and watched objects, in
+    /// MiB, which lets a patch skip its read before the compare-and-swap
+    /// (0 turns it off).
+    #[arg(long, default_value_t = 64)]
+    pub recent_objects_mib: usize,
     /// Revisions of change history kept for watches to resume from.
     #[arg(long, default_value_t = 100_000)]
     pub watch_history: i64,

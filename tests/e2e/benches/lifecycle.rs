@@ -20,7 +20,8 @@
 //!   etcd within 2x of embedded). The wait grows with the count; a run that
 //!   reaches it prints how many clusters were Ready instead of failing.
 //!   `SHOAL_BENCH_CONTROLLER_CONCURRENCY=N` starts the servers with
-//!   `--controller-concurrency N`.
+//!   `--controller-concurrency N`; `SHOAL_BENCH_RECENT_OBJECTS_MIB=0` with
+//!   `--recent-objects-mib 0` (every write reads its object first).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -301,6 +302,11 @@ async fn p4(backend: Backend, n: usize) -> Result<Scale> {
     // --controller-concurrency N (the server's default otherwise).
     if let Ok(n) = std::env::var("SHOAL_BENCH_CONTROLLER_CONCURRENCY") {
         args.extend(["--controller-concurrency".to_owned(), n]);
+    }
+    // SHOAL_BENCH_RECENT_OBJECTS_MIB=N sizes the servers' recent-objects cache
+    // (0 turns it off: every write reads its object first, the baseline).
+    if let Ok(n) = std::env::var("SHOAL_BENCH_RECENT_OBJECTS_MIB") {
+        args.extend(["--recent-objects-mib".to_owned(), n]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let servers = Servers::start(backend, &args)?;

@@ -273,11 +273,11 @@ impl Resources {
         name: &str,
         expected: Option<i64>,
     ) -> Result<(shoal_store::KeyValue, Value), ApiError> {
-        let kv = self
-            .store
-            .get(key)
-            .await?
-            .ok_or_else(|| not_found(kind, name))?;
+        let Some(kv) = self.store.get(key).await? else {
+            self.recent.deleted(key, shoal_store::Revision::MAX);
+            return Err(not_found(kind, name));
+        };
+        self.recent.saw(&kv);
         if expected.is_some_and(|e| e != kv.mod_revision) {
             return Err(conflict(kind, name));
         }
@@ -285,9 +285,43 @@ impl Resources {
         Ok((kv, obj))
     }
 
+    /// The object as this replica last saw it stored, to write against without a
+    /// read; only when it is at the revision the caller pinned, if any.
+    fn recent_for_write(
+        &self,
+        kind: &KindInfo,
+        key: &str,
+        expected: Option<i64>,
+    ) -> Option<(shoal_store::KeyValue, Value)> {
+        let kv = self.recent.get(key)?;
+        if expected.is_some_and(|e| e != kv.mod_revision) {
+            return None;
+        }
+        let obj = self.codec.decode(kind, &kv).ok()?;
+        Some((kv, obj))
+    }
+
+    /// The object after `change`, merged by the subresource's rules and validated.
+    fn changed(
+        kind: &KindInfo,
+        current: &Value,
+        change: &impl Fn(&Value) -> Result<Value, ApiError>,
+        sub: Subresource,
+    ) -> Result<Value, ApiError> {
+        let incoming = change(current)?;
+        let next = merge::merge_for_update(kind, current, incoming, sub)?;
+        Self::validate(kind, &view::from_storage(kind, next.clone()))?;
+        Ok(next)
+    }
+
     /// The shared update path: read, merge by the subresource's rules, validate,
     /// compare-and-swap, and retry when someone else wrote in between and the
     /// caller did not pin a resourceVersion.
+    ///
+    /// The first attempt starts from the object as this replica last saw it, with
+    /// no read: the swap refuses it if that is out of date. Only answers that the
+    /// swap does not check (nothing to change, or a refusal of the change) are
+    /// decided again on a fresh read.
     async fn read_modify_write(
         &self,
         kind: &KindInfo,
@@ -298,12 +332,19 @@ impl Resources {
         sub: Subresource,
     ) -> Result<Value, ApiError> {
         let key = object_key(kind, ns, name);
+        let mut recent = self.recent_for_write(kind, &key, expected);
         for _ in 0..CAS_RETRIES {
-            let (kv, mut current) = self.read_for_write(kind, &key, name, expected).await?;
+            let from_recent = recent.is_some();
+            let (kv, mut current) = match recent.take() {
+                Some(found) => found,
+                None => self.read_for_write(kind, &key, name, expected).await?,
+            };
             meta_mut(&mut current)?.remove("resourceVersion");
-            let incoming = change(&current)?;
-            let next = merge::merge_for_update(kind, &current, incoming, sub)?;
-            Self::validate(kind, &view::from_storage(kind, next.clone()))?;
+            let next = match Self::changed(kind, &current, &change, sub) {
+                Ok(next) => next,
+                Err(_) if from_recent => continue,
+                Err(e) => return Err(e),
+            };
             let deleting = next
                 .pointer("/metadata/deletionTimestamp")
                 .is_some_and(|v| !v.is_null());
@@ -319,6 +360,9 @@ impl Resources {
                 }
             }
             if next == current {
+                if from_recent {
+                    continue;
+                }
                 return Ok(answer(kind, current, kv.mod_revision));
             }
             let bytes = self.codec.encode(kind, &next)?;
@@ -345,10 +389,16 @@ impl Resources {
         precondition_rv: Option<i64>,
     ) -> Result<Value, ApiError> {
         let key = object_key(kind, ns, name);
+        let mut recent = self.recent_for_write(kind, &key, precondition_rv);
         for _ in 0..CAS_RETRIES {
-            let (kv, mut current) = self
-                .read_for_write(kind, &key, name, precondition_rv)
-                .await?;
+            let from_recent = recent.is_some();
+            let (kv, mut current) = match recent.take() {
+                Some(found) => found,
+                None => {
+                    self.read_for_write(kind, &key, name, precondition_rv)
+                        .await?
+                }
+            };
             if finalizers(&current).is_empty() {
                 match self.cas_delete(&key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
@@ -364,6 +414,9 @@ impl Resources {
                 .pointer("/metadata/deletionTimestamp")
                 .is_some_and(|v| !v.is_null())
             {
+                if from_recent {
+                    continue;
+                }
                 return Ok(view::from_storage(kind, current));
             }
             let meta = meta_mut(&mut current)?;

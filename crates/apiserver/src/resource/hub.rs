@@ -29,6 +29,8 @@ use serde_json::Value;
 use shoal_store::{Revision, Store, StoreError, WatchEvent};
 use tokio::sync::mpsc;
 
+use crate::resource::recent::RecentObjects;
+
 /// How many events a watch may fall behind before the hub drops it (its
 /// client then resumes from its last resourceVersion).
 pub const FAN_OUT_BUFFER: usize = 16_384;
@@ -169,7 +171,7 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, prefix: String) {
+    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, prefix: String, recent: RecentObjects) {
         loop {
             let started = match store.current_revision().await {
                 Ok(rev) => store.watch(&prefix, rev).await.map(|feed| (rev, feed)),
@@ -182,6 +184,7 @@ impl Hub {
                     s.live = true;
                 }
                 while let Some(Ok(ev)) = feed.next().await {
+                    recent.observe(&ev);
                     let mut s = self.lock();
                     s.head = ev.revision;
                     publish(&mut s.subscribers, Arc::new(HubEvent::new(ev)));
@@ -234,9 +237,19 @@ fn publish(subscribers: &mut Vec<Subscriber>, ev: Arc<HubEvent>) {
 #[derive(Clone, Default)]
 pub struct Hubs {
     hubs: Arc<Mutex<HashMap<String, Arc<Hub>>>>,
+    /// Kept current with every event the hubs follow.
+    recent: RecentObjects,
 }
 
 impl Hubs {
+    /// Hubs that also pass every event they follow to `recent`.
+    pub fn feeding(recent: RecentObjects) -> Self {
+        Self {
+            hubs: Arc::default(),
+            recent,
+        }
+    }
+
     fn hub(&self, store: &Arc<dyn Store>, prefix: &str) -> Arc<Hub> {
         let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
         hubs.entry(prefix.to_owned())
@@ -248,7 +261,11 @@ impl Hubs {
                         subscribers: Vec::new(),
                     }),
                 });
-                tokio::spawn(hub.clone().follow(store.clone(), prefix.to_owned()));
+                tokio::spawn(hub.clone().follow(
+                    store.clone(),
+                    prefix.to_owned(),
+                    self.recent.clone(),
+                ));
                 hub
             })
             .clone()

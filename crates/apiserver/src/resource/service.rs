@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use shoal_api::KindInfo;
-use shoal_store::{Store, StoreError};
+use shoal_store::{Revision, Store, StoreError};
 
 use crate::error::ApiError;
 use crate::resource::cache::PrefixCache;
 use crate::resource::codec::Codec;
+use crate::resource::recent::RecentObjects;
 use crate::resource::view;
 
 /// The main object or its `/status` subresource.
@@ -30,6 +31,8 @@ pub struct Resources {
     pub(crate) codec: Codec,
     caches: Vec<PrefixCache>,
     pub(crate) hubs: crate::resource::hub::Hubs,
+    /// The last known stored form of objects, which writes start from.
+    pub(crate) recent: RecentObjects,
 }
 
 /// How often a write retries a compare-and-swap that lost to another writer.
@@ -85,12 +88,22 @@ pub(super) fn answer(kind: &KindInfo, mut obj: Value, revision: i64) -> Value {
 impl Resources {
     /// Resource operations over `store`, sealing sensitive kinds with `codec`.
     pub fn new(store: Arc<dyn Store>, codec: Codec) -> Self {
+        let recent = RecentObjects::default();
         Self {
             store,
             codec,
             caches: Vec::new(),
-            hubs: Default::default(),
+            hubs: crate::resource::hub::Hubs::feeding(recent.clone()),
+            recent,
         }
+    }
+
+    /// Sets the budget of the cache of recently written and watched objects,
+    /// which lets a write skip its read; 0 turns it off.
+    pub fn with_recent_objects(mut self, budget: usize) -> Self {
+        self.recent = RecentObjects::with_budget(budget);
+        self.hubs = crate::resource::hub::Hubs::feeding(self.recent.clone());
+        self
     }
 
     /// Adds read caches for namespaces and system Secrets (tokens), which every
@@ -124,6 +137,9 @@ impl Resources {
     ) -> Result<shoal_store::KeyValue, StoreError> {
         let result = self.store.create(key, value).await;
         self.touched(key);
+        if let Ok(kv) = &result {
+            self.recent.saw(kv);
+        }
         result
     }
 
@@ -135,6 +151,11 @@ impl Resources {
     ) -> Result<shoal_store::KeyValue, StoreError> {
         let result = self.store.update(key, value, expected).await;
         self.touched(key);
+        match &result {
+            Ok(kv) => self.recent.saw(kv),
+            Err(StoreError::NotFound { .. }) => self.recent.deleted(key, Revision::MAX),
+            Err(_) => {}
+        }
         result
     }
 
@@ -145,6 +166,11 @@ impl Resources {
     ) -> Result<(shoal_store::KeyValue, i64), StoreError> {
         let result = self.store.delete(key, expected).await;
         self.touched(key);
+        match &result {
+            Ok((_, revision)) => self.recent.deleted(key, *revision),
+            Err(StoreError::NotFound { .. }) => self.recent.deleted(key, Revision::MAX),
+            Err(_) => {}
+        }
         result
     }
 

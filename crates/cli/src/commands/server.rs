@@ -160,6 +160,7 @@ fn config(args: &ServerArgs) -> Result<ServerConfig, ServeError> {
     };
     config.storage = storage(args)?;
     config.store_cache_bytes = args.store_cache_mib.max(1) << 20;
+    config.recent_objects_bytes = args.recent_objects_mib << 20;
     config.oidc_issuers = oidc_issuers(&args.oidc)?;
     config.oidc_admin_groups = args.oidc.oidc_admin_groups.clone();
     Ok(config)
