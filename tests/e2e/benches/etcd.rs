@@ -40,30 +40,13 @@ fn cluster(name: &str) -> Cluster {
     .expect("a valid cluster literal")
 }
 
-/// gRPC requests (Range and Txn) the etcd members have answered so far, from
-/// their Prometheus metrics on the client ports.
-fn etcd_requests(endpoints: &[String]) -> Result<f64> {
-    use std::io::{Read, Write};
-    let mut total = 0.0;
-    for e in endpoints {
-        let addr = e.trim_start_matches("http://");
-        let mut conn = std::net::TcpStream::connect(addr)?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut body = String::new();
-        conn.read_to_string(&mut body)?;
-        for line in body.lines() {
-            let counted = line.starts_with("grpc_server_handled_total{")
-                && (line.contains("grpc_method=\"Range\"") || line.contains("grpc_method=\"Txn\""));
-            if counted {
-                let n = line.rsplit(' ').next().unwrap_or_default();
-                total += n
-                    .parse::<f64>()
-                    .with_context(|| format!("a counter: {line}"))?;
-            }
-        }
-    }
-    Ok(total)
+/// gRPC requests (Range and Txn) the etcd members have answered so far.
+fn etcd_requests(etcd: &EtcdCluster) -> Result<f64> {
+    let by_method = etcd.grpc_requests()?;
+    Ok(["Range", "Txn"]
+        .iter()
+        .filter_map(|m| by_method.get(*m))
+        .sum())
 }
 
 async fn api_creates(server: &ServerProc) -> Result<f64> {
@@ -229,11 +212,11 @@ async fn main() -> Result<()> {
         .context("the API's Cluster is not where the bench looks for it")?
         .value;
 
-    let before = etcd_requests(&endpoints)?;
+    let before = etcd_requests(&etcd)?;
     let direct = store_creates(&endpoints, value.clone()).await?;
-    let middle = etcd_requests(&endpoints)?;
+    let middle = etcd_requests(&etcd)?;
     let api_rate = api_creates(&first).await?;
-    let after = etcd_requests(&endpoints)?;
+    let after = etcd_requests(&etcd)?;
     let per_direct = (middle - before) / CREATES as f64;
     let per_api = (after - middle) / CREATES as f64;
     let (api_p50, api_p99) = p50_p99(api_watch_latency(&[&first, &second]).await?);

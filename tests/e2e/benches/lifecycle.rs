@@ -23,6 +23,7 @@
 //!   `--controller-concurrency N`; `SHOAL_BENCH_RECENT_OBJECTS_MIB=0` with
 //!   `--recent-objects-mib 0` (every write reads its object first).
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -173,7 +174,7 @@ enum Backend {
 /// The servers of one P4 run, and the etcd members they use.
 struct Servers {
     servers: Vec<ServerProc>,
-    _etcd: Option<EtcdCluster>,
+    etcd: Option<EtcdCluster>,
     _dir: tempfile::TempDir,
 }
 
@@ -183,7 +184,7 @@ impl Servers {
         match backend {
             Backend::Embedded => Ok(Self {
                 servers: vec![ServerProc::start_with(extra)?],
-                _etcd: None,
+                etcd: None,
                 _dir: dir,
             }),
             Backend::Etcd => {
@@ -200,7 +201,7 @@ impl Servers {
                 ];
                 Ok(Self {
                     servers,
-                    _etcd: Some(etcd),
+                    etcd: Some(etcd),
                     _dir: dir,
                 })
             }
@@ -211,6 +212,15 @@ impl Servers {
         &self.servers[0]
     }
 
+    /// The etcd members' gRPC requests so far by method (empty on the embedded
+    /// store).
+    fn etcd_requests(&self) -> Result<BTreeMap<String, f64>> {
+        match &self.etcd {
+            Some(etcd) => etcd.grpc_requests(),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
     /// The highest peak RSS among the replicas.
     fn peak_rss_mib(&self) -> f64 {
         self.servers
@@ -218,6 +228,42 @@ impl Servers {
             .map(|s| peak_rss_mib(s.pid()))
             .fold(0.0, f64::max)
     }
+}
+
+/// The API writes (every verb but get, list and watch) the servers have
+/// answered, by verb and resource, summed over the replicas.
+async fn api_writes(servers: &Servers) -> Result<BTreeMap<String, f64>> {
+    let mut by_route = BTreeMap::new();
+    for server in &servers.servers {
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        let text = server.client().await?.request_text(req).await?;
+        for line in text.lines() {
+            let Some(labels) = line.strip_prefix("shoal_apiserver_requests_total{") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let verb = label("verb");
+            if matches!(verb.as_str(), "get" | "list" | "watch") {
+                continue;
+            }
+            let n: f64 = line
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .with_context(|| format!("a counter: {line}"))?;
+            let route = format!("{verb} {} {}", label("resource"), label("code"));
+            *by_route.entry(route).or_insert(0.0) += n;
+        }
+    }
+    Ok(by_route)
 }
 
 /// One P4 figure.
@@ -231,6 +277,10 @@ struct Scale {
     rss_mib: f64,
     /// Seconds to write the same objects through the API with no controller.
     floor: f64,
+    /// etcd's gRPC requests during the run by method, per cluster.
+    etcd_per_cluster: BTreeMap<String, f64>,
+    /// The API's writes during the run by verb, resource and code, per cluster.
+    writes_per_cluster: BTreeMap<String, f64>,
 }
 
 /// The longest a P4 run waits: it grows with the count, and a run that reaches
@@ -326,12 +376,32 @@ async fn p4(backend: Backend, n: usize) -> Result<Scale> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let etcd_before = servers.etcd_requests()?;
+    let writes_before = api_writes(&servers).await?;
     let started = Instant::now();
     create_all(&client, n).await?;
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), "org-scale");
     let ready = ready_clusters(&clusters, n, started + p4_deadline(n)).await?;
     let took = started.elapsed().as_secs_f64();
     let rss_mib = servers.peak_rss_mib();
+    let etcd_per_cluster = servers
+        .etcd_requests()?
+        .into_iter()
+        .map(|(method, after)| {
+            let during = after - etcd_before.get(&method).copied().unwrap_or(0.0);
+            (method, during / n as f64)
+        })
+        .filter(|(_, per)| *per > 0.0)
+        .collect();
+    let writes_per_cluster = api_writes(&servers)
+        .await?
+        .into_iter()
+        .map(|(route, after)| {
+            let during = after - writes_before.get(&route).copied().unwrap_or(0.0);
+            (route, during / n as f64)
+        })
+        .filter(|(_, per)| *per >= 0.05)
+        .collect();
     if ready == n {
         let machines: Api<Machine> = Api::namespaced(client.clone(), "org-scale");
         let names: std::collections::BTreeSet<String> = machines
@@ -353,6 +423,8 @@ async fn p4(backend: Backend, n: usize) -> Result<Scale> {
         ready,
         rss_mib,
         floor,
+        etcd_per_cluster,
+        writes_per_cluster,
     })
 }
 
@@ -382,6 +454,27 @@ fn report_p4(backend: Backend, s: &Scale, first: Option<&Scale>) {
         s.rss_mib,
         s.floor,
         s.took / s.floor
+    );
+    if !s.etcd_per_cluster.is_empty() {
+        let methods: Vec<String> = s
+            .etcd_per_cluster
+            .iter()
+            .map(|(method, per)| format!("{method} {per:.1}"))
+            .collect();
+        println!(
+            "P4  {backend:?}: etcd requests per cluster (all members): {}",
+            methods.join(", ")
+        );
+    }
+    let mut writes: Vec<(&String, &f64)> = s.writes_per_cluster.iter().collect();
+    writes.sort_by(|a, b| b.1.total_cmp(a.1));
+    let writes: Vec<String> = writes
+        .iter()
+        .map(|(route, per)| format!("{route} {per:.2}"))
+        .collect();
+    println!(
+        "P4  {backend:?}: API writes per cluster (verb, resource, code): {}",
+        writes.join(", ")
     );
 }
 

@@ -190,6 +190,33 @@ impl EtcdCluster {
             .unwrap_or_default()
     }
 
+    /// The gRPC requests the members have answered so far, summed over the
+    /// members, by method (`Range`, `Txn`, `Watch`, ...), from their metrics.
+    pub fn grpc_requests(&self) -> Result<std::collections::BTreeMap<String, f64>> {
+        let mut by_method = std::collections::BTreeMap::new();
+        for m in &self.members {
+            let body = http(m.metrics_port, "GET", "/metrics", "")?;
+            for line in body.lines() {
+                let Some(labels) = line.strip_prefix("grpc_server_handled_total{") else {
+                    continue;
+                };
+                let method = labels
+                    .split("grpc_method=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .context("a grpc_method label")?;
+                let n: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .with_context(|| format!("a counter: {line}"))?;
+                *by_method.entry(method.to_owned()).or_insert(0.0) += n;
+            }
+        }
+        Ok(by_method)
+    }
+
     /// The directory holding the data dirs and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()

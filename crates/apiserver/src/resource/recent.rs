@@ -250,7 +250,7 @@ mod write_tests {
     use crate::error::ApiError;
     use crate::resource::codec::Codec;
     use crate::resource::fixture::{cluster, rv, NS};
-    use crate::resource::{PatchKind, Resources, Subresource};
+    use crate::resource::{PatchKind, Resources, Subresource, WatchItem, WatchOptions};
 
     /// A store that counts its reads of one key.
     struct CountingGets {
@@ -408,6 +408,48 @@ mod write_tests {
         assert_eq!(after["status"]["phase"], "Ready");
         let stored = r.b.get(kinds::CLUSTER.info(), Some(NS), "demo").await?;
         assert_eq!(stored, after);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn another_replicas_write_reaches_the_entry_through_a_watch() -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let r = replicas().await?;
+        let cl = kinds::CLUSTER.info();
+        let opts = |rv: i64| WatchOptions {
+            resource_version: Some(rv),
+            ..WatchOptions::default()
+        };
+        let head = r.a.get(cl, Some(NS), "demo").await?;
+        // The first watch starts the kind's hub; the next one is served by it.
+        drop(
+            r.a.watch(cl, Some(NS.into()), opts(rv(&head).parse()?))
+                .await?,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut watch =
+            r.a.watch(cl, Some(NS.into()), opts(rv(&head).parse()?))
+                .await?
+                .boxed();
+        let changed = patch_status(&r.b, phase("Failed")).await?;
+        loop {
+            let item = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the watch ended"))?;
+            if let WatchItem::Event(_, obj) = item {
+                if rv(obj.value()) == rv(&changed) {
+                    break;
+                }
+            }
+        }
+        let before = r.gets();
+        let after = patch_status(&r.a, phase("Ready")).await?;
+        assert_eq!(
+            r.gets(),
+            before,
+            "b's write, seen through the watch, was read again"
+        );
+        assert_eq!(after["status"]["phase"], "Ready");
         Ok(())
     }
 
