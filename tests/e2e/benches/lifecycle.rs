@@ -237,30 +237,21 @@ async fn api_writes(servers: &Servers) -> Result<BTreeMap<String, f64>> {
     for server in &servers.servers {
         let req = http::Request::get("/metrics").body(Vec::new())?;
         let text = server.client().await?.request_text(req).await?;
-        for line in text.lines() {
-            let Some(labels) = line.strip_prefix("shoal_apiserver_requests_total{") else {
+        let counters = shoal_e2e::prom::samples(
+            &text,
+            "shoal_apiserver_requests_total",
+            &["verb", "resource", "code"],
+        )?;
+        for (labels, n) in counters {
+            let [verb, resource, code] = &labels[..] else {
                 continue;
             };
-            let label = |name: &str| {
-                labels
-                    .split(&format!("{name}=\""))
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let verb = label("verb");
             if matches!(verb.as_str(), "get" | "list" | "watch") {
                 continue;
             }
-            let n: f64 = line
-                .rsplit(' ')
-                .next()
-                .unwrap_or_default()
-                .parse()
-                .with_context(|| format!("a counter: {line}"))?;
-            let route = format!("{verb} {} {}", label("resource"), label("code"));
-            *by_route.entry(route).or_insert(0.0) += n;
+            *by_route
+                .entry(format!("{verb} {resource} {code}"))
+                .or_insert(0.0) += n;
         }
     }
     Ok(by_route)

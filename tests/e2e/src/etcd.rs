@@ -196,22 +196,11 @@ impl EtcdCluster {
         let mut by_method = std::collections::BTreeMap::new();
         for m in &self.members {
             let body = http(m.metrics_port, "GET", "/metrics", "")?;
-            for line in body.lines() {
-                let Some(labels) = line.strip_prefix("grpc_server_handled_total{") else {
-                    continue;
-                };
-                let method = labels
-                    .split("grpc_method=\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .context("a grpc_method label")?;
-                let n: f64 = line
-                    .rsplit(' ')
-                    .next()
-                    .unwrap_or_default()
-                    .parse()
-                    .with_context(|| format!("a counter: {line}"))?;
-                *by_method.entry(method.to_owned()).or_insert(0.0) += n;
+            for (labels, n) in
+                crate::prom::samples(&body, "grpc_server_handled_total", &["grpc_method"])?
+            {
+                let method = labels.into_iter().next().unwrap_or_default();
+                *by_method.entry(method).or_insert(0.0) += n;
             }
         }
         Ok(by_method)

@@ -21,6 +21,7 @@ pub mod guestctl;
 pub mod hosts;
 pub mod kubelab;
 pub mod oidc;
+pub mod prom;
 pub mod rawboot;
 
 /// The workspace root.

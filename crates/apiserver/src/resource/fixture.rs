@@ -28,6 +28,12 @@ pub async fn fixture() -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(RedbStore::open(dir.path().join("store.redb"))?);
     let res = Resources::new(store, Codec::new(Sealer::new(&Sealer::generate_key())?));
+    seed(&res).await?;
+    Ok(Fixture { _dir: dir, res })
+}
+
+/// Creates the namespace `org-a` and the Release `test-1`.
+pub async fn seed(res: &Resources) -> anyhow::Result<()> {
     res.create(
         kinds::NAMESPACE.info(),
         None,
@@ -42,7 +48,7 @@ pub async fn fixture() -> anyhow::Result<Fixture> {
                         "image": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img"}}}),
     )
     .await?;
-    Ok(Fixture { _dir: dir, res })
+    Ok(())
 }
 
 /// The Lease kind: namespaced, with no spec rules beyond its type.

@@ -249,7 +249,7 @@ mod write_tests {
     use crate::crypto::Sealer;
     use crate::error::ApiError;
     use crate::resource::codec::Codec;
-    use crate::resource::fixture::{cluster, rv, NS};
+    use crate::resource::fixture::{cluster, rv, seed, NS};
     use crate::resource::{PatchKind, Resources, Subresource, WatchItem, WatchOptions};
 
     /// A store that counts its reads of one key.
@@ -322,20 +322,7 @@ mod write_tests {
         let codec = Codec::new(Sealer::new(&Sealer::generate_key())?);
         let a = Resources::new(store.clone(), codec.clone());
         let b = Resources::new(store.clone(), codec);
-        a.create(
-            kinds::NAMESPACE.info(),
-            None,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-        )
-        .await?;
-        a.create(
-            kinds::RELEASE.info(),
-            None,
-            json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "test-1"},
-                   "spec": {"kubernetesVersion": "1.31.2",
-                            "image": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img"}}}),
-        )
-        .await?;
+        seed(&a).await?;
         a.create(kinds::CLUSTER.info(), Some(NS), cluster("demo"))
             .await?;
         Ok(Replicas {
