@@ -118,6 +118,16 @@ fn label(kind: &KindInfo, name: &str) -> String {
     }
 }
 
+/// Whether merging `patch` into `current` (RFC 7386, as the server merges it)
+/// leaves it as it is.
+fn merges_to_itself(current: &DynamicObject, patch: &Value) -> Result<bool, CliError> {
+    let current = serde_json::to_value(current)
+        .map_err(|e| CliError::Usage(format!("the object read back: {e}")))?;
+    let mut merged = current.clone();
+    json_patch::merge(&mut merged, patch);
+    Ok(merged == current)
+}
+
 /// Creates an object, or merges it into the existing one. Returns what happened.
 pub async fn apply_one(
     client: &Client,
@@ -136,9 +146,17 @@ pub async fn apply_one(
             Ok(format!("{} created", label(kind, &name)))
         }
         Some(before) => {
+            // As kubectl does: a file that already matches the object sends no
+            // patch, so a controller writing the object meanwhile (its status)
+            // does not make an unchanged apply look configured.
+            if merges_to_itself(&before, &obj)? {
+                return Ok(format!("{} unchanged", label(kind, &name)));
+            }
             let after = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&obj))
                 .await?;
+            // The server may normalise what the file says (a quantity's form):
+            // its answer decides then.
             let changed = before.metadata.resource_version != after.metadata.resource_version;
             Ok(format!(
                 "{} {}",
@@ -195,4 +213,43 @@ pub async fn delete(client: &Client, args: &DeleteArgs) -> Result<(), CliError> 
         emit_line(format_args!("{} deleted", label(kind, &name)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored() -> Result<DynamicObject, serde_json::Error> {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": "p", "namespace": "org-a", "resourceVersion": "7",
+                         "labels": {"team": "red"}, "finalizers": ["shoal.io/nodepool"]},
+            "spec": {"cluster": "c", "replicas": 1},
+            "status": {"readyReplicas": 0},
+        }))
+    }
+
+    #[test]
+    fn a_file_the_object_already_matches_merges_to_itself() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let file = json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": "p", "namespace": "org-a", "labels": {"team": "red"}},
+            "spec": {"cluster": "c", "replicas": 1},
+        });
+        assert!(merges_to_itself(&stored()?, &file)?);
+        Ok(())
+    }
+
+    #[test]
+    fn a_changed_or_removed_field_does_not() -> Result<(), Box<dyn std::error::Error>> {
+        let changed = json!({"metadata": {"labels": {"team": "blue"}}});
+        assert!(!merges_to_itself(&stored()?, &changed)?);
+        let removed = json!({"metadata": {"labels": {"team": null}}});
+        assert!(!merges_to_itself(&stored()?, &removed)?);
+        let added = json!({"spec": {"machine": {"cpu": 2}}});
+        assert!(!merges_to_itself(&stored()?, &added)?);
+        Ok(())
+    }
 }
