@@ -34,6 +34,7 @@ fn spec(name: &str, dir: &Path) -> VmSpec {
         tap: None,
         state_dir: dir.join(name),
         cpu_priority: CpuPriority::Normal,
+        incoming: false,
     }
 }
 

@@ -761,12 +761,19 @@ pub enum HostCommand {
         /// The host's name.
         name: String,
     },
-    /// Cordon a host and delete its worker machines; their node pools replace them elsewhere.
+    /// Cordon a host and move its machines elsewhere: by live migration (the guests
+    /// keep running, with their name, IP and MAC), or with --replace by deleting
+    /// them so that their node pools replace them.
     Drain {
         /// The host's name.
         name: String,
-        /// Delete control-plane machines too (the cluster controller recreates them
-        /// elsewhere; a single control-plane cluster is unavailable meanwhile).
+        /// Delete the machines instead of migrating them (workers only, unless
+        /// --include-control-plane); also what happens to a machine no host fits.
+        #[arg(long)]
+        replace: bool,
+        /// With --replace: delete control-plane machines too (the cluster controller
+        /// recreates them elsewhere; a single control-plane cluster is unavailable
+        /// meanwhile).
         #[arg(long)]
         include_control_plane: bool,
         /// Wait until the deleted machines are gone.

@@ -161,6 +161,7 @@ pub async fn create(ctx: &Context, new: NewMachine<'_>) -> Result<String, Error>
             bootstrap: Some(MachineBootstrap {
                 data_secret_name: Some(secret_name),
             }),
+            migration: None,
         },
     );
     machine.metadata.namespace = Some(ns.clone());

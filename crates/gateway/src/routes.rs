@@ -317,6 +317,7 @@ mod tests {
                 mac: None,
                 ip: Some(ip.into()),
                 bootstrap: None,
+                migration: None,
             },
         );
         m.metadata.namespace = Some(ns.into());

@@ -69,6 +69,16 @@ pub enum ServiceError {
 pub enum Command {
     /// `ping <ipv4>`: one busybox ping (`-c 1 -W 2`); `ok` or `fail` by its exit status.
     Ping(Ipv4Addr),
+    /// `pings <ipv4> <count> <interval-ms>`: a busybox ping series; how many came
+    /// back and the longest time without a reply (`sent=N received=M gap_ms=G`).
+    Pings {
+        /// The peer.
+        ip: Ipv4Addr,
+        /// Echo requests to send (1 to 6000).
+        count: u32,
+        /// Milliseconds between them (10 to 1000).
+        interval_ms: u32,
+    },
     /// `tcp <ipv4> <port>`: a TCP connect with a 2 s timeout; `ok` or `fail`.
     Tcp(SocketAddrV4),
     /// `get <url>`: an HTTP GET; the status code (`200`) or `error <msg>`.
@@ -83,10 +93,10 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// The line is empty.
-    #[error("empty command: use ping, tcp, get, hostname or cat")]
+    #[error("empty command: use ping, pings, tcp, get, hostname or cat")]
     Empty,
     /// The first word is not a command.
-    #[error("unknown command {0:?}: use ping, tcp, get, hostname or cat")]
+    #[error("unknown command {0:?}: use ping, pings, tcp, get, hostname or cat")]
     Unknown(String),
     /// The wrong number of arguments.
     #[error("usage: {0}")]
@@ -117,6 +127,25 @@ impl Command {
             [] => Err(CommandError::Empty),
             ["ping", addr] => Ok(Command::Ping(ip(addr)?)),
             ["ping", ..] => Err(CommandError::Usage("ping <ipv4>")),
+            ["pings", addr, count, interval] => {
+                let usage = CommandError::Usage(PINGS_USAGE);
+                let count = count
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|c| (1..=6000).contains(c))
+                    .ok_or(usage.clone())?;
+                let interval_ms = interval
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|i| (10..=1000).contains(i))
+                    .ok_or(usage)?;
+                Ok(Command::Pings {
+                    ip: ip(addr)?,
+                    count,
+                    interval_ms,
+                })
+            }
+            ["pings", ..] => Err(CommandError::Usage(PINGS_USAGE)),
             ["tcp", addr, port] => {
                 let port = port
                     .parse::<u16>()
@@ -336,6 +365,41 @@ fn ok_fail(ok: bool) -> String {
     if ok { "ok" } else { "fail" }.to_string()
 }
 
+const PINGS_USAGE: &str = "pings <ipv4> <count 1-6000> <interval-ms 10-1000>";
+
+/// Sums up a ping series from ping's output: the replies (by `seq=`) and the
+/// longest time between two replies, counting the series' start and end.
+pub fn ping_series(output: &str, count: u32, interval_ms: u32) -> String {
+    let mut got = std::collections::BTreeSet::new();
+    for line in output.lines() {
+        if let Some(seq) = line
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix("seq="))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            if seq < count {
+                got.insert(seq);
+            }
+        }
+    }
+    // The longest run of missing replies, plus one interval.
+    let (mut longest, mut run) = (0u32, 0u32);
+    for seq in 0..count {
+        if got.contains(&seq) {
+            run = 0;
+        } else {
+            run += 1;
+            longest = longest.max(run);
+        }
+    }
+    let gap_ms = if longest == 0 {
+        0
+    } else {
+        u64::from(longest + 1) * u64::from(interval_ms)
+    };
+    format!("sent={count} received={} gap_ms={gap_ms}", got.len())
+}
+
 /// Runs a command and returns its one-line reply.
 pub fn execute(cmd: &Command, ping: &[String]) -> String {
     match cmd {
@@ -353,6 +417,27 @@ pub fn execute(cmd: &Command, ping: &[String]) -> String {
                 .status();
             match status {
                 Ok(s) => ok_fail(s.success()),
+                Err(e) => format!("error running {prog}: {e}"),
+            }
+        }
+        Command::Pings {
+            ip,
+            count,
+            interval_ms,
+        } => {
+            let Some((prog, args)) = ping.split_first() else {
+                return "error no ping program configured".to_string();
+            };
+            let secs = format!("{}.{:03}", interval_ms / 1000, interval_ms % 1000);
+            let out = std::process::Command::new(prog)
+                .args(args)
+                .args(["-c", &count.to_string(), "-i", &secs, "-W", "1"])
+                .arg(ip.to_string())
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output();
+            match out {
+                Ok(o) => ping_series(&String::from_utf8_lossy(&o.stdout), *count, *interval_ms),
                 Err(e) => format!("error running {prog}: {e}"),
             }
         }
@@ -512,6 +597,41 @@ mod tests {
         );
         let long = ask(svc.control, &"x".repeat(MAX_LINE as usize));
         assert!(long.starts_with("error line longer"), "{long}");
+    }
+
+    #[test]
+    fn a_ping_series_counts_replies_and_the_longest_silence() {
+        let out = "PING 10.0.0.2 (10.0.0.2): 56 data bytes\n\
+            64 bytes from 10.0.0.2: seq=0 ttl=64 time=0.1 ms\n\
+            64 bytes from 10.0.0.2: seq=1 ttl=64 time=0.1 ms\n\
+            64 bytes from 10.0.0.2: seq=4 ttl=64 time=0.1 ms\n\
+            64 bytes from 10.0.0.2: seq=5 ttl=64 time=0.1 ms\n\
+            64 bytes from 10.0.0.2: seq=7 ttl=64 time=0.1 ms\n";
+        // seq 2-3 missing: 3 intervals between replies 1 and 4; 6 missing: 2.
+        assert_eq!(ping_series(out, 8, 50), "sent=8 received=5 gap_ms=150");
+        assert_eq!(ping_series(out, 6, 50), "sent=6 received=4 gap_ms=150");
+        assert_eq!(ping_series("", 3, 50), "sent=3 received=0 gap_ms=200");
+        let all = "seq=0\nseq=1\n";
+        assert_eq!(ping_series(all, 2, 50), "sent=2 received=2 gap_ms=0");
+        assert_eq!(
+            Command::parse("pings 10.0.0.2 100 50"),
+            Ok(Command::Pings {
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                count: 100,
+                interval_ms: 50
+            })
+        );
+        for bad in [
+            "pings 10.0.0.2 0 50",
+            "pings 10.0.0.2 10 5",
+            "pings 10.0.0.2 10",
+        ] {
+            assert_eq!(
+                Command::parse(bad),
+                Err(CommandError::Usage(PINGS_USAGE)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

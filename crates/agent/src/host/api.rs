@@ -7,6 +7,7 @@ use std::future::Future;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use shoal_api::{Condition, Machine, MachinePhase};
 use shoal_kube::finalizer::{self, Change};
@@ -60,6 +61,15 @@ pub trait HostApi: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<String, UserDataError>> + Send;
+    /// After a live migration: the Machine runs on `target` now, and its request
+    /// is done (`spec.hostName`, `spec.migration`).
+    fn hand_over(
+        &self,
+        m: &Machine,
+        target: &str,
+    ) -> impl Future<Output = Result<(), kube::Error>> + Send;
+    /// Clears the Machine's migration request after a failed migration.
+    fn end_migration(&self, m: &Machine) -> impl Future<Output = Result<(), kube::Error>> + Send;
     /// Reports the Host's status with what is allocated on it.
     fn report(
         &self,
@@ -119,6 +129,30 @@ impl HostApi for KubeHostApi {
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             .or_else(|| s.string_data.as_ref().and_then(|d| d.get("value").cloned()))
             .ok_or(UserDataError::NoValue { secret })
+    }
+
+    async fn hand_over(&self, m: &Machine, target: &str) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({"spec": {"hostName": target, "migration": null}});
+        self.machines(m)
+            .patch(
+                &m.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn end_migration(&self, m: &Machine) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({"spec": {"migration": null}});
+        self.machines(m)
+            .patch(
+                &m.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
     }
 
     async fn report(&self, facts: &HostFacts, allocated: Allocation) -> Result<(), AgentError> {

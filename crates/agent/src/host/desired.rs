@@ -230,6 +230,7 @@ pub fn desired_vm(
             MachineRole::ControlPlane => CpuPriority::Normal,
             MachineRole::Worker => CpuPriority::Background,
         },
+        incoming: false,
     };
     vm.validate()
         .map_err(|e| fail("InvalidSpec", format!("machine {ns}/{name}: {e}")))?;

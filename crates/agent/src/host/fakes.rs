@@ -19,6 +19,7 @@ use crate::net::metadata::PhoneHomeSender;
 use crate::net::nft::{Firewall, NftError};
 use crate::net::plan::{ClusterNet, HostPlan};
 use crate::phase::{PhaseWrite, PhaseWriteError};
+use crate::vm::migrate::{Incoming, MigrateError, Outcome};
 use crate::vm::runtime::{Vm, VmError, VmRuntime, VmState, VmStatus};
 use crate::vm::VmSpec;
 
@@ -39,6 +40,10 @@ pub struct FakeRuntime {
     pub stops: Mutex<Vec<String>>,
     /// VMs that survive from an earlier agent, by state directory.
     pub adoptable: Mutex<BTreeMap<std::path::PathBuf, VmSpec>>,
+    /// Every live migration sent, as (VM, target URI).
+    pub sent: Mutex<Vec<(String, String)>>,
+    /// The reason the next migrations sent fail, if set.
+    pub fail_sends: Mutex<Option<String>>,
 }
 
 impl VmRuntime for FakeRuntime {
@@ -78,6 +83,42 @@ impl VmRuntime for FakeRuntime {
         lock(&self.stops).push(vm.name().to_owned());
         lock(&self.running).remove(vm.name());
         vm.set_stopped();
+        Ok(())
+    }
+
+    async fn listen_incoming(&self, vm: &Vm, addr: Ipv4Addr) -> Result<Incoming, VmError> {
+        Ok(Incoming {
+            uri: format!("tcp:{addr}:4444"),
+            disk: vm
+                .spec()
+                .boot
+                .overlay()
+                .map(|_| format!("nbd://{addr}:4445/disk0")),
+        })
+    }
+
+    async fn migrate_out(
+        &self,
+        vm: &Vm,
+        to: &Incoming,
+        _timeout: Duration,
+    ) -> Result<Outcome, VmError> {
+        lock(&self.sent).push((vm.name().to_owned(), to.uri.clone()));
+        if let Some(reason) = lock(&self.fail_sends).clone() {
+            return Err(VmError::Migrate {
+                vm: vm.name().to_owned(),
+                source: MigrateError::Failed(reason),
+            });
+        }
+        Ok(Outcome {
+            downtime_ms: 20,
+            total_ms: 150,
+            transferred: 1 << 20,
+            ram_total: 256 << 20,
+        })
+    }
+
+    async fn finish_incoming(&self, _vm: &Vm) -> Result<(), VmError> {
         Ok(())
     }
 }
@@ -204,6 +245,10 @@ pub struct FakeApi {
     pub secrets: Mutex<BTreeMap<String, String>>,
     /// Host reports.
     pub reports: Mutex<Vec<Allocation>>,
+    /// Hand-overs after a live migration: machine and its new host.
+    pub handovers: Mutex<Vec<(String, String)>>,
+    /// Migration requests cleared after a failure.
+    pub ended: Mutex<Vec<String>>,
 }
 
 impl FakeApi {
@@ -272,6 +317,17 @@ impl HostApi for FakeApi {
             .get(&secret)
             .cloned()
             .ok_or(UserDataError::NoValue { secret })
+    }
+
+    async fn hand_over(&self, m: &Machine, target: &str) -> Result<(), kube::Error> {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        lock(&self.handovers).push((name, target.to_owned()));
+        Ok(())
+    }
+
+    async fn end_migration(&self, m: &Machine) -> Result<(), kube::Error> {
+        lock(&self.ended).push(m.metadata.name.clone().unwrap_or_default());
+        Ok(())
     }
 
     async fn report(&self, _facts: &HostFacts, allocated: Allocation) -> Result<(), AgentError> {

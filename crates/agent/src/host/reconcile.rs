@@ -32,6 +32,8 @@ use crate::phase::PhaseWrite;
 use crate::vm::runtime::{Vm, VmRuntime, VmState};
 use crate::vm::Accel;
 
+mod migration;
+
 /// A Machine by namespace and name.
 type Key = (String, String);
 
@@ -71,6 +73,8 @@ pub struct Agent<R, L, F, S, A> {
     b: Backends<R, L, F, S, A>,
     caches: Caches,
     vms: BTreeMap<Key, OwnedVm>,
+    /// Paused VMs waiting for a live migration to this host.
+    incoming: BTreeMap<Key, OwnedVm>,
     nets: BTreeMap<String, ClusterServices>,
     applied: Option<HostPlan>,
     phone_tx: PhoneHomeSender,
@@ -116,6 +120,7 @@ where
             b: backends,
             caches,
             vms: BTreeMap::new(),
+            incoming: BTreeMap::new(),
             nets: BTreeMap::new(),
             applied: None,
             phone_tx,
@@ -210,6 +215,8 @@ where
 
     /// One pass: converge VMs, networks, the firewall and the Host's status.
     async fn sync(&mut self) {
+        let arriving = self.arriving();
+        self.settle_arrivals(&arriving).await;
         let mine = self.mine();
         let live: BTreeMap<Key, Arc<Machine>> =
             mine.iter().map(|m| (key_of(m), m.clone())).collect();
@@ -254,7 +261,10 @@ where
         let mut wanted: Vec<(Arc<Machine>, DesiredVm)> = Vec::new();
         for m in &mine {
             let key = key_of(m);
-            if m.meta().deletion_timestamp.is_some() || phase_of(m) == Some(MachinePhase::Failed) {
+            if m.meta().deletion_timestamp.is_some()
+                || phase_of(m) == Some(MachinePhase::Failed)
+                || self.handing_over(m).await
+            {
                 continue;
             }
             if !m.finalizers().iter().any(|f| f == FINALIZER) {
@@ -315,8 +325,12 @@ where
             phase_of(m) != Some(MachinePhase::Failed) || self.vms.contains_key(&key_of(m))
         });
 
-        self.converge_networks(&wanted).await;
+        let mut networked = wanted.clone();
+        networked.extend(arriving.iter().cloned());
+        self.converge_networks(&networked).await;
         self.launch_missing(&wanted).await;
+        self.prepare_arrivals(&arriving).await;
+        self.send_departures(&mine).await;
         self.collect_orphan_links().await;
         self.report_host(&wanted).await;
     }
@@ -348,15 +362,19 @@ where
             })
             .collect();
         for m in self.caches.machines.state() {
-            let Some(host) = m.spec.host_name.as_deref() else {
-                continue;
-            };
-            if host == self.cfg.name || m.meta().deletion_timestamp.is_some() {
+            if m.meta().deletion_timestamp.is_some() {
                 continue;
             }
             let key = format!("{}/{}", m.namespace().unwrap_or_default(), m.spec.cluster);
-            if let (Some(plan), Some(ip)) = (plans.get_mut(&key), underlays.get(host)) {
-                plan.peers.insert(*ip);
+            // The host a VM runs on, and the one it moves to.
+            let hosts = [m.spec.host_name.as_deref(), migration::target_of(&m)];
+            for host in hosts.into_iter().flatten() {
+                if host == self.cfg.name {
+                    continue;
+                }
+                if let (Some(plan), Some(ip)) = (plans.get_mut(&key), underlays.get(host)) {
+                    plan.peers.insert(*ip);
+                }
             }
         }
 
@@ -737,7 +755,7 @@ where
             keep.insert(s.net.bridge.clone());
             keep.insert(s.net.vxlan.clone());
         }
-        for o in self.vms.values() {
+        for o in self.vms.values().chain(self.incoming.values()) {
             if let Some(tap) = &o.vm.spec().tap {
                 keep.insert(tap.ifname.clone());
             }

@@ -82,7 +82,7 @@ pub async fn run(
         }
     };
     let runtime = QemuRuntime::new(cfg.qemu.clone())
-        .with_command_prefix(netns.command_prefix())
+        .with_netns(netns.clone())
         .with_quit_timeout(Duration::from_secs(5));
     let links = RtLinks::new(&netns)?;
     let firewall = NftFirewall::new(netns.clone(), cfg.nft.clone());

@@ -439,6 +439,7 @@ fn old_spec(dir: &Path, kernel: &Path) -> crate::vm::VmSpec {
         tap: None,
         state_dir: dir.to_path_buf(),
         cpu_priority: crate::vm::CpuPriority::Normal,
+        incoming: false,
     }
 }
 

@@ -4,6 +4,9 @@ use std::path::Path;
 
 use super::spec::{Boot, VmSpec};
 
+/// The block node name of a VM's disk.
+pub const DISK_NODE: &str = "disk0";
+
 /// Escapes a value for QEMU's `key=value,...` option syntax (a comma is written `,,`).
 pub fn escape_opt(value: &str) -> String {
     value.replace(',', ",,")
@@ -70,12 +73,19 @@ pub fn render(spec: &VmSpec) -> Vec<String> {
         push(&["-append", cmdline]);
     }
     if let Some(overlay) = spec.boot.overlay() {
+        // A named block node, so that a live migration can mirror it
+        // (`drive-mirror` on the source, an NBD export of it on the target).
+        let blockdev = serde_json::json!({
+            "driver": "qcow2",
+            "node-name": DISK_NODE,
+            "cache": {"direct": false},
+            "file": {"driver": "file", "filename": overlay.to_string_lossy()},
+        });
         push(&[
-            "-drive",
-            &format!(
-                "if=virtio,format=qcow2,cache=writeback,file={}",
-                path_opt(overlay)
-            ),
+            "-blockdev",
+            &blockdev.to_string(),
+            "-device",
+            &format!("virtio-blk-pci,drive={DISK_NODE}"),
         ]);
     }
     // Entropy for the guest's TLS and key generation from its first second: under
@@ -91,6 +101,9 @@ pub fn render(spec: &VmSpec) -> Vec<String> {
             "-device",
             &format!("virtio-net-pci,netdev=net0,mac={}", tap.mac),
         ]);
+    }
+    if spec.incoming {
+        push(&["-incoming", "defer"]);
     }
     push(&["-daemonize", "-pidfile", &paths.pidfile.to_string_lossy()]);
     argv
@@ -114,6 +127,7 @@ mod tests {
             tap: None,
             state_dir: "/var/lib/shoal/vms/m1".into(),
             cpu_priority: CpuPriority::Normal,
+            incoming: false,
         }
     }
 

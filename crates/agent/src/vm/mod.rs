@@ -4,6 +4,7 @@
 pub mod argv;
 pub mod disk;
 pub mod kvm;
+pub mod migrate;
 mod proc;
 pub mod qmp;
 pub mod runtime;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use crate::net::netns::NetNs;
+
+use super::migrate::{self, Incoming, MigrateError, Outcome};
 use super::qmp::{QmpClient, QmpError, RunStatus};
 use super::spec::{SpecError, StatePaths, VmSpec};
 use super::{argv, proc};
@@ -158,6 +161,26 @@ pub enum VmError {
         #[source]
         source: QmpError,
     },
+    /// A live migration step failed.
+    #[error("VM {vm}: live migration")]
+    Migrate {
+        /// The VM.
+        vm: String,
+        /// The cause.
+        #[source]
+        source: MigrateError,
+    },
+    /// No free port for the incoming migration.
+    #[error("VM {vm}: no free port on {addr} for the incoming migration")]
+    NoPort {
+        /// The VM.
+        vm: String,
+        /// The address.
+        addr: std::net::Ipv4Addr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// SIGKILL was sent and QEMU still did not go away.
     #[error("VM {vm}: PID {pid} survived SIGKILL")]
     Unkillable {
@@ -257,6 +280,23 @@ pub trait VmRuntime: Send + Sync {
         vm: &mut Vm,
         grace: Duration,
     ) -> impl Future<Output = Result<(), VmError>> + Send;
+    /// On a VM launched with `incoming`: exports its disk and waits for the guest's
+    /// state on `addr`.
+    fn listen_incoming(
+        &self,
+        vm: &Vm,
+        addr: std::net::Ipv4Addr,
+    ) -> impl Future<Output = Result<Incoming, VmError>> + Send;
+    /// Sends the running VM to `to` within `timeout`. On success its QEMU here is
+    /// paused for good; on failure the guest runs on here.
+    fn migrate_out(
+        &self,
+        vm: &Vm,
+        to: &Incoming,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Outcome, VmError>> + Send;
+    /// After the guest arrived: ends the disk export and checks the guest runs.
+    fn finish_incoming(&self, vm: &Vm) -> impl Future<Output = Result<(), VmError>> + Send;
 }
 
 /// [`VmRuntime`] for real, detached QEMU processes.
@@ -264,6 +304,7 @@ pub trait VmRuntime: Send + Sync {
 pub struct QemuRuntime {
     qemu: PathBuf,
     prefix: Vec<std::ffi::OsString>,
+    netns: NetNs,
     ready_timeout: Duration,
     quit_timeout: Duration,
 }
@@ -280,6 +321,7 @@ impl QemuRuntime {
         QemuRuntime {
             qemu,
             prefix: Vec::new(),
+            netns: NetNs::current(),
             ready_timeout: Duration::from_secs(10),
             quit_timeout: Duration::from_secs(5),
         }
@@ -295,6 +337,14 @@ impl QemuRuntime {
     /// the tap it creates live in the agent's network namespace.
     pub fn with_command_prefix(mut self, prefix: Vec<std::ffi::OsString>) -> Self {
         self.prefix = prefix;
+        self
+    }
+
+    /// Runs the VMs in `netns`: QEMU starts there (its taps live there) and the
+    /// ports of incoming migrations are found there.
+    pub fn with_netns(mut self, netns: NetNs) -> Self {
+        self.prefix = netns.command_prefix();
+        self.netns = netns;
         self
     }
 
@@ -624,6 +674,65 @@ impl VmRuntime for QemuRuntime {
     async fn stop(&self, vm: &mut Vm, grace: Duration) -> Result<(), VmError> {
         let span = tracing::info_span!("vm_stop", vm = %vm.name());
         self.stop_inner(vm, grace).instrument(span).await
+    }
+
+    async fn listen_incoming(
+        &self,
+        vm: &Vm,
+        addr: std::net::Ipv4Addr,
+    ) -> Result<Incoming, VmError> {
+        let name = vm.name().to_string();
+        // Two free ports, found by binding them in the VMs' namespace; QEMU binds
+        // them right after.
+        let free = || -> std::io::Result<(u16, u16)> {
+            let port = |l: std::net::TcpListener| l.local_addr().map(|a| a.port());
+            let a = std::net::TcpListener::bind((addr, 0))?;
+            let b = std::net::TcpListener::bind((addr, 0))?;
+            Ok((port(a)?, port(b)?))
+        };
+        let (migrate_port, nbd_port) = self
+            .netns
+            .run(free)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| VmError::NoPort {
+                vm: name.clone(),
+                addr,
+                source,
+            })?;
+        let disk = vm.spec.boot.overlay().is_some();
+        let span = tracing::info_span!("vm_listen_incoming", vm = %name);
+        migrate::listen(&vm.spec.paths().qmp, addr, migrate_port, nbd_port, disk)
+            .instrument(span)
+            .await
+            .map_err(|source| VmError::Migrate { vm: name, source })
+    }
+
+    async fn migrate_out(
+        &self,
+        vm: &Vm,
+        to: &Incoming,
+        timeout: Duration,
+    ) -> Result<Outcome, VmError> {
+        let span = tracing::info_span!("vm_migrate_out", vm = %vm.name(), to = %to.uri);
+        migrate::send(&vm.spec.paths().qmp, to, timeout)
+            .instrument(span)
+            .await
+            .map_err(|source| VmError::Migrate {
+                vm: vm.name().to_string(),
+                source,
+            })
+    }
+
+    async fn finish_incoming(&self, vm: &Vm) -> Result<(), VmError> {
+        let span = tracing::info_span!("vm_finish_incoming", vm = %vm.name());
+        migrate::finish_incoming(&vm.spec.paths().qmp)
+            .instrument(span)
+            .await
+            .map_err(|source| VmError::Migrate {
+                vm: vm.name().to_string(),
+                source,
+            })
     }
 }
 

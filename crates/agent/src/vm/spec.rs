@@ -122,6 +122,10 @@ pub struct VmSpec {
     /// Its share of a contended host CPU (absent in specs saved before it existed).
     #[serde(default)]
     pub cpu_priority: CpuPriority,
+    /// Start paused, waiting for a live migration to bring the guest's state
+    /// (QEMU's `-incoming defer`) instead of booting it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incoming: bool,
 }
 
 /// A [`VmSpec`] that cannot be run, naming the field and why.
@@ -225,6 +229,7 @@ mod tests {
             name: "m1".into(),
             vcpus: NonZeroU32::MIN,
             cpu_priority: CpuPriority::Normal,
+            incoming: false,
             memory_mib: NonZeroU32::new(128).expect("nonzero"),
             accel: Accel::Tcg,
             boot: Boot::None,

@@ -48,6 +48,62 @@ pub struct MachineSpec {
     /// Where the guest's bootstrap data (cloud-init user-data) comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<MachineBootstrap>,
+    /// A request to move the running VM to another host by live migration (set by
+    /// `shoal host drain`); the host agents carry it out and clear it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationRequest>,
+}
+
+/// A request to live-migrate a Machine's VM.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MigrationRequest {
+    /// The host to move the VM to.
+    pub target_host: String,
+}
+
+/// Where a live migration is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MigrationState {
+    /// The target host starts a QEMU that waits for the VM.
+    #[default]
+    Preparing,
+    /// The target waits at `incoming`; the source copies disk and memory.
+    Transferring,
+    /// The VM runs on the target.
+    Completed,
+    /// The VM kept running on the source; `message` says why.
+    Failed,
+}
+
+/// A live migration as the host agents report it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The host the VM leaves.
+    pub source_host: String,
+    /// The host the VM moves to.
+    pub target_host: String,
+    /// Where the move is.
+    pub state: MigrationState,
+    /// The target QEMU's migration address (`tcp:<ip>:<port>`), once it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incoming: Option<String>,
+    /// The target's NBD export of the VM's disk, which the source mirrors into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// What has been copied, e.g. `RAM 120 of 256 MiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// The time the guest was paused, as QEMU reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// The whole migration's time, as QEMU reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+    /// Why it failed, with QEMU's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The source of a Machine's bootstrap data.
@@ -75,17 +131,20 @@ pub enum MachinePhase {
     Failed,
     /// Being removed.
     Deleting,
+    /// The running VM moves to another host; the guest keeps running.
+    Migrating,
 }
 
 impl MachinePhase {
     /// Every phase, in lifecycle order.
-    pub const ALL: [MachinePhase; 6] = [
+    pub const ALL: [MachinePhase; 7] = [
         MachinePhase::Pending,
         MachinePhase::Provisioning,
         MachinePhase::Running,
         MachinePhase::Ready,
         MachinePhase::Failed,
         MachinePhase::Deleting,
+        MachinePhase::Migrating,
     ];
 
     /// The phase's name as the API spells it.
@@ -97,6 +156,7 @@ impl MachinePhase {
             MachinePhase::Ready => "Ready",
             MachinePhase::Failed => "Failed",
             MachinePhase::Deleting => "Deleting",
+            MachinePhase::Migrating => "Migrating",
         }
     }
 
@@ -111,15 +171,17 @@ impl MachinePhase {
             (Pending, Pending | Provisioning | Running | Failed | Deleting) => true,
             (Provisioning, Provisioning | Running | Failed | Deleting) => true,
             (Running, Running | Ready | Failed | Deleting) => true,
-            (Ready, Ready | Failed | Deleting) => true,
+            (Ready, Ready | Failed | Deleting | Migrating) => true,
+            (Migrating, Migrating | Ready | Failed | Deleting) => true,
             (Failed, Failed | Deleting) => true,
             (Deleting, Deleting) => true,
-            (Pending, Ready)
-            | (Provisioning, Pending | Ready)
-            | (Running, Pending | Provisioning)
+            (Pending, Ready | Migrating)
+            | (Provisioning, Pending | Ready | Migrating)
+            | (Running, Pending | Provisioning | Migrating)
             | (Ready, Pending | Provisioning | Running)
-            | (Failed, Pending | Provisioning | Running | Ready)
-            | (Deleting, Pending | Provisioning | Running | Ready | Failed) => false,
+            | (Migrating, Pending | Provisioning | Running)
+            | (Failed, Pending | Provisioning | Running | Ready | Migrating)
+            | (Deleting, Pending | Provisioning | Running | Ready | Failed | Migrating) => false,
         }
     }
 
@@ -205,6 +267,9 @@ pub struct MachineStatus {
     /// Machine's Node has not registered in its Kubernetes guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleTail>,
+    /// The last live migration, while it runs and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
 }
 
 /// The end of a VM's serial console as its agent read it.
@@ -252,6 +317,29 @@ impl MachineSpec {
                 errs.check("spec.ip", Err(format!("{ip:?} is not an IP address")));
             }
         }
+        if let Some(m) = &self.migration {
+            errs.check(
+                "spec.migration.targetHost",
+                crate::validate::validate_dns1123_subdomain(&m.target_host),
+            );
+            if self.host_name.is_none() {
+                errs.check(
+                    "spec.migration",
+                    Err(
+                        "only a Machine that runs on a host (spec.hostName) can migrate"
+                            .to_string(),
+                    ),
+                );
+            } else if self.host_name.as_deref() == Some(m.target_host.as_str()) {
+                errs.check(
+                    "spec.migration.targetHost",
+                    Err(format!(
+                        "{:?} is the host the machine runs on: name another host",
+                        m.target_host
+                    )),
+                );
+            }
+        }
     }
 }
 
@@ -282,6 +370,10 @@ mod tests {
             (Running, Deleting),
             (Ready, Failed),
             (Ready, Deleting),
+            (Ready, Migrating),
+            (Migrating, Ready),
+            (Migrating, Failed),
+            (Migrating, Deleting),
             (Failed, Deleting),
         ];
         for from in MachinePhase::ALL {

@@ -22,7 +22,7 @@ pub use host::{Host, HostSpec, HostStatus};
 pub use keypair::{KeyPair, KeyPairSpec, KeyPairStatus};
 pub use machine::{
     ConsoleTail, IllegalPhaseTransition, Machine, MachineBootstrap, MachinePhase, MachineSpec,
-    MachineStatus,
+    MachineStatus, MigrationRequest, MigrationState, MigrationStatus,
 };
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
 pub use organization::{OrgRole, Organization, OrganizationSpec, OrganizationStatus};

@@ -168,6 +168,16 @@ pub async fn run(client: &Client, cmd: &HostCommand) -> Result<(), CliError> {
         HostCommand::Uncordon { name } => set_unschedulable(&hosts, name, false).await,
         HostCommand::Drain {
             name,
+            replace: false,
+            include_control_plane: _,
+            wait,
+        } => {
+            set_unschedulable(&hosts, name, true).await?;
+            super::host_migrate::drain(client, name, *wait).await
+        }
+        HostCommand::Drain {
+            name,
+            replace: true,
             include_control_plane,
             wait,
         } => drain(client, &hosts, name, *include_control_plane, *wait).await,
