@@ -412,6 +412,10 @@ pub struct AgentArgs {
     /// Seconds a guest gets to power down before QEMU quits.
     #[arg(long, default_value_t = 10)]
     pub stop_grace: u64,
+    /// The most MiB per second a live migration from this host may send over the
+    /// underlay (disk and memory each); 0 means no limit.
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub migration_max_mib_per_sec: u64,
     /// Milliseconds the KVM probe may take before TCG is used.
     #[arg(long, default_value_t = 3000)]
     pub kvm_probe_timeout_ms: u64,

@@ -19,7 +19,7 @@ use crate::net::metadata::PhoneHomeSender;
 use crate::net::nft::{Firewall, NftError};
 use crate::net::plan::{ClusterNet, HostPlan};
 use crate::phase::{PhaseWrite, PhaseWriteError};
-use crate::vm::migrate::{Incoming, MigrateError, Outcome};
+use crate::vm::migrate::{Incoming, Limits, MigrateError, Outcome};
 use crate::vm::runtime::{Vm, VmError, VmRuntime, VmState, VmStatus};
 use crate::vm::VmSpec;
 
@@ -101,7 +101,7 @@ impl VmRuntime for FakeRuntime {
         &self,
         vm: &Vm,
         to: &Incoming,
-        _timeout: Duration,
+        _limits: Limits,
     ) -> Result<Outcome, VmError> {
         lock(&self.sent).push((vm.name().to_owned(), to.uri.clone()));
         if let Some(reason) = lock(&self.fail_sends).clone() {

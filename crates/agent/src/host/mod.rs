@@ -73,6 +73,9 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the gateway reaches this host's VMs (the forward endpoint), if anywhere.
     pub forward_listen: Option<std::net::SocketAddr>,
+    /// The most bytes per second a live migration from this host may send (disk
+    /// and memory each); `None` lets QEMU send as fast as it can.
+    pub migration_max_bandwidth: Option<u64>,
 }
 
 impl AgentConfig {
@@ -80,7 +83,7 @@ impl AgentConfig {
     /// under `state_dir`; everything else as `shoal agent`'s flags default it: no
     /// namespace, the binaries from `PATH`, detected capacity, 4 vCPUs per CPU, a
     /// 10 s stop grace, a 3 s KVM probe deciding the accelerator, no egress, a 5 s resync, no metrics
-    /// listener and no forward endpoint.
+    /// listener, no forward endpoint and no live-migration bandwidth limit.
     pub fn new(name: impl Into<String>, underlay: Ipv4Addr, state_dir: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
@@ -100,6 +103,7 @@ impl AgentConfig {
             resync: Duration::from_secs(5),
             metrics_listen: None,
             forward_listen: None,
+            migration_max_bandwidth: None,
         }
     }
 }

@@ -27,6 +27,15 @@ pub struct Incoming {
     pub disk: Option<String>,
 }
 
+/// How long a migration may take, and how fast it may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole migration's deadline.
+    pub timeout: Duration,
+    /// Bytes per second for the disk mirror and for memory; `None`: QEMU's defaults.
+    pub max_bandwidth: Option<u64>,
+}
+
 /// What a completed migration cost, as the source QEMU reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -98,14 +107,14 @@ pub async fn listen(
 /// Sends the running VM at `qmp` to `to`: mirrors the disk first, then memory and
 /// device state, within `timeout`. On any failure the mirror and the migration are
 /// cancelled, so the guest runs on here.
-pub async fn send(qmp: &Path, to: &Incoming, timeout: Duration) -> Result<Outcome, MigrateError> {
+pub async fn send(qmp: &Path, to: &Incoming, limits: Limits) -> Result<Outcome, MigrateError> {
     let mut q = QmpClient::connect(qmp).await?;
-    let result = tokio::time::timeout(timeout, send_steps(&mut q, to)).await;
-    let result = match result {
+    let steps = send_steps(&mut q, to, limits.max_bandwidth);
+    let result = match tokio::time::timeout(limits.timeout, steps).await {
         Ok(r) => r,
         Err(_) => Err(MigrateError::Timeout {
             what: "the live migration",
-            timeout,
+            timeout: limits.timeout,
         }),
     };
     if result.is_err() {
@@ -123,16 +132,26 @@ pub async fn send(qmp: &Path, to: &Incoming, timeout: Duration) -> Result<Outcom
     result
 }
 
-async fn send_steps(q: &mut QmpClient, to: &Incoming) -> Result<Outcome, MigrateError> {
-    if let Some(nbd) = &to.disk {
+async fn send_steps(
+    q: &mut QmpClient,
+    to: &Incoming,
+    max_bandwidth: Option<u64>,
+) -> Result<Outcome, MigrateError> {
+    // Without a limit QEMU's own default applies (128 MiB/s in QEMU 7.2).
+    if let Some(bandwidth) = max_bandwidth {
         q.execute(
-            "drive-mirror",
-            Some(
-                json!({"device": DISK_NODE, "job-id": MIRROR_JOB, "target": nbd,
-                "sync": "top", "mode": "existing", "format": "raw"}),
-            ),
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": bandwidth.max(1) })),
         )
         .await?;
+    }
+    if let Some(nbd) = &to.disk {
+        let mut mirror = json!({"device": DISK_NODE, "job-id": MIRROR_JOB, "target": nbd,
+            "sync": "top", "mode": "existing", "format": "raw"});
+        if let Some(speed) = max_bandwidth {
+            mirror["speed"] = json!(speed);
+        }
+        q.execute("drive-mirror", Some(mirror)).await?;
         loop {
             let jobs = q.execute("query-block-jobs", None).await?;
             let job = jobs

@@ -293,7 +293,7 @@ pub trait VmRuntime: Send + Sync {
         &self,
         vm: &Vm,
         to: &Incoming,
-        timeout: Duration,
+        limits: migrate::Limits,
     ) -> impl Future<Output = Result<Outcome, VmError>> + Send;
     /// After the guest arrived: ends the disk export and checks the guest runs.
     fn finish_incoming(&self, vm: &Vm) -> impl Future<Output = Result<(), VmError>> + Send;
@@ -712,10 +712,10 @@ impl VmRuntime for QemuRuntime {
         &self,
         vm: &Vm,
         to: &Incoming,
-        timeout: Duration,
+        limits: migrate::Limits,
     ) -> Result<Outcome, VmError> {
         let span = tracing::info_span!("vm_migrate_out", vm = %vm.name(), to = %to.uri);
-        migrate::send(&vm.spec.paths().qmp, to, timeout)
+        migrate::send(&vm.spec.paths().qmp, to, limits)
             .instrument(span)
             .await
             .map_err(|source| VmError::Migrate {

@@ -76,6 +76,8 @@ pub async fn run(cli: &Cli, args: &AgentArgs) -> Result<(), AgentRunError> {
         cpus: args.cpus,
         memory_mib,
         stop_grace: Duration::from_secs(args.stop_grace),
+        migration_max_bandwidth: (args.migration_max_mib_per_sec > 0)
+            .then(|| args.migration_max_mib_per_sec.saturating_mul(1 << 20)),
         kvm_probe_timeout: Duration::from_millis(args.kvm_probe_timeout_ms),
         accel: args.accel,
         egress: args.egress_interface.clone(),

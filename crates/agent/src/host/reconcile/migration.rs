@@ -19,7 +19,7 @@ use crate::host::desired::{self, DesiredVm};
 use crate::host::network::ServiceStarter;
 use crate::net::link::Links;
 use crate::net::nft::Firewall;
-use crate::vm::migrate::Incoming;
+use crate::vm::migrate::{Incoming, Limits};
 use crate::vm::runtime::VmRuntime;
 
 /// How long a migration may take before the source gives up and keeps the VM.
@@ -192,12 +192,11 @@ where
             };
             let mut status = st.clone();
             tracing::info!(vm = %key.1, %target, "live-migrating");
-            match self
-                .b
-                .runtime
-                .migrate_out(&owned.vm, &to, SEND_TIMEOUT)
-                .await
-            {
+            let limits = Limits {
+                timeout: SEND_TIMEOUT,
+                max_bandwidth: self.cfg.migration_max_bandwidth,
+            };
+            match self.b.runtime.migrate_out(&owned.vm, &to, limits).await {
                 Ok(outcome) => {
                     tracing::info!(vm = %key.1, %target, downtime_ms = outcome.downtime_ms, total_ms = outcome.total_ms, "migrated");
                     self.metrics.op("migrate_out", true);
