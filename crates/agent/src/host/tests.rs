@@ -1,5 +1,5 @@
 //! The host loop on in-memory fakes: what one pass does for new, deleted, exited,
-//! orphaned, refused and peered Machines, and that a second pass with nothing new
+//! orphaned, refused, peered and live-migrating Machines, and that a second pass with nothing new
 //! does nothing.
 
 use std::net::Ipv4Addr;
@@ -521,4 +521,166 @@ async fn a_guest_that_phones_home_makes_its_machine_ready() {
         })
         .await;
     assert!(lab.api().phases_of("m9").is_empty());
+}
+
+/// `m` asked to move to `target`, with the migration status `status` (if any).
+fn moving(mut m: Machine, target: &str, status: Option<serde_json::Value>) -> Machine {
+    m.spec.migration = Some(shoal_api::MigrationRequest {
+        target_host: target.into(),
+    });
+    let mut st = m.status.take().unwrap_or_default();
+    st.migration = status.map(|s| serde_json::from_value(s).expect("a migration status"));
+    m.status = Some(st);
+    m
+}
+
+/// m1 as the watch shows it once it runs here and its guest phoned home.
+fn ready_m1() -> Machine {
+    let mut seen = with_phase(m1(), MachinePhase::Ready);
+    seen.metadata.finalizers = Some(vec![super::FINALIZER.to_owned()]);
+    seen
+}
+
+fn running_here(lab: &mut Lab) {
+    apply(&mut lab.machines, ready_m1());
+}
+
+#[tokio::test]
+async fn a_machine_moving_here_gets_a_waiting_vm_that_becomes_this_hosts_own() {
+    let mut lab = Lab::new();
+    apply(&mut lab.hosts, host("h2", "10.0.0.2"));
+    let on_h2 = machine("m1", "h2", "1", "52:54:00:00:00:0b", "10.9.0.11");
+    apply(
+        &mut lab.machines,
+        moving(with_phase(on_h2, MachinePhase::Ready), "h1", None),
+    );
+    lab.agent.pass().await;
+
+    // A paused QEMU waits, on the cluster network that reaches the source.
+    assert_eq!(*lock(&lab.runtime().launches), ["m1"]);
+    let spec = lock(&lab.runtime().running)["m1"].clone();
+    assert!(spec.incoming, "the target's QEMU waits for the guest");
+    assert!(lock(&lab.links().taps).contains_key(&spec.tap.expect("a tap").ifname));
+    let peers = lock(&lab.links().peers).values().next().cloned();
+    assert_eq!(peers, Some([Ipv4Addr::new(10, 0, 0, 2)].into()));
+    let w = lab.api().last("m1").expect("a status write");
+    assert_eq!(w.phase, MachinePhase::Migrating);
+    let st = &w.status["migration"];
+    assert_eq!(
+        (
+            &st["sourceHost"],
+            &st["targetHost"],
+            &st["state"],
+            &st["incoming"]
+        ),
+        (
+            &serde_json::json!("h2"),
+            &serde_json::json!("h1"),
+            &serde_json::json!("Transferring"),
+            &serde_json::json!("tcp:10.0.0.1:4444")
+        )
+    );
+    assert_eq!(lab.api().phases_of("m1"), [MachinePhase::Migrating]);
+
+    // The source hands the Machine over: the VM is this host's, nothing restarts.
+    let mut arrived = with_phase(m1(), MachinePhase::Ready);
+    arrived.metadata.finalizers = Some(vec![super::FINALIZER.to_owned()]);
+    apply(&mut lab.machines, arrived);
+    lab.agent.pass().await;
+    lab.agent.pass().await;
+    assert_eq!(lock(&lab.runtime().launches).len(), 1, "launched once");
+    assert!(lock(&lab.runtime().stops).is_empty());
+    assert_eq!(lab.api().phases_of("m1"), [MachinePhase::Migrating]);
+    assert!(lab.vm_dir("m1").join("owner.json").is_file());
+}
+
+#[tokio::test]
+async fn a_withdrawn_move_stops_the_waiting_vm() {
+    let mut lab = Lab::new();
+    apply(&mut lab.hosts, host("h2", "10.0.0.2"));
+    let on_h2 = machine("m1", "h2", "1", "52:54:00:00:00:0b", "10.9.0.11");
+    let ready = with_phase(on_h2, MachinePhase::Ready);
+    apply(&mut lab.machines, moving(ready.clone(), "h1", None));
+    lab.agent.pass().await;
+    assert_eq!(*lock(&lab.runtime().launches), ["m1"]);
+
+    // The source failed and cleared the request: the machine stays on h2.
+    apply(&mut lab.machines, ready);
+    lab.agent.pass().await;
+    assert_eq!(*lock(&lab.runtime().stops), ["m1"]);
+    assert!(lock(&lab.runtime().running).is_empty());
+    assert!(!lab.vm_dir("m1").exists());
+}
+
+fn waiting_on_h2() -> serde_json::Value {
+    serde_json::json!({"sourceHost": "h1", "targetHost": "h2", "state": "Transferring",
+        "incoming": "tcp:10.0.0.2:4444"})
+}
+
+#[tokio::test]
+async fn a_vm_leaving_is_sent_then_quit_here_and_the_machine_handed_over() {
+    let mut lab = Lab::new();
+    apply(&mut lab.hosts, host("h2", "10.0.0.2"));
+    apply(&mut lab.machines, m1());
+    lab.agent.pass().await;
+    running_here(&mut lab);
+    lab.agent.pass().await;
+    let ready = ready_m1();
+    apply(
+        &mut lab.machines,
+        moving(ready, "h2", Some(waiting_on_h2())),
+    );
+    lab.agent.pass().await;
+
+    assert_eq!(
+        *lock(&lab.runtime().sent),
+        [("m1".to_owned(), "tcp:10.0.0.2:4444".to_owned())]
+    );
+    assert_eq!(*lock(&lab.runtime().stops), ["m1"], "the paused copy quits");
+    assert!(!lab.vm_dir("m1").exists());
+    assert_eq!(
+        *lock(&lab.api().handovers),
+        [("m1".to_owned(), "h2".to_owned())]
+    );
+    let w = lab.api().last("m1").expect("a status write");
+    assert_eq!(w.phase, MachinePhase::Ready);
+    assert_eq!(w.status["migration"]["state"], "Completed");
+    assert_eq!(w.status["migration"]["downtimeMs"], 20);
+    assert!(lock(&lab.api().ended).is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_send_keeps_the_vm_here_and_says_why() {
+    let mut lab = Lab::new();
+    apply(&mut lab.hosts, host("h2", "10.0.0.2"));
+    apply(&mut lab.machines, m1());
+    lab.agent.pass().await;
+    running_here(&mut lab);
+    lab.agent.pass().await;
+    *lock(&lab.runtime().fail_sends) = Some("Unable to write to socket: Broken pipe".into());
+    let ready = ready_m1();
+    apply(
+        &mut lab.machines,
+        moving(ready, "h2", Some(waiting_on_h2())),
+    );
+    lab.agent.pass().await;
+
+    assert_eq!(lock(&lab.runtime().sent).len(), 1);
+    assert!(
+        lock(&lab.runtime().stops).is_empty(),
+        "the guest runs on here"
+    );
+    assert!(lock(&lab.runtime().running).contains_key("m1"));
+    assert!(lock(&lab.api().handovers).is_empty());
+    assert_eq!(*lock(&lab.api().ended), ["m1"]);
+    let w = lab.api().last("m1").expect("a status write");
+    assert_eq!(w.phase, MachinePhase::Ready);
+    assert_eq!(w.status["migration"]["state"], "Failed");
+    let message = w.status["migration"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("MigrationFailed: ") && message.contains("Broken pipe"),
+        "{message}"
+    );
 }
