@@ -200,12 +200,17 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
 /// Sends one command to a test-image guest's control port (7070) from inside host
 /// namespace `ns`, and returns its one-line reply.
 pub fn guest(ns: &str, vm: Ipv4Addr, command: &str) -> Result<String> {
+    guest_within(ns, vm, command, Duration::from_secs(15))
+}
+
+/// [`guest`] for a command whose answer takes up to `wait` (e.g. `pings`).
+pub fn guest_within(ns: &str, vm: Ipv4Addr, command: &str, wait: Duration) -> Result<String> {
     let command = command.to_string();
     in_netns(ns, move || -> Result<String> {
         let addr = SocketAddr::from((vm, 7070));
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .with_context(|| format!("connecting to {addr}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.set_read_timeout(Some(wait))?;
         s.write_all(format!("{command}\n").as_bytes())?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line)?;

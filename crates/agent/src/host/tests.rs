@@ -1,6 +1,6 @@
 //! The host loop on in-memory fakes: what one pass does for new, deleted, exited,
-//! orphaned, refused, peered and live-migrating Machines, and that a second pass with nothing new
-//! does nothing.
+//! orphaned, refused, peered and live-migrating Machines, and that a second pass
+//! with nothing new does nothing.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
