@@ -1,43 +1,35 @@
 //! Host drain by live migration, end to end: two hosts (network namespaces joined by
 //! a veth underlay) with `shoal agent`, a cluster with a VM of the test image on
-//! each. `shoal host drain h1` moves h1's VM to h2 while the VM on h2 pings it every
-//! 50 ms: the Machine keeps its name, IP and MAC, the guest does not reboot (its
-//! boot id stays), and h1 is left with no QEMU or link of the cluster. A migration
+//! each. `shoal host drain h1` moves h1's VM, the cluster's control plane, to h2
+//! while the VM on h2 pings it every 50 ms: the Machine keeps its name, IP and MAC,
+//! the guest does not reboot (its boot id stays), the server's gateway routes the
+//! cluster's API (the guest's API server stand-in) to it on h2 as it did on h1, and
+//! h1 is left with no QEMU or link of the cluster. A migration
 //! whose target host dies midway (its agent and its waiting QEMU killed) leaves the
 //! guest running on the source, and the Machine and the drain say why. Needs root,
 //! QEMU, nftables and the test image (scripts/setup.sh); it fails loudly without.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kube::api::Api;
-use shoal_api::{Machine, MachinePhase, MigrationState};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use shoal_api::{Cluster, Machine, MachinePhase, MigrationState};
+use shoal_bootstrap::{render_test_image, BootstrapFile, NodeBootstrap, Role};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
-use shoal_e2e::hosts::{guest, in_netns, links, start_agent_pair, start_agent_pair_with, Underlay};
-use shoal_e2e::{shoal_bin, ServerProc};
+use shoal_e2e::hosts::{
+    guest, guest_within, links, start_agent_pair, start_agent_pair_with, Underlay,
+};
+use shoal_e2e::{free_ports, shoal_bin, ServerProc};
+use shoal_pki::{ClusterPki, ClusterPkiParams, OffsetDateTime, PkiFile};
 
 const MOVING: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 11);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 12);
 /// The ping series: 50 ms apart for 20 s.
 const PINGS: u32 = 400;
-
-/// Asks guest `vm` (reached from host namespace `ns`) a command whose answer takes
-/// up to `wait`.
-fn ask_slow(ns: &str, vm: Ipv4Addr, command: &str, wait: Duration) -> Result<String> {
-    let command = command.to_string();
-    in_netns(ns, move || -> Result<String> {
-        let addr = SocketAddr::from((vm, 7070));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("connecting to {addr}"))?;
-        s.set_read_timeout(Some(wait))?;
-        s.write_all(format!("{command}\n").as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.trim().to_string())
-    })?
-}
 
 /// The `key=value` figure of a `pings` answer.
 fn figure(answer: &str, key: &str) -> Result<u64> {
@@ -62,6 +54,122 @@ async fn eventually(ns: &str, vm: Ipv4Addr, command: &str, want: &str) -> Result
     }
 }
 
+/// Cluster a's API name: the gateway routes it by SNI to a's control planes.
+const API_HOST: &str = "api.a.e2e.shoal.local";
+
+/// With no controllers, what the cluster controller would do for a control plane of
+/// cluster a: its PKI (the CA published in the Cluster's status, for the gateway's
+/// health checks) and the test image's user-data in a bootstrap Secret. Returns
+/// Machine `name` on `host` as a control plane with that Secret, and the CA (PEM).
+async fn control_plane(
+    client: &Client,
+    name: &str,
+    host: &str,
+    ip: Ipv4Addr,
+) -> Result<(serde_json::Value, String)> {
+    let pki = ClusterPki::generate(
+        &ClusterPkiParams {
+            cluster: "a".into(),
+            org: "e2e".into(),
+            base_domain: "shoal.local".into(),
+            dns_domain: "cluster.local".into(),
+            api_service_ip: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+            control_plane: vec![(name.into(), IpAddr::V4(ip))],
+            ca_ttl: Duration::from_secs(86_400),
+            leaf_ttl: Duration::from_secs(86_400),
+        },
+        OffsetDateTime::now_utc(),
+    )?;
+    let ca = pki.file(PkiFile::CaCert).to_owned();
+    let user_data = render_test_image(&NodeBootstrap {
+        cluster: "a".into(),
+        org: "e2e".into(),
+        base_domain: "shoal.local".into(),
+        hostname: name.into(),
+        role: Role::ControlPlaneInit,
+        kubernetes_version: "1.31.2".into(),
+        control_plane_endpoint: format!("{API_HOST}:6443"),
+        endpoint_address: None,
+        advertise_address: ip.to_string(),
+        pod_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        dns_domain: "cluster.local".into(),
+        files: [
+            PkiFile::CaCert,
+            PkiFile::ApiServerCert,
+            PkiFile::ApiServerKey,
+        ]
+        .iter()
+        .map(|f| BootstrapFile::new(format!("/etc/shoal/pki/{}", f.kubeadm_path()), pki.file(*f)))
+        .collect(),
+        bootstrap_token: "abcdef.0123456789abcdef".into(),
+        ca_cert_hash: shoal_pki::ca_cert_hash(&ca)?,
+        certificate_key: None,
+        oidc: None,
+        phone_home_url: None,
+    })?;
+    let secret = format!("{name}-bootstrap");
+    let mut s = Secret::default();
+    s.metadata.name = Some(secret.clone());
+    s.data = Some([("value".to_owned(), ByteString(user_data.into_bytes()))].into());
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &s)
+        .await?;
+    Api::<Cluster>::namespaced(client.clone(), NS)
+        .patch_status(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"caCertificate": ca}})),
+        )
+        .await?;
+    let mut m = machine(name, "a", host, ip, "1", "test");
+    m["spec"]["role"] = "control-plane".into();
+    m["spec"]["bootstrap"] = serde_json::json!({ "dataSecretName": secret });
+    Ok((m, ca))
+}
+
+/// Cluster a's API `/version` through the gateway at `gateway`, by its name, trusting
+/// only the cluster CA; retried for up to `wait`.
+async fn api_version(gateway: SocketAddr, ca: &str, wait: Duration) -> Result<serde_json::Value> {
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+        .resolve(API_HOST, gateway)
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("https://{API_HOST}:{}/version", gateway.port());
+    let deadline = Instant::now() + wait;
+    loop {
+        let got = async {
+            let r = http.get(&url).send().await?.error_for_status()?;
+            anyhow::Ok(r.json::<serde_json::Value>().await?)
+        }
+        .await;
+        match got {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("{url} through the gateway after {wait:?}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// The hosts of cluster a's API backends, as the gateway's endpoints API lists them.
+async fn api_backend_hosts(client: &Client) -> Result<Vec<String>> {
+    let req = http::Request::get(format!(
+        "/apis/shoal.io/v1alpha1/namespaces/{NS}/clusters/a/endpoints"
+    ))
+    .body(Vec::new())?;
+    let ep: serde_json::Value = serde_json::from_str(&client.request_text(req).await?)?;
+    Ok(ep["api"]
+        .as_array()
+        .with_context(|| format!("no API backends: {ep}"))?
+        .iter()
+        .map(|b| b["host"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
 /// One test at a time: each boots two VMs under TCG.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -70,13 +178,28 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     let _serial = SERIAL.lock().await;
     let hosts = Underlay::pair(&format!("sm{}h", std::process::id()))?;
     let (ns1, ns2) = (hosts.names[0].clone(), hosts.names[1].clone());
-    let server = ServerProc::start_with(&["--controllers=false"])?;
+    // Distinct ports for the API, the gateway's TLS and its HTTP listener.
+    let ports = free_ports(3)?;
+    let gateway = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[1]));
+    let data = tempfile::tempdir()?;
+    let server = ServerProc::start_at(
+        &data.path().join("data"),
+        ports[0],
+        &[
+            "--controllers=false",
+            "--gateway-listen",
+            &gateway.to_string(),
+            "--gateway-http-listen",
+            &format!("127.0.0.1:{}", ports[2]),
+        ],
+    )?;
     let client = server.client().await?;
     setup(&client, &[("a", 101, "10.101.0.0/24")]).await?;
     let dir = tempfile::tempdir()?;
     let agents = start_agent_pair(&server.kubeconfig(), &client, &hosts, dir.path()).await?;
     let machines: Api<Machine> = Api::namespaced(client.clone(), NS);
-    apply(&machines, machine("a-1", "a", "h1", MOVING, "1", "test")).await?;
+    let (moving, ca) = control_plane(&client, "a-1", "h1", MOVING).await?;
+    apply(&machines, moving).await?;
     apply(&machines, machine("a-2", "a", "h2", PEER, "1", "test")).await?;
     for name in ["a-1", "a-2"] {
         wait_phase(
@@ -97,12 +220,17 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
         "a-1 has no QEMU on h1: {:?}",
         agents[0].qemu_pids()
     );
+    // The gateway routes the cluster's API to its control plane on h1.
+    let version = api_version(gateway, &ca, Duration::from_secs(60)).await?;
+    ensure!(version["gitVersion"] == "v1.31.2", "{version}");
+    let routed = api_backend_hosts(&client).await?;
+    ensure!(routed == ["h1"], "the API's backends are on {routed:?}");
 
     // The peer pings the moving VM through the move.
     let pinger = {
         let ns2 = ns2.clone();
         std::thread::spawn(move || {
-            ask_slow(
+            guest_within(
                 &ns2,
                 PEER,
                 &format!("pings {MOVING} {PINGS} 50"),
@@ -116,6 +244,10 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     let drain_time = started.elapsed();
     ensure!(out.contains("migrating to h2"), "{out}");
     ensure!(out.contains("host h1 drained"), "{out}");
+    // The cluster's API answers through the gateway again soon after the move.
+    let version = api_version(gateway, &ca, Duration::from_secs(30)).await?;
+    let api_back = started.elapsed() - drain_time;
+    ensure!(version["gitVersion"] == "v1.31.2", "{version}");
     let pings = pinger
         .join()
         .map_err(|_| anyhow::anyhow!("the pinger panicked"))??;
@@ -169,6 +301,11 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
         agents[0].qemu_pids()
     );
     eventually(&ns2, PEER, &format!("ping {MOVING}"), "ok").await?;
+    // The gateway routes the cluster's API to the moved control plane, through h2.
+    let routed = api_backend_hosts(&client).await?;
+    ensure!(routed == ["h2"], "the API's backends are on {routed:?}");
+    let version = api_version(gateway, &ca, Duration::from_secs(10)).await?;
+    ensure!(version["gitVersion"] == "v1.31.2", "{version}");
 
     let (sent, received, gap) = (
         figure(&pings, "sent")?,
@@ -177,10 +314,12 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     );
     println!(
         "migration: QEMU downtime {downtime} ms, total {:?} ms; drain {:.1} s; \
-         pings every 50 ms: {sent} sent, {} lost, longest gap {gap} ms",
+         pings every 50 ms: {sent} sent, {} lost, longest gap {gap} ms; \
+         the API through the gateway answered {} ms after the drain",
         st.total_ms,
         drain_time.as_secs_f64(),
-        sent - received
+        sent - received,
+        api_back.as_millis()
     );
     ensure!(sent == u64::from(PINGS), "{pings}");
     // Under TCG on a loaded two-core machine; the benchmark reports the figure.
