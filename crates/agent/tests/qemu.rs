@@ -1,11 +1,13 @@
 //! The VM runtime against real QEMU (TCG, no guest image): launch, QMP, adopt after
-//! the runtime is dropped, stop, illegal transitions and launch failures.
+//! the runtime is dropped, stop, illegal transitions, launch failures, and a live
+//! migration of a VM and its disk between two QEMUs.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shoal_agent::vm::kvm::{probe_accel, probe_kvm};
+use shoal_agent::vm::migrate::Limits;
 use shoal_agent::vm::runtime::{QemuRuntime, Vm, VmError, VmOp, VmRuntime, VmState};
 use shoal_agent::vm::{Accel, Boot, CpuPriority, VmSpec, DEFAULT_QEMU};
 
@@ -168,4 +170,139 @@ async fn kvm_probe_answers_within_its_timeout() {
     let took = started.elapsed();
     eprintln!("probe_kvm chose {accel:?} in {took:?}");
     assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
+}
+
+fn qemu_tool(program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let out = std::process::Command::new(program).args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// A VM whose disk overlay holds data only the source has moves to a QEMU started
+/// with `incoming` on an empty overlay of the same base: the disk is mirrored over
+/// NBD, memory follows, the target runs, the source stays paused, and the target's
+/// overlay holds the data afterwards.
+#[tokio::test]
+async fn a_vm_and_its_disk_migrate_to_a_waiting_qemu() -> anyhow::Result<()> {
+    let Some(qemu) = qemu() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    qemu_tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", &path("base.qcow2"), "64M"],
+    )?;
+    for overlay in ["src.qcow2", "dst.qcow2"] {
+        qemu_tool(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                &path("base.qcow2"),
+                "-F",
+                "qcow2",
+                &path(overlay),
+            ],
+        )?;
+    }
+    qemu_tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0xab 1M 1M",
+            &path("src.qcow2"),
+        ],
+    )?;
+
+    let runtime = QemuRuntime::new(qemu);
+    let with_disk = |name: &str, overlay: &str, incoming: bool| VmSpec {
+        boot: Boot::Disk {
+            overlay_path: dir.path().join(overlay),
+        },
+        incoming,
+        ..spec(name, dir.path())
+    };
+    let mut source = Vm::new(with_disk("src", "src.qcow2", false));
+    runtime.launch(&mut source).await?;
+    let mut target = Vm::new(with_disk("dst", "dst.qcow2", true));
+    runtime.launch(&mut target).await?;
+    let waiting = runtime.status(&mut target).await?.run.expect("QMP answers");
+    assert_eq!(waiting.status, "inmigrate");
+
+    let incoming = runtime
+        .listen_incoming(&target, std::net::Ipv4Addr::LOCALHOST)
+        .await?;
+    assert!(incoming
+        .disk
+        .as_deref()
+        .is_some_and(|d| d.starts_with("nbd://127.0.0.1:")));
+    let limits = Limits {
+        timeout: Duration::from_secs(120),
+        max_bandwidth: None,
+    };
+    let outcome = runtime.migrate_out(&source, &incoming, limits).await?;
+    assert!(outcome.ram_total >= 64 << 20, "{outcome:?}");
+    assert!(outcome.downtime_ms < 5_000, "{outcome:?}");
+    runtime.finish_incoming(&target).await?;
+    let moved = runtime.status(&mut target).await?.run.expect("QMP answers");
+    assert!(moved.running, "{moved:?}");
+    let left = runtime.status(&mut source).await?.run.expect("QMP answers");
+    assert_eq!(left.status, "postmigrate");
+
+    runtime.stop(&mut source, Duration::ZERO).await?;
+    runtime.stop(&mut target, Duration::ZERO).await?;
+    // The data written only on the source's overlay is on the target's now.
+    qemu_tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "read -P 0xab 1M 1M",
+            &path("dst.qcow2"),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A migration to an address where nothing waits fails with QEMU's reason, and the
+/// guest runs on where it was.
+#[tokio::test]
+async fn a_migration_nobody_receives_fails_and_the_vm_runs_on() -> anyhow::Result<()> {
+    let Some(qemu) = qemu() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let runtime = QemuRuntime::new(qemu);
+    let mut vm = Vm::new(spec("m1", dir.path()));
+    runtime.launch(&mut vm).await?;
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let to = shoal_agent::vm::migrate::Incoming {
+        uri: format!("tcp:127.0.0.1:{free}"),
+        disk: None,
+    };
+    let limits = Limits {
+        timeout: Duration::from_secs(60),
+        max_bandwidth: Some(1 << 20),
+    };
+    let err = runtime
+        .migrate_out(&vm, &to, limits)
+        .await
+        .expect_err("nothing listens there");
+    let text = format!("{:#}", anyhow::Error::from(err));
+    assert!(text.contains("live migration"), "{text}");
+    let run = runtime.status(&mut vm).await?.run.expect("QMP answers");
+    assert!(run.running, "the guest runs on: {run:?}");
+    runtime.stop(&mut vm, Duration::ZERO).await?;
+    Ok(())
 }
