@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 
@@ -79,6 +79,20 @@ pub enum Command {
         /// Milliseconds between them (10 to 1000).
         interval_ms: u32,
     },
+    /// `echoes <ipv4> <count> <interval-ms>`: one TCP connection to the peer's
+    /// control port, held (`hold`) while a numbered line goes out and comes back
+    /// every interval (`sent=N echoed=M max_rtt_ms=R`, then `broken` if it broke).
+    Echoes {
+        /// The peer.
+        ip: Ipv4Addr,
+        /// Lines to send (1 to 6000).
+        count: u32,
+        /// Milliseconds between them (10 to 1000).
+        interval_ms: u32,
+    },
+    /// `hold`: this connection echoes each further line until it closes or idles
+    /// for 30 s (the peer side of `echoes`).
+    Hold,
     /// `tcp <ipv4> <port>`: a TCP connect with a 2 s timeout; `ok` or `fail`.
     Tcp(SocketAddrV4),
     /// `get <url>`: an HTTP GET; the status code (`200`) or `error <msg>`.
@@ -93,10 +107,10 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// The line is empty.
-    #[error("empty command: use ping, pings, tcp, get, hostname or cat")]
+    #[error("empty command: use ping, pings, echoes, hold, tcp, get, hostname or cat")]
     Empty,
     /// The first word is not a command.
-    #[error("unknown command {0:?}: use ping, pings, tcp, get, hostname or cat")]
+    #[error("unknown command {0:?}: use ping, pings, echoes, hold, tcp, get, hostname or cat")]
     Unknown(String),
     /// The wrong number of arguments.
     #[error("usage: {0}")]
@@ -128,17 +142,7 @@ impl Command {
             ["ping", addr] => Ok(Command::Ping(ip(addr)?)),
             ["ping", ..] => Err(CommandError::Usage("ping <ipv4>")),
             ["pings", addr, count, interval] => {
-                let usage = CommandError::Usage(PINGS_USAGE);
-                let count = count
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|c| (1..=6000).contains(c))
-                    .ok_or(usage.clone())?;
-                let interval_ms = interval
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|i| (10..=1000).contains(i))
-                    .ok_or(usage)?;
+                let (count, interval_ms) = series(count, interval, PINGS_USAGE)?;
                 Ok(Command::Pings {
                     ip: ip(addr)?,
                     count,
@@ -146,6 +150,17 @@ impl Command {
                 })
             }
             ["pings", ..] => Err(CommandError::Usage(PINGS_USAGE)),
+            ["echoes", addr, count, interval] => {
+                let (count, interval_ms) = series(count, interval, ECHOES_USAGE)?;
+                Ok(Command::Echoes {
+                    ip: ip(addr)?,
+                    count,
+                    interval_ms,
+                })
+            }
+            ["echoes", ..] => Err(CommandError::Usage(ECHOES_USAGE)),
+            ["hold"] => Ok(Command::Hold),
+            ["hold", ..] => Err(CommandError::Usage("hold")),
             ["tcp", addr, port] => {
                 let port = port
                     .parse::<u16>()
@@ -343,12 +358,18 @@ fn serve_control(stream: TcpStream, ping: &[String]) {
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
+    let Ok(rest) = stream.try_clone() else {
+        return;
+    };
     let mut line = String::new();
     let reply = match BufReader::new(stream.take(MAX_LINE)).read_line(&mut line) {
         Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE => {
             format!("error line longer than {MAX_LINE} bytes")
         }
         Ok(_) => match Command::parse(line.trim_end_matches(['\r', '\n'])) {
+            // The client waits for `held` before it sends more, so nothing of the
+            // connection is left in the first line's buffer.
+            Ok(Command::Hold) => return hold(rest, out),
             Ok(cmd) => execute(&cmd, ping),
             Err(e) => format!("error {e}"),
         },
@@ -366,6 +387,102 @@ fn ok_fail(ok: bool) -> String {
 }
 
 const PINGS_USAGE: &str = "pings <ipv4> <count 1-6000> <interval-ms 10-1000>";
+const ECHOES_USAGE: &str = "echoes <ipv4> <count 1-6000> <interval-ms 10-1000>";
+
+/// How long a held connection may stay idle, and how long `echoes` waits for a line.
+const HOLD_IDLE: Duration = Duration::from_secs(30);
+
+/// The count and interval of a series command.
+fn series(count: &str, interval: &str, usage: &'static str) -> Result<(u32, u32), CommandError> {
+    let count = count
+        .parse::<u32>()
+        .ok()
+        .filter(|c| (1..=6000).contains(c))
+        .ok_or(CommandError::Usage(usage))?;
+    let interval_ms = interval
+        .parse::<u32>()
+        .ok()
+        .filter(|i| (10..=1000).contains(i))
+        .ok_or(CommandError::Usage(usage))?;
+    Ok((count, interval_ms))
+}
+
+/// Holds one connection to the control port at `addr` and sends `count` numbered
+/// lines `interval_ms` apart, each echoed back; sums up as
+/// `sent=N echoed=M max_rtt_ms=R`, with ` broken: <why>` when the connection broke.
+pub fn echo_series(addr: SocketAddr, count: u32, interval_ms: u32) -> String {
+    let stream = match TcpStream::connect_timeout(&addr, TCP_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => return format!("error connecting to {addr}: {e}"),
+    };
+    let _ = stream.set_read_timeout(Some(HOLD_IDLE));
+    let Ok(mut out) = stream.try_clone() else {
+        return "error cloning the connection".into();
+    };
+    let mut lines = BufReader::new(stream);
+    let mut line = String::new();
+    let held = writeln!(out, "hold").is_ok()
+        && lines.read_line(&mut line).is_ok()
+        && line.trim_end() == "held";
+    if !held {
+        return format!(
+            "error {addr} did not hold the connection: {:?}",
+            line.trim_end()
+        );
+    }
+    let (mut echoed, mut max_rtt) = (0u32, Duration::ZERO);
+    for i in 0..count {
+        let sent = Instant::now();
+        line.clear();
+        let back = writeln!(out, "{i}")
+            .map_err(|e| e.to_string())
+            .and_then(|()| match lines.read_line(&mut line) {
+                Ok(0) => Err("closed by the peer".to_string()),
+                Ok(_) if line.trim_end() == i.to_string() => Ok(()),
+                Ok(_) => Err(format!("echoed {:?} for {i}", line.trim_end())),
+                Err(e) => Err(e.to_string()),
+            });
+        match back {
+            Ok(()) => {
+                echoed += 1;
+                max_rtt = max_rtt.max(sent.elapsed());
+            }
+            Err(why) => {
+                return format!(
+                    "sent={} echoed={echoed} max_rtt_ms={} broken: {why}",
+                    i + 1,
+                    max_rtt.as_millis()
+                )
+            }
+        }
+        std::thread::sleep(Duration::from_millis(u64::from(interval_ms)));
+    }
+    format!(
+        "sent={count} echoed={echoed} max_rtt_ms={}",
+        max_rtt.as_millis()
+    )
+}
+
+/// Echoes each line of a held connection until it closes or idles.
+fn hold(stream: TcpStream, mut out: TcpStream) {
+    let _ = stream.set_read_timeout(Some(HOLD_IDLE));
+    if writeln!(out, "held").is_err() {
+        return;
+    }
+    let mut lines = BufReader::new(stream.take(u64::MAX));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match (&mut lines).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if writeln!(out, "{}", line.trim_end()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Sums up a ping series from ping's output: the replies (by `seq=`) and the
 /// longest time between two replies, counting the series' start and end.
@@ -441,6 +558,13 @@ pub fn execute(cmd: &Command, ping: &[String]) -> String {
                 Err(e) => format!("error running {prog}: {e}"),
             }
         }
+        Command::Echoes {
+            ip,
+            count,
+            interval_ms,
+        } => echo_series(SocketAddr::from((*ip, CONTROL_PORT)), *count, *interval_ms),
+        // Served by the control loop itself, which keeps the connection.
+        Command::Hold => "error hold is for a connection of its own".into(),
         Command::Tcp(addr) => {
             ok_fail(TcpStream::connect_timeout(&SocketAddr::V4(*addr), TCP_TIMEOUT).is_ok())
         }
@@ -632,6 +756,37 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_echo_series_holds_one_connection_and_says_when_it_breaks() {
+        let cfg = ServiceConfig {
+            http: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            control: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ping: vec!["/nonexistent/ping".into()],
+        };
+        let svc = start(&cfg).expect("services start");
+        let got = echo_series(svc.control, 5, 10);
+        assert!(got.starts_with("sent=5 echoed=5 max_rtt_ms="), "{got}");
+        assert!(!got.contains("broken"), "{got}");
+        // A port where nothing listens: the series says so instead of counting.
+        let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let refused = echo_series(closed, 5, 10);
+        assert!(refused.starts_with("error connecting"), "{refused}");
+        assert_eq!(
+            Command::parse("echoes 10.0.0.2 100 50"),
+            Ok(Command::Echoes {
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                count: 100,
+                interval_ms: 50
+            })
+        );
+        assert_eq!(
+            Command::parse("echoes 10.0.0.2 100"),
+            Err(CommandError::Usage(ECHOES_USAGE))
+        );
     }
 
     #[test]

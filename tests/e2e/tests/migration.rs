@@ -1,13 +1,14 @@
 //! Host drain by live migration, end to end: two hosts (network namespaces joined by
 //! a veth underlay) with `shoal agent`, a cluster with a VM of the test image on
 //! each. `shoal host drain h1` moves h1's VM, the cluster's control plane, to h2
-//! while the VM on h2 pings it every 50 ms: the Machine keeps its name, IP and MAC,
-//! the guest does not reboot (its boot id stays), the server's gateway routes the
-//! cluster's API (the guest's API server stand-in) to it on h2 as it did on h1, and
-//! h1 is left with no QEMU or link of the cluster. A migration
-//! whose target host dies midway (its agent and its waiting QEMU killed) leaves the
-//! guest running on the source, and the Machine and the drain say why. Needs root,
-//! QEMU, nftables and the test image (scripts/setup.sh); it fails loudly without.
+//! while the VM on h2 pings it every 50 ms and holds a TCP connection to it: the
+//! Machine keeps its name, IP and MAC, the guest does not reboot (its boot id
+//! stays), the connection carries on, the server's gateway routes the cluster's API
+//! (the guest's API server stand-in) to it on h2 as it did on h1, and h1 is left
+//! with no QEMU or link of the cluster. A migration whose target host dies midway
+//! (its agent and its waiting QEMU killed) leaves the guest running on the source,
+//! and the Machine and the drain say why. Needs root, QEMU, nftables and the test
+//! image (scripts/setup.sh); it fails loudly without.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -238,6 +239,18 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
             )
         })
     };
+    // ... and holds a TCP connection to it, a line out and back every 50 ms.
+    let echoer = {
+        let ns2 = ns2.clone();
+        std::thread::spawn(move || {
+            guest_within(
+                &ns2,
+                PEER,
+                &format!("echoes {MOVING} {PINGS} 50"),
+                Duration::from_secs(90),
+            )
+        })
+    };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = Instant::now();
     let out = server.shoal_ok(&["host", "drain", "h1", "--wait", "--timeout", "180"])?;
@@ -251,6 +264,9 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     let pings = pinger
         .join()
         .map_err(|_| anyhow::anyhow!("the pinger panicked"))??;
+    let echoes = echoer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the echoer panicked"))??;
 
     let after = wait_phase(
         &machines,
@@ -321,7 +337,12 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
         sent - received,
         api_back.as_millis()
     );
+    println!("migration: a TCP connection held through the move: {echoes}");
     ensure!(sent == u64::from(PINGS), "{pings}");
+    ensure!(
+        figure(&echoes, "echoed")? == u64::from(PINGS) && !echoes.contains("broken"),
+        "the TCP connection to the moving VM did not survive the move: {echoes}"
+    );
     // Under TCG on a loaded two-core machine; the benchmark reports the figure.
     ensure!(
         gap < 5_000,
