@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use kube::api::{Api, DeleteParams};
 use shoal_api::{Machine, MachinePhase};
 use shoal_e2e::fleet::{create, machine, setup, wait_phase, NS};
-use shoal_e2e::hosts::{guest, guest_within, start_agent_pair, Underlay};
+use shoal_e2e::hosts::{figure, guest, guest_within, start_agent_pair, Underlay};
 use shoal_e2e::ServerProc;
 
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 103, 0, 99);
@@ -37,15 +37,6 @@ fn ip(i: usize) -> Ipv4Addr {
 
 fn name(i: usize) -> String {
     format!("m-{i}")
-}
-
-/// The `key=value` figure of a `pings` answer.
-fn figure(answer: &str, key: &str) -> Result<u64> {
-    answer
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {key} in the ping answer {answer:?}"))
 }
 
 /// Pings VM 0 from the peer every 50 ms for `secs` seconds, on a thread.

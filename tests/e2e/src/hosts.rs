@@ -203,6 +203,15 @@ pub fn guest(ns: &str, vm: Ipv4Addr, command: &str) -> Result<String> {
     guest_within(ns, vm, command, Duration::from_secs(15))
 }
 
+/// The `key=value` figure of a series answer (`pings`, `echoes`), e.g. `received`.
+pub fn figure(answer: &str, key: &str) -> Result<u64> {
+    answer
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {key} in the guest's answer {answer:?}"))
+}
+
 /// [`guest`] for a command whose answer takes up to `wait` (e.g. `pings`).
 pub fn guest_within(ns: &str, vm: Ipv4Addr, command: &str, wait: Duration) -> Result<String> {
     let command = command.to_string();

@@ -22,7 +22,7 @@ use shoal_api::{Cluster, Machine, MachinePhase, MigrationState};
 use shoal_bootstrap::{render_test_image, BootstrapFile, NodeBootstrap, Role};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{
-    guest, guest_within, links, start_agent_pair, start_agent_pair_with, Underlay,
+    figure, guest, guest_within, links, start_agent_pair, start_agent_pair_with, Underlay,
 };
 use shoal_e2e::{free_ports, shoal_bin, ServerProc};
 use shoal_pki::{ClusterPki, ClusterPkiParams, OffsetDateTime, PkiFile};
@@ -31,15 +31,6 @@ const MOVING: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 11);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 12);
 /// The ping series: 50 ms apart for 20 s.
 const PINGS: u32 = 400;
-
-/// The `key=value` figure of a `pings` answer.
-fn figure(answer: &str, key: &str) -> Result<u64> {
-    answer
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {key} in the ping answer {answer:?}"))
-}
 
 async fn eventually(ns: &str, vm: Ipv4Addr, command: &str, want: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);

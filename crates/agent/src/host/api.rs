@@ -93,6 +93,19 @@ impl KubeHostApi {
     fn machines(&self, m: &Machine) -> Api<Machine> {
         Api::namespaced(self.client.clone(), &m.namespace().unwrap_or_default())
     }
+
+    /// Merges `spec` into the Machine's spec.
+    async fn patch_spec(&self, m: &Machine, spec: serde_json::Value) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({ "spec": spec });
+        self.machines(m)
+            .patch(
+                &m.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
+    }
 }
 
 impl HostApi for KubeHostApi {
@@ -132,27 +145,16 @@ impl HostApi for KubeHostApi {
     }
 
     async fn hand_over(&self, m: &Machine, target: &str) -> Result<(), kube::Error> {
-        let patch = serde_json::json!({"spec": {"hostName": target, "migration": null}});
-        self.machines(m)
-            .patch(
-                &m.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map(drop)
+        self.patch_spec(
+            m,
+            serde_json::json!({"hostName": target, "migration": null}),
+        )
+        .await
     }
 
     async fn end_migration(&self, m: &Machine) -> Result<(), kube::Error> {
-        let patch = serde_json::json!({"spec": {"migration": null}});
-        self.machines(m)
-            .patch(
-                &m.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+        self.patch_spec(m, serde_json::json!({ "migration": null }))
             .await
-            .map(drop)
     }
 
     async fn report(&self, facts: &HostFacts, allocated: Allocation) -> Result<(), AgentError> {
