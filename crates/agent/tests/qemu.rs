@@ -306,3 +306,92 @@ async fn a_migration_nobody_receives_fails_and_the_vm_runs_on() -> anyhow::Resul
     runtime.stop(&mut vm, Duration::ZERO).await?;
     Ok(())
 }
+
+/// An agent that restarts after its QEMU finished sending finds the send done (the
+/// guest is not sent twice); and a VM that arrived by migration moves on again, to a
+/// third QEMU, with its disk, although its QEMU still remembers the incoming
+/// migration as `completed`.
+#[tokio::test]
+async fn a_finished_send_is_recognised_and_an_arrived_vm_moves_on() -> anyhow::Result<()> {
+    let Some(qemu) = qemu() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    qemu_tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", &path("base.qcow2"), "64M"],
+    )?;
+    for overlay in ["a.qcow2", "b.qcow2", "c.qcow2"] {
+        qemu_tool(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                &path("base.qcow2"),
+                "-F",
+                "qcow2",
+                &path(overlay),
+            ],
+        )?;
+    }
+    qemu_tool(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0xcd 2M 1M", &path("a.qcow2")],
+    )?;
+    let runtime = QemuRuntime::new(qemu);
+    let with_disk = |name: &str, incoming: bool| VmSpec {
+        boot: Boot::Disk {
+            overlay_path: dir.path().join(format!("{name}.qcow2")),
+        },
+        incoming,
+        ..spec(name, dir.path())
+    };
+    let limits = Limits {
+        timeout: Duration::from_secs(120),
+        max_bandwidth: None,
+    };
+    let mut a = Vm::new(with_disk("a", false));
+    runtime.launch(&mut a).await?;
+    let mut b = Vm::new(with_disk("b", true));
+    runtime.launch(&mut b).await?;
+    let to_b = runtime
+        .listen_incoming(&b, std::net::Ipv4Addr::LOCALHOST)
+        .await?;
+    let first = runtime.migrate_out(&a, &to_b, limits).await?;
+    runtime.finish_incoming(&b).await?;
+
+    // The restarted agent asks again: QEMU's figures, nothing sent anew.
+    let again = runtime.migrate_out(&a, &to_b, limits).await?;
+    assert_eq!(again, first);
+    let b_run = runtime.status(&mut b).await?.run.expect("QMP answers");
+    assert!(b_run.running, "{b_run:?}");
+    runtime.stop(&mut a, Duration::ZERO).await?;
+
+    // The second hop, b to c.
+    let mut c = Vm::new(with_disk("c", true));
+    runtime.launch(&mut c).await?;
+    let to_c = runtime
+        .listen_incoming(&c, std::net::Ipv4Addr::LOCALHOST)
+        .await?;
+    // Slow enough that a stale `completed` would be read before the send ends.
+    let slow = Limits {
+        max_bandwidth: Some(1 << 20),
+        ..limits
+    };
+    let second = runtime.migrate_out(&b, &to_c, slow).await?;
+    assert!(second.transferred > 0, "{second:?}");
+    runtime.finish_incoming(&c).await?;
+    let c_run = runtime.status(&mut c).await?.run.expect("QMP answers");
+    assert!(c_run.running, "{c_run:?}");
+    let b_left = runtime.status(&mut b).await?.run.expect("QMP answers");
+    assert_eq!(b_left.status, "postmigrate");
+    runtime.stop(&mut b, Duration::ZERO).await?;
+    runtime.stop(&mut c, Duration::ZERO).await?;
+    qemu_tool(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "read -P 0xcd 2M 1M", &path("c.qcow2")],
+    )?;
+    Ok(())
+}

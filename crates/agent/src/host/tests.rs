@@ -649,6 +649,33 @@ async fn a_vm_leaving_is_sent_then_quit_here_and_the_machine_handed_over() {
     assert!(lock(&lab.api().ended).is_empty());
 }
 
+/// The agent was killed after QEMU finished sending and the status said so, before
+/// it quit its paused copy: the next pass quits it and hands over, and neither sends
+/// again nor starts the VM anew here.
+#[tokio::test]
+async fn a_send_finished_before_a_restart_is_handed_over_not_restarted() {
+    let mut lab = Lab::new();
+    apply(&mut lab.hosts, host("h2", "10.0.0.2"));
+    apply(&mut lab.machines, m1());
+    lab.agent.pass().await;
+    running_here(&mut lab);
+    lab.agent.pass().await;
+    let mut done = waiting_on_h2();
+    done["state"] = serde_json::json!("Completed");
+    apply(&mut lab.machines, moving(ready_m1(), "h2", Some(done)));
+    lab.agent.pass().await;
+    lab.agent.pass().await;
+
+    assert!(lock(&lab.runtime().sent).is_empty(), "not sent twice");
+    assert_eq!(*lock(&lab.runtime().stops), ["m1"], "the paused copy quits");
+    assert_eq!(lock(&lab.runtime().launches).len(), 1, "never started anew");
+    assert!(!lab.vm_dir("m1").exists());
+    assert_eq!(
+        lock(&lab.api().handovers).first(),
+        Some(&("m1".to_owned(), "h2".to_owned()))
+    );
+}
+
 #[tokio::test]
 async fn a_failed_send_keeps_the_vm_here_and_says_why() {
     let mut lab = Lab::new();

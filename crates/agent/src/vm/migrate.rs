@@ -132,11 +132,68 @@ pub async fn send(qmp: &Path, to: &Incoming, limits: Limits) -> Result<Outcome, 
     result
 }
 
+/// Where an earlier send of this QEMU got to, for an agent that restarted while
+/// QEMU carried on with it.
+#[derive(Debug, Clone, PartialEq)]
+enum Earlier {
+    /// Nothing was sent, or the last attempt failed (the guest runs here).
+    None,
+    /// QEMU is still sending memory: wait for it.
+    Sending,
+    /// The guest already runs on the target; this QEMU is paused for good.
+    Done(Outcome),
+}
+
+/// Reads the outgoing migration's state. A QEMU that once received its guest
+/// reports that incoming migration as `completed` until it sends one, so only a
+/// paused `postmigrate` QEMU counts as sent.
+async fn earlier(q: &mut QmpClient) -> Result<Earlier, MigrateError> {
+    let info = q.execute("query-migrate", None).await?;
+    let run = q.query_status().await?;
+    Ok(match info["status"].as_str().unwrap_or("none") {
+        "completed" if run.status == "postmigrate" => Earlier::Done(outcome_of(&info)),
+        "setup" | "active" | "pre-switchover" | "device" | "wait-unplug" => Earlier::Sending,
+        _ => Earlier::None,
+    })
+}
+
+/// Cancels a disk mirror left by an earlier attempt, and waits until it is gone.
+async fn drop_stale_mirror(q: &mut QmpClient) -> Result<(), MigrateError> {
+    for _ in 0..100 {
+        let jobs = q.execute("query-block-jobs", None).await?;
+        let present = jobs
+            .as_array()
+            .is_some_and(|a| a.iter().any(|j| j["device"] == MIRROR_JOB));
+        if !present {
+            return Ok(());
+        }
+        let _ = q
+            .execute(
+                "block-job-cancel",
+                Some(json!({"device": MIRROR_JOB, "force": true})),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(MigrateError::Failed(
+        "a disk mirror left by an earlier attempt did not end".into(),
+    ))
+}
+
 async fn send_steps(
     q: &mut QmpClient,
     to: &Incoming,
     max_bandwidth: Option<u64>,
 ) -> Result<Outcome, MigrateError> {
+    match earlier(q).await? {
+        Earlier::Done(outcome) => {
+            let _ = drop_stale_mirror(q).await;
+            return Ok(outcome);
+        }
+        Earlier::Sending => return finish_sending(q, to).await,
+        Earlier::None => {}
+    }
+    drop_stale_mirror(q).await?;
     // Without a limit QEMU's own default applies (128 MiB/s in QEMU 7.2).
     if let Some(bandwidth) = max_bandwidth {
         q.execute(
@@ -177,6 +234,11 @@ async fn send_steps(
         }
     }
     q.execute("migrate", Some(json!({ "uri": to.uri }))).await?;
+    finish_sending(q, to).await
+}
+
+/// Polls the outgoing migration until it completes or fails, then ends the mirror.
+async fn finish_sending(q: &mut QmpClient, to: &Incoming) -> Result<Outcome, MigrateError> {
     let outcome = loop {
         let info = q.execute("query-migrate", None).await?;
         match info["status"].as_str().unwrap_or("") {

@@ -200,15 +200,8 @@ where
                 Ok(outcome) => {
                     tracing::info!(vm = %key.1, %target, downtime_ms = outcome.downtime_ms, total_ms = outcome.total_ms, "migrated");
                     self.metrics.op("migrate_out", true);
-                    // The guest runs on the target: quit the paused copy here.
-                    if let Some(mut o) = self.vms.remove(&key) {
-                        if let Err(e) = self.b.runtime.stop(&mut o.vm, Duration::ZERO).await {
-                            tracing::warn!(vm = %key.1, error = %chain(&e), "quitting the paused source");
-                        }
-                    }
-                    let dir = desired::vm_dir(&self.vms_dir, &key.0, &key.1);
-                    let _ = std::fs::remove_dir_all(dir);
-                    self.forget(&key);
+                    // Written before the paused copy goes, so that an agent killed in
+                    // between knows the guest runs on the target (`handing_over`).
                     status.state = MigrationState::Completed;
                     status.downtime_ms = Some(outcome.downtime_ms);
                     status.total_ms = Some(outcome.total_ms);
@@ -219,6 +212,7 @@ where
                     ));
                     status.message = None;
                     self.write_migration(m, MachinePhase::Ready, status).await;
+                    self.drop_sent_copy(&key).await;
                     self.hand_over(m, target).await;
                 }
                 Err(e) => {
@@ -237,9 +231,10 @@ where
     }
 
     /// Whether `m` moved away from this host and only its hand-over is left (the
-    /// write failed before): retries it and says so, so that the loop does not
-    /// mistake the missing VM for a crash.
-    pub(super) async fn handing_over(&self, m: &Machine) -> bool {
+    /// agent was killed, or the write failed, after the guest left): quits the paused
+    /// copy if it is still here, retries the hand-over and says so, so that the loop
+    /// neither mistakes the missing VM for a crash nor starts it again.
+    pub(super) async fn handing_over(&mut self, m: &Machine) -> bool {
         let Some(st) = status_of(m) else {
             return false;
         };
@@ -248,12 +243,26 @@ where
             || st.source_host != me
             || st.target_host == me
             || m.spec.host_name.as_deref() != Some(me)
-            || self.vms.contains_key(&key_of(m))
+            || target_of(m) != Some(st.target_host.as_str())
         {
             return false;
         }
-        self.hand_over(m, &st.target_host).await;
+        let target = st.target_host.clone();
+        self.drop_sent_copy(&key_of(m)).await;
+        self.hand_over(m, &target).await;
         true
+    }
+
+    /// Quits the paused QEMU of a VM that now runs on another host, and forgets it.
+    async fn drop_sent_copy(&mut self, key: &Key) {
+        if let Some(mut o) = self.vms.remove(key) {
+            if let Err(e) = self.b.runtime.stop(&mut o.vm, Duration::ZERO).await {
+                tracing::warn!(vm = %key.1, error = %chain(&e), "quitting the paused source");
+            }
+        }
+        let dir = desired::vm_dir(&self.vms_dir, &key.0, &key.1);
+        let _ = std::fs::remove_dir_all(dir);
+        self.forget(key);
     }
 
     async fn hand_over(&self, m: &Machine, target: &str) {
