@@ -222,9 +222,11 @@ pub struct ServerArgs {
     /// The client certificate's key (PEM).
     #[arg(long, requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
-    /// Run the controllers (behind leader election); false serves the API only.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub controllers: bool,
+    /// Which controllers run (behind leader election): true (all), false (the API
+    /// only), or a comma-separated list of cluster, nodepool, scheduler, hostlife,
+    /// hostdrain and keypair, where `*` is all and `-name` leaves one out.
+    #[arg(long, default_value = "true")]
+    pub controllers: shoal_controllers::Selection,
     /// Seconds a leader Lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,

@@ -61,6 +61,8 @@ pub struct ControllerConfig {
     /// How many objects each controller reconciles at once. A store with a
     /// higher write latency (etcd) needs more in flight for the same throughput.
     pub concurrency: u16,
+    /// Which controllers run (`--controllers`).
+    pub controllers: crate::selection::Selection,
 }
 
 /// Each controller reconciles at most this many objects at once by default: a
@@ -87,6 +89,7 @@ impl Default for ControllerConfig {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(60),
             concurrency: DEFAULT_CONCURRENCY,
+            controllers: crate::selection::Selection::all(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`nodepool`]: worker Machines, replacement and rolling upgrades;
 //! - [`scheduler`]: puts Machines on Hosts;
 //! - [`hostlife`]: turns silent Hosts NotReady and fails their Machines;
+//! - [`hostdrain`]: empties a Host asked to drain, by live migration or replacement;
 //! - [`keypair`]: signs KeyPairs' CSRs with their cluster's CA.
 //!
 //! Every reconcile is level-triggered and idempotent: it reads the caches, does
@@ -21,6 +22,7 @@ pub mod context;
 pub mod drain;
 pub mod error;
 pub mod fleet_metrics;
+pub mod hostdrain;
 pub mod hostlife;
 pub mod ipam;
 pub mod keypair;
@@ -32,6 +34,7 @@ pub mod nodepool;
 pub mod release;
 pub mod rollout;
 pub mod scheduler;
+pub mod selection;
 pub mod userdata;
 
 #[cfg(test)]
@@ -53,6 +56,7 @@ use tokio::sync::watch;
 
 pub use context::{Context, ControllerConfig, DEFAULT_CONCURRENCY};
 pub use error::Error;
+pub use selection::Selection;
 pub use shoal_kube::chain;
 
 /// A failed reconcile is retried after its object's own backoff (see
@@ -74,12 +78,14 @@ where
     Action::requeue(delay)
 }
 
-async fn drain<S, T, E>(name: &'static str, stream: S)
+/// Runs a controller's stream to its end; nothing for a controller not selected.
+async fn drain<S, T, E>(name: &'static str, stream: Option<S>)
 where
     S: futures::Stream<Item = Result<T, E>>,
     E: std::error::Error,
     T: Debug,
 {
+    let Some(stream) = stream else { return };
     let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
         if let Err(e) = item {
@@ -111,6 +117,7 @@ pub async fn run_controllers(
             Error::NotReady("the controllers' caches stopped before they filled".into())
         })?;
     let stores = feeds.stores();
+    let run = config.controllers.clone();
     let ctx = Arc::new(Context::new(client.clone(), config, stores.clone()));
     let wc = watcher::Config::default;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,7 +126,7 @@ pub async fn run_controllers(
     };
 
     // Every controller is fed from the shared watches (one per kind).
-    let clusters =
+    let clusters = run.has("cluster").then(|| {
         Controller::for_shared_stream(feeds.clusters.subscribe(), stores.clusters.clone())
             .with_config(settings(concurrency))
             .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
@@ -135,31 +142,34 @@ pub async fn run_controllers(
                 |o, c| metrics::measured("cluster", o, c, cluster::reconcile),
                 error_policy,
                 ctx.clone(),
-            );
+            )
+    });
 
     let pools_of = stores.indexes.pools_by_cluster.clone();
-    let pools = Controller::for_shared_stream(feeds.pools.subscribe(), stores.pools.clone())
-        .with_config(settings(concurrency))
-        .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
-            let ns = m.namespace().unwrap_or_default();
-            m.spec
-                .node_pool
-                .clone()
-                .map(|p| ObjectRef::new(&p).within(&ns))
-        })
-        .watches_shared_stream(feeds.clusters.subscribe(), move |c: Arc<Cluster>| {
-            let ns = c.namespace().unwrap_or_default();
-            pools_of.refs(&format!("{ns}/{}", c.name_any()))
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(
-            |o, c| metrics::measured("nodepool", o, c, nodepool::reconcile),
-            error_policy,
-            ctx.clone(),
-        );
+    let pools = run.has("nodepool").then(|| {
+        Controller::for_shared_stream(feeds.pools.subscribe(), stores.pools.clone())
+            .with_config(settings(concurrency))
+            .watches_shared_stream(feeds.machines.subscribe(), |m: Arc<Machine>| {
+                let ns = m.namespace().unwrap_or_default();
+                m.spec
+                    .node_pool
+                    .clone()
+                    .map(|p| ObjectRef::new(&p).within(&ns))
+            })
+            .watches_shared_stream(feeds.clusters.subscribe(), move |c: Arc<Cluster>| {
+                let ns = c.namespace().unwrap_or_default();
+                pools_of.refs(&format!("{ns}/{}", c.name_any()))
+            })
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(
+                |o, c| metrics::measured("nodepool", o, c, nodepool::reconcile),
+                error_policy,
+                ctx.clone(),
+            )
+    });
 
     let unscheduled = stores.clone();
-    let scheduler =
+    let scheduler = run.has("scheduler").then(|| {
         Controller::for_shared_stream(feeds.machines.subscribe(), stores.machines.clone())
             .with_config(settings(concurrency))
             .watches_shared_stream(feeds.hosts.subscribe(), move |_h: Arc<Host>| {
@@ -170,43 +180,67 @@ pub async fn run_controllers(
                 |o, c| metrics::measured("scheduler", o, c, scheduler::reconcile),
                 error_policy,
                 ctx.clone(),
-            );
+            )
+    });
 
-    let hosts = Controller::for_shared_stream(feeds.hosts.subscribe(), stores.hosts.clone())
-        .with_config(settings(concurrency))
-        .watches_shared_stream(feeds.leases.subscribe(), |l: Arc<Lease>| {
-            hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new)
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(
-            |o, c| metrics::measured("hostlife", o, c, hostlife::reconcile),
-            error_policy,
-            ctx.clone(),
-        );
+    let hosts = run.has("hostlife").then(|| {
+        Controller::for_shared_stream(feeds.hosts.subscribe(), stores.hosts.clone())
+            .with_config(settings(concurrency))
+            .watches_shared_stream(feeds.leases.subscribe(), |l: Arc<Lease>| {
+                hostlife::host_of_lease(&l.name_any()).map(ObjectRef::new)
+            })
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(
+                |o, c| metrics::measured("hostlife", o, c, hostlife::reconcile),
+                error_policy,
+                ctx.clone(),
+            )
+    });
 
-    let keypairs = Controller::new(Api::<shoal_api::KeyPair>::all(client.clone()), wc());
-    ctx.config
-        .metrics
-        .fleet
-        .attach(stores.clone(), keypairs.store());
-    let keypairs = keypairs
-        .with_config(settings(concurrency))
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(
-            |o, c| metrics::measured("keypair", o, c, keypair::reconcile),
-            error_policy,
-            ctx.clone(),
-        );
+    let draining = stores.hosts.clone();
+    let drains = run.has("hostdrain").then(|| {
+        Controller::for_shared_stream(feeds.hosts.subscribe(), stores.hosts.clone())
+            .with_config(settings(concurrency))
+            .watches_shared_stream(feeds.machines.subscribe(), move |m: Arc<Machine>| {
+                // Only the hosts being drained care about their Machines' changes.
+                let host = ObjectRef::<Host>::new(m.spec.host_name.as_deref()?);
+                draining
+                    .get(&host)
+                    .is_some_and(|h| h.spec.drain.is_some())
+                    .then_some(host)
+            })
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(
+                |o, c| metrics::measured("hostdrain", o, c, hostdrain::reconcile),
+                error_policy,
+                ctx.clone(),
+            )
+    });
 
-    tracing::info!(
-        "controllers started: release, cluster, nodepool, scheduler, host lifecycle, keypair"
-    );
+    let keypairs = run.has("keypair").then(|| {
+        let keypairs = Controller::new(Api::<shoal_api::KeyPair>::all(client.clone()), wc());
+        ctx.config
+            .metrics
+            .fleet
+            .attach(stores.clone(), keypairs.store());
+        keypairs
+            .with_config(settings(concurrency))
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(
+                |o, c| metrics::measured("keypair", o, c, keypair::reconcile),
+                error_policy,
+                ctx.clone(),
+            )
+    });
+
+    tracing::info!(controllers = ?run, "controllers started");
     let all = async {
         tokio::join!(
             drain("cluster", clusters),
             drain("nodepool", pools),
             drain("scheduler", scheduler),
             drain("hostlife", hosts),
+            drain("hostdrain", drains),
             drain("keypair", keypairs),
         );
     };

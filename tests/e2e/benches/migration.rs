@@ -2,7 +2,8 @@
 //! by live migration against today's drain by stop-and-recreate, on the same VMs in
 //! one run. Needs root, QEMU and the test image.
 //!
-//! Two namespace hosts with agents (no controllers: Machines are pinned by hand),
+//! Two namespace hosts with agents (only the drain controller: Machines are pinned
+//! by hand),
 //! N VMs (default 3) on h1 and a peer VM on h2 that pings the first of them every
 //! 50 ms:
 //! 1. `shoal host drain h1 --wait` moves the N VMs to h2 by live migration: the
@@ -79,7 +80,7 @@ struct Run {
 async fn bench(n: usize) -> Result<(Run, Run)> {
     let hosts = Underlay::pair(&format!("bm{}h", std::process::id()))?;
     let ns2 = hosts.names[1].clone();
-    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let server = ServerProc::start_with(&["--controllers=hostdrain"])?;
     let client = server.client().await?;
     setup(&client, &[("m", 103, "10.103.0.0/24")]).await?;
     let dir = tempfile::tempdir()?;

@@ -7,7 +7,8 @@
 //! (the guest's API server stand-in) to it on h2 as it did on h1, and h1 is left
 //! with no QEMU or link of the cluster. A migration whose target host dies midway
 //! (its agent and its waiting QEMU killed) leaves the guest running on the source,
-//! and the Machine and the drain say why. Needs root, QEMU, nftables and the test
+//! and the Machine and the drain say why. The server runs only the drain controller
+//! (`--controllers=hostdrain`): Machines are pinned to hosts by hand. Needs root, QEMU, nftables and the test
 //! image (scripts/setup.sh); it fails loudly without.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
-use shoal_api::{Cluster, Machine, MachinePhase, MigrationState};
+use shoal_api::{Cluster, Host, Machine, MachinePhase, MigrationState};
 use shoal_bootstrap::{render_test_image, BootstrapFile, NodeBootstrap, Role};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{
@@ -49,7 +50,7 @@ async fn eventually(ns: &str, vm: Ipv4Addr, command: &str, want: &str) -> Result
 /// Cluster a's API name: the gateway routes it by SNI to a's control planes.
 const API_HOST: &str = "api.a.e2e.shoal.local";
 
-/// With no controllers, what the cluster controller would do for a control plane of
+/// With only the drain controller running, what the cluster controller would do for a control plane of
 /// cluster a: its PKI (the CA published in the Cluster's status, for the gateway's
 /// health checks) and the test image's user-data in a bootstrap Secret. Returns
 /// Machine `name` on `host` as a control plane with that Secret, and the CA (PEM).
@@ -178,7 +179,7 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
         &data.path().join("data"),
         ports[0],
         &[
-            "--controllers=false",
+            "--controllers=hostdrain",
             "--gateway-listen",
             &gateway.to_string(),
             "--gateway-http-listen",
@@ -246,7 +247,6 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     let started = Instant::now();
     let out = server.shoal_ok(&["host", "drain", "h1", "--wait", "--timeout", "180"])?;
     let drain_time = started.elapsed();
-    ensure!(out.contains("migrating to h2"), "{out}");
     ensure!(out.contains("host h1 drained"), "{out}");
     // The cluster's API answers through the gateway again soon after the move.
     let version = api_version(gateway, &ca, Duration::from_secs(30)).await?;
@@ -290,6 +290,25 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
         "{st:?}"
     );
     let downtime = st.downtime_ms.context("no downtime reported")?;
+    let migrated = after
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Migrated"))
+        .context("no Migrated condition")?;
+    ensure!(migrated.status == "True", "{migrated:?}");
+    // An Event records QEMU's downtime, and the Host says it is drained.
+    let events = server.kubectl_ok(&["get", "events", "-n", NS, "-o", "json"])?;
+    ensure!(
+        events.contains("Migrated") && events.contains(&format!("downtime {downtime} ms")),
+        "no Migrated event with the downtime: {events}"
+    );
+    let h1: Host = Api::<Host>::all(client.clone()).get("h1").await?;
+    let drained = h1
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Drained"))
+        .context("h1 has no Drained condition")?;
+    ensure!(drained.status == "True", "{drained:?}");
 
     // The same guest, not a new boot, answers at the same address, now on h2.
     let boot_after = guest(&ns2, MOVING, boot_id)?;
@@ -364,7 +383,7 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
     let _serial = SERIAL.lock().await;
     let hosts = Underlay::pair(&format!("sf{}h", std::process::id()))?;
     let ns1 = hosts.names[0].clone();
-    let server = ServerProc::start_with(&["--controllers=false"])?;
+    let server = ServerProc::start_with(&["--controllers=hostdrain"])?;
     let client = server.client().await?;
     setup(&client, &[("a", 101, "10.101.0.0/24")]).await?;
     let dir = tempfile::tempdir()?;
@@ -435,7 +454,9 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
     );
     ensure!(!out.status.success(), "the drain succeeded: {said}");
     ensure!(
-        said.contains("did not move to h2") && said.contains("MigrationFailed"),
+        said.contains("blocked")
+            && said.contains("did not move to h2")
+            && said.contains("MigrationFailed"),
         "{said}"
     );
 
@@ -460,6 +481,28 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
     ensure!(st.state == MigrationState::Failed, "{st:?}");
     let message = st.message.clone().unwrap_or_default();
     ensure!(message.starts_with("MigrationFailed: "), "{message}");
+    let cond = m
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Migrated"))
+        .context("no Migrated condition")?;
+    ensure!(
+        cond.status == "False"
+            && cond.reason == "MigrationFailed"
+            && cond.message.contains("still runs on h1"),
+        "{cond:?}"
+    );
+    // The drain stopped and says what blocks it.
+    let h1: Host = Api::<Host>::all(client.clone()).get("h1").await?;
+    let drained = h1
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Drained"))
+        .context("h1 has no Drained condition")?;
+    ensure!(
+        drained.reason == "DrainBlocked" && drained.message.contains("did not move to h2"),
+        "{drained:?}"
+    );
     println!("migration to a dead target: {message}");
     // The same guest runs on, on h1.
     let boot_after = guest(&ns1, MOVING, boot_id)?;

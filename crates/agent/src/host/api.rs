@@ -8,6 +8,7 @@ use std::future::Future;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use shoal_api::{Condition, Machine, MachinePhase};
 use shoal_kube::finalizer::{self, Change};
@@ -70,6 +71,14 @@ pub trait HostApi: Send + Sync {
     ) -> impl Future<Output = Result<(), kube::Error>> + Send;
     /// Clears the Machine's migration request after a failed migration.
     fn end_migration(&self, m: &Machine) -> impl Future<Output = Result<(), kube::Error>> + Send;
+    /// Records an Event on Machine `m` (a failure to record is only logged).
+    fn event(
+        &self,
+        m: &Machine,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) -> impl Future<Output = ()> + Send;
     /// Reports the Host's status with what is allocated on it.
     fn report(
         &self,
@@ -82,12 +91,14 @@ pub trait HostApi: Send + Sync {
 #[derive(Clone)]
 pub struct KubeHostApi {
     client: Client,
+    recorder: Recorder,
 }
 
 impl KubeHostApi {
     /// Calls the API through `client`.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        let recorder = Recorder::new(client.clone(), Reporter::from("shoal-agent"));
+        Self { client, recorder }
     }
 
     fn machines(&self, m: &Machine) -> Api<Machine> {
@@ -155,6 +166,23 @@ impl HostApi for KubeHostApi {
     async fn end_migration(&self, m: &Machine) -> Result<(), kube::Error> {
         self.patch_spec(m, serde_json::json!({ "migration": null }))
             .await
+    }
+
+    async fn event(&self, m: &Machine, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &m.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, machine = %m.name_any(), "could not record an event");
+        }
     }
 
     async fn report(&self, facts: &HostFacts, allocated: Allocation) -> Result<(), AgentError> {

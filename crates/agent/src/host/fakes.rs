@@ -249,6 +249,8 @@ pub struct FakeApi {
     pub handovers: Mutex<Vec<(String, String)>>,
     /// Migration requests cleared after a failure.
     pub ended: Mutex<Vec<String>>,
+    /// Events recorded: machine, warning, reason, note.
+    pub events: Mutex<Vec<(String, bool, String, String)>>,
 }
 
 impl FakeApi {
@@ -328,6 +330,11 @@ impl HostApi for FakeApi {
     async fn end_migration(&self, m: &Machine) -> Result<(), kube::Error> {
         lock(&self.ended).push(m.metadata.name.clone().unwrap_or_default());
         Ok(())
+    }
+
+    async fn event(&self, m: &Machine, warning: bool, reason: &str, note: String) {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        lock(&self.events).push((name, warning, reason.to_owned(), note));
     }
 
     async fn report(&self, _facts: &HostFacts, allocated: Allocation) -> Result<(), AgentError> {

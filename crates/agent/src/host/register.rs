@@ -130,6 +130,26 @@ pub async fn report(
 ) -> Result<(), AgentError> {
     let api: Api<Host> = Api::all(client.clone());
     let now = Utc::now().to_rfc3339();
+    // A merge patch replaces the whole list: keep the conditions others own (the
+    // drain's `Drained`).
+    let mut conditions = api
+        .get_opt(&facts.name)
+        .await
+        .map_err(|e| AgentError::api(format!("reading host {}", facts.name), e))?
+        .and_then(|h| h.status)
+        .map(|s| s.conditions)
+        .unwrap_or_default();
+    shoal_kube::conditions::set(
+        &mut conditions,
+        Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "AgentRunning".into(),
+            message: format!("shoal agent {} is running", env!("CARGO_PKG_VERSION")),
+            last_transition_time: Some(now.clone()),
+            observed_generation: None,
+        },
+    );
     let cap = totals(facts.capacity.cpus, facts.capacity.memory_mib, facts.disk);
     let status = serde_json::json!({
         "status": {
@@ -146,14 +166,7 @@ pub async fn report(
             "kvm": facts.kvm,
             "agentVersion": env!("CARGO_PKG_VERSION"),
             "lastHeartbeatTime": now,
-            "conditions": [Condition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                reason: "AgentRunning".into(),
-                message: format!("shoal agent {} is running", env!("CARGO_PKG_VERSION")),
-                last_transition_time: Some(now.clone()),
-                observed_generation: None,
-            }],
+            "conditions": conditions,
         }
     });
     api.patch_status(&facts.name, &PatchParams::default(), &Patch::Merge(&status))

@@ -647,6 +647,14 @@ async fn a_vm_leaving_is_sent_then_quit_here_and_the_machine_handed_over() {
     assert_eq!(w.status["migration"]["state"], "Completed");
     assert_eq!(w.status["migration"]["downtimeMs"], 20);
     assert!(lock(&lab.api().ended).is_empty());
+    let events = lock(&lab.api().events).clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (machine, warning, reason, note) = &events[0];
+    assert_eq!(
+        (machine.as_str(), *warning, reason.as_str()),
+        ("m1", false, "Migrated")
+    );
+    assert!(note.contains("from h1 to h2: downtime 20 ms"), "{note}");
 }
 
 /// The agent was killed after QEMU finished sending and the status said so, before
@@ -709,5 +717,29 @@ async fn a_failed_send_keeps_the_vm_here_and_says_why() {
     assert!(
         message.starts_with("MigrationFailed: ") && message.contains("Broken pipe"),
         "{message}"
+    );
+    let cond = w.status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Migrated").cloned())
+        .expect("a Migrated condition");
+    assert_eq!(
+        (&cond["status"], &cond["reason"]),
+        (
+            &serde_json::json!("False"),
+            &serde_json::json!("MigrationFailed")
+        )
+    );
+    assert!(
+        cond["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("still runs on h1") && t.contains("Broken pipe")),
+        "{cond}"
+    );
+    let events = lock(&lab.api().events).clone();
+    assert!(
+        events
+            .iter()
+            .any(|(m, warning, reason, _)| m == "m1" && *warning && reason == "MigrationFailed"),
+        "{events:?}"
     );
 }

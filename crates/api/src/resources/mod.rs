@@ -18,7 +18,7 @@ pub use cluster::{
     RemovedResources,
 };
 pub use common::{Condition, MachineRole, MachineSize, ResourceTotals};
-pub use host::{Host, HostSpec, HostStatus};
+pub use host::{DrainFailure, DrainMode, Host, HostDrain, HostDrainStatus, HostSpec, HostStatus};
 pub use keypair::{KeyPair, KeyPairSpec, KeyPairStatus};
 pub use machine::{
     ConsoleTail, IllegalPhaseTransition, Machine, MachineBootstrap, MachinePhase, MachineSpec,

@@ -1,17 +1,14 @@
 //! `shoal host`: list hosts, cordon and uncordon them, and drain their machines.
 
-use std::collections::BTreeSet;
-
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use shoal_api::validate::Quantity;
-use shoal_api::{Host, Machine, MachineRole};
+use shoal_api::{Host, Machine};
 
-use crate::args::{HostCommand, Output, WaitArgs};
+use crate::args::{HostCommand, Output};
 use crate::client::{find_kind, CliError};
-use crate::commands::cluster_view::{condition, role_name};
-use crate::commands::wait::{Deadline, LinePrinter};
+use crate::commands::cluster_view::condition;
 use crate::output::{emit, emit_line, print, render_columns};
 
 /// The columns of `host list`.
@@ -111,54 +108,6 @@ pub fn host_rows(hosts: &[Host], machines: &[Machine]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// A Machine named by namespace and name, with its role.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MachineRef {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-    /// Control plane or worker.
-    pub role: &'static str,
-}
-
-/// What draining a host does to the Machines on it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DrainPlan {
-    /// Machines to delete.
-    pub delete: Vec<MachineRef>,
-    /// Machines already being deleted; they are waited for too.
-    pub deleting: Vec<MachineRef>,
-    /// Control-plane Machines left in place.
-    pub keep: Vec<MachineRef>,
-}
-
-/// Decides which of the Machines on `host` a drain deletes.
-pub fn drain_plan(machines: &[Machine], host: &str, include_control_plane: bool) -> DrainPlan {
-    let mut plan = DrainPlan::default();
-    for m in machines
-        .iter()
-        .filter(|m| m.spec.host_name.as_deref() == Some(host))
-    {
-        let r = MachineRef {
-            namespace: m.namespace().unwrap_or_default(),
-            name: m.name_any(),
-            role: role_name(m.spec.role),
-        };
-        if m.metadata.deletion_timestamp.is_some() {
-            plan.deleting.push(r);
-        } else if m.spec.role == MachineRole::ControlPlane && !include_control_plane {
-            plan.keep.push(r);
-        } else {
-            plan.delete.push(r);
-        }
-    }
-    plan.delete.sort();
-    plan.deleting.sort();
-    plan.keep.sort();
-    plan
-}
-
 /// Runs a host subcommand.
 pub async fn run(client: &Client, cmd: &HostCommand) -> Result<(), CliError> {
     let hosts: Api<Host> = Api::all(client.clone());
@@ -168,19 +117,13 @@ pub async fn run(client: &Client, cmd: &HostCommand) -> Result<(), CliError> {
         HostCommand::Uncordon { name } => set_unschedulable(&hosts, name, false).await,
         HostCommand::Drain {
             name,
-            replace: false,
-            include_control_plane: _,
-            wait,
-        } => {
-            set_unschedulable(&hosts, name, true).await?;
-            super::host_migrate::drain(client, name, *wait).await
-        }
-        HostCommand::Drain {
-            name,
-            replace: true,
+            replace,
             include_control_plane,
             wait,
-        } => drain(client, &hosts, name, *include_control_plane, *wait).await,
+        } => {
+            get_host(&hosts, name).await?;
+            super::host_drain::drain(&hosts, name, *replace, *include_control_plane, *wait).await
+        }
     }
 }
 
@@ -237,102 +180,23 @@ async fn set_unschedulable(hosts: &Api<Host>, name: &str, cordon: bool) -> Resul
     if host.spec.unschedulable == cordon {
         return emit_line(format_args!("host.shoal.io/{name} already {word}"));
     }
-    let patch = json!({"spec": {"unschedulable": cordon}});
+    // Uncordoning also ends a drain (a drain needs the host cordoned).
+    let patch = if cordon {
+        json!({"spec": {"unschedulable": true}})
+    } else {
+        json!({"spec": {"unschedulable": false, "drain": null}})
+    };
     hosts
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     emit_line(format_args!("host.shoal.io/{name} {word}"))
 }
 
-/// Cordons a host, deletes its Machines (workers; control planes when asked) and
-/// waits for them to go if asked.
-async fn drain(
-    client: &Client,
-    hosts: &Api<Host>,
-    name: &str,
-    include_control_plane: bool,
-    wait: WaitArgs,
-) -> Result<(), CliError> {
-    set_unschedulable(hosts, name, true).await?;
-    let all: Api<Machine> = Api::all(client.clone());
-    let machines = all.list(&ListParams::default()).await?.items;
-    let plan = drain_plan(&machines, name, include_control_plane);
-    let mut waiting: BTreeSet<(String, String)> = BTreeSet::new();
-    for m in &plan.delete {
-        let api: Api<Machine> = Api::namespaced(client.clone(), &m.namespace);
-        match api.delete(&m.name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-        emit_line(format_args!(
-            "machine.shoal.io/{} deleted ({}, {})",
-            m.name, m.namespace, m.role
-        ))?;
-        waiting.insert((m.namespace.clone(), m.name.clone()));
-    }
-    for m in &plan.deleting {
-        emit_line(format_args!(
-            "machine.shoal.io/{} already being deleted ({}, {})",
-            m.name, m.namespace, m.role
-        ))?;
-        waiting.insert((m.namespace.clone(), m.name.clone()));
-    }
-    if !plan.keep.is_empty() {
-        let names: Vec<String> = plan
-            .keep
-            .iter()
-            .map(|m| format!("{}/{}", m.namespace, m.name))
-            .collect();
-        emit_line(format_args!(
-            "left in place: control-plane machines {}; pass --include-control-plane to delete \
-             them too (their clusters recreate them on another host)",
-            names.join(", ")
-        ))?;
-    }
-    if plan.delete.is_empty() && plan.deleting.is_empty() {
-        emit_line(format_args!("host {name} runs no machines to drain"))?;
-    }
-    if !wait.wait || waiting.is_empty() {
-        return Ok(());
-    }
-    let deadline = Deadline::after(wait.timeout);
-    let mut lines = LinePrinter::default();
-    loop {
-        let present: BTreeSet<(String, String)> = all
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(|m| (m.namespace().unwrap_or_default(), m.name_any()))
-            .collect();
-        let left: Vec<String> = waiting
-            .intersection(&present)
-            .map(|(ns, n)| format!("{ns}/{n}"))
-            .collect();
-        if left.is_empty() {
-            return emit_line(format_args!("host {name} drained"));
-        }
-        let line = format!(
-            "waiting for {} machines to go: {}",
-            left.len(),
-            left.join(", ")
-        );
-        lines.print(line.clone())?;
-        if !deadline.tick().await {
-            return Err(deadline.timeout(
-                format!("the machines on host {name} to be deleted"),
-                format!(
-                    "{line}; their host agent removes them once their VMs stop (is it running?)"
-                ),
-            ));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::cluster_view::role_name;
+    use shoal_api::MachineRole;
     use shoal_api::{Condition, HostSpec, HostStatus, ResourceTotals};
 
     fn quantity(s: &str) -> Option<Quantity> {
@@ -344,6 +208,7 @@ mod tests {
             name,
             HostSpec {
                 unschedulable: cordoned,
+                drain: None,
             },
         );
         let mut status = HostStatus {
@@ -420,42 +285,5 @@ mod tests {
         assert_eq!(bytes_text(quantity("512Mi").as_ref()), "512Mi");
         assert_eq!(bytes_text(quantity("0").as_ref()), "0");
         assert_eq!(bytes_text(None), "?");
-    }
-
-    #[test]
-    fn drain_keeps_control_planes_unless_asked() {
-        let mut going = machine("org-a", "demo-default-1", MachineRole::Worker, Some("h1"));
-        going.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ));
-        let machines = vec![
-            machine("org-a", "demo-cp-0", MachineRole::ControlPlane, Some("h1")),
-            machine("org-a", "demo-default-0", MachineRole::Worker, Some("h1")),
-            machine("org-a", "demo-default-2", MachineRole::Worker, Some("h2")),
-            going,
-        ];
-        let r = |name: &str, role| MachineRef {
-            namespace: "org-a".into(),
-            name: name.into(),
-            role,
-        };
-        assert_eq!(
-            drain_plan(&machines, "h1", false),
-            DrainPlan {
-                delete: vec![r("demo-default-0", "worker")],
-                deleting: vec![r("demo-default-1", "worker")],
-                keep: vec![r("demo-cp-0", "control-plane")],
-            }
-        );
-        let all = drain_plan(&machines, "h1", true);
-        assert_eq!(
-            all.delete,
-            vec![
-                r("demo-cp-0", "control-plane"),
-                r("demo-default-0", "worker")
-            ]
-        );
-        assert!(all.keep.is_empty());
     }
 }

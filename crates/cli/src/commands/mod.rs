@@ -6,7 +6,7 @@ pub mod cluster;
 pub mod cluster_view;
 pub mod gateway;
 pub mod host;
-pub mod host_migrate;
+pub mod host_drain;
 pub mod kubeconfig;
 pub mod login;
 pub mod monitoring;

@@ -207,6 +207,7 @@ fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerC
         host_grace_period: Duration::from_secs(args.host_grace_period),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         concurrency: args.controller_concurrency,
+        controllers: args.controllers.clone(),
         test_image_dir,
         kubernetes_image_dir,
         gateway_address: args.gateway.then_some(gateway_listener),
@@ -298,7 +299,7 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
     println!("web UI: {}/ui", server.url());
 
     let (stop_controllers, controllers_stopped) = watch::channel(false);
-    let elector = if args.controllers {
+    let elector = if args.controllers.any() {
         let identity = format!("{}-{}", server.local_addr, std::process::id());
         let mut lease = LeaseConfig::new(
             shoal_api::wellknown::SYSTEM_NAMESPACE,

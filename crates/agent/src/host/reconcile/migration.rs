@@ -22,6 +22,9 @@ use crate::net::nft::Firewall;
 use crate::vm::migrate::{Incoming, Limits};
 use crate::vm::runtime::VmRuntime;
 
+/// The Machine condition that tells how its last live migration ended.
+pub const MIGRATED: &str = "Migrated";
+
 /// How long a migration may take before the source gives up and keeps the VM.
 const SEND_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -212,6 +215,11 @@ where
                     ));
                     status.message = None;
                     self.write_migration(m, MachinePhase::Ready, status).await;
+                    let note = format!(
+                        "live-migrated from {} to {target}: downtime {} ms (QEMU), {} ms in all",
+                        self.cfg.name, outcome.downtime_ms, outcome.total_ms
+                    );
+                    self.b.api.event(m, false, "Migrated", note).await;
                     self.drop_sent_copy(&key).await;
                     self.hand_over(m, target).await;
                 }
@@ -221,7 +229,12 @@ where
                     self.metrics.op("migrate_out", false);
                     status.state = MigrationState::Failed;
                     status.message = Some(format!("MigrationFailed: {message}"));
+                    let note = format!(
+                        "live migration to {target} failed; the VM runs on here, on {}: {message}",
+                        self.cfg.name
+                    );
                     self.write_migration(m, MachinePhase::Ready, status).await;
+                    self.b.api.event(m, true, "MigrationFailed", note).await;
                     if let Err(e) = self.b.api.end_migration(m).await {
                         tracing::warn!(vm = %key.1, error = %chain(&e), "clearing the migration request");
                     }
@@ -285,7 +298,41 @@ where
             }
             _ => phase,
         };
-        let body = serde_json::json!({ "migration": status });
+        let mut body = serde_json::json!({ "migration": status });
+        // The outcome is a condition too, so that `kubectl describe` and the
+        // condition-reading tools show it.
+        let outcome = match status.state {
+            MigrationState::Completed => Some((
+                true,
+                "Migrated",
+                format!(
+                    "live-migrated from {} to {}",
+                    status.source_host, status.target_host
+                ),
+            )),
+            MigrationState::Failed => Some((
+                false,
+                "MigrationFailed",
+                format!(
+                    "the VM still runs on {}: {}",
+                    status.source_host,
+                    status.message.as_deref().unwrap_or("the migration failed")
+                ),
+            )),
+            MigrationState::Preparing | MigrationState::Transferring => None,
+        };
+        if let Some((ok, reason, message)) = outcome {
+            let mut conds = m
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            shoal_kube::conditions::set(
+                &mut conds,
+                shoal_kube::conditions::condition(MIGRATED, ok, reason, message),
+            );
+            body["conditions"] = serde_json::json!(conds);
+        }
         if let Err(e) = self.b.api.write_phase(m, phase, body).await {
             tracing::warn!(machine = %m.name_any(), error = %chain(&e), "migration status");
         }
