@@ -23,7 +23,7 @@ use shoal_api::{Cluster, Host, Machine, MachinePhase, MigrationState};
 use shoal_bootstrap::{render_test_image, BootstrapFile, NodeBootstrap, Role};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{
-    figure, guest, guest_within, links, start_agent_pair, start_agent_pair_with, Underlay,
+    alive, figure, guest, guest_within, links, start_agent_pair, start_agent_pair_with, Underlay,
 };
 use shoal_e2e::{free_ports, shoal_bin, ServerProc};
 use shoal_pki::{ClusterPki, ClusterPkiParams, OffsetDateTime, PkiFile};
@@ -510,6 +510,141 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
     ensure!(
         agents[0].qemu_pids().iter().any(|(n, _)| n == "a-1"),
         "a-1 has no QEMU on h1"
+    );
+    drop(agents);
+    Ok(())
+}
+
+/// The source's agent is killed with -9 while its QEMU sends the guest, and comes
+/// back: QEMU carried on alone, and the restarted agent picks the move up where it
+/// is (it neither sends the guest twice nor starts it again on h1), hands the
+/// Machine over and the drain ends. The guest never rebooted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_agent_killed_midway_picks_the_move_up_when_it_returns() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let hosts = Underlay::pair(&format!("sk{}h", std::process::id()))?;
+    let ns1 = hosts.names[0].clone();
+    let ns2 = hosts.names[1].clone();
+    let server = ServerProc::start_with(&["--controllers=hostdrain"])?;
+    let client = server.client().await?;
+    setup(&client, &[("a", 101, "10.101.0.0/24")]).await?;
+    let dir = tempfile::tempdir()?;
+    // Slow enough (4 MiB/s) that the agent dies in the middle of the send.
+    let mut agents = start_agent_pair_with(
+        &server.kubeconfig(),
+        &client,
+        &hosts,
+        dir.path(),
+        &["--migration-max-mib-per-sec", "4"],
+    )
+    .await?;
+    let machines: Api<Machine> = Api::namespaced(client.clone(), NS);
+    apply(&machines, machine("a-1", "a", "h1", MOVING, "1", "test")).await?;
+    wait_phase(
+        &machines,
+        "a-1",
+        MachinePhase::Ready,
+        Duration::from_secs(240),
+    )
+    .await?;
+    let boot_id = "cat /proc/sys/kernel/random/boot_id";
+    let boot_before = guest(&ns1, MOVING, boot_id)?;
+    ensure!(!boot_before.starts_with("error"), "{boot_before}");
+    let qemu_before = agents[0]
+        .qemu_pids()
+        .into_iter()
+        .find(|(n, _)| n == "a-1")
+        .context("no QEMU of a-1 on h1")?;
+
+    let drain = {
+        let kubeconfig = server.kubeconfig();
+        let bin = shoal_bin()?;
+        std::thread::spawn(move || {
+            std::process::Command::new(bin)
+                .args(["--kubeconfig"])
+                .arg(kubeconfig)
+                .args(["host", "drain", "h1", "--wait", "--timeout", "240"])
+                .output()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = machines.get("a-1").await?;
+        let sending = m
+            .status
+            .as_ref()
+            .and_then(|s| s.migration.as_ref())
+            .is_some_and(|st| st.incoming.is_some() && st.state == MigrationState::Transferring);
+        if sending {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("h2 never waited for a-1: {:?}", m.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agents[0].kill9()?;
+    let killed = Instant::now();
+    ensure!(alive(qemu_before.1), "the source QEMU died with its agent");
+    agents[0].restart()?;
+
+    let out = drain
+        .join()
+        .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "the drain failed: {said}");
+    ensure!(said.contains("host h1 drained"), "{said}");
+    let m = wait_phase(
+        &machines,
+        "a-1",
+        MachinePhase::Ready,
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(
+        m.spec.host_name.as_deref() == Some("h2"),
+        "{:?}",
+        m.spec.host_name
+    );
+    let st = m
+        .status
+        .as_ref()
+        .and_then(|s| s.migration.clone())
+        .context("no status.migration")?;
+    ensure!(st.state == MigrationState::Completed, "{st:?}");
+    let boot_after = guest(&ns2, MOVING, boot_id)?;
+    ensure!(
+        boot_after == boot_before,
+        "the guest rebooted: {boot_before} / {boot_after}"
+    );
+    ensure!(
+        agents[0].qemu_pids().is_empty() && !alive(qemu_before.1),
+        "h1 still runs a QEMU: {:?}",
+        agents[0].qemu_pids()
+    );
+    ensure!(
+        agents[1].qemu_pids().iter().any(|(n, _)| n == "a-1"),
+        "a-1 has no QEMU on h2"
+    );
+    // Both agent runs took the send up, and only the second saw it finish.
+    let log = agents[0].log_text();
+    let began = log.lines().filter(|l| l.contains("live-migrating")).count();
+    let finished = log
+        .lines()
+        .filter(|l| l.contains("migrated") && l.contains("downtime_ms"))
+        .count();
+    ensure!(
+        (began, finished) == (2, 1),
+        "h1's agent log: {began} sends begun, {finished} finished:\n{log}"
+    );
+    println!(
+        "source agent killed midway: the move finished {:.1} s after its restart",
+        killed.elapsed().as_secs_f64()
     );
     drop(agents);
     Ok(())
