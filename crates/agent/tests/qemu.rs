@@ -250,7 +250,16 @@ async fn a_vm_and_its_disk_migrate_to_a_waiting_qemu() -> anyhow::Result<()> {
         timeout: Duration::from_secs(120),
         max_bandwidth: None,
     };
-    let outcome = runtime.migrate_out(&source, &incoming, limits).await?;
+    let (progress, said) = tokio::sync::watch::channel(String::new());
+    let outcome = runtime
+        .migrate_out(&source, &incoming, limits, &progress)
+        .await?;
+    // It told how far it got along the way.
+    let last = said.borrow().clone();
+    assert!(
+        last.starts_with("RAM ") && last.contains("MiB sent"),
+        "{last:?}"
+    );
     assert!(outcome.ram_total >= 64 << 20, "{outcome:?}");
     assert!(outcome.downtime_ms < 5_000, "{outcome:?}");
     runtime.finish_incoming(&target).await?;
@@ -295,8 +304,9 @@ async fn a_migration_nobody_receives_fails_and_the_vm_runs_on() -> anyhow::Resul
         timeout: Duration::from_secs(60),
         max_bandwidth: Some(1 << 20),
     };
+    let (progress, _) = tokio::sync::watch::channel(String::new());
     let err = runtime
-        .migrate_out(&vm, &to, limits)
+        .migrate_out(&vm, &to, limits, &progress)
         .await
         .expect_err("nothing listens there");
     let text = format!("{:#}", anyhow::Error::from(err));
@@ -359,11 +369,12 @@ async fn a_finished_send_is_recognised_and_an_arrived_vm_moves_on() -> anyhow::R
     let to_b = runtime
         .listen_incoming(&b, std::net::Ipv4Addr::LOCALHOST)
         .await?;
-    let first = runtime.migrate_out(&a, &to_b, limits).await?;
+    let (progress, _) = tokio::sync::watch::channel(String::new());
+    let first = runtime.migrate_out(&a, &to_b, limits, &progress).await?;
     runtime.finish_incoming(&b).await?;
 
     // The restarted agent asks again: QEMU's figures, nothing sent anew.
-    let again = runtime.migrate_out(&a, &to_b, limits).await?;
+    let again = runtime.migrate_out(&a, &to_b, limits, &progress).await?;
     assert_eq!(again, first);
     let b_run = runtime.status(&mut b).await?.run.expect("QMP answers");
     assert!(b_run.running, "{b_run:?}");
@@ -380,7 +391,7 @@ async fn a_finished_send_is_recognised_and_an_arrived_vm_moves_on() -> anyhow::R
         max_bandwidth: Some(1 << 20),
         ..limits
     };
-    let second = runtime.migrate_out(&b, &to_c, slow).await?;
+    let second = runtime.migrate_out(&b, &to_c, slow, &progress).await?;
     assert!(second.transferred > 0, "{second:?}");
     runtime.finish_incoming(&c).await?;
     let c_run = runtime.status(&mut c).await?.run.expect("QMP answers");

@@ -23,7 +23,8 @@ use shoal_api::{Cluster, Host, Machine, MachinePhase, MigrationState};
 use shoal_bootstrap::{render_test_image, BootstrapFile, NodeBootstrap, Role};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{
-    alive, figure, guest, guest_within, links, start_agent_pair, start_agent_pair_with, Underlay,
+    alive, figure, guest, guest_within, links, nft_tables, start_agent_pair, start_agent_pair_with,
+    Underlay,
 };
 use shoal_e2e::{free_ports, shoal_bin, ServerProc};
 use shoal_pki::{ClusterPki, ClusterPkiParams, OffsetDateTime, PkiFile};
@@ -362,15 +363,20 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     // h1 keeps nothing of the cluster.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let left: Vec<String> = links(&ns1)?
+        let mut left: Vec<String> = links(&ns1)?
             .into_iter()
             .filter(|l| l.starts_with("shb") || l.starts_with("shv") || l.starts_with("sht"))
             .collect();
+        left.extend(
+            nft_tables(&ns1)?
+                .into_iter()
+                .filter(|t| t.ends_with(" shoal")),
+        );
         if left.is_empty() {
             break;
         }
         if Instant::now() > deadline {
-            bail!("h1 still has links of the cluster: {left:?}");
+            bail!("h1 still has links or nft tables of the cluster: {left:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -570,20 +576,22 @@ async fn a_source_agent_killed_midway_picks_the_move_up_when_it_returns() -> Res
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let m = machines.get("a-1").await?;
+        // The source reports how far the send is while it runs.
         let sending = m
             .status
             .as_ref()
             .and_then(|s| s.migration.as_ref())
-            .is_some_and(|st| st.incoming.is_some() && st.state == MigrationState::Transferring);
-        if sending {
+            .and_then(|st| st.progress.clone())
+            .filter(|p| p.starts_with("RAM ") && p.contains("MiB sent"));
+        if let Some(progress) = sending {
+            println!("while sending: {progress}");
             break;
         }
         if Instant::now() > deadline {
-            bail!("h2 never waited for a-1: {:?}", m.status);
+            bail!("no progress reported for a-1: {:?}", m.status);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     agents[0].kill9()?;
     let killed = Instant::now();
     ensure!(alive(qemu_before.1), "the source QEMU died with its agent");

@@ -19,7 +19,7 @@ use crate::net::metadata::PhoneHomeSender;
 use crate::net::nft::{Firewall, NftError};
 use crate::net::plan::{ClusterNet, HostPlan};
 use crate::phase::{PhaseWrite, PhaseWriteError};
-use crate::vm::migrate::{Incoming, Limits, MigrateError, Outcome};
+use crate::vm::migrate::{Incoming, Limits, MigrateError, Outcome, ProgressTx};
 use crate::vm::runtime::{Vm, VmError, VmRuntime, VmState, VmStatus};
 use crate::vm::VmSpec;
 
@@ -102,8 +102,10 @@ impl VmRuntime for FakeRuntime {
         vm: &Vm,
         to: &Incoming,
         _limits: Limits,
+        progress: &ProgressTx,
     ) -> Result<Outcome, VmError> {
         lock(&self.sent).push((vm.name().to_owned(), to.uri.clone()));
+        progress.send_replace("RAM 1 of 2 MiB sent".into());
         if let Some(reason) = lock(&self.fail_sends).clone() {
             return Err(VmError::Migrate {
                 vm: vm.name().to_owned(),

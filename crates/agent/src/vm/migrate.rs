@@ -18,6 +18,10 @@ use super::qmp::{QmpClient, QmpError};
 /// The block job that mirrors the disk to the target.
 const MIRROR_JOB: &str = "migrate-disk0";
 
+/// Where a send is, in words ("disk 12 of 40 MiB mirrored", "RAM 30 of 256 MiB
+/// sent, 12 MiB to go"), for the Machine's `status.migration.progress`.
+pub type ProgressTx = tokio::sync::watch::Sender<String>;
+
 /// Where a target QEMU waits for a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incoming {
@@ -107,9 +111,14 @@ pub async fn listen(
 /// Sends the running VM at `qmp` to `to`: mirrors the disk first, then memory and
 /// device state, within `timeout`. On any failure the mirror and the migration are
 /// cancelled, so the guest runs on here.
-pub async fn send(qmp: &Path, to: &Incoming, limits: Limits) -> Result<Outcome, MigrateError> {
+pub async fn send(
+    qmp: &Path,
+    to: &Incoming,
+    limits: Limits,
+    progress: &ProgressTx,
+) -> Result<Outcome, MigrateError> {
     let mut q = QmpClient::connect(qmp).await?;
-    let steps = send_steps(&mut q, to, limits.max_bandwidth);
+    let steps = send_steps(&mut q, to, limits.max_bandwidth, progress);
     let result = match tokio::time::timeout(limits.timeout, steps).await {
         Ok(r) => r,
         Err(_) => Err(MigrateError::Timeout {
@@ -184,13 +193,14 @@ async fn send_steps(
     q: &mut QmpClient,
     to: &Incoming,
     max_bandwidth: Option<u64>,
+    progress: &ProgressTx,
 ) -> Result<Outcome, MigrateError> {
     match earlier(q).await? {
         Earlier::Done(outcome) => {
             let _ = drop_stale_mirror(q).await;
             return Ok(outcome);
         }
-        Earlier::Sending => return finish_sending(q, to).await,
+        Earlier::Sending => return finish_sending(q, to, progress).await,
         Earlier::None => {}
     }
     drop_stale_mirror(q).await?;
@@ -223,7 +233,14 @@ async fn send_steps(
                         j["error"].as_str().unwrap_or("unknown error")
                     )))
                 }
-                Some(_) => {}
+                Some(j) => {
+                    let n = |k: &str| j[k].as_u64().unwrap_or(0);
+                    progress.send_replace(format!(
+                        "disk {} of {} MiB mirrored",
+                        mib(n("offset")),
+                        mib(n("len"))
+                    ));
+                }
                 None => {
                     return Err(MigrateError::Failed(
                         "the disk mirror ended before it was ready".into(),
@@ -234,11 +251,15 @@ async fn send_steps(
         }
     }
     q.execute("migrate", Some(json!({ "uri": to.uri }))).await?;
-    finish_sending(q, to).await
+    finish_sending(q, to, progress).await
 }
 
 /// Polls the outgoing migration until it completes or fails, then ends the mirror.
-async fn finish_sending(q: &mut QmpClient, to: &Incoming) -> Result<Outcome, MigrateError> {
+async fn finish_sending(
+    q: &mut QmpClient,
+    to: &Incoming,
+    progress: &ProgressTx,
+) -> Result<Outcome, MigrateError> {
     let outcome = loop {
         let info = q.execute("query-migrate", None).await?;
         match info["status"].as_str().unwrap_or("") {
@@ -251,7 +272,10 @@ async fn finish_sending(q: &mut QmpClient, to: &Incoming) -> Result<Outcome, Mig
                         .to_string(),
                 ))
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => {
+                progress.send_replace(ram_progress(&info));
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     };
     if to.disk.is_some() {
@@ -260,6 +284,21 @@ async fn finish_sending(q: &mut QmpClient, to: &Incoming) -> Result<Outcome, Mig
             .await?;
     }
     Ok(outcome)
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes >> 20
+}
+
+/// "RAM 30 of 256 MiB sent, 12 MiB to go", from `query-migrate`.
+fn ram_progress(info: &Value) -> String {
+    let n = |k: &str| mib(info["ram"][k].as_u64().unwrap_or(0));
+    format!(
+        "RAM {} of {} MiB sent, {} MiB to go",
+        n("transferred"),
+        n("total"),
+        n("remaining")
+    )
 }
 
 fn outcome_of(info: &Value) -> Outcome {

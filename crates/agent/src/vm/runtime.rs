@@ -287,13 +287,15 @@ pub trait VmRuntime: Send + Sync {
         vm: &Vm,
         addr: std::net::Ipv4Addr,
     ) -> impl Future<Output = Result<Incoming, VmError>> + Send;
-    /// Sends the running VM to `to` within `timeout`. On success its QEMU here is
-    /// paused for good; on failure the guest runs on here.
+    /// Sends the running VM to `to` within `timeout`, telling how far it got on
+    /// `progress`. On success its QEMU here is paused for good; on failure the guest
+    /// runs on here.
     fn migrate_out(
         &self,
         vm: &Vm,
         to: &Incoming,
         limits: migrate::Limits,
+        progress: &migrate::ProgressTx,
     ) -> impl Future<Output = Result<Outcome, VmError>> + Send;
     /// After the guest arrived: ends the disk export and checks the guest runs.
     fn finish_incoming(&self, vm: &Vm) -> impl Future<Output = Result<(), VmError>> + Send;
@@ -713,9 +715,10 @@ impl VmRuntime for QemuRuntime {
         vm: &Vm,
         to: &Incoming,
         limits: migrate::Limits,
+        progress: &migrate::ProgressTx,
     ) -> Result<Outcome, VmError> {
         let span = tracing::info_span!("vm_migrate_out", vm = %vm.name(), to = %to.uri);
-        migrate::send(&vm.spec.paths().qmp, to, limits)
+        migrate::send(&vm.spec.paths().qmp, to, limits, progress)
             .instrument(span)
             .await
             .map_err(|source| VmError::Migrate {

@@ -19,11 +19,14 @@ use crate::host::desired::{self, DesiredVm};
 use crate::host::network::ServiceStarter;
 use crate::net::link::Links;
 use crate::net::nft::Firewall;
-use crate::vm::migrate::{Incoming, Limits};
-use crate::vm::runtime::VmRuntime;
+use crate::vm::migrate::{Incoming, Limits, Outcome};
+use crate::vm::runtime::{Vm, VmError, VmRuntime};
 
 /// The Machine condition that tells how its last live migration ended.
 pub const MIGRATED: &str = "Migrated";
+
+/// How often the source writes the send's progress on the Machine.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a migration may take before the source gives up and keeps the VM.
 const SEND_TIMEOUT: Duration = Duration::from_secs(600);
@@ -199,7 +202,8 @@ where
                 timeout: SEND_TIMEOUT,
                 max_bandwidth: self.cfg.migration_max_bandwidth,
             };
-            match self.b.runtime.migrate_out(&owned.vm, &to, limits).await {
+            let result = self.send_reporting(&owned.vm, &to, limits, m, st).await;
+            match result {
                 Ok(outcome) => {
                     tracing::info!(vm = %key.1, %target, downtime_ms = outcome.downtime_ms, total_ms = outcome.total_ms, "migrated");
                     self.metrics.op("migrate_out", true);
@@ -237,6 +241,36 @@ where
                     self.b.api.event(m, true, "MigrationFailed", note).await;
                     if let Err(e) = self.b.api.end_migration(m).await {
                         tracing::warn!(vm = %key.1, error = %chain(&e), "clearing the migration request");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `vm` to `to`, writing how far it got on the Machine every
+    /// [`PROGRESS_EVERY`].
+    async fn send_reporting(
+        &self,
+        vm: &Vm,
+        to: &Incoming,
+        limits: Limits,
+        m: &Machine,
+        st: &MigrationStatus,
+    ) -> Result<Outcome, VmError> {
+        let (progress, mut seen) = tokio::sync::watch::channel(String::new());
+        let send = self.b.runtime.migrate_out(vm, to, limits, &progress);
+        tokio::pin!(send);
+        let first = tokio::time::Instant::now() + PROGRESS_EVERY;
+        let mut tick = tokio::time::interval_at(first, PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut send => return r,
+                _ = tick.tick() => {
+                    if seen.has_changed().unwrap_or(false) {
+                        let mut now = st.clone();
+                        now.progress = Some(seen.borrow_and_update().clone());
+                        self.write_migration(m, MachinePhase::Migrating, now).await;
                     }
                 }
             }
