@@ -36,6 +36,24 @@ where
     Ok(api.create(&PostParams::default(), &obj).await?)
 }
 
+/// Creates `obj`, or replaces the object of that name with it.
+pub async fn create_or_replace<K>(api: &Api<K>, obj: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let mut obj: K = serde_json::from_value(obj)?;
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(made) => Ok(made),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let name = obj.meta().name.clone().unwrap_or_default();
+            let current = api.get(&name).await?;
+            obj.meta_mut().resource_version = current.meta().resource_version.clone();
+            Ok(api.replace(&name, &PostParams::default(), &obj).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Creates organization `e2e`, Release `test` (the test image) and Release
 /// `missing-image` (a kernel that does not exist), then one Cluster per
 /// `(name, vni, node CIDR)` with that network written to its status.
@@ -59,7 +77,8 @@ pub async fn setup(client: &Client, clusters: &[(&str, u32, &str)]) -> Result<()
     )
     .await?;
     let releases: Api<Release> = Api::all(client.clone());
-    create(
+    // A server that runs some controllers may have seeded its own `test` already.
+    create_or_replace(
         &releases,
         serde_json::json!({
             "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "test"},
