@@ -512,6 +512,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replace_deletes_workers_and_reports_the_control_plane_it_keeps() {
+        let h1 = host(
+            "h1",
+            Some(HostDrain {
+                mode: DrainMode::Replace,
+                ..migrate()
+            }),
+        );
+        let machines = vec![
+            machine("w0", "worker", "1Gi", "Ready"),
+            machine("cp0", "control-plane", "1Gi", "Ready"),
+        ];
+        let (ctx, api) = fake_api::context(State {
+            hosts: vec![h1.clone(), host("h2", None)],
+            machines: machines.clone(),
+            ..Default::default()
+        });
+        api.put("/apis/shoal.io/v1alpha1/hosts/h1", &h1);
+        for m in &machines {
+            api.put(&path("machines", "org-x", &m.name_any()), m);
+        }
+
+        reconcile(Arc::new(h1), ctx).await.expect("reconciles");
+
+        assert!(
+            !api.has(&path("machines", "org-x", "w0")),
+            "the worker is deleted"
+        );
+        let cp = api.get(&path("machines", "org-x", "cp0")).expect("kept");
+        assert!(cp["spec"].get("migration").is_none(), "nor migrated");
+        let h = api
+            .get("/apis/shoal.io/v1alpha1/hosts/h1")
+            .expect("the host");
+        let drained = h["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == DRAINED).cloned())
+            .expect("a Drained condition");
+        assert_eq!(drained["reason"], "DrainBlocked");
+        let msg = drained["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("org-x/cp0") && msg.contains("--include-control-plane"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_draining_host_asks_each_machine_to_move_then_says_drained() {
         let h1 = host("h1", Some(migrate()));
         let machines = vec![

@@ -7,7 +7,8 @@
 //! (the guest's API server stand-in) to it on h2 as it did on h1, and h1 is left
 //! with no QEMU or link of the cluster. A migration whose target host dies midway
 //! (its agent and its waiting QEMU killed) leaves the guest running on the source,
-//! and the Machine and the drain say why. The server runs only the drain controller
+//! and the Machine and the drain say why; `--replace` then empties the host. The
+//! server runs only the drain controller
 //! (`--controllers=hostdrain`): Machines are pinned to hosts by hand. Needs root, QEMU, nftables and the test
 //! image (scripts/setup.sh); it fails loudly without.
 
@@ -516,6 +517,29 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
     ensure!(
         agents[0].qemu_pids().iter().any(|(n, _)| n == "a-1"),
         "a-1 has no QEMU on h1"
+    );
+
+    // What the blocked drain suggests: replace the machine instead (with no cluster
+    // controller running here, nothing recreates it).
+    let out = server.shoal_ok(&[
+        "host",
+        "drain",
+        "h1",
+        "--replace",
+        "--include-control-plane",
+        "--wait",
+        "--timeout",
+        "120",
+    ])?;
+    ensure!(out.contains("host h1 drained"), "{out}");
+    ensure!(
+        machines.get_opt("a-1").await?.is_none(),
+        "a-1 was not replaced"
+    );
+    ensure!(
+        agents[0].qemu_pids().is_empty(),
+        "h1 still runs {:?}",
+        agents[0].qemu_pids()
     );
     drop(agents);
     Ok(())
