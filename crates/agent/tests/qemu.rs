@@ -184,6 +184,23 @@ fn qemu_tool(program: &str, args: &[&str]) -> anyhow::Result<std::process::Outpu
     Ok(out)
 }
 
+/// A 64 MiB qcow2 `base.qcow2` in `dir`, and an empty overlay on it for each name.
+fn overlays(dir: &Path, names: &[&str]) -> anyhow::Result<()> {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let base = path("base.qcow2");
+    qemu_tool("qemu-img", &["create", "-q", "-f", "qcow2", &base, "64M"])?;
+    for name in names {
+        let overlay = path(name);
+        qemu_tool(
+            "qemu-img",
+            &[
+                "create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &overlay,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// A VM whose disk overlay holds data only the source has moves to a QEMU started
 /// with `incoming` on an empty overlay of the same base: the disk is mirrored over
 /// NBD, memory follows, the target runs, the source stays paused, and the target's
@@ -193,26 +210,7 @@ async fn a_vm_and_its_disk_migrate_to_a_waiting_qemu() -> anyhow::Result<()> {
     let Some(qemu) = qemu() else { return Ok(()) };
     let dir = tempfile::tempdir()?;
     let path = |name: &str| dir.path().join(name).display().to_string();
-    qemu_tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", &path("base.qcow2"), "64M"],
-    )?;
-    for overlay in ["src.qcow2", "dst.qcow2"] {
-        qemu_tool(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                &path("base.qcow2"),
-                "-F",
-                "qcow2",
-                &path(overlay),
-            ],
-        )?;
-    }
+    overlays(dir.path(), &["src.qcow2", "dst.qcow2"])?;
     qemu_tool(
         "qemu-io",
         &[
@@ -326,26 +324,7 @@ async fn a_finished_send_is_recognised_and_an_arrived_vm_moves_on() -> anyhow::R
     let Some(qemu) = qemu() else { return Ok(()) };
     let dir = tempfile::tempdir()?;
     let path = |name: &str| dir.path().join(name).display().to_string();
-    qemu_tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", &path("base.qcow2"), "64M"],
-    )?;
-    for overlay in ["a.qcow2", "b.qcow2", "c.qcow2"] {
-        qemu_tool(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                &path("base.qcow2"),
-                "-F",
-                "qcow2",
-                &path(overlay),
-            ],
-        )?;
-    }
+    overlays(dir.path(), &["a.qcow2", "b.qcow2", "c.qcow2"])?;
     qemu_tool(
         "qemu-io",
         &["-f", "qcow2", "-c", "write -P 0xcd 2M 1M", &path("a.qcow2")],

@@ -12,6 +12,7 @@ pub mod api;
 pub mod chain;
 pub mod conditions;
 pub mod endpoint;
+pub mod events;
 pub mod finalizer;
 pub mod guest;
 pub mod index;

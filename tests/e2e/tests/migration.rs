@@ -25,7 +25,7 @@ use shoal_bootstrap::{render_test_image, BootstrapFile, NodeBootstrap, Role};
 use shoal_e2e::fleet::{create as apply, machine, setup, wait_phase, NS};
 use shoal_e2e::hosts::{
     alive, figure, guest, guest_within, links, nft_tables, start_agent_pair, start_agent_pair_with,
-    Underlay,
+    AgentProc, Underlay,
 };
 use shoal_e2e::{free_ports, shoal_bin, ServerProc};
 use shoal_pki::{ClusterPki, ClusterPkiParams, OffsetDateTime, PkiFile};
@@ -207,8 +207,7 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     }
     let before = machines.get("a-1").await?;
     eventually(&ns2, PEER, &format!("ping {MOVING}"), "ok").await?;
-    let boot_id = "cat /proc/sys/kernel/random/boot_id";
-    let boot_before = guest(&ns1, MOVING, boot_id)?;
+    let boot_before = guest(&ns1, MOVING, BOOT_ID)?;
     ensure!(!boot_before.starts_with("error"), "{boot_before}");
     ensure!(
         agents[0].qemu_pids().iter().any(|(n, _)| n == "a-1"),
@@ -313,7 +312,7 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     ensure!(drained.status == "True", "{drained:?}");
 
     // The same guest, not a new boot, answers at the same address, now on h2.
-    let boot_after = guest(&ns2, MOVING, boot_id)?;
+    let boot_after = guest(&ns2, MOVING, BOOT_ID)?;
     ensure!(
         boot_after == boot_before,
         "the guest rebooted: boot id {boot_before} before, {boot_after} after"
@@ -385,48 +384,109 @@ async fn drain_live_migrates_a_running_vm_keeping_its_address_and_its_boot() -> 
     Ok(())
 }
 
+/// The guest's boot id: the same before and after a move means no reboot.
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+/// Two hosts whose agents send at most `mib_per_sec`, a server running only the
+/// drain controller, and a Ready VM `a-1` of cluster a on h1. Fields drop in order:
+/// the agents before the server, the namespaces last.
+struct OneVm {
+    agents: [AgentProc; 2],
+    server: ServerProc,
+    client: Client,
+    machines: Api<Machine>,
+    /// `a-1`'s boot id on h1.
+    boot_before: String,
+    _dir: tempfile::TempDir,
+    hosts: Underlay,
+}
+
+impl OneVm {
+    async fn start(prefix: &str, mib_per_sec: &str) -> Result<Self> {
+        let hosts = Underlay::pair(&format!("{prefix}{}h", std::process::id()))?;
+        let server = ServerProc::start_with(&["--controllers=hostdrain"])?;
+        let client = server.client().await?;
+        setup(&client, &[("a", 101, "10.101.0.0/24")]).await?;
+        let dir = tempfile::tempdir()?;
+        let agents = start_agent_pair_with(
+            &server.kubeconfig(),
+            &client,
+            &hosts,
+            dir.path(),
+            &["--migration-max-mib-per-sec", mib_per_sec],
+        )
+        .await?;
+        let machines: Api<Machine> = Api::namespaced(client.clone(), NS);
+        apply(&machines, machine("a-1", "a", "h1", MOVING, "1", "test")).await?;
+        wait_phase(
+            &machines,
+            "a-1",
+            MachinePhase::Ready,
+            Duration::from_secs(240),
+        )
+        .await?;
+        let boot_before = guest(&hosts.names[0], MOVING, BOOT_ID)?;
+        ensure!(!boot_before.starts_with("error"), "{boot_before}");
+        Ok(Self {
+            agents,
+            server,
+            client,
+            machines,
+            boot_before,
+            _dir: dir,
+            hosts,
+        })
+    }
+}
+
+/// `shoal host drain h1 --wait --timeout <timeout_s>` against `server`, in a thread.
+fn drain_in_background(
+    server: &ServerProc,
+    timeout_s: u32,
+) -> Result<std::thread::JoinHandle<std::io::Result<std::process::Output>>> {
+    let kubeconfig = server.kubeconfig();
+    let bin = shoal_bin()?;
+    let timeout = timeout_s.to_string();
+    Ok(std::thread::spawn(move || {
+        std::process::Command::new(bin)
+            .args(["--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["host", "drain", "h1", "--wait", "--timeout", &timeout])
+            .output()
+    }))
+}
+
+/// Joins a drain thread: whether it succeeded, and all it printed.
+fn joined(
+    drain: std::thread::JoinHandle<std::io::Result<std::process::Output>>,
+) -> Result<(bool, String)> {
+    let out = drain
+        .join()
+        .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), said))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let hosts = Underlay::pair(&format!("sf{}h", std::process::id()))?;
-    let ns1 = hosts.names[0].clone();
-    let server = ServerProc::start_with(&["--controllers=hostdrain"])?;
-    let client = server.client().await?;
-    setup(&client, &[("a", 101, "10.101.0.0/24")]).await?;
-    let dir = tempfile::tempdir()?;
     // Slow enough (1 MiB/s) that the move is still under way when h2 dies.
-    let mut agents = start_agent_pair_with(
-        &server.kubeconfig(),
-        &client,
-        &hosts,
-        dir.path(),
-        &["--migration-max-mib-per-sec", "1"],
-    )
-    .await?;
-    let machines: Api<Machine> = Api::namespaced(client.clone(), NS);
-    apply(&machines, machine("a-1", "a", "h1", MOVING, "1", "test")).await?;
-    wait_phase(
-        &machines,
-        "a-1",
-        MachinePhase::Ready,
-        Duration::from_secs(240),
-    )
-    .await?;
-    let boot_id = "cat /proc/sys/kernel/random/boot_id";
-    let boot_before = guest(&ns1, MOVING, boot_id)?;
-    ensure!(!boot_before.starts_with("error"), "{boot_before}");
-
-    let drain = {
-        let kubeconfig = server.kubeconfig();
-        let bin = shoal_bin()?;
-        std::thread::spawn(move || {
-            std::process::Command::new(bin)
-                .args(["--kubeconfig"])
-                .arg(kubeconfig)
-                .args(["host", "drain", "h1", "--wait", "--timeout", "180"])
-                .output()
-        })
-    };
+    let lab = OneVm::start("sf", "1").await?;
+    let OneVm {
+        mut agents,
+        server,
+        client,
+        machines,
+        boot_before,
+        hosts,
+        ..
+    } = lab;
+    let ns1 = hosts.names[0].clone();
+    let drain = drain_in_background(&server, 180)?;
     // Once h2's QEMU waits and the source has started sending, h2 dies.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -451,15 +511,8 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
         "no waiting QEMU of a-1 on h2 to kill"
     );
 
-    let out = drain
-        .join()
-        .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(!out.status.success(), "the drain succeeded: {said}");
+    let (succeeded, said) = joined(drain)?;
+    ensure!(!succeeded, "the drain succeeded: {said}");
     ensure!(
         said.contains("blocked")
             && said.contains("did not move to h2")
@@ -512,7 +565,7 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
     );
     println!("migration to a dead target: {message}");
     // The same guest runs on, on h1.
-    let boot_after = guest(&ns1, MOVING, boot_id)?;
+    let boot_after = guest(&ns1, MOVING, BOOT_ID)?;
     ensure!(boot_after == boot_before, "{boot_before} / {boot_after}");
     ensure!(
         agents[0].qemu_pids().iter().any(|(n, _)| n == "a-1"),
@@ -552,51 +605,23 @@ async fn a_target_that_dies_midway_leaves_the_guest_running_on_the_source() -> R
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_agent_killed_midway_picks_the_move_up_when_it_returns() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let hosts = Underlay::pair(&format!("sk{}h", std::process::id()))?;
-    let ns1 = hosts.names[0].clone();
-    let ns2 = hosts.names[1].clone();
-    let server = ServerProc::start_with(&["--controllers=hostdrain"])?;
-    let client = server.client().await?;
-    setup(&client, &[("a", 101, "10.101.0.0/24")]).await?;
-    let dir = tempfile::tempdir()?;
     // Slow enough (4 MiB/s) that the agent dies in the middle of the send.
-    let mut agents = start_agent_pair_with(
-        &server.kubeconfig(),
-        &client,
-        &hosts,
-        dir.path(),
-        &["--migration-max-mib-per-sec", "4"],
-    )
-    .await?;
-    let machines: Api<Machine> = Api::namespaced(client.clone(), NS);
-    apply(&machines, machine("a-1", "a", "h1", MOVING, "1", "test")).await?;
-    wait_phase(
-        &machines,
-        "a-1",
-        MachinePhase::Ready,
-        Duration::from_secs(240),
-    )
-    .await?;
-    let boot_id = "cat /proc/sys/kernel/random/boot_id";
-    let boot_before = guest(&ns1, MOVING, boot_id)?;
-    ensure!(!boot_before.starts_with("error"), "{boot_before}");
+    let lab = OneVm::start("sk", "4").await?;
+    let OneVm {
+        mut agents,
+        server,
+        machines,
+        boot_before,
+        hosts,
+        ..
+    } = lab;
+    let ns2 = hosts.names[1].clone();
     let qemu_before = agents[0]
         .qemu_pids()
         .into_iter()
         .find(|(n, _)| n == "a-1")
         .context("no QEMU of a-1 on h1")?;
-
-    let drain = {
-        let kubeconfig = server.kubeconfig();
-        let bin = shoal_bin()?;
-        std::thread::spawn(move || {
-            std::process::Command::new(bin)
-                .args(["--kubeconfig"])
-                .arg(kubeconfig)
-                .args(["host", "drain", "h1", "--wait", "--timeout", "240"])
-                .output()
-        })
-    };
+    let drain = drain_in_background(&server, 240)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let m = machines.get("a-1").await?;
@@ -621,15 +646,8 @@ async fn a_source_agent_killed_midway_picks_the_move_up_when_it_returns() -> Res
     ensure!(alive(qemu_before.1), "the source QEMU died with its agent");
     agents[0].restart()?;
 
-    let out = drain
-        .join()
-        .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(out.status.success(), "the drain failed: {said}");
+    let (succeeded, said) = joined(drain)?;
+    ensure!(succeeded, "the drain failed: {said}");
     ensure!(said.contains("host h1 drained"), "{said}");
     let m = wait_phase(
         &machines,
@@ -649,7 +667,7 @@ async fn a_source_agent_killed_midway_picks_the_move_up_when_it_returns() -> Res
         .and_then(|s| s.migration.clone())
         .context("no status.migration")?;
     ensure!(st.state == MigrationState::Completed, "{st:?}");
-    let boot_after = guest(&ns2, MOVING, boot_id)?;
+    let boot_after = guest(&ns2, MOVING, BOOT_ID)?;
     ensure!(
         boot_after == boot_before,
         "the guest rebooted: {boot_before} / {boot_after}"

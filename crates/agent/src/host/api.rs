@@ -8,7 +8,7 @@ use std::future::Future;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use shoal_api::{Condition, Machine, MachinePhase};
 use shoal_kube::finalizer::{self, Change};
@@ -169,20 +169,7 @@ impl HostApi for KubeHostApi {
     }
 
     async fn event(&self, m: &Machine, warning: bool, reason: &str, note: String) {
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: reason.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &m.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, machine = %m.name_any(), "could not record an event");
-        }
+        shoal_kube::events::record(&self.recorder, m, warning, reason, note).await;
     }
 
     async fn report(&self, facts: &HostFacts, allocated: Allocation) -> Result<(), AgentError> {
