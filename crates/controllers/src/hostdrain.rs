@@ -221,15 +221,20 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action, Err
         .into_iter()
         .filter(|m| m.spec.host_name.as_deref() == Some(name.as_str()))
         .collect();
-    let mut status = current
+    let seen = current
         .drain
         .clone()
-        .filter(|d| d.requested_at == drain.requested_at)
-        .unwrap_or_else(|| HostDrainStatus {
-            requested_at: drain.requested_at.clone(),
-            ..Default::default()
-        });
-    note_failures(&on_host, &name, &mut status);
+        .filter(|d| d.requested_at == drain.requested_at);
+    let fresh = seen.is_none();
+    let mut status = seen.unwrap_or_else(|| HostDrainStatus {
+        requested_at: drain.requested_at.clone(),
+        ..Default::default()
+    });
+    // A new request starts with a clean slate: the failures the Machines still
+    // show are from before it, and their targets are tried again.
+    if !fresh {
+        note_failures(&on_host, &name, &mut status);
+    }
     status.remaining = u32::try_from(on_host.len()).unwrap_or(u32::MAX);
 
     // Targets chosen in this pass take their room before the next Machine's choice.
@@ -291,7 +296,12 @@ async fn write_status(ctx: &Context, host: &str, status: serde_json::Value) -> R
 
 async fn ask_migration(ctx: &Context, m: &Machine, target: &str) -> Result<(), Error> {
     let api: Api<Machine> = Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
-    let patch = json!({"spec": {"migration": {"targetHost": target}}});
+    // Pinned to the Machine as this cache saw it: a cache that has not caught up
+    // with an earlier request gets a conflict (and a retry) instead of a second one.
+    let patch = json!({
+        "metadata": {"resourceVersion": m.metadata.resource_version},
+        "spec": {"migration": {"targetHost": target}},
+    });
     api.patch(
         &m.name_any(),
         &PatchParams::default(),
@@ -555,6 +565,51 @@ mod tests {
             msg.contains("org-x/cp0") && msg.contains("--include-control-plane"),
             "{msg}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_request_tries_again_the_target_that_failed_before() {
+        let again = HostDrain {
+            requested_at: Some("t2".into()),
+            ..migrate()
+        };
+        let mut h1 = host("h1", Some(again));
+        h1.status.get_or_insert_with(Default::default).drain = Some(HostDrainStatus {
+            requested_at: Some("t1".into()),
+            remaining: 1,
+            failures: vec![failure("w0", "h2")],
+        });
+        let mut w0 = machine("w0", "worker", "1Gi", "Ready");
+        w0.status.get_or_insert_with(Default::default).migration = Some(
+            serde_json::from_value(json!({"sourceHost": "h1", "targetHost": "h2",
+                "state": "Failed", "message": "MigrationFailed: Broken pipe"}))
+            .expect("a migration status"),
+        );
+        let (ctx, api) = fake_api::context(State {
+            hosts: vec![h1.clone(), host("h2", None)],
+            machines: vec![w0.clone()],
+            ..Default::default()
+        });
+        api.put("/apis/shoal.io/v1alpha1/hosts/h1", &h1);
+        api.put(&path("machines", "org-x", "w0"), &w0);
+
+        reconcile(Arc::new(h1), ctx).await.expect("reconciles");
+
+        let got = api.get(&path("machines", "org-x", "w0")).expect("w0");
+        assert_eq!(got["spec"]["migration"]["targetHost"], "h2", "h2 again");
+        let patch = api
+            .calls_to(&Method::PATCH, &path("machines", "org-x", "w0"))
+            .pop()
+            .expect("a patch");
+        assert_eq!(
+            patch.body["metadata"]["resourceVersion"], "3",
+            "pinned to the cached Machine"
+        );
+        let h = api
+            .get("/apis/shoal.io/v1alpha1/hosts/h1")
+            .expect("the host");
+        assert_eq!(h["status"]["drain"]["requestedAt"], "t2");
+        assert_eq!(h["status"]["drain"]["failures"], json!([]), "forgotten");
     }
 
     #[tokio::test]

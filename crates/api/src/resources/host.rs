@@ -69,8 +69,9 @@ pub struct HostDrainStatus {
     /// Machines still on the host.
     #[serde(default)]
     pub remaining: u32,
-    /// Live migrations that failed, each target tried once per request.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Live migrations that failed, each target tried once per request. Always
+    /// written, so that a merge patch of a new request's status clears it.
+    #[serde(default)]
     pub failures: Vec<DrainFailure>,
 }
 
