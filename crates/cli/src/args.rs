@@ -777,12 +777,13 @@ pub enum HostCommand {
         /// --include-control-plane); also what happens to a machine no host fits.
         #[arg(long)]
         replace: bool,
-        /// With --replace: delete control-plane machines too (the cluster controller
-        /// recreates them elsewhere; a single control-plane cluster is unavailable
-        /// meanwhile).
+        /// When replacing (with --replace, or a machine no other host has room for):
+        /// delete control-plane machines too (the cluster controller recreates them
+        /// elsewhere; a single control-plane cluster is unavailable meanwhile).
         #[arg(long)]
         include_control_plane: bool,
-        /// Wait until the deleted machines are gone.
+        /// Wait until the host is drained (its `Drained` condition), or until the
+        /// drain says what blocks it.
         #[command(flatten)]
         wait: WaitArgs,
     },
