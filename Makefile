@@ -45,7 +45,7 @@ test: setup kubernetes-image fmt clippy machete
 	$(CARGO) test --workspace --no-fail-fast
 
 # Benchmarks on a release build; results go in BENCHMARKS.md.
-bench: setup
+bench: setup kubernetes-image
 	$(CARGO) build --release --bin shoal
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench api
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench etcd
@@ -56,3 +56,5 @@ bench: setup
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench ui
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench monitoring
 	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench migration
+	SHOAL_BIN=$(CURDIR)/target/release/shoal $(CARGO) bench -p shoal-e2e --bench pxe
+	$(CARGO) bench -p shoal-e2e --bench kubernetes_boot

@@ -59,6 +59,12 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+# Network boot (`shoal pxe`, tests/e2e/tests/pxe.rs): iPXE for PXE firmware
+# (undionly.kpxe, ipxe.efi), the iPXE option ROMs QEMU's NICs boot from, and curl,
+# whose tftp:// client fetches from Shoal's TFTP server.
+[ -f /usr/lib/ipxe/undionly.kpxe ] || need_apt+=(ipxe)
+[ -f /usr/lib/ipxe/qemu/efi-virtio.rom ] || need_apt+=(ipxe-qemu)
+command -v curl >/dev/null || need_apt+=(curl)
 # Debian's Prometheus: promtool checks and unit-tests deploy/prometheus's alert rules and
 # parses the dashboards' queries (tests/e2e/tests/monitoring_rules.rs). Installing the
 # packages enables their systemd units; nothing here starts them.

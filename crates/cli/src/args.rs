@@ -47,6 +47,10 @@ pub enum Command {
     /// Run the gateway on its own (`shoal server` embeds one): guest API and ingress
     /// traffic routed by SNI and Host.
     Gateway(GatewayArgs),
+    /// Run the network boot services on a provisioning network: proxy DHCP (PXE
+    /// clients only; the network's DHCP keeps the addresses), TFTP for iPXE, and
+    /// HTTP for the boot script, kernel, initrd and each machine's seed.
+    Pxe(PxeArgs),
     /// Show objects: `shoal get clusters [NAME] [-n NS | -A]`.
     Get(GetArgs),
     /// Create or update the objects in a YAML or JSON file.
@@ -62,6 +66,9 @@ pub enum Command {
     /// Hosts: the machines guest VMs run on.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Bare-metal machines found on the provisioning network (`shoal pxe --inventory`).
+    #[command(subcommand)]
+    Baremetal(BaremetalCommand),
     /// Kubeconfigs for guest clusters, with client certificates their CA signs.
     #[command(subcommand)]
     Kubeconfig(KubeconfigCommand),
@@ -368,6 +375,70 @@ pub struct GatewayArgs {
     /// ingressHttps, caFile) instead of watching the API.
     #[arg(long)]
     pub routes: Option<PathBuf>,
+}
+
+/// `shoal pxe`.
+#[derive(Debug, Args)]
+pub struct PxeArgs {
+    /// The provisioning network's interface; every socket is bound to it.
+    #[arg(long)]
+    pub interface: String,
+    /// This server's IPv4 address on that interface (the TFTP server and the
+    /// boot script's URLs name it).
+    #[arg(long)]
+    pub address: std::net::Ipv4Addr,
+    /// The HTTP port for the boot script, kernel, initrd and seeds.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Where iPXE's undionly.kpxe and ipxe.efi are (Debian's ipxe package).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    pub firmware_dir: PathBuf,
+    /// The kernel machines boot.
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Its initrd.
+    #[arg(long)]
+    pub initrd: PathBuf,
+    /// The kernel command line; the NoCloud seed address is appended.
+    #[arg(long, default_value = "console=ttyS0")]
+    pub cmdline: String,
+    /// Per-machine seed files: <dir>/<mac, 52-54-00-…>/{meta-data,user-data,vendor-data},
+    /// then <dir>/default/. Without it each machine is named after its MAC.
+    #[arg(long)]
+    pub seed_dir: Option<PathBuf>,
+    /// Keep the machine inventory in Shoal's API (the kubeconfig's server): a
+    /// BareMetalMachine per MAC, Discovered, Provisioning, Provisioned, with each
+    /// change's time.
+    #[arg(long)]
+    pub inventory: bool,
+    /// The role of machines the inventory discovers.
+    #[arg(long, value_enum, default_value_t = BareMetalRole::Worker)]
+    pub role: BareMetalRole,
+}
+
+/// The role `shoal pxe --inventory` gives a machine it discovers.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BareMetalRole {
+    /// A control-plane machine.
+    ControlPlane,
+    /// A worker.
+    Worker,
+}
+
+/// `shoal baremetal`.
+#[derive(Debug, Subcommand)]
+pub enum BaremetalCommand {
+    /// List the bare-metal machines with their state.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one machine and every change of its state, by name or MAC.
+    Show {
+        /// The BareMetalMachine's name, or its MAC.
+        machine: String,
+    },
 }
 
 /// `shoal agent`.

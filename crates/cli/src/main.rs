@@ -20,6 +20,8 @@ const EXIT_SERVER: i32 = 10;
 const EXIT_AGENT: i32 = 11;
 /// Exit code when the gateway fails to start or stops with an error.
 const EXIT_GATEWAY: i32 = 12;
+/// Exit code when the network boot services fail to start or stop with an error.
+const EXIT_PXE: i32 = 13;
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,6 +45,7 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
         Command::Org(c) => commands::org::run(&chosen().await?, c).await,
         Command::Cluster(c) => commands::cluster::run(&chosen().await?, c).await,
         Command::Host(c) => commands::host::run(&chosen().await?, c).await,
+        Command::Baremetal(c) => commands::baremetal::run(&chosen().await?, c).await,
         // The exec credential plugin must not connect: connecting runs it.
         Command::Kubeconfig(KubeconfigCommand::Token(a)) => commands::oidc::token(a).await,
         Command::Kubeconfig(c) => commands::kubeconfig::run(&chosen().await?, c).await,
@@ -89,7 +92,11 @@ async fn client_command(cli: &Cli) -> Result<(), CliError> {
             clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut script);
             output::emit(&String::from_utf8_lossy(&script))
         }
-        Command::Server(_) | Command::Agent(_) | Command::Guest | Command::Gateway(_) => Ok(()),
+        Command::Server(_)
+        | Command::Agent(_)
+        | Command::Guest
+        | Command::Gateway(_)
+        | Command::Pxe(_) => Ok(()),
     }
 }
 
@@ -131,6 +138,13 @@ async fn async_main(cli: Cli) {
         if let Err(e) = commands::gateway::run(&cli, args).await {
             eprintln!("shoal gateway: {e}");
             std::process::exit(EXIT_GATEWAY);
+        }
+        return;
+    }
+    if let Command::Pxe(args) = &cli.command {
+        if let Err(e) = commands::pxe::run(&cli, args).await {
+            eprintln!("shoal pxe: {e}");
+            std::process::exit(EXIT_PXE);
         }
         return;
     }

@@ -1,7 +1,8 @@
 //! `shoal guest`: the agent inside Shoal's test guest image. It does, on the same
 //! endpoints, the part of cloud-init's work that Shoal's tests need:
 //!
-//! 1. reads the NoCloud seed address from the SMBIOS serial ([`seed`]);
+//! 1. reads the NoCloud seed address from the kernel command line or, without one
+//!    there, the SMBIOS serial ([`seed`]);
 //! 2. brings up the first Ethernet interface, gets a DHCP lease ([`dhcp`]) and applies
 //!    it through rtnetlink ([`netconf`]);
 //! 3. fetches meta-data, user-data and vendor-data ([`http`], [`metadata`]), and
@@ -124,6 +125,9 @@ impl GuestError {
 pub struct GuestConfig {
     /// The SMBIOS serial file.
     pub serial: PathBuf,
+    /// The kernel command line (`/proc/cmdline`); a `ds=nocloud…` word there wins
+    /// over the serial.
+    pub cmdline: PathBuf,
     /// The sysfs network class directory.
     pub sys_net: PathBuf,
     /// The root under which `write_files` and `/etc/hostname` are written.
@@ -151,6 +155,7 @@ impl Default for GuestConfig {
     fn default() -> Self {
         Self {
             serial: "/sys/class/dmi/id/product_serial".into(),
+            cmdline: "/proc/cmdline".into(),
             sys_net: "/sys/class/net".into(),
             root: "/".into(),
             nic_wait: Duration::from_secs(3),
@@ -177,7 +182,11 @@ pub fn run_with(cfg: &GuestConfig) -> Result<(), GuestError> {
     if let Some((sys_input, dev)) = &cfg.power_button {
         power::spawn_watcher(sys_input.clone(), dev.clone(), Duration::from_secs(2));
     }
-    let seed = seed::read_serial(&cfg.serial)?;
+    let cmdline = std::fs::read_to_string(&cfg.cmdline).unwrap_or_default();
+    let seed = match seed::parse_cmdline(&cmdline) {
+        Some(url) => url?,
+        None => seed::read_serial(&cfg.serial)?,
+    };
     say!("seed {seed}");
 
     let iface = netconf::wait_for_ethernet(&cfg.sys_net, cfg.nic_wait)?;

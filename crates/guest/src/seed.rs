@@ -1,8 +1,11 @@
-//! The NoCloud seed address, read from the SMBIOS system serial number.
+//! The NoCloud seed address, read from the kernel command line or the SMBIOS system
+//! serial number.
 //!
-//! Shoal (like any NoCloud host) starts a VM with
+//! Shoal's agent (like any NoCloud host) starts a VM with
 //! `-smbios type=1,serial=ds=nocloud-net;s=http://<gateway>/<machine>/`, and the guest
-//! kernel exposes that string as `/sys/class/dmi/id/product_serial`.
+//! kernel exposes that string as `/sys/class/dmi/id/product_serial`. A machine that
+//! boots over the network (`shoal pxe`) gets the same `ds=nocloud;s=…` word on its
+//! kernel command line instead, as cloud-init reads it; the command line wins.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -108,6 +111,14 @@ pub fn parse_serial(serial: &str) -> Result<SeedUrl, SeedError> {
     SeedUrl::new(url)
 }
 
+/// The seed address of a kernel command line's `ds=nocloud…` word, if it has one.
+pub fn parse_cmdline(cmdline: &str) -> Option<Result<SeedUrl, SeedError>> {
+    cmdline
+        .split_whitespace()
+        .find(|w| w.starts_with("ds=nocloud"))
+        .map(parse_serial)
+}
+
 /// Reads and parses the serial at `path` (normally `/sys/class/dmi/id/product_serial`).
 pub fn read_serial(path: &Path) -> Result<SeedUrl, SeedError> {
     let serial = std::fs::read_to_string(path).map_err(|source| SeedError::Read {
@@ -120,6 +131,24 @@ pub fn read_serial(path: &Path) -> Result<SeedUrl, SeedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_seed_on_a_kernel_command_line() {
+        let url = parse_cmdline(
+            "console=ttyS0 quiet ds=nocloud;s=http://10.78.0.2:8080/seed/52-54-00-00-00-07/ x=1",
+        )
+        .expect("a ds= word")
+        .expect("valid");
+        assert_eq!(
+            url.as_str(),
+            "http://10.78.0.2:8080/seed/52-54-00-00-00-07/"
+        );
+        assert!(parse_cmdline("console=ttyS0 quiet").is_none());
+        assert!(matches!(
+            parse_cmdline("ds=nocloud;h=x"),
+            Some(Err(SeedError::NoSeed { .. }))
+        ));
+    }
 
     #[test]
     fn parses_the_nocloud_forms() {

@@ -22,6 +22,7 @@ pub mod hosts;
 pub mod kubelab;
 pub mod oidc;
 pub mod prom;
+pub mod pxelab;
 pub mod rawboot;
 
 /// The workspace root.

@@ -31,8 +31,11 @@ pub struct BareMetalMachineSpec {
     pub profile: Option<String>,
 }
 
-/// Provisioning state of a bare-metal machine.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Provisioning state of a bare-metal machine, in the order a machine goes through
+/// them.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum BareMetalState {
     /// Seen on the provisioning network.
     #[default]
@@ -55,6 +58,24 @@ pub struct BareMetalMachineStatus {
     /// The address it was last seen at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The host name it phoned home with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Every change of state, oldest first, each with its time and what caused it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<BareMetalTransition>,
+}
+
+/// One change of a bare-metal machine's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BareMetalTransition {
+    /// The state entered.
+    pub state: BareMetalState,
+    /// When, RFC 3339.
+    pub at: String,
+    /// What was seen: e.g. "fetched its boot script", "phoned home as pxe-1".
+    pub reason: String,
 }
 
 impl BareMetalMachineSpec {

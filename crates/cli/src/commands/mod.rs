@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod baremetal;
 pub mod cluster;
 pub mod cluster_view;
 pub mod gateway;
@@ -13,6 +14,7 @@ pub mod monitoring;
 pub mod objects;
 pub mod oidc;
 pub mod org;
+pub mod pxe;
 pub mod server;
 pub mod token;
 pub mod wait;

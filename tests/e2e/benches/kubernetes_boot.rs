@@ -1,11 +1,15 @@
-//! Shoal's Kubernetes node image, on its own: two TCG VMs booted from it with the
-//! user-data `shoal-bootstrap` renders and the PKI `shoal-pki` generates become a
-//! Kubernetes cluster whose nodes are Ready, whose pods reach each other across
-//! nodes and find Services through CoreDNS, and which never pulled an image (the lab
-//! network has no uplink).
+//! `cargo bench -p shoal-e2e --bench kubernetes_boot` (or `make bench`): Shoal's
+//! Kubernetes node image on its own, with no Shoal server or agent. Two TCG VMs
+//! booted from it with the user-data `shoal-bootstrap` renders and the PKI
+//! `shoal-pki` generates become a Kubernetes cluster whose nodes are Ready, whose pods
+//! reach each other across nodes and find Services through CoreDNS, and which never
+//! pulled an image (the lab network has no uplink).
 //!
-//! Boot figures (QEMU launch to Node Ready, the control plane's memory) are printed
-//! for BENCHMARKS.md. Needs root and the image (`scripts/setup.sh` builds it).
+//! It prints the image's boot figures for BENCHMARKS.md: QEMU's launch to each
+//! Node's Ready, and the control plane's memory. `make test` checks the same things
+//! through Shoal in `tests/kubernetes_cluster.rs`, so this raw-QEMU cluster is not
+//! booted a second time there. Needs root and the image (`scripts/setup.sh` builds
+//! it).
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
@@ -229,8 +233,8 @@ fn all_pods_ready(kubectl: &Kubectl, namespace: &str, min: usize) -> Result<Opti
     Ok((items.len() >= min && ready == items.len()).then_some(ready))
 }
 
-#[test]
-fn kubeadm_on_the_node_image_gives_a_ready_cluster_with_pod_networking_and_dns() -> Result<()> {
+fn main() -> Result<()> {
+    println!("Kubernetes node image: kubeadm on two TCG VMs, no Shoal, one run");
     let image = NodeImage::find()?;
     ensure!(
         image.kubernetes_version == "v1.35.4",

@@ -1,0 +1,121 @@
+//! `shoal baremetal`: the bare-metal inventory that `shoal pxe --inventory` keeps.
+
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
+use shoal_api::BareMetalMachine;
+
+use crate::args::{BaremetalCommand, Output};
+use crate::client::{find_kind, CliError};
+use crate::output::{emit, print, render_columns};
+
+/// The columns of `baremetal list`.
+pub const COLUMNS: [&str; 6] = ["NAME", "MAC", "ROLE", "STATE", "IP", "HOSTNAME"];
+
+fn role_text(m: &BareMetalMachine) -> String {
+    serde_json::to_value(m.spec.role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn state_text(m: &BareMetalMachine) -> String {
+    m.status
+        .as_ref()
+        .and_then(|s| s.state)
+        .map_or_else(|| "<none>".to_owned(), |s| format!("{s:?}"))
+}
+
+/// One row per machine, sorted by name.
+pub fn rows(items: &[BareMetalMachine]) -> Vec<Vec<String>> {
+    let mut sorted: Vec<&BareMetalMachine> = items.iter().collect();
+    sorted.sort_by_key(|m| m.name_any());
+    sorted
+        .into_iter()
+        .map(|m| {
+            let status = m.status.clone().unwrap_or_default();
+            vec![
+                m.name_any(),
+                m.spec.mac.clone(),
+                role_text(m),
+                state_text(m),
+                status.ip.unwrap_or_else(|| "<none>".into()),
+                status.hostname.unwrap_or_else(|| "<none>".into()),
+            ]
+        })
+        .collect()
+}
+
+/// `baremetal show`: the machine and its history, one change per line.
+pub fn describe(m: &BareMetalMachine) -> String {
+    let status = m.status.clone().unwrap_or_default();
+    let mut out = format!(
+        "Name:      {}\nMAC:       {}\nRole:      {}\nProfile:   {}\nState:     {}\nIP:        {}\nHostname:  {}\nHistory:\n",
+        m.name_any(),
+        m.spec.mac,
+        role_text(m),
+        m.spec.profile.as_deref().unwrap_or("<none>"),
+        state_text(m),
+        status.ip.as_deref().unwrap_or("<none>"),
+        status.hostname.as_deref().unwrap_or("<none>"),
+    );
+    if status.history.is_empty() {
+        out.push_str("  (none yet)\n");
+    }
+    for t in &status.history {
+        out.push_str(&format!(
+            "  {}  {:<12}  {}\n",
+            t.at,
+            format!("{:?}", t.state),
+            t.reason
+        ));
+    }
+    out
+}
+
+/// Runs a baremetal subcommand.
+pub async fn run(client: &Client, cmd: &BaremetalCommand) -> Result<(), CliError> {
+    let api: Api<BareMetalMachine> = Api::all(client.clone());
+    match cmd {
+        BaremetalCommand::List { output } => {
+            let items = api.list(&ListParams::default()).await?.items;
+            if *output != Output::Table {
+                let values: Vec<Value> = items
+                    .iter()
+                    .filter_map(|m| serde_json::to_value(m).ok())
+                    .collect();
+                return print(
+                    find_kind("baremetalmachines")?,
+                    &values,
+                    false,
+                    false,
+                    *output,
+                );
+            }
+            if items.is_empty() {
+                eprintln!("No bare-metal machines yet; 'shoal pxe --inventory' registers those that PXE-boot.");
+                return Ok(());
+            }
+            emit(&render_columns(&COLUMNS, &rows(&items)))
+        }
+        BaremetalCommand::Show { machine } => {
+            let found = match api.get_opt(machine).await? {
+                Some(m) => Some(m),
+                None => {
+                    let want = machine.to_ascii_lowercase().replace('-', ":");
+                    api.list(&ListParams::default())
+                        .await?
+                        .items
+                        .into_iter()
+                        .find(|m| m.spec.mac.to_ascii_lowercase() == want)
+                }
+            };
+            match found {
+                Some(m) => emit(&describe(&m)),
+                None => Err(CliError::Usage(format!(
+                    "no bare-metal machine named or with MAC {machine:?}; 'shoal baremetal list' shows them"
+                ))),
+            }
+        }
+    }
+}

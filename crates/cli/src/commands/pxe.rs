@@ -1,0 +1,50 @@
+//! `shoal pxe`: the network boot services on a provisioning network.
+
+use shoal_api::MachineRole;
+use shoal_pxe::inventory::Inventory;
+use shoal_pxe::PxeConfig;
+
+use crate::args::{BareMetalRole, Cli, PxeArgs};
+use crate::client::{connect, CliError};
+
+/// Binds every service (failing before any serves), connects the inventory to the
+/// API if asked, then runs them.
+pub async fn run(cli: &Cli, args: &PxeArgs) -> Result<(), CliError> {
+    let cfg = PxeConfig {
+        interface: args.interface.clone(),
+        address: args.address,
+        http_port: args.http_port,
+        firmware_dir: args.firmware_dir.clone(),
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        cmdline: args.cmdline.clone(),
+        seed_dir: args.seed_dir.clone(),
+    };
+    let bound = shoal_pxe::bind(&cfg)
+        .await
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    let follower = if args.inventory {
+        let client = connect(cli.kubeconfig.as_ref(), cli.server.as_deref()).await?;
+        client.apiserver_version().await?;
+        let role = match args.role {
+            BareMetalRole::ControlPlane => MachineRole::ControlPlane,
+            BareMetalRole::Worker => MachineRole::Worker,
+        };
+        let inventory = Inventory::new(client, role);
+        Some(tokio::spawn(inventory.follow(bound.journal.clone())))
+    } else {
+        None
+    };
+    tracing::info!(
+        interface = %cfg.interface,
+        address = %cfg.address,
+        http_port = cfg.http_port,
+        inventory = args.inventory,
+        "network boot services up: proxy DHCP on 67 and 4011, TFTP on 69, HTTP"
+    );
+    let served = bound.run().await;
+    if let Some(task) = follower {
+        task.abort();
+    }
+    served.map_err(|e| CliError::Config(e.to_string()))
+}

@@ -1,0 +1,405 @@
+//! A provisioning network for `shoal pxe`, in two namespaces:
+//!
+//! - the network (`<prefix>n`): bridge `br0` at `10.78.0.1/24` and Debian's dnsmasq
+//!   as its own DHCP server (addresses only, no boot options), as a site's network
+//!   would have;
+//! - the boot server (`<prefix>s`): a veth into the bridge at [`PXE_SERVER`],
+//!   `shoal server` on its loopback (no controllers, agent or gateway) and
+//!   `shoal pxe --inventory` on the veth, keeping the inventory in that server.
+//!
+//! Machines are TCG VMs on taps of the bridge whose virtio NIC carries the iPXE
+//! option ROM of Debian's `ipxe-qemu`, booted with `-boot n`: the real PXE client
+//! firmware asks the network. Every process is stopped by the PID recorded at
+//! launch when the lab is dropped, and both namespaces are deleted.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::hosts::ip;
+use crate::kubelab::tail;
+use crate::rawboot::GuestImage;
+use crate::shoal_bin;
+
+/// The boot server's address.
+pub const PXE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+/// Its HTTP port.
+pub const PXE_HTTP_PORT: u16 = 8080;
+/// The iPXE option ROM QEMU loads for its virtio NIC (QEMU's default `romfile`).
+pub const VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+
+/// One machine of the lab.
+pub struct PxeVm {
+    /// Its MAC.
+    pub mac: String,
+    /// Its serial console's file.
+    pub console: PathBuf,
+    /// When QEMU was launched.
+    pub started: Instant,
+    child: Child,
+}
+
+/// The lab.
+pub struct PxeLab {
+    /// The network's namespace.
+    pub net: String,
+    /// The boot server's namespace.
+    pub srv: String,
+    dir: tempfile::TempDir,
+    dnsmasq: Option<Child>,
+    server: Option<Child>,
+    pxe: Option<Child>,
+    /// The machines, in launch order.
+    pub vms: Vec<PxeVm>,
+}
+
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl PxeLab {
+    /// Creates both namespaces, starts dnsmasq and `shoal pxe` serving `image`.
+    pub fn new(prefix: &str, image: &GuestImage) -> Result<Self> {
+        if !rustix::process::geteuid().is_root() {
+            bail!("the PXE lab needs root (namespaces, taps): run the e2e tests as root (CI does)");
+        }
+        for f in [
+            "/usr/lib/ipxe/undionly.kpxe",
+            "/usr/lib/ipxe/ipxe.efi",
+            VIRTIO_ROM,
+        ] {
+            if !Path::new(f).exists() {
+                bail!("{f} is missing: run scripts/setup.sh (it installs ipxe and ipxe-qemu)");
+            }
+        }
+        let net = format!("{prefix}n");
+        let srv = format!("{prefix}s");
+        for ns in [&net, &srv] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            ip(&["netns", "add", ns])?;
+        }
+        let mut lab = PxeLab {
+            net: net.clone(),
+            srv: srv.clone(),
+            dir: tempfile::Builder::new().prefix("shoal-pxelab-").tempdir()?,
+            dnsmasq: None,
+            server: None,
+            pxe: None,
+            vms: Vec::new(),
+        };
+        ip(&["-n", &net, "link", "set", "lo", "up"])?;
+        ip(&["-n", &srv, "link", "set", "lo", "up"])?;
+        ip(&["-n", &net, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &net, "addr", "add", "10.78.0.1/24", "dev", "br0"])?;
+        ip(&["-n", &net, "link", "set", "br0", "up"])?;
+        ip(&[
+            "-n", &net, "link", "add", "pxeup", "type", "veth", "peer", "name", "pxe0", "netns",
+            &srv,
+        ])?;
+        ip(&["-n", &net, "link", "set", "pxeup", "master", "br0", "up"])?;
+        ip(&[
+            "-n",
+            &srv,
+            "addr",
+            "add",
+            &format!("{PXE_SERVER}/24"),
+            "dev",
+            "pxe0",
+        ])?;
+        ip(&["-n", &srv, "link", "set", "pxe0", "up"])?;
+
+        let log = fs::File::create(lab.dir.path().join("dnsmasq.log"))?;
+        lab.dnsmasq = Some(
+            in_ns(&net, "dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--interface=br0",
+                    "--bind-interfaces",
+                    "--log-dhcp",
+                    "--log-facility=-",
+                    "--dhcp-range=10.78.0.100,10.78.0.200,12h",
+                    "--dhcp-option=option:router,10.78.0.1",
+                    "--pid-file=",
+                ])
+                .arg(format!(
+                    "--dhcp-leasefile={}",
+                    lab.dir.path().join("leases").display()
+                ))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting dnsmasq")?,
+        );
+        let log = fs::File::create(lab.dir.path().join("server.log"))?;
+        lab.server = Some(
+            in_ns(&srv, &shoal_bin()?.display().to_string())
+                .arg("server")
+                .arg("--data-dir")
+                .arg(lab.data_dir())
+                .args([
+                    "--listen",
+                    "127.0.0.1:6443",
+                    "--local-agent=false",
+                    "--gateway=false",
+                    "--controllers=false",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting shoal server")?,
+        );
+        lab.wait_listening(&srv.clone(), "tcp", 6443, "shoal server")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !lab.kubeconfig().exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "shoal server wrote no admin kubeconfig in 20 s\n{}",
+                    lab.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = fs::File::create(lab.dir.path().join("pxe.log"))?;
+        lab.pxe = Some(
+            in_ns(&srv, &shoal_bin()?.display().to_string())
+                .arg("--kubeconfig")
+                .arg(lab.kubeconfig())
+                .args([
+                    "pxe",
+                    "--inventory",
+                    "--interface",
+                    "pxe0",
+                    "--address",
+                    &PXE_SERVER.to_string(),
+                    "--http-port",
+                    &PXE_HTTP_PORT.to_string(),
+                    "--cmdline",
+                    "console=ttyS0 quiet",
+                ])
+                .arg("--kernel")
+                .arg(&image.kernel)
+                .arg("--initrd")
+                .arg(&image.initrd)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting shoal pxe")?,
+        );
+        lab.wait_listening(&net.clone(), "udp", 67, "dnsmasq")?;
+        lab.wait_listening(&srv.clone(), "tcp", PXE_HTTP_PORT, "shoal pxe")?;
+        Ok(lab)
+    }
+
+    fn wait_listening(&mut self, ns: &str, proto: &str, port: u16, what: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let flag = if proto == "udp" { "-Hlun" } else { "-Hltn" };
+        loop {
+            let mut exited = None;
+            for (name, child) in [
+                ("dnsmasq", &mut self.dnsmasq),
+                ("shoal server", &mut self.server),
+                ("shoal pxe", &mut self.pxe),
+            ] {
+                if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    exited = Some(format!("{name} exited ({status})"));
+                }
+            }
+            if let Some(what) = exited {
+                bail!("{what}\n{}", self.logs());
+            }
+            let out = in_ns(ns, "ss")
+                .args([flag, &format!("sport = :{port}")])
+                .output()?;
+            if out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what} does not listen on {proto} {port} after 20 s\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of dnsmasq's and `shoal pxe`'s logs.
+    pub fn logs(&self) -> String {
+        ["dnsmasq.log", "server.log", "pxe.log"]
+            .iter()
+            .map(|f| format!("--- {f} ---\n{}", tail(&self.dir.path().join(f), 40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's admin kubeconfig (its address is on the boot server's loopback).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("admin.kubeconfig")
+    }
+
+    /// Runs the `shoal` CLI against the lab's server, in the boot server's namespace.
+    pub fn shoal(&self, args: &[&str]) -> Result<Output> {
+        Ok(in_ns(&self.srv, &shoal_bin()?.display().to_string())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()?)
+    }
+
+    /// Runs Debian's kubectl against the lab's server, in the boot server's namespace.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        Ok(
+            in_ns(&self.srv, &crate::kubectl_bin()?.display().to_string())
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args(args)
+                .output()?,
+        )
+    }
+
+    /// dnsmasq's lease file: `<expiry> <mac> <ip> <name> <client id>` per lease.
+    pub fn leases(&self) -> String {
+        fs::read_to_string(self.dir.path().join("leases")).unwrap_or_default()
+    }
+
+    /// Launches a machine with `mac` on a new tap: network boot through the iPXE ROM
+    /// (`kernel` is `None`), or, for the baseline, the same image booted from local
+    /// files with `append` as its command line.
+    pub fn launch(&mut self, mac: &str, direct: Option<(&GuestImage, &str)>) -> Result<()> {
+        let tap = format!("tap{}", self.vms.len());
+        ip(&["-n", &self.net, "tuntap", "add", &tap, "mode", "tap"])?;
+        ip(&["-n", &self.net, "link", "set", &tap, "master", "br0", "up"])?;
+        let console = self.dir.path().join(format!("{tap}.console"));
+        let mut cmd = in_ns(&self.net, "qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-m", "256", "-nographic", "-nodefaults"])
+            .args(["-no-reboot", "-serial"])
+            .arg(format!("file:{}", console.display()))
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+                "-device",
+                &format!(
+                    "virtio-net-pci,netdev=n0,mac={mac}{}",
+                    if direct.is_none() { ",bootindex=1" } else { "" }
+                ),
+            ]);
+        match direct {
+            None => {}
+            Some((image, append)) => {
+                cmd.arg("-kernel")
+                    .arg(&image.kernel)
+                    .arg("-initrd")
+                    .arg(&image.initrd)
+                    .args(["-append", append]);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        self.vms.push(PxeVm {
+            mac: mac.to_owned(),
+            console,
+            started: Instant::now(),
+            child,
+        });
+        Ok(())
+    }
+
+    /// Waits until machine `i`'s console shows `marker`; the time since its launch
+    /// and the console's line with it.
+    pub fn wait_console(
+        &mut self,
+        i: usize,
+        marker: &str,
+        timeout: Duration,
+    ) -> Result<(Duration, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let vm = &mut self.vms[i];
+            let text = fs::read_to_string(&vm.console).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(marker)) {
+                return Ok((vm.started.elapsed(), line.to_owned()));
+            }
+            let why = match vm.child.try_wait()? {
+                Some(status) => Some(format!(
+                    "machine {} (QEMU) exited ({status}) before {marker:?}",
+                    vm.mac
+                )),
+                // SeaBIOS found nothing to boot: no point waiting.
+                None if text.contains("No bootable device") => {
+                    Some(format!("machine {} found nothing to boot", vm.mac))
+                }
+                None if Instant::now() > deadline => Some(format!(
+                    "no {marker:?} on machine {}'s console in {timeout:?}",
+                    vm.mac
+                )),
+                None => None,
+            };
+            if let Some(why) = why {
+                let console = tail(&self.vms[i].console, 30);
+                bail!("{why}\nconsole:\n{console}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops machine `i` (by the PID recorded at launch).
+    pub fn stop_vm(&mut self, i: usize) {
+        if let Some(vm) = self.vms.get_mut(i) {
+            stop(&mut vm.child);
+        }
+    }
+
+    /// Runs `program` with `args` in the network's namespace (where a site's own
+    /// machines would be).
+    pub fn run_on_network(&self, program: &str, args: &[&str]) -> Result<Output> {
+        Ok(in_ns(&self.net, program).args(args).output()?)
+    }
+
+    /// The boot server's journal, `GET /machines`.
+    pub fn journal(&self) -> Result<serde_json::Value> {
+        let url = format!("http://{PXE_SERVER}:{PXE_HTTP_PORT}/machines");
+        let out = self.run_on_network("curl", &["-sf", "--max-time", "10", &url])?;
+        if !out.status.success() {
+            bail!("GET {url}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for PxeLab {
+    fn drop(&mut self) {
+        for vm in &mut self.vms {
+            stop(&mut vm.child);
+        }
+        for child in [&mut self.pxe, &mut self.server, &mut self.dnsmasq]
+            .into_iter()
+            .flatten()
+        {
+            stop(child);
+        }
+        for ns in [&self.net, &self.srv] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
