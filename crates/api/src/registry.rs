@@ -95,6 +95,9 @@ pub struct Behavior {
     pub view: StorageView,
     /// The field paths a field selector may name.
     pub field_selectors: &'static [&'static str],
+    /// A spec field no two objects of the kind may share, as a JSON pointer
+    /// (BareMetalMachine's `/spec/mac`): a create that repeats one is refused.
+    pub unique_field: Option<&'static str>,
 }
 
 /// What an organization's token may do with a kind; cluster admins may do
@@ -145,6 +148,7 @@ impl Behavior {
         strategic_merge: false,
         view: StorageView::AsServed,
         field_selectors: NAME_FIELDS,
+        unique_field: None,
     };
 }
 
@@ -729,7 +733,10 @@ pub static KINDS: &[KindInfo] = &[
             col("STATE", "string", ".status.state", "Provisioning state"),
         ],
         validate: validate_shoal::<BareMetalMachine>,
-        behavior: Behavior::NONE,
+        behavior: Behavior {
+            unique_field: Some("/spec/mac"),
+            ..Behavior::NONE
+        },
     },
     KindInfo {
         group: "coordination.k8s.io",

@@ -26,6 +26,21 @@ pub const KUBEADM_PATCHES_DIR: &str = "/etc/kubernetes/patches";
 const ETCD_CHECK_TIMEOUT: &str = "10s";
 /// Where the endpoint's name is given its address.
 const ETC_HOSTS: &str = "/etc/hosts";
+/// The wrapper that runs `kubeadm init` or `join` once containerd answers, and again
+/// after a failed preflight (`kubeadm-run.sh`).
+pub const KUBEADM_RUN_PATH: &str = "/usr/local/sbin/shoal-kubeadm";
+/// Its mode: root runs it.
+const RUN_MODE: u32 = 0o755;
+
+/// The wrapper's text, with the node image's CRI socket.
+fn kubeadm_run(cri_socket: &str) -> String {
+    include_str!("kubeadm-run.sh").replacen(
+        "\nlog=",
+        &format!("\nCRI_SOCKET={cri_socket}\nlog="),
+        1,
+    )
+}
+
 /// The administrator's kubeconfig `kubeadm init` writes.
 const ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 
@@ -124,10 +139,15 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
             PUBLIC_MODE,
         ));
     }
+    doc.write_files.push(WriteFile::new(
+        KUBEADM_RUN_PATH,
+        kubeadm_run(image.cri_socket),
+        RUN_MODE,
+    ));
     match n.role {
         Role::ControlPlaneInit => {
             doc.runcmd.push(vec![
-                "kubeadm",
+                KUBEADM_RUN_PATH,
                 "init",
                 "--config",
                 KUBEADM_CONFIG_PATH,
@@ -143,8 +163,12 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
             ]);
         }
         Role::ControlPlaneJoin | Role::Worker => {
-            doc.runcmd
-                .push(vec!["kubeadm", "join", "--config", KUBEADM_CONFIG_PATH]);
+            doc.runcmd.push(vec![
+                KUBEADM_RUN_PATH,
+                "join",
+                "--config",
+                KUBEADM_CONFIG_PATH,
+            ]);
         }
     }
     doc.render()

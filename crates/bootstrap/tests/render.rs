@@ -87,7 +87,7 @@ fn init_writes_pki_and_kubeadm_config_and_runs_init() {
         runcmd,
         vec![
             vec![
-                "kubeadm",
+                "/usr/local/sbin/shoal-kubeadm",
                 "init",
                 "--config",
                 "/etc/kubernetes/kubeadm.yaml",
@@ -245,11 +245,26 @@ fn joins_discover_the_cluster_by_token_and_ca_pin() {
         assert_eq!(
             runcmd,
             vec![vec![
-                "kubeadm",
+                "/usr/local/sbin/shoal-kubeadm",
                 "join",
                 "--config",
                 "/etc/kubernetes/kubeadm.yaml"
             ]]
+        );
+        // The wrapper waits for containerd's CRI, then runs kubeadm, and again only
+        // after a failed preflight (which changes nothing).
+        let run = file(&doc, "/usr/local/sbin/shoal-kubeadm");
+        assert_eq!(run["permissions"].as_str(), Some("0755"));
+        let script = run["content"].as_str().expect("the script");
+        assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+        assert!(
+            script.contains("CRI_SOCKET=unix:///run/containerd/containerd.sock\n"),
+            "{script}"
+        );
+        assert!(script.contains("kubeadm \"$@\""), "{script}");
+        assert!(
+            script.contains("error execution phase preflight"),
+            "{script}"
         );
         let docs = kubeadm_docs(&doc);
         assert_eq!(docs.len(), 1);
@@ -602,7 +617,15 @@ fn workers_get_no_patches_and_no_pod_network_manifest() {
         .iter()
         .filter_map(|f| f["path"].as_str())
         .collect();
-    assert_eq!(paths, vec!["/etc/hosts", KUBEADM_CONFIG_PATH], "{paths:?}");
+    assert_eq!(
+        paths,
+        vec![
+            "/etc/hosts",
+            KUBEADM_CONFIG_PATH,
+            "/usr/local/sbin/shoal-kubeadm"
+        ],
+        "{paths:?}"
+    );
 }
 
 #[test]

@@ -186,6 +186,24 @@ fn a_bare_vm_boots_over_the_network_to_a_phone_home() -> Result<()> {
         "kubectl get bmm: {got}"
     );
 
+    // A second machine with the same MAC is refused, naming the first.
+    let dir = tempfile::tempdir()?;
+    let twin = dir.path().join("twin.json");
+    std::fs::write(
+        &twin,
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "BareMetalMachine",
+            "metadata": {"name": "rack-7"},
+            "spec": {"mac": PXE_MAC.to_uppercase(), "role": "control-plane"},
+        }))?,
+    )?;
+    let out = lab.kubectl(&["create", "-f", &twin.display().to_string()])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && said.contains("spec.mac") && said.contains("bm-525400780007"),
+        "a second BareMetalMachine with {PXE_MAC}: {said}"
+    );
+
     // TFTP: iPXE for PXE firmware, byte for byte; nothing outside the served files.
     let tftp = format!("tftp://{PXE_SERVER}/undionly.kpxe");
     let out = lab.run_on_network("curl", &["-sf", "--max-time", "20", &tftp])?;

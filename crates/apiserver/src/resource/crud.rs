@@ -138,6 +138,44 @@ impl Resources {
         })
     }
 
+    /// Refuses a new object that repeats another's value of the kind's unique field
+    /// (a BareMetalMachine's MAC, compared case-insensitively). Two creates racing
+    /// with the same value can both pass; the inventory names its machines after
+    /// the MAC, so its own cannot.
+    async fn check_unique(&self, kind: &KindInfo, obj: &Value) -> Result<(), ApiError> {
+        let Some(pointer) = kind.behavior.unique_field else {
+            return Ok(());
+        };
+        let Some(value) = obj.pointer(pointer).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let name = meta_str(obj, "name").unwrap_or_default();
+        let others = self.list(kind, None, &ListOptions::default()).await?.items;
+        let taken = others.iter().find(|o| {
+            meta_str(o, "name") != Some(name)
+                && o.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(value))
+        });
+        let Some(other) = taken else {
+            return Ok(());
+        };
+        let field = pointer.trim_start_matches('/').replace('/', ".");
+        Err(ApiError::Invalid {
+            kind: kind.kind.to_owned(),
+            name: name.to_owned(),
+            causes: vec![shoal_api::validate::FieldCause {
+                reason: "FieldValueDuplicate".into(),
+                field: field.clone(),
+                message: format!(
+                    "{value:?} is already the {field} of {} {:?}: use that object, or delete it first",
+                    kind.kind,
+                    meta_str(other, "name").unwrap_or_default()
+                ),
+            }],
+        })
+    }
+
     /// Creates an object.
     pub async fn create(
         &self,
@@ -199,6 +237,7 @@ impl Resources {
         Self::validate(kind, &obj)?;
         self.require_namespace(kind, ns).await?;
         self.check_references(kind, &obj).await?;
+        self.check_unique(kind, &obj).await?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         let stored = view::to_storage(kind, obj);
         let bytes = self.codec.encode(kind, &stored)?;
@@ -441,6 +480,7 @@ impl Resources {
 mod tests {
     use super::*;
     use crate::resource::fixture::{cluster, fixture, lease, lease_kind, rv, NS};
+    use anyhow::Context as _;
 
     #[tokio::test]
     async fn create_then_get_returns_the_stored_object() -> anyhow::Result<()> {
@@ -470,6 +510,39 @@ mod tests {
             matches!(&no_ns, Err(ApiError::NotFound { resource, name }) if resource == "namespaces" && name == "org-b"),
             "{no_ns:?}"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_second_bare_metal_machine_with_the_same_mac_is_refused() -> anyhow::Result<()> {
+        let f = fixture().await?;
+        let bmm = shoal_api::KINDS
+            .iter()
+            .find(|k| k.kind == "BareMetalMachine")
+            .context("BareMetalMachine is registered")?;
+        let machine = |name: &str, mac: &str| json!({"metadata": {"name": name}, "spec": {"mac": mac, "role": "worker"}});
+        f.res
+            .create(bmm, None, machine("rack1-a", "52:54:00:aa:bb:01"))
+            .await?;
+        let again = f
+            .res
+            .create(bmm, None, machine("rack1-b", "52:54:00:AA:BB:01"))
+            .await;
+        match again {
+            Err(ApiError::Invalid { causes, .. }) => {
+                assert_eq!(causes[0].reason, "FieldValueDuplicate");
+                assert_eq!(causes[0].field, "spec.mac");
+                assert!(causes[0].message.contains("rack1-a"), "{causes:?}");
+            }
+            other => anyhow::bail!("a repeated MAC was not refused: {other:?}"),
+        }
+        assert!(
+            f.res.get(bmm, None, "rack1-b").await.is_err(),
+            "nothing was stored"
+        );
+        f.res
+            .create(bmm, None, machine("rack1-c", "52:54:00:aa:bb:02"))
+            .await?;
         Ok(())
     }
 
