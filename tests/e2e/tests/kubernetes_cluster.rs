@@ -4,7 +4,10 @@
 //! with a kubeconfig from `shoal kubeconfig create` and Debian's kubectl: the Nodes
 //! and their version, a pod on one host's worker reaching a pod on the other host's
 //! worker, a NodePort service on the ingress port answering by Host from outside,
-//! and a delete that leaves no VM, link, nft table or object. With `SHOAL_K8S_SCALE=1`
+//! the Service inside the guest by ClusterIP (kube-proxy) and by name (CoreDNS),
+//! nodes on containerd that never pulled an image (the node image's own checks,
+//! `benches/kubernetes_boot.rs` boots it without Shoal), and a delete that leaves
+//! no VM, link, nft table or object. With `SHOAL_K8S_SCALE=1`
 //! it also scales to a third Ready worker and back down with a drain (the pod moves,
 //! the Node goes); with `SHOAL_K8S_HOST_LOSS=1` it loses a host and waits for the
 //! replacement Node. The cluster trusts a real OIDC provider (spec.oidc with its
