@@ -33,7 +33,7 @@ use kube::ResourceExt;
 use shoal_api::resources::common::MachineRole;
 use shoal_api::{Cluster, Machine};
 use shoal_e2e::fixtures::ClusterArgs;
-use shoal_e2e::guestctl::{create, kubectl, kubectl_until_ok, nodes, running_pods, text};
+use shoal_e2e::guestctl::{create, kubectl_until_ok, nodes, running_pods, text};
 use shoal_e2e::hosts::{links, nft_tables, start_agent_pair_with, AgentProc, Egress, Underlay};
 use shoal_e2e::kubelab::NodeImage;
 use shoal_e2e::oidc::{OidcProvider, ProviderOptions};
