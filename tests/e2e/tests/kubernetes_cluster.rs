@@ -224,9 +224,13 @@ fn service_inside_the_guest(kc: &Path, pod: &str, backends: &[&str]) -> Result<(
         Duration::from_secs(120),
     )?;
     let cluster_ip = cluster_ip.trim();
+    // The cluster's service CIDR is 10.96.0.0/12: 10.96.0.0 to 10.111.255.255.
+    let ip: std::net::Ipv4Addr = cluster_ip
+        .parse()
+        .with_context(|| format!("ClusterIP {cluster_ip:?}"))?;
     ensure!(
-        cluster_ip.starts_with("10.96."),
-        "ClusterIP {cluster_ip} outside the service CIDR"
+        u32::from(ip) & 0xfff0_0000 == u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)),
+        "ClusterIP {cluster_ip} outside the service CIDR 10.96.0.0/12"
     );
     let fetch = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 80");
     let answer = kubectl_until_ok(
