@@ -68,6 +68,11 @@ command -v curl >/dev/null || need_apt+=(curl)
 # Debian's Prometheus: promtool checks and unit-tests deploy/prometheus's alert rules and
 # parses the dashboards' queries (tests/e2e/tests/monitoring_rules.rs). Installing the
 # packages enables their systemd units; nothing here starts them.
+# BMC power control (tests/e2e/tests/bmc.rs): libvirt runs the machines that
+# sushy-tools' Redfish emulator powers; its libvirt driver needs Debian's bindings.
+command -v libvirtd >/dev/null || need_apt+=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
+/usr/bin/python3 -c 'import libvirt' 2>/dev/null || need_apt+=(python3-libvirt)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -98,6 +103,19 @@ fi
 # as /bin/shoal: cargo and the image's stamp make both no-ops when current.
 guest_bin=$("$(dirname "$0")/build-guest.sh")
 SHOAL_GUEST_BIN="$guest_bin" "$(dirname "$0")/../images/build-test-image.sh"
+
+# sushy-tools, the Redfish BMC emulator of the BMC tests, from PyPI into a venv under
+# ~/.cache/shoal, keyed by its version; Debian's python3 with its libvirt bindings.
+SUSHY_VERSION=2.2.0
+SUSHY_VENV="$HOME/.cache/shoal/sushy-tools-$SUSHY_VERSION"
+if [ ! -x "$SUSHY_VENV/bin/sushy-emulator" ]; then
+  log "installing sushy-tools $SUSHY_VERSION into $SUSHY_VENV"
+  rm -rf "$SUSHY_VENV"
+  /usr/bin/python3 -m venv --system-site-packages "$SUSHY_VENV"
+  "$SUSHY_VENV/bin/pip" install -q "sushy-tools==$SUSHY_VERSION"
+fi
+"$SUSHY_VENV/bin/python" -c 'import libvirt, bcrypt, sushy_tools' \
+  || { log "sushy-tools in $SUSHY_VENV cannot import libvirt or bcrypt"; exit 1; }
 
 # The OIDC provider the identity tests sign in with (npm oidc-provider), cached
 # under ~/.cache/shoal/npm by a stamp of its package lock and server.

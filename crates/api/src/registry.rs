@@ -98,6 +98,9 @@ pub struct Behavior {
     /// A spec field no two objects of the kind may share, as a JSON pointer
     /// (BareMetalMachine's `/spec/mac`): a create that repeats one is refused.
     pub unique_field: Option<&'static str>,
+    /// `stringData` is folded into `data` on every write, as Kubernetes does
+    /// (Secret).
+    pub folds_string_data: bool,
 }
 
 /// What an organization's token may do with a kind; cluster admins may do
@@ -149,6 +152,7 @@ impl Behavior {
         view: StorageView::AsServed,
         field_selectors: NAME_FIELDS,
         unique_field: None,
+        folds_string_data: false,
     };
 }
 
@@ -870,6 +874,7 @@ pub static KINDS: &[KindInfo] = &[
         behavior: Behavior {
             bootstrap_credentials: true,
             strategic_merge: true,
+            folds_string_data: true,
             field_selectors: &["metadata.name", "metadata.namespace", "type"],
             ..Behavior::NONE
         },

@@ -37,6 +37,10 @@ pub mod annotation {
     /// On a Machine: when the controllers began draining its Kubernetes node
     /// (RFC 3339); the drain timeout counts from it.
     pub const DRAIN_STARTED: &str = "shoal.io/drain-started";
+    /// On a BareMetalMachine: what its BMC should do next, `reprovision@<time>`
+    /// (boot from PXE again) or `deprovision@<time>` (power off). Each new value is
+    /// acted on once; `shoal baremetal reprovision|deprovision` write it.
+    pub const BMC_REQUEST: &str = "shoal.io/bmc-request";
 }
 
 /// Finalizers.

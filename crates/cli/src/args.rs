@@ -411,9 +411,18 @@ pub struct PxeArgs {
     /// change's time.
     #[arg(long)]
     pub inventory: bool,
-    /// The role of machines the inventory discovers.
+    /// The role of machines the inventory discovers (when no --profile applies).
     #[arg(long, value_enum, default_value_t = BareMetalRole::Worker)]
     pub role: BareMetalRole,
+    /// Roles by quantity, tried in order: NAME=ROLE[:COUNT]. With
+    /// `--profile control=control-plane:3 --profile worker=worker` the first three
+    /// machines discovered are control planes, the rest workers.
+    #[arg(long = "profile")]
+    pub profiles: Vec<shoal_pxe::profile::Profile>,
+    /// Seconds a machine has, from its power-on (or first PXE contact) to phone
+    /// home, before the inventory marks it ProvisioningTimeout.
+    #[arg(long, default_value_t = 900)]
+    pub provision_timeout: u64,
 }
 
 /// The role `shoal pxe --inventory` gives a machine it discovers.
@@ -436,6 +445,17 @@ pub enum BaremetalCommand {
     },
     /// Show one machine and every change of its state, by name or MAC.
     Show {
+        /// The BareMetalMachine's name, or its MAC.
+        machine: String,
+    },
+    /// Boot a machine from PXE again through its BMC (`shoal pxe --inventory`
+    /// sets the next boot to PXE and power-cycles it).
+    Reprovision {
+        /// The BareMetalMachine's name, or its MAC.
+        machine: String,
+    },
+    /// Power a machine off through its BMC; `reprovision` brings it back.
+    Deprovision {
         /// The BareMetalMachine's name, or its MAC.
         machine: String,
     },

@@ -23,6 +23,8 @@ use shoal_api::{
 
 use crate::journal::{Event, Journal, MachineRecord, Stage};
 use crate::mac::Mac;
+use crate::profile::{assign, Profile};
+use crate::provision::Provisioner;
 
 /// How long to wait before syncing a machine again after the API failed.
 const RETRY: Duration = Duration::from_secs(2);
@@ -77,49 +79,84 @@ pub fn transitions(current: Option<BareMetalState>, events: &[Event]) -> Vec<Bar
 pub struct Inventory {
     api: Api<BareMetalMachine>,
     role: MachineRole,
+    profiles: Vec<Profile>,
     /// Per machine, the number of the last journal event written to the API.
     synced: BTreeMap<Mac, u64>,
+    provisioner: Provisioner,
 }
 
 impl Inventory {
-    /// Writes through `client`; machines it creates get `role`.
-    pub fn new(client: kube::Client, role: MachineRole) -> Self {
+    /// Writes through `client`; machines it creates get the first of `profiles`
+    /// that is not full, else `role`; machines have `provision_timeout` from
+    /// power-on or first contact to phone home.
+    pub fn new(
+        client: kube::Client,
+        role: MachineRole,
+        profiles: Vec<Profile>,
+        provision_timeout: Duration,
+    ) -> Self {
         Self {
-            api: Api::all(client),
+            api: Api::all(client.clone()),
             role,
+            profiles,
             synced: BTreeMap::new(),
+            provisioner: Provisioner::new(client, provision_timeout),
         }
     }
 
-    /// Follows `journal` until the task is dropped.
+    /// Follows `journal`, and every two seconds powers on and times out machines
+    /// (the [`Provisioner`]), until the task is dropped. One task does both, so
+    /// they never write a machine's status at once.
     pub async fn follow(mut self, journal: Journal) {
+        let mut tick = tokio::time::interval(RETRY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            for mac in journal.take_changed().await {
-                let Some(record) = journal.machine(mac) else {
-                    continue;
-                };
-                if let Err(e) = self.sync(mac, &record).await {
-                    tracing::warn!(%mac, error = %e, "inventory not updated; retrying");
-                    let journal = journal.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        journal.retry(mac);
-                    });
+            tokio::select! {
+                changed = journal.take_changed() => {
+                    for mac in changed {
+                        self.sync_or_retry(&journal, mac).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.provisioner.pass().await {
+                        tracing::warn!(error = %e, "provisioning pass failed; retrying");
+                    }
                 }
             }
         }
     }
 
-    /// The BareMetalMachine of `mac`: `bm-<mac>`, else one registered with that MAC.
-    async fn find(&self, mac: Mac) -> Result<Option<BareMetalMachine>, kube::Error> {
-        if let Some(found) = self.api.get_opt(&name_of(mac)).await? {
-            return Ok(Some(found));
+    async fn sync_or_retry(&mut self, journal: &Journal, mac: Mac) {
+        let Some(record) = journal.machine(mac) else {
+            return;
+        };
+        if let Err(e) = self.sync(mac, &record).await {
+            tracing::warn!(%mac, error = %e, "inventory not updated; retrying");
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RETRY).await;
+                journal.retry(mac);
+            });
         }
-        let all = self.api.list(&ListParams::default()).await?;
-        Ok(all
-            .items
-            .into_iter()
-            .find(|m| m.spec.mac.parse::<Mac>().ok() == Some(mac)))
+    }
+
+    /// The BareMetalMachine of `mac`: `bm-<mac>`, else one registered with that
+    /// MAC; when there is none, every machine (for the profiles' counts).
+    async fn find(
+        &self,
+        mac: Mac,
+    ) -> Result<Result<BareMetalMachine, Vec<BareMetalMachine>>, kube::Error> {
+        if let Some(found) = self.api.get_opt(&name_of(mac)).await? {
+            return Ok(Ok(found));
+        }
+        let all = self.api.list(&ListParams::default()).await?.items;
+        match all
+            .iter()
+            .position(|m| m.spec.mac.parse::<Mac>().ok() == Some(mac))
+        {
+            Some(i) => Ok(Ok(all[i].clone())),
+            None => Ok(Err(all)),
+        }
     }
 
     /// Writes what the journal knows of `mac` that the API does not.
@@ -135,14 +172,16 @@ impl Inventory {
             return Ok(());
         };
         let machine = match self.find(mac).await? {
-            Some(m) => m,
-            None => {
+            Ok(m) => m,
+            Err(existing) => {
+                let profile = assign(&self.profiles, &existing);
                 let bmm = BareMetalMachine::new(
                     &name_of(mac),
                     BareMetalMachineSpec {
                         mac: mac.to_string(),
-                        role: self.role,
-                        profile: None,
+                        role: profile.map_or(self.role, |p| p.role),
+                        profile: profile.map(|p| p.name.clone()),
+                        bmc: None,
                     },
                 );
                 match self.api.create(&PostParams::default(), &bmm).await {

@@ -8,13 +8,19 @@
 //!   seed and phone home, and the [`journal`] of what each machine did, by MAC.
 //!
 //! [`server`] binds them all to one interface and runs them; [`inventory`] turns
-//! the journal into BareMetalMachines in Shoal's API.
+//! the journal into BareMetalMachines in Shoal's API (with roles from [`profile`]s),
+//! and [`provision`] powers
+//! registered machines on through their BMC ([`redfish`]) and times out those that
+//! do not phone home.
 
 pub mod dhcp;
 pub mod http;
 pub mod inventory;
 pub mod journal;
 pub mod mac;
+pub mod profile;
+pub mod provision;
+pub mod redfish;
 pub mod server;
 pub mod tftp;
 pub mod tftpd;

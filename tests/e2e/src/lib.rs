@@ -13,6 +13,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub mod bench;
+pub mod bmclab;
 pub mod connect_proxy;
 pub mod etcd;
 pub mod fixtures;

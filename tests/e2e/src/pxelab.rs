@@ -29,6 +29,9 @@ use crate::shoal_bin;
 pub const PXE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
 /// Its HTTP port.
 pub const PXE_HTTP_PORT: u16 = 8080;
+/// `shoal pxe --profile`s: the first machine discovered is a control plane, the
+/// rest workers.
+pub const PROFILES: [&str; 2] = ["first=control-plane:1", "rest=worker"];
 /// The iPXE option ROM QEMU loads for its virtio NIC (QEMU's default `romfile`).
 pub const VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 
@@ -57,20 +60,28 @@ pub struct PxeLab {
     pub vms: Vec<PxeVm>,
 }
 
-fn in_ns(ns: &str, program: &str) -> Command {
+pub(crate) fn in_ns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, program]);
     c
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
 impl PxeLab {
-    /// Creates both namespaces, starts dnsmasq and `shoal pxe` serving `image`.
+    /// Creates both namespaces, starts dnsmasq and `shoal pxe` serving `image`,
+    /// with its default provisioning timeout.
     pub fn new(prefix: &str, image: &GuestImage) -> Result<Self> {
+        Self::with_timeout(prefix, image, 900)
+    }
+
+    /// As [`PxeLab::new`], with `provision_timeout` seconds to phone home. The
+    /// seed directory ([`PxeLab::seed_dir`]) starts empty: every machine gets the
+    /// default seed until a test writes one for its MAC.
+    pub fn with_timeout(prefix: &str, image: &GuestImage, provision_timeout: u64) -> Result<Self> {
         if !rustix::process::geteuid().is_root() {
             bail!("the PXE lab needs root (namespaces, taps): run the e2e tests as root (CI does)");
         }
@@ -172,6 +183,12 @@ impl PxeLab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Traversable by the users other tests' daemons run QEMU as (libvirt's).
+        fs::set_permissions(
+            lab.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        fs::create_dir_all(lab.seed_dir())?;
         let log = fs::File::create(lab.dir.path().join("pxe.log"))?;
         lab.pxe = Some(
             in_ns(&srv, &shoal_bin()?.display().to_string())
@@ -188,7 +205,15 @@ impl PxeLab {
                     &PXE_HTTP_PORT.to_string(),
                     "--cmdline",
                     "console=ttyS0 quiet",
+                    "--provision-timeout",
+                    &provision_timeout.to_string(),
+                    "--profile",
+                    PROFILES[0],
+                    "--profile",
+                    PROFILES[1],
                 ])
+                .arg("--seed-dir")
+                .arg(lab.seed_dir())
                 .arg("--kernel")
                 .arg(&image.kernel)
                 .arg("--initrd")
@@ -243,6 +268,16 @@ impl PxeLab {
             .map(|f| format!("--- {f} ---\n{}", tail(&self.dir.path().join(f), 40)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// `shoal pxe --seed-dir`: `<mac, hyphenated>/{meta-data,user-data}` per machine.
+    pub fn seed_dir(&self) -> PathBuf {
+        self.dir.path().join("seeds")
+    }
+
+    /// The lab's directory (logs, seeds, consoles); removed with the lab.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn data_dir(&self) -> PathBuf {

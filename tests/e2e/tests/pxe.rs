@@ -6,7 +6,8 @@
 //! line, fetches its seed and phones home. Shoal's journal shows every step with
 //! its time, and `shoal pxe --inventory` keeps a BareMetalMachine for it in Shoal's
 //! API: Discovered, Provisioning, Provisioned, each with its time and cause, which
-//! `kubectl get bmm` and `shoal baremetal list|show` show. TFTP serves iPXE for PXE
+//! `kubectl get bmm` and `shoal baremetal list|show` show; its profiles make the
+//! first machine a control plane and the next a worker. TFTP serves iPXE for PXE
 //! firmware and nothing else.
 //!
 //! It prints power-on to phone-home through PXE next to the same image booted from
@@ -141,7 +142,9 @@ fn a_bare_vm_boots_over_the_network_to_a_phone_home() -> Result<()> {
     // The inventory: a BareMetalMachine for the MAC, through each state in order.
     let bmm = inventory_record(&lab, "bm-525400780007", "Provisioned")?;
     assert_eq!(bmm["spec"]["mac"], PXE_MAC, "{bmm}");
-    assert_eq!(bmm["spec"]["role"], "worker", "{bmm}");
+    // The profiles: the first machine discovered is a control plane.
+    assert_eq!(bmm["spec"]["role"], "control-plane", "{bmm}");
+    assert_eq!(bmm["spec"]["profile"], "first", "{bmm}");
     assert_eq!(bmm["status"]["ip"], guest_ip.as_str(), "{bmm}");
     assert_eq!(bmm["status"]["hostname"], hostname, "{bmm}");
     let history = bmm["status"]["history"]
@@ -253,5 +256,9 @@ fn a_bare_vm_boots_over_the_network_to_a_phone_home() -> Result<()> {
         !direct.iter().any(|s| s == "offered" || s == "kernel"),
         "the local boot did not go through PXE: {direct:?}"
     );
+    // The second machine the inventory registers is a worker (profile "rest").
+    let second = inventory_record(&lab, "bm-525400780008", "Provisioned")?;
+    assert_eq!(second["spec"]["role"], "worker", "{second}");
+    assert_eq!(second["spec"]["profile"], "rest", "{second}");
     Ok(())
 }

@@ -4,8 +4,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::resources::common::MachineRole;
-use crate::validate::FieldErrors;
+use crate::resources::common::{Condition, MachineRole};
+use crate::validate::{validate_dns1123_subdomain, FieldErrors};
 
 /// What users set on a BareMetalMachine.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -29,6 +29,33 @@ pub struct BareMetalMachineSpec {
     /// The provisioning profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Its BMC: with one, Shoal sets the next boot to PXE and powers it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<BmcSpec>,
+}
+
+/// How Shoal reaches a machine's BMC over Redfish (ILO, iDRAC and most current
+/// BMCs speak it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BmcSpec {
+    /// The BMC's address: `https://10.0.0.5` or `http://bmc.example:8000`; its
+    /// Redfish service is at `/redfish/v1`.
+    pub address: String,
+    /// The ComputerSystem, by its Redfish id or name; when unset, the only one
+    /// the BMC has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// A Secret in `shoal-system` with the keys `username` and `password`.
+    pub credentials_secret: String,
+    /// Accept a certificate that does not verify (BMCs often have a self-signed
+    /// one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// Where the site's console logger writes the machine's serial console (a
+    /// conserver or serial-over-LAN capture); a provisioning timeout quotes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_log: Option<String>,
 }
 
 /// Provisioning state of a bare-metal machine, in the order a machine goes through
@@ -37,15 +64,21 @@ pub struct BareMetalMachineSpec {
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 pub enum BareMetalState {
+    /// Its BMC was told to boot it from PXE and power it on.
+    PoweringOn,
     /// Seen on the provisioning network.
     #[default]
     Discovered,
     /// Installing.
     Provisioning,
+    /// It did not phone home in time after it was powered on or discovered.
+    ProvisioningTimeout,
     /// Installed.
     Provisioned,
     /// Joined the host cluster.
     Joined,
+    /// Powered off through its BMC on request.
+    Deprovisioned,
 }
 
 /// What Shoal reports on a BareMetalMachine.
@@ -64,6 +97,15 @@ pub struct BareMetalMachineStatus {
     /// Every change of state, oldest first, each with its time and what caused it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<BareMetalTransition>,
+    /// The power state its BMC last reported: `On` or `Off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<String>,
+    /// The BMC request (the `shoal.io/bmc-request` annotation) last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_request: Option<String>,
+    /// `BmcReady`: whether Shoal can drive its BMC, and why not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 /// One change of a bare-metal machine's state.
@@ -95,5 +137,75 @@ impl BareMetalMachineSpec {
                 )),
             );
         }
+        if let Some(bmc) = &self.bmc {
+            bmc.validate(errs);
+        }
+    }
+}
+
+impl BmcSpec {
+    /// Checks the address and the Secret's name.
+    pub fn validate(&self, errs: &mut FieldErrors) {
+        let rest = self
+            .address
+            .strip_prefix("https://")
+            .or_else(|| self.address.strip_prefix("http://"));
+        let host = rest.map(|r| r.split('/').next().unwrap_or_default());
+        if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+            errs.check(
+                "spec.bmc.address",
+                Err(format!(
+                    "{:?} is not a BMC address: use its URL, e.g. 'https://10.0.0.5' or 'http://bmc1:8000'",
+                    self.address
+                )),
+            );
+        }
+        errs.check(
+            "spec.bmc.credentialsSecret",
+            validate_dns1123_subdomain(&self.credentials_secret).map_err(|e| {
+                format!("{e}: name a Secret in shoal-system with keys username and password")
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(address: &str, secret: &str) -> BareMetalMachineSpec {
+        BareMetalMachineSpec {
+            mac: "52:54:00:78:01:01".into(),
+            role: MachineRole::Worker,
+            profile: None,
+            bmc: Some(BmcSpec {
+                address: address.into(),
+                system: None,
+                credentials_secret: secret.into(),
+                insecure_skip_verify: false,
+                console_log: None,
+            }),
+        }
+    }
+
+    fn fields(s: &BareMetalMachineSpec) -> Vec<String> {
+        let mut errs = FieldErrors::default();
+        s.validate(&mut errs);
+        match errs.into_result() {
+            Ok(()) => Vec::new(),
+            Err(causes) => causes.into_iter().map(|c| c.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_bmc_needs_an_http_address_and_a_secret_name() {
+        assert!(fields(&spec("https://10.0.0.5", "bmc-rack1")).is_empty());
+        assert!(fields(&spec("http://bmc1:8000/", "bmc-rack1")).is_empty());
+        assert_eq!(fields(&spec("10.0.0.5", "bmc-rack1")), ["spec.bmc.address"]);
+        assert_eq!(fields(&spec("https://", "bmc-rack1")), ["spec.bmc.address"]);
+        assert_eq!(
+            fields(&spec("ftp://10.0.0.5", "Bad_Name")),
+            ["spec.bmc.address", "spec.bmc.credentialsSecret"]
+        );
     }
 }

@@ -12,7 +12,7 @@ pub mod release;
 
 pub use baremetal::{
     BareMetalMachine, BareMetalMachineSpec, BareMetalMachineStatus, BareMetalState,
-    BareMetalTransition,
+    BareMetalTransition, BmcSpec,
 };
 pub use cluster::{
     Cluster, ClusterPhase, ClusterSpec, ClusterStatus, ControlPlaneSpec, ProviderType,

@@ -235,6 +235,9 @@ impl Resources {
             }
         }
         Self::validate(kind, &obj)?;
+        if kind.behavior.folds_string_data {
+            super::secretdata::fold_string_data(&mut obj);
+        }
         self.require_namespace(kind, ns).await?;
         self.check_references(kind, &obj).await?;
         self.check_unique(kind, &obj).await?;
@@ -348,8 +351,11 @@ impl Resources {
         sub: Subresource,
     ) -> Result<Value, ApiError> {
         let incoming = change(current)?;
-        let next = merge::merge_for_update(kind, current, incoming, sub)?;
+        let mut next = merge::merge_for_update(kind, current, incoming, sub)?;
         Self::validate(kind, &view::from_storage(kind, next.clone()))?;
+        if kind.behavior.folds_string_data {
+            super::secretdata::fold_string_data(&mut next);
+        }
         Ok(next)
     }
 

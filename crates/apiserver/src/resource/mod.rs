@@ -11,6 +11,7 @@ mod list;
 pub mod merge;
 pub mod meta;
 mod recent;
+mod secretdata;
 mod service;
 mod tenancy;
 pub mod view;

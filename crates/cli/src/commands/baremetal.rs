@@ -1,8 +1,9 @@
 //! `shoal baremetal`: the bare-metal inventory that `shoal pxe --inventory` keeps.
 
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::Value;
+use serde_json::{json, Value};
+use shoal_api::wellknown::annotation;
 use shoal_api::BareMetalMachine;
 
 use crate::args::{BaremetalCommand, Output};
@@ -59,6 +60,27 @@ pub fn describe(m: &BareMetalMachine) -> String {
         status.ip.as_deref().unwrap_or("<none>"),
         status.hostname.as_deref().unwrap_or("<none>"),
     );
+    if let Some(bmc) = &m.spec.bmc {
+        out.insert_str(
+            out.find("History:").unwrap_or(out.len()),
+            &format!(
+                "BMC:       {} (system {}, credentials {})\nPower:     {}\n",
+                bmc.address,
+                bmc.system.as_deref().unwrap_or("<the only one>"),
+                bmc.credentials_secret,
+                status.power.as_deref().unwrap_or("<unknown>"),
+            ),
+        );
+    }
+    if !status.conditions.is_empty() {
+        let at = out.find("History:").unwrap_or(out.len());
+        let lines: String = status
+            .conditions
+            .iter()
+            .map(|c| format!("  {}={}  {}  {}\n", c.type_, c.status, c.reason, c.message))
+            .collect();
+        out.insert_str(at, &format!("Conditions:\n{lines}"));
+    }
     if status.history.is_empty() {
         out.push_str("  (none yet)\n");
     }
@@ -98,24 +120,60 @@ pub async fn run(client: &Client, cmd: &BaremetalCommand) -> Result<(), CliError
             }
             emit(&render_columns(&COLUMNS, &rows(&items)))
         }
-        BaremetalCommand::Show { machine } => {
-            let found = match api.get_opt(machine).await? {
-                Some(m) => Some(m),
-                None => {
-                    let want = machine.to_ascii_lowercase().replace('-', ":");
-                    api.list(&ListParams::default())
-                        .await?
-                        .items
-                        .into_iter()
-                        .find(|m| m.spec.mac.to_ascii_lowercase() == want)
-                }
-            };
-            match found {
-                Some(m) => emit(&describe(&m)),
-                None => Err(CliError::Usage(format!(
-                    "no bare-metal machine named or with MAC {machine:?}; 'shoal baremetal list' shows them"
-                ))),
-            }
+        BaremetalCommand::Show { machine } => emit(&describe(&find(&api, machine).await?)),
+        BaremetalCommand::Reprovision { machine } => {
+            request(
+                &api,
+                machine,
+                "reprovision",
+                "its BMC will boot it from PXE",
+            )
+            .await
+        }
+        BaremetalCommand::Deprovision { machine } => {
+            request(&api, machine, "deprovision", "its BMC will power it off").await
         }
     }
+}
+
+/// Asks the inventory to have `machine`'s BMC do `action`, through the
+/// `shoal.io/bmc-request` annotation.
+async fn request(
+    api: &Api<BareMetalMachine>,
+    machine: &str,
+    action: &str,
+    what: &str,
+) -> Result<(), CliError> {
+    let m = find(api, machine).await?;
+    let name = m.name_any();
+    if m.spec.bmc.is_none() {
+        return Err(CliError::Usage(format!(
+            "{name} has no BMC (spec.bmc): Shoal cannot power it; set spec.bmc, or power it by hand"
+        )));
+    }
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let patch =
+        json!({"metadata": {"annotations": {(annotation::BMC_REQUEST): format!("{action}@{at}")}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    eprintln!("{name}: {action} requested; {what} ('shoal baremetal show {name}' follows it)");
+    Ok(())
+}
+
+/// The machine named `machine`, or with that MAC.
+async fn find(api: &Api<BareMetalMachine>, machine: &str) -> Result<BareMetalMachine, CliError> {
+    if let Some(m) = api.get_opt(machine).await? {
+        return Ok(m);
+    }
+    let want = machine.to_ascii_lowercase().replace('-', ":");
+    api.list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|m| m.spec.mac.to_ascii_lowercase() == want)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "no bare-metal machine named or with MAC {machine:?}; 'shoal baremetal list' shows them"
+            ))
+        })
 }

@@ -30,7 +30,8 @@ pub async fn run(cli: &Cli, args: &PxeArgs) -> Result<(), CliError> {
             BareMetalRole::ControlPlane => MachineRole::ControlPlane,
             BareMetalRole::Worker => MachineRole::Worker,
         };
-        let inventory = Inventory::new(client, role);
+        let timeout = std::time::Duration::from_secs(args.provision_timeout);
+        let inventory = Inventory::new(client, role, args.profiles.clone(), timeout);
         Some(tokio::spawn(inventory.follow(bound.journal.clone())))
     } else {
         None
