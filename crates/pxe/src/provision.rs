@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 use shoal_api::wellknown::{annotation, SYSTEM_NAMESPACE};
-use shoal_api::{BareMetalMachine, BareMetalState, BareMetalTransition, BmcSpec, Condition};
+use shoal_api::{BareMetalMachine, BareMetalState, BareMetalTransition, BmcSpec, Condition, Host};
 use shoal_kube::conditions;
 
 use crate::redfish::{Bmc, RedfishError, Reset};
@@ -56,6 +56,31 @@ pub enum Step {
         /// When the attempt began.
         since: DateTime<Utc>,
     },
+    /// The installed system's agent has a Ready Host.
+    Join {
+        /// The Host's name.
+        host: String,
+    },
+}
+
+/// Whether `m`, Provisioned, has joined: a Host named as it phoned home (its
+/// installed system's `shoal agent`) whose `Ready` condition is True.
+pub fn joined(m: &BareMetalMachine, hosts: &[Host]) -> Option<String> {
+    let status = m.status.as_ref()?;
+    if status.state != Some(BareMetalState::Provisioned) {
+        return None;
+    }
+    let hostname = status.hostname.as_deref()?;
+    hosts
+        .iter()
+        .filter(|h| h.name_any() == hostname)
+        .find(|h| {
+            h.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, "Ready"))
+                .is_some_and(|c| c.status == "True")
+        })
+        .map(|h| h.name_any())
 }
 
 /// When the current provisioning attempt began: the earliest of the trailing run
@@ -181,6 +206,7 @@ pub enum PowerError {
 /// The API side of provisioning.
 pub struct Provisioner {
     machines: Api<BareMetalMachine>,
+    hosts: Api<Host>,
     secrets: Api<Secret>,
     timeout: Duration,
     /// When a machine's BMC last failed, to space out the next try.
@@ -192,6 +218,7 @@ impl Provisioner {
     pub fn new(client: kube::Client, timeout: Duration) -> Self {
         Self {
             machines: Api::all(client.clone()),
+            hosts: Api::all(client.clone()),
             secrets: Api::namespaced(client, SYSTEM_NAMESPACE),
             timeout,
             failed: BTreeMap::new(),
@@ -202,11 +229,26 @@ impl Provisioner {
     /// unreachable one does not hold up the others.
     pub async fn pass(&mut self) -> Result<(), kube::Error> {
         let list = self.machines.list(&ListParams::default()).await?;
+        let provisioned = list.items.iter().any(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| s.state == Some(BareMetalState::Provisioned))
+        });
+        let hosts = if provisioned {
+            self.hosts.list(&ListParams::default()).await?.items
+        } else {
+            Vec::new()
+        };
         let mut powers = Vec::new();
         for m in list.items {
-            match step(&m, Utc::now(), self.timeout) {
+            let next = match joined(&m, &hosts) {
+                Some(host) => Step::Join { host },
+                None => step(&m, Utc::now(), self.timeout),
+            };
+            match next {
                 Step::Idle => {}
                 Step::TimeOut { since } => self.time_out(&m, since).await?,
+                Step::Join { host } => self.join(&m, &host).await?,
                 power => {
                     let waiting = self
                         .failed
@@ -358,6 +400,22 @@ impl Provisioner {
                 json!({"status": {"conditions": status.conditions}})
             }
         };
+        self.machines
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn join(&mut self, m: &BareMetalMachine, host: &str) -> Result<(), kube::Error> {
+        let name = m.name_any();
+        tracing::info!(%name, %host, "joined");
+        let mut history = m.status.clone().unwrap_or_default().history;
+        history.push(BareMetalTransition {
+            state: BareMetalState::Joined,
+            at: conditions::now(),
+            reason: format!("its agent's Host {host} is Ready"),
+        });
+        let patch = json!({"status": {"state": BareMetalState::Joined, "history": history}});
         self.machines
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -528,6 +586,36 @@ mod tests {
         ] {
             let m = machine(true, Some(done), &history);
             assert_eq!(step(&m, at("2026-12-07T12:00:00Z"), MIN), Step::Idle);
+        }
+    }
+
+    #[test]
+    fn a_provisioned_machine_joins_when_the_host_it_named_is_ready() {
+        let mut m = machine(true, Some(BareMetalState::Provisioned), &[]);
+        if let Some(s) = m.status.as_mut() {
+            s.hostname = Some("pxe-525400780101".into());
+        }
+        let host = |name: &str, ready: &str| -> Host {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "shoal.io/v1alpha1", "kind": "Host",
+                "metadata": {"name": name},
+                "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]},
+            }))
+            .expect("a host")
+        };
+        assert_eq!(joined(&m, &[host("other", "True")]), None);
+        assert_eq!(joined(&m, &[host("pxe-525400780101", "False")]), None);
+        assert_eq!(
+            joined(&m, &[host("pxe-525400780101", "True")]),
+            Some("pxe-525400780101".into())
+        );
+        // Only a Provisioned machine joins (not one already Joined, or still booting).
+        for state in [BareMetalState::Joined, BareMetalState::Provisioning] {
+            if let Some(s) = m.status.as_mut() {
+                s.state = Some(state);
+            }
+            assert_eq!(joined(&m, &[host("pxe-525400780101", "True")]), None);
         }
     }
 
