@@ -211,25 +211,16 @@ impl Bmc {
             Some(b) => req.json(&b),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| RedfishError::Unreachable {
-                bmc: self.address.clone(),
-                url: url.clone(),
-                source,
-            })?;
+        let unreachable = |source| RedfishError::Unreachable {
+            bmc: self.address.clone(),
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(unreachable)?;
         // Where a redirect (a system named by its name) ended.
         let final_path = resp.url().path().to_owned();
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|source| RedfishError::Unreachable {
-                bmc: self.address.clone(),
-                url: url.clone(),
-                source,
-            })?;
+        let text = resp.text().await.map_err(unreachable)?;
         if !(200..300).contains(&status) {
             return Err(RedfishError::Status {
                 bmc: self.address.clone(),

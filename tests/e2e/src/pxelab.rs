@@ -438,3 +438,18 @@ impl Drop for PxeLab {
         }
     }
 }
+
+/// Checks that a BareMetalMachine's `status.history` is in time order.
+pub fn history_in_time_order(machine: &serde_json::Value) -> Result<()> {
+    let history = machine["status"]["history"]
+        .as_array()
+        .context("status.history")?;
+    let times: Vec<chrono::DateTime<chrono::FixedOffset>> = history
+        .iter()
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t["at"].as_str().unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
+    if !times.windows(2).all(|w| w[0] <= w[1]) {
+        bail!("the transitions' times go backwards: {history:#?}");
+    }
+    Ok(())
+}

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use shoal_e2e::pxelab::{PxeLab, PXE_HTTP_PORT, PXE_SERVER};
+use shoal_e2e::pxelab::{history_in_time_order, PxeLab, PXE_HTTP_PORT, PXE_SERVER};
 use shoal_e2e::rawboot::GuestImage;
 
 const READY: &str = "SHOAL-GUEST-READY";
@@ -156,14 +156,7 @@ fn a_bare_vm_boots_over_the_network_to_a_phone_home() -> Result<()> {
         ["Discovered", "Provisioning", "Provisioned"],
         "{history:?}"
     );
-    let times: Vec<chrono::DateTime<chrono::FixedOffset>> = history
-        .iter()
-        .map(|t| chrono::DateTime::parse_from_rfc3339(t["at"].as_str().unwrap_or_default()))
-        .collect::<Result<_, _>>()?;
-    ensure!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "the transitions' times go backwards: {history:?}"
-    );
+    history_in_time_order(&bmm)?;
     ensure!(
         history[2]["reason"] == format!("phoned home as {hostname}"),
         "{history:?}"
