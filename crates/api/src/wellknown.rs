@@ -45,6 +45,9 @@ pub mod annotation {
 
 /// Finalizers.
 pub mod finalizer {
+    /// The AWS provider's, on Clusters with provider `aws`: every AWS resource
+    /// tagged with the cluster is deleted before the Cluster goes.
+    pub const AWS: &str = "shoal.io/aws";
     /// The cluster controller's, on Clusters: children are removed before the
     /// Cluster goes.
     pub const CLUSTER: &str = "shoal.io/cluster";
@@ -70,4 +73,17 @@ pub mod condition {
     /// `NodeReady`'s reason while the guest has no Node of the Machine's name: the
     /// agent then reports the VM's console in `status.console`.
     pub const NODE_NOT_REGISTERED: &str = "NodeNotRegistered";
+}
+
+/// The Secret holding a cluster's PKI, in [`SYSTEM_NAMESPACE`].
+pub fn pki_secret_name(namespace: &str, cluster: &str) -> String {
+    format!("{namespace}.{cluster}.pki")
+}
+
+/// Keys of a cluster's PKI Secret besides the PKI files.
+pub mod pki_key {
+    /// The kubeadm bootstrap token.
+    pub const BOOTSTRAP_TOKEN: &str = "bootstrap-token";
+    /// kubeadm's certificate key, for control-plane joins.
+    pub const CERTIFICATE_KEY: &str = "certificate-key";
 }

@@ -17,7 +17,9 @@ const PHONE_HOME_TRIES: u32 = 10;
 /// A `#cloud-config` document.
 #[derive(Serialize)]
 pub(crate) struct CloudConfig<'a> {
-    pub hostname: &'a str,
+    /// Unset for a group of identical nodes: each keeps the name its cloud gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub write_files: Vec<WriteFile<'a>>,
     /// Commands in exec form (no shell), run once on first boot.
@@ -70,7 +72,7 @@ impl<'a> CloudConfig<'a> {
     /// `hostname`, the caller's files and `phone_home`; the renderers add the rest.
     pub fn base(n: &'a NodeBootstrap) -> Self {
         Self {
-            hostname: &n.hostname,
+            hostname: Some(&n.hostname),
             write_files: n
                 .files
                 .iter()

@@ -7,6 +7,12 @@
 /// Why [`crate::NodeBootstrap`] could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
+    /// A group of identical nodes was asked for a role that cannot be shared.
+    #[error("role {role} cannot be rendered for a group of nodes: only workers come in groups")]
+    GroupRole {
+        /// The role given.
+        role: &'static str,
+    },
     /// A required field is empty.
     #[error("{field} is empty: {hint}")]
     Empty {
@@ -210,6 +216,7 @@ impl BootstrapError {
             Self::AdvertiseAddress { .. } => Some("advertise_address".into()),
             Self::EndpointAddress { .. } => Some("endpoint_address".into()),
             Self::BootstrapToken => Some("bootstrap_token".into()),
+            Self::GroupRole { .. } => Some("role".into()),
             Self::CaCertHash { .. } => Some("ca_cert_hash".into()),
             Self::CertificateKey | Self::MissingCertificateKey | Self::UnexpectedCertificateKey => {
                 Some("certificate_key".into())

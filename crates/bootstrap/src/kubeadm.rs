@@ -78,6 +78,22 @@ const PROBED: [(&str, bool); 4] = [
 
 /// Renders `#cloud-config` user-data that makes `n` a Kubernetes node with kubeadm.
 pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
+    render(n, false)
+}
+
+/// Renders the user-data of a group of identical workers (a cloud's auto-scaling
+/// group): as [`render_kubeadm`], but with no host name or node name, so that each
+/// node keeps the name its cloud gives it. `n.hostname` only names the group in errors.
+pub fn render_kubeadm_group(n: &NodeBootstrap) -> Result<String, BootstrapError> {
+    if n.role != Role::Worker {
+        return Err(BootstrapError::GroupRole {
+            role: n.role.as_str(),
+        });
+    }
+    render(n, true)
+}
+
+fn render(n: &NodeBootstrap, group: bool) -> Result<String, BootstrapError> {
     n.validate()?;
     crate::validate::kubeadm_worker_files(n)?;
     let image = node_image(n)?;
@@ -91,6 +107,9 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
         }
     }
     let mut doc = CloudConfig::base(n);
+    if group {
+        doc.hostname = None;
+    }
     if let (Some(addr), Some((host, _))) = (
         &n.endpoint_address,
         split_endpoint(&n.control_plane_endpoint),
@@ -103,7 +122,7 @@ pub fn render_kubeadm(n: &NodeBootstrap) -> Result<String, BootstrapError> {
     }
     doc.write_files.push(WriteFile::new(
         KUBEADM_CONFIG_PATH,
-        kubeadm_config(n, image)?,
+        kubeadm_config(n, image, group)?,
         CONFIG_MODE,
     ));
     // Every control-plane node runs an API server that reads the issuer's CA; the
@@ -215,9 +234,13 @@ fn probe_patch(component: &'static str, readiness: bool) -> Result<String, Boots
 
 /// The kubeadm configuration file: `InitConfiguration` and `ClusterConfiguration` on
 /// the first control-plane node, a `JoinConfiguration` on the others.
-fn kubeadm_config(n: &NodeBootstrap, image: &'static NodeImage) -> Result<String, BootstrapError> {
+fn kubeadm_config(
+    n: &NodeBootstrap,
+    image: &'static NodeImage,
+    group: bool,
+) -> Result<String, BootstrapError> {
     let node_registration = NodeRegistration {
-        name: &n.hostname,
+        name: (!group).then_some(n.hostname.as_str()),
         cri_socket: image.cri_socket,
     };
     let timeouts = Timeouts::generous();
@@ -441,7 +464,8 @@ struct LocalApiEndpoint<'a> {
 #[derive(Serialize, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
 struct NodeRegistration<'a> {
-    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     cri_socket: &'static str,
 }
 

@@ -38,7 +38,9 @@ mod yaml11;
 
 pub use error::BootstrapError;
 pub use input::{BootstrapFile, NodeBootstrap, Oidc, Role};
-pub use kubeadm::{render_kubeadm, FLANNEL_MANIFEST_PATH, KUBEADM_PATCHES_DIR};
+pub use kubeadm::{
+    render_kubeadm, render_kubeadm_group, FLANNEL_MANIFEST_PATH, KUBEADM_PATCHES_DIR,
+};
 pub use nodeimage::{NodeImage, NODE_IMAGE};
 pub use testimage::{render_test_image, NodeFile};
 

@@ -6,9 +6,9 @@ mod common;
 use common::{node, oidc, variants};
 use serde_yaml::Value;
 use shoal_bootstrap::{
-    render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeFile, Role,
-    FLANNEL_MANIFEST_PATH, KUBEADM_CONFIG_PATH, KUBEADM_PATCHES_DIR, NODE_FILE_PATH, NODE_IMAGE,
-    OIDC_CA_PATH,
+    render_kubeadm, render_kubeadm_group, render_test_image, BootstrapError, BootstrapFile,
+    NodeFile, Role, FLANNEL_MANIFEST_PATH, KUBEADM_CONFIG_PATH, KUBEADM_PATCHES_DIR,
+    NODE_FILE_PATH, NODE_IMAGE, OIDC_CA_PATH,
 };
 
 #[test]
@@ -681,4 +681,21 @@ fn a_version_no_node_image_carries_is_refused() {
         err.to_string().contains(NODE_IMAGE.kubernetes_version),
         "{err}"
     );
+}
+
+#[test]
+fn a_group_of_workers_keeps_the_names_its_cloud_gives_them() {
+    let one = parse(&render_kubeadm(&node(Role::Worker)).expect("renders"));
+    let group = parse(&render_kubeadm_group(&node(Role::Worker)).expect("renders"));
+    assert!(one["hostname"].as_str().is_some());
+    assert!(group.get("hostname").is_none(), "{group:?}");
+    let join = kind(&kubeadm_docs(&group), "JoinConfiguration").clone();
+    assert!(
+        join["nodeRegistration"].get("name").is_none(),
+        "kubeadm must take the instance's own name: {join:?}"
+    );
+    assert!(join["nodeRegistration"]["criSocket"].as_str().is_some());
+    let err = render_kubeadm_group(&node(Role::ControlPlaneJoin)).expect_err("refused");
+    assert_eq!(err.field().as_deref(), Some("role"));
+    assert!(err.to_string().contains("only workers"), "{err}");
 }

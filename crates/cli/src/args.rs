@@ -231,9 +231,15 @@ pub struct ServerArgs {
     pub etcd_key: Option<PathBuf>,
     /// Which controllers run (behind leader election): true (all), false (the API
     /// only), or a comma-separated list of cluster, nodepool, scheduler, hostlife,
-    /// hostdrain and keypair, where `*` is all and `-name` leaves one out.
+    /// hostdrain, keypair and aws, where `*` is all and `-name` leaves one out.
     #[arg(long, default_value = "true")]
     pub controllers: shoal_controllers::Selection,
+    /// Send every AWS call of the AWS provider here instead of AWS's own endpoints
+    /// (for example moto's, `http://127.0.0.1:5000`). Credentials come from the
+    /// SDK's usual chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, the
+    /// instance's role.
+    #[arg(long, env = "SHOAL_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
     /// Seconds a leader Lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,
@@ -629,9 +635,45 @@ pub struct ClusterCreateArgs {
     /// OIDC sign-in to the guest's API server.
     #[command(flatten)]
     pub oidc: GuestOidcArgs,
+    /// Where the machines run (`--provider aws` and its settings).
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     /// Wait for the cluster to be Ready, showing its machines' progress.
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// Where a new cluster's machines run (the Cluster's `spec.provider`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProviderArgs {
+    /// `kvm`: QEMU VMs on the host cluster's hosts; `aws`: EC2 in a VPC of the
+    /// cluster's own.
+    #[arg(long, default_value = "kvm", value_parser = ["kvm", "aws"])]
+    pub provider: String,
+    /// With --provider aws: the region, e.g. eu-west-1.
+    #[arg(long, required_if_eq("provider", "aws"))]
+    pub region: Option<String>,
+    /// With --provider aws: availability zones, comma-separated (default: the
+    /// region's first two).
+    #[arg(long, value_delimiter = ',', requires = "region")]
+    pub azs: Vec<String>,
+    /// With --provider aws: the EC2 instance type of every node (default m6i.large).
+    #[arg(long, requires = "region")]
+    pub instance_type: Option<String>,
+    /// With --provider aws: the VPC CIDR, a /16 to /20 (default 10.0.0.0/16).
+    #[arg(long, requires = "region")]
+    pub vpc_cidr: Option<String>,
+    /// With --provider aws: the Route 53 hosted zone (ID or name) for the
+    /// cluster's records.
+    #[arg(long, requires = "region")]
+    pub hosted_zone: Option<String>,
+    /// With --provider aws: the domain of api.<cluster>.<org>.<domain> (default:
+    /// the hosted zone's name).
+    #[arg(long, requires = "region")]
+    pub dns_domain: Option<String>,
+    /// With --provider aws: an IAM role to assume for every AWS call of this cluster.
+    #[arg(long, requires = "region")]
+    pub role_arn: Option<String>,
 }
 
 /// The guest API server's OIDC settings (the Cluster's `spec.oidc`).

@@ -4,12 +4,7 @@ pub use shoal_api::wellknown::finalizer::{
     CLUSTER as CLUSTER_FINALIZER, HOST_AGENT as AGENT_FINALIZER,
 };
 pub use shoal_api::wellknown::label::{CLUSTER, CLUSTER_NAMESPACE, IPAM_OWNER, NODE_POOL, ROLE};
-pub use shoal_api::wellknown::SYSTEM_NAMESPACE;
-
-/// The Secret holding a cluster's PKI, in [`SYSTEM_NAMESPACE`].
-pub fn pki_secret_name(namespace: &str, cluster: &str) -> String {
-    format!("{namespace}.{cluster}.pki")
-}
+pub use shoal_api::wellknown::{pki_secret_name, SYSTEM_NAMESPACE};
 
 /// The Secret holding a Machine's cloud-init user-data, in the Machine's namespace.
 pub fn bootstrap_secret_name(machine: &str) -> String {

@@ -48,6 +48,8 @@ pub fn seeds(config: &ControllerConfig) -> Vec<Release> {
                 initrd: file(image.initrd_file),
                 disk: file(image.disk_file),
                 cmdline: Some(image.kernel_cmdline.to_owned()),
+                // Shoal builds no AMI; an AWS Release names its own.
+                amis: Default::default(),
             },
             state: ReleaseState::Active,
             bootstrap: BootstrapFormat::Kubeadm,

@@ -7,13 +7,15 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 
 /// Every controller, by the name `--controllers` uses.
-pub const NAMES: [&str; 6] = [
+/// `aws` is the AWS provider's, which the server runs beside these.
+pub const NAMES: [&str; 7] = [
     "cluster",
     "nodepool",
     "scheduler",
     "hostlife",
     "hostdrain",
     "keypair",
+    "aws",
 ];
 
 /// The controllers to run.

@@ -26,18 +26,139 @@ pub enum ProviderType {
 pub struct AwsProviderSpec {
     /// The AWS region, e.g. `eu-west-1`.
     pub region: String,
-    /// Availability zones for the private subnets; empty picks them.
+    /// Availability zones, one public and one private subnet in each; empty picks
+    /// the region's first two.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub availability_zones: Vec<String>,
-    /// The VPC CIDR.
+    /// The VPC CIDR, a /16 to /20 (10.0.0.0/16 when unset). Each zone gets a
+    /// private and a public subnet of an eighth of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc_cidr: Option<Cidr>,
-    /// EC2 instance type for control-plane nodes.
+    /// EC2 instance type for control-plane nodes (`m6i.large` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane_instance_type: Option<String>,
-    /// The Route 53 zone for the cluster's records.
+    /// EC2 instance type for workers (`m6i.large` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_instance_type: Option<String>,
+    /// The Route 53 hosted zone for the cluster's records: its ID (`Z…`) or its
+    /// name (`example.com`). Unset, no records are made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosted_zone: Option<String>,
+    /// The domain under which the cluster's names live:
+    /// `api.<cluster>.<org>.<baseDomain>` and `*.<cluster>.<org>.<baseDomain>`.
+    /// Unset, the hosted zone's name when it is a name, else the server's base domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_domain: Option<String>,
+    /// An IAM role to assume for every AWS call of this cluster (for example one
+    /// per organization, in the organization's own account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+}
+
+impl AwsProviderSpec {
+    /// The domain of the cluster's DNS names, given the server's own.
+    pub fn base_domain<'a>(&'a self, server_default: &'a str) -> &'a str {
+        if let Some(d) = &self.base_domain {
+            return d.trim_end_matches('.');
+        }
+        match &self.hosted_zone {
+            Some(zone) if zone.contains('.') => zone.trim_end_matches('.'),
+            _ => server_default,
+        }
+    }
+
+    fn validate(&self, errs: &mut FieldErrors) {
+        let region_ok = !self.region.is_empty()
+            && self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !region_ok {
+            errs.check(
+                "spec.provider.aws.region",
+                Err(format!(
+                    "{:?} is not an AWS region: use its code, e.g. 'eu-west-1'",
+                    self.region
+                )),
+            );
+        }
+        for (i, az) in self.availability_zones.iter().enumerate() {
+            if !az.starts_with(&self.region) || az.len() <= self.region.len() {
+                errs.check(
+                    &format!("spec.provider.aws.availabilityZones[{i}]"),
+                    Err(format!(
+                        "{az:?} is not a zone of region {}: use e.g. '{}a'",
+                        self.region, self.region
+                    )),
+                );
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, az) in self.availability_zones.iter().enumerate() {
+            if !seen.insert(az) {
+                errs.check(
+                    &format!("spec.provider.aws.availabilityZones[{i}]"),
+                    Err(format!("{az} is listed twice: list each zone once")),
+                );
+            }
+        }
+        if let Some(cidr) = &self.vpc_cidr {
+            if !(16..=20).contains(&cidr.prefix()) {
+                errs.check(
+                    "spec.provider.aws.vpcCidr",
+                    Err(format!(
+                        "{cidr} is a /{}: AWS VPCs are /16 to /28 and Shoal needs room for \
+                         four subnets, so use a /16 to /20",
+                        cidr.prefix()
+                    )),
+                );
+            }
+        }
+        if let Some(arn) = &self.role_arn {
+            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                errs.check(
+                    "spec.provider.aws.roleArn",
+                    Err(format!(
+                        "{arn:?} is not a role ARN: use arn:aws:iam::<account>:role/<name>"
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// What the AWS provider made for a cluster, with the IDs AWS gave them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsStatus {
+    /// The VPC's ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// The zones the subnets are in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub availability_zones: Vec<String>,
+    /// The API load balancer's DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_load_balancer: Option<String>,
+    /// The ingress load balancer's DNS name: CNAME your own names to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_load_balancer: Option<String>,
+    /// Every resource, in the order they were made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<AwsResource>,
+}
+
+/// One AWS resource of a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsResource {
+    /// Its type, e.g. `subnet`, `nat-gateway`, `instance`.
+    pub kind: String,
+    /// Its ID, ARN or name.
+    pub id: String,
+    /// What it is for, e.g. `private eu-west-1a`, `control-plane 2`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub purpose: String,
 }
 
 /// The provider and its settings.
@@ -260,6 +381,9 @@ pub struct ClusterStatus {
     /// checks. Public; the key stays in the cluster's PKI Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificate: Option<String>,
+    /// What the AWS provider made (provider `aws` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsStatus>,
     /// While and after deletion: what the cluster controller removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<RemovedResources>,
@@ -281,6 +405,9 @@ pub struct RemovedResources {
     /// The guest network: its VNI and node CIDR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// AWS resources (provider `aws`), as `kind` and ID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aws: Vec<AwsResource>,
 }
 
 impl ClusterSpec {
@@ -334,6 +461,7 @@ impl ClusterSpec {
                 "spec.provider.aws",
                 "aws settings are only allowed with provider type aws",
             )),
+            (ProviderType::Aws, Some(aws)) => aws.validate(errs),
             _ => {}
         }
         if let Some(oidc) = &self.oidc {

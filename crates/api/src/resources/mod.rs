@@ -15,8 +15,8 @@ pub use baremetal::{
     BareMetalTransition, BmcSpec,
 };
 pub use cluster::{
-    Cluster, ClusterPhase, ClusterSpec, ClusterStatus, ControlPlaneSpec, ProviderType,
-    RemovedResources,
+    AwsProviderSpec, AwsResource, AwsStatus, Cluster, ClusterPhase, ClusterSpec, ClusterStatus,
+    ControlPlaneSpec, ProviderType, RemovedResources,
 };
 pub use common::{Condition, MachineRole, MachineSize, ResourceTotals};
 pub use host::{DrainFailure, DrainMode, Host, HostDrain, HostDrainStatus, HostSpec, HostStatus};

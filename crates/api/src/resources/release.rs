@@ -45,6 +45,9 @@ pub struct ReleaseImage {
     /// Extra kernel command line, for kernel boots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// On AWS: the image's AMI ID in each region (`eu-west-1: ami-0123…`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub amis: std::collections::BTreeMap<String, String>,
 }
 
 /// What a Release holds.
@@ -94,11 +97,21 @@ impl ReleaseSpec {
             );
         }
         let img = &self.image;
-        if img.disk.is_none() && img.kernel.is_none() {
+        if img.disk.is_none() && img.kernel.is_none() && img.amis.is_empty() {
             errs.push(crate::validate::FieldCause::required(
                 "spec.image",
-                "set either image.disk, or image.kernel (with image.initrd)",
+                "set image.disk, or image.kernel (with image.initrd), or image.amis for AWS",
             ));
+        }
+        for (region, ami) in &img.amis {
+            if !ami.starts_with("ami-") {
+                errs.check(
+                    &format!("spec.image.amis.{region}"),
+                    Err(format!(
+                        "{ami:?} is not an AMI ID: use the image's ami-… ID in {region}"
+                    )),
+                );
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use shoal_api::events::recent_events;
 use shoal_api::resources::organization::org_namespace;
 use shoal_api::{Cluster, ClusterPhase, Machine, NodePool, Release, RemovedResources};
 
-use crate::args::{ClusterCommand, ClusterCreateArgs, GuestOidcArgs, WaitArgs};
+use crate::args::{ClusterCommand, ClusterCreateArgs, GuestOidcArgs, ProviderArgs, WaitArgs};
 use crate::client::{dynamic_api, find_kind, CliError};
 use crate::commands::cluster_view::{
     count_machines, describe, pool_done, pool_line, ready_condition, removed_report, standing,
@@ -41,6 +41,9 @@ pub fn cluster_objects(
     let mut spec = json!({"release": release, "controlPlane": cp});
     if let Some(oidc) = guest_oidc(&a.oidc, issuer_ca) {
         spec["oidc"] = oidc;
+    }
+    if let Some(provider) = provider(&a.provider) {
+        spec["provider"] = provider;
     }
     vec![
         json!({
@@ -78,6 +81,30 @@ fn guest_oidc(o: &GuestOidcArgs, issuer_ca: Option<&str>) -> Option<Value> {
         spec["certificateAuthority"] = json!(ca);
     }
     Some(spec)
+}
+
+/// `spec.provider` from `--provider aws` and its flags; the server validates each.
+fn provider(p: &ProviderArgs) -> Option<Value> {
+    if p.provider != "aws" {
+        return None;
+    }
+    let mut aws = json!({"region": p.region.clone().unwrap_or_default()});
+    if !p.azs.is_empty() {
+        aws["availabilityZones"] = json!(p.azs);
+    }
+    for (key, value) in [
+        ("controlPlaneInstanceType", &p.instance_type),
+        ("workerInstanceType", &p.instance_type),
+        ("vpcCidr", &p.vpc_cidr),
+        ("hostedZone", &p.hosted_zone),
+        ("baseDomain", &p.dns_domain),
+        ("roleArn", &p.role_arn),
+    ] {
+        if let Some(v) = value {
+            aws[key] = json!(v);
+        }
+    }
+    Some(json!({"type": "aws", "aws": aws}))
 }
 
 /// The name of the node pool `cluster create` makes.

@@ -187,6 +187,14 @@ pub fn removed_report(r: &RemovedResources) -> String {
     out.push_str(&line("node pools:", &r.node_pools));
     out.push_str(&line("networks:", &r.networks));
     out.push_str(&line("secrets:", &r.secrets));
+    if !r.aws.is_empty() {
+        let aws: Vec<String> = r
+            .aws
+            .iter()
+            .map(|a| format!("{} {}", a.kind, a.id))
+            .collect();
+        out.push_str(&line("aws:", &aws));
+    }
     out
 }
 
@@ -324,6 +332,33 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The AWS section: the load balancers' names and every resource with its ID.
+fn aws_report(aws: &shoal_api::AwsStatus) -> String {
+    let mut out = String::from("\nAWS:\n");
+    for (label, value) in [
+        ("VPC:", aws.vpc_id.clone()),
+        (
+            "Zones:",
+            Some(aws.availability_zones.join(", ")).filter(|z| !z.is_empty()),
+        ),
+        ("API load balancer:", aws.api_load_balancer.clone()),
+        ("Ingress load balancer:", aws.ingress_load_balancer.clone()),
+    ] {
+        if let Some(v) = value {
+            out.push_str(&format!("  {label:<23}{v}\n"));
+        }
+    }
+    if !aws.resources.is_empty() {
+        let rows: Vec<Vec<String>> = aws
+            .resources
+            .iter()
+            .map(|r| vec![r.kind.clone(), r.id.clone(), r.purpose.clone()])
+            .collect();
+        out.push_str(&indent(&render_columns(&["KIND", "ID", "FOR"], &rows)));
+    }
+    out
+}
+
 /// The human view of a cluster: status, conditions, Machines and recent events.
 pub fn describe(
     cluster: &Cluster,
@@ -400,6 +435,10 @@ pub fn describe(
             &["TYPE", "STATUS", "REASON", "MESSAGE"],
             &rows,
         )));
+    }
+
+    if let Some(aws) = &status.aws {
+        out.push_str(&aws_report(aws));
     }
 
     out.push_str("\nMachines:\n");

@@ -330,6 +330,17 @@ pub async fn run(args: &ServerArgs) -> Result<(), ServeError> {
             controllers,
             leading.clone(),
         ));
+        if args.controllers.has("aws") {
+            let settings = shoal_provider_aws::AwsSettings {
+                endpoint_url: args.aws_endpoint_url.clone(),
+                base_domain: args.base_domain.clone(),
+            };
+            tokio::spawn(run_aws_when_leading(
+                client.clone(),
+                settings,
+                leading.clone(),
+            ));
+        }
         let gauge = server.metrics().leader.clone();
         tokio::spawn(async move {
             while leading.changed().await.is_ok() {
@@ -478,4 +489,22 @@ pub(crate) async fn shutdown_signal() {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(130);
     });
+}
+
+/// Runs the AWS provider's controller while this replica leads.
+async fn run_aws_when_leading(
+    client: kube::Client,
+    settings: shoal_provider_aws::AwsSettings,
+    mut leading: watch::Receiver<bool>,
+) {
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        let mut lost = leading.clone();
+        shoal_provider_aws::run(client.clone(), settings.clone(), async move {
+            let _ = lost.wait_for(|l| !*l).await;
+        })
+        .await;
+    }
 }

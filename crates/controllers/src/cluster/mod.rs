@@ -41,10 +41,6 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     if cluster.metadata.deletion_timestamp.is_some() {
         return delete::finalize(&cluster, &ctx).await;
     }
-    if cluster.spec.provider.type_ == ProviderType::Aws {
-        // The AWS provider's controller owns these.
-        return Ok(Action::await_change());
-    }
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     match finalizer::add(&api, cluster.as_ref(), CLUSTER_FINALIZER)
         .await
@@ -55,6 +51,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         Change::Done | Change::Gone => return Ok(Action::await_change()),
         // Someone wrote the cluster meanwhile: look again at the new version.
         Change::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
+    }
+    if cluster.spec.provider.type_ == ProviderType::Aws {
+        // Every cluster's PKI is made here; the AWS provider's controller renders
+        // its nodes' user-data from it and owns everything else, status included.
+        pki::cached(&ctx, &cluster).await?;
+        return Ok(Action::await_change());
     }
 
     let releases = ctx.stores.releases.state();

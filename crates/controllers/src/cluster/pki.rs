@@ -19,9 +19,9 @@ use crate::error::{failed, is_conflict, is_not_found, Error};
 use crate::labels::{pki_secret_name, CLUSTER, CLUSTER_NAMESPACE, SYSTEM_NAMESPACE};
 
 /// The key of the kubeadm bootstrap token in the PKI Secret.
-pub const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap-token";
+pub const BOOTSTRAP_TOKEN_KEY: &str = shoal_api::wellknown::pki_key::BOOTSTRAP_TOKEN;
 /// The key of kubeadm's certificate key (for control-plane joins) in the PKI Secret.
-pub const CERTIFICATE_KEY_KEY: &str = "certificate-key";
+pub const CERTIFICATE_KEY_KEY: &str = shoal_api::wellknown::pki_key::CERTIFICATE_KEY;
 
 const CA_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const LEAF_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -56,7 +56,11 @@ pub fn params(cluster: &Cluster, ctx: &Context) -> Result<ClusterPkiParams, Erro
     Ok(ClusterPkiParams {
         cluster: cluster.name_any(),
         org: namespace_org(&ns).unwrap_or(&ns).to_owned(),
-        base_domain: ctx.config.base_domain.clone(),
+        base_domain: match &cluster.spec.provider.aws {
+            // On AWS the API's name is in the cluster's own domain, behind its load balancer.
+            Some(aws) => aws.base_domain(&ctx.config.base_domain).to_owned(),
+            None => ctx.config.base_domain.clone(),
+        },
         dns_domain: ctx.config.dns_domain.clone(),
         api_service_ip: ip,
         // Node addresses stay out of the shared API server certificate: clients

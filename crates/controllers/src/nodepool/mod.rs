@@ -41,7 +41,10 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action,
         .await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
-    if cluster.metadata.deletion_timestamp.is_some() {
+    if cluster.metadata.deletion_timestamp.is_some()
+        || cluster.spec.provider.type_ == shoal_api::ProviderType::Aws
+    {
+        // On AWS the pool is an Auto Scaling Group, which the AWS provider owns.
         return Ok(Action::await_change());
     }
     let machines: Vec<Arc<Machine>> = ctx

@@ -1,0 +1,67 @@
+//! The AWS clients of one cluster: the SDK's own credential chain (environment,
+//! profile, instance role), an optional role to assume, and an optional endpoint
+//! that points every service somewhere else (moto in tests).
+
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+/// How the server reaches AWS.
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    /// One endpoint for every service (`--aws-endpoint-url`), e.g. moto's.
+    pub endpoint_url: Option<String>,
+    /// The server's base domain, for clusters whose spec names no domain.
+    pub base_domain: String,
+}
+
+/// The service clients one cluster is reconciled with.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    /// EC2: network, instances, launch templates.
+    pub ec2: aws_sdk_ec2::Client,
+    /// Elastic Load Balancing v2: the API's and the ingress's load balancers.
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// Auto Scaling: one group per NodePool.
+    pub asg: aws_sdk_autoscaling::Client,
+    /// IAM: roles and instance profiles.
+    pub iam: aws_sdk_iam::Client,
+    /// Route 53: the cluster's records.
+    pub dns: aws_sdk_route53::Client,
+}
+
+impl Clients {
+    /// Clients for `region`, acting as `role_arn` when given.
+    pub async fn new(settings: &AwsSettings, region: &str, role_arn: Option<&str>) -> Self {
+        // rustls on ring, as the rest of Shoal, rather than the SDK's default aws-lc.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .http_client(http);
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let mut config = loader.load().await;
+        if let Some(role) = role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("shoal-provider-aws")
+                .configure(&config)
+                .build()
+                .await;
+            config = config
+                .into_builder()
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
+                .build();
+        }
+        Self {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            asg: aws_sdk_autoscaling::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            dns: aws_sdk_route53::Client::new(&config),
+        }
+    }
+}

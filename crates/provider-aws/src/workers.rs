@@ -1,0 +1,250 @@
+//! Workers: one Auto Scaling Group per NodePool over the private subnets, from a
+//! launch template with the pool's user-data, joined to the ingress target groups.
+//! The group's minimum and maximum are the pool's `minReplicas`/`maxReplicas`
+//! (its `replicas` when unset), its desired size the pool's `replicas`.
+
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
+use aws_sdk_ec2::types::{
+    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateTagSpecificationRequest,
+    RequestLaunchTemplateData, ResourceType,
+};
+use base64::Engine;
+use shoal_api::NodePool;
+
+use crate::clients::Clients;
+use crate::error::{aws, Error};
+use crate::names::{CLUSTER_TAG, MANAGED_TAG, POOL_TAG, ROLE_TAG};
+use crate::tagging::Scope;
+
+/// What every worker group of the cluster shares.
+pub struct Shared<'a> {
+    /// The AMI.
+    pub image: &'a str,
+    /// The instance type.
+    pub instance_type: &'a str,
+    /// The workers' security group.
+    pub group: &'a str,
+    /// The workers' instance profile.
+    pub profile: &'a str,
+    /// The private subnets.
+    pub subnets: &'a [String],
+    /// The ingress target groups.
+    pub target_groups: &'a [String],
+}
+
+/// A pool's group bounds: (min, max, desired).
+pub fn bounds(pool: &NodePool) -> (i32, i32, i32) {
+    let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let desired = n(pool.spec.replicas);
+    let min = pool.spec.min_replicas.map(n).unwrap_or(desired);
+    let max = pool.spec.max_replicas.map(n).unwrap_or(desired).max(min);
+    (min, max, desired.clamp(min, max))
+}
+
+/// Makes sure pool `name`'s launch template and group exist with the pool's sizes.
+pub async fn ensure(
+    c: &Clients,
+    s: &mut Scope,
+    pool: &NodePool,
+    pool_name: &str,
+    user_data: &str,
+    shared: &Shared<'_>,
+) -> Result<(), Error> {
+    let name = s.id.pool(pool_name);
+    let template = ensure_template(c, s, &name, pool_name, user_data, shared).await?;
+    let (min, max, desired) = bounds(pool);
+    let found = c
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&name)
+        .send()
+        .await
+        .map_err(aws("autoscaling:DescribeAutoScalingGroups"))?;
+    match found.auto_scaling_groups().first() {
+        None => {
+            let tag = |k: &str, v: &str| {
+                AsgTag::builder()
+                    .key(k)
+                    .value(v)
+                    .propagate_at_launch(true)
+                    .resource_id(&name)
+                    .resource_type("auto-scaling-group")
+                    .build()
+            };
+            c.asg
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(&name)
+                .launch_template(
+                    LaunchTemplateSpecification::builder()
+                        .launch_template_id(&template)
+                        .version("$Latest")
+                        .build(),
+                )
+                .min_size(min)
+                .max_size(max)
+                .desired_capacity(desired)
+                .vpc_zone_identifier(shared.subnets.join(","))
+                .set_target_group_arns(Some(shared.target_groups.to_vec()))
+                .tags(tag(CLUSTER_TAG, &s.id.tag()))
+                .tags(tag(MANAGED_TAG, "true"))
+                .tags(tag(ROLE_TAG, "worker"))
+                .tags(tag(POOL_TAG, pool_name))
+                .tags(tag("Name", &s.id.display(pool_name)))
+                .send()
+                .await
+                .map_err(aws("autoscaling:CreateAutoScalingGroup"))?;
+        }
+        Some(g) => {
+            let same = g.min_size() == Some(min)
+                && g.max_size() == Some(max)
+                && g.desired_capacity() == Some(desired);
+            if !same {
+                c.asg
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(&name)
+                    .min_size(min)
+                    .max_size(max)
+                    .desired_capacity(desired)
+                    .send()
+                    .await
+                    .map_err(aws("autoscaling:UpdateAutoScalingGroup"))?;
+            }
+        }
+    }
+    s.record(
+        "auto-scaling-group",
+        &name,
+        format!("{pool_name} {min}..{max}, {desired} wanted"),
+    );
+    Ok(())
+}
+
+async fn ensure_template(
+    c: &Clients,
+    s: &mut Scope,
+    name: &str,
+    pool_name: &str,
+    user_data: &str,
+    shared: &Shared<'_>,
+) -> Result<String, Error> {
+    let found = match c
+        .ec2
+        .describe_launch_templates()
+        .launch_template_names(name)
+        .send()
+        .await
+        .map_err(aws("ec2:DescribeLaunchTemplates"))
+    {
+        Ok(out) => out
+            .launch_templates()
+            .first()
+            .and_then(|t| t.launch_template_id().map(str::to_owned)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let id = match found {
+        Some(id) => id,
+        None => {
+            let instance_tags = LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(
+                    s.tags(pool_name, &[(ROLE_TAG, "worker"), (POOL_TAG, pool_name)]),
+                ))
+                .build();
+            let data = RequestLaunchTemplateData::builder()
+                .image_id(shared.image)
+                .instance_type(aws_sdk_ec2::types::InstanceType::from(shared.instance_type))
+                .security_group_ids(shared.group)
+                .iam_instance_profile(
+                    LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                        .name(shared.profile)
+                        .build(),
+                )
+                .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
+                .tag_specifications(instance_tags)
+                .build();
+            c.ec2
+                .create_launch_template()
+                .launch_template_name(name)
+                .client_token(format!("{name}-lt"))
+                .launch_template_data(data)
+                .tag_specifications(s.spec(
+                    ResourceType::LaunchTemplate,
+                    pool_name,
+                    &[(POOL_TAG, pool_name)],
+                ))
+                .send()
+                .await
+                .map_err(aws("ec2:CreateLaunchTemplate"))?
+                .launch_template()
+                .and_then(|t| t.launch_template_id().map(str::to_owned))
+                .ok_or_else(|| Error::Waiting("ec2:CreateLaunchTemplate returned no ID".into()))?
+        }
+    };
+    s.record("launch-template", &id, pool_name);
+    Ok(id)
+}
+
+/// Deletes the groups and templates of pools that are gone; returns what went.
+pub async fn prune(c: &Clients, s: &Scope, keep: &[String]) -> Result<Vec<String>, Error> {
+    let keep: Vec<String> = keep.iter().map(|p| s.id.pool(p)).collect();
+    let mut gone = Vec::new();
+    for name in groups(c, s).await? {
+        if !keep.contains(&name) {
+            delete_group(c, &name).await?;
+            delete_template(c, &name).await?;
+            gone.push(name);
+        }
+    }
+    Ok(gone)
+}
+
+/// The cluster's groups, by name.
+pub async fn groups(c: &Clients, s: &Scope) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    let mut pages = c.asg.describe_auto_scaling_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(aws("autoscaling:DescribeAutoScalingGroups"))?;
+        for g in page.auto_scaling_groups() {
+            let ours = g
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(s.id.tag().as_str()));
+            if ours {
+                names.push(g.auto_scaling_group_name().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Deletes a group and its instances.
+pub async fn delete_group(c: &Clients, name: &str) -> Result<(), Error> {
+    match c
+        .asg
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .force_delete(true)
+        .send()
+        .await
+        .map_err(aws("autoscaling:DeleteAutoScalingGroup"))
+    {
+        Err(e) if !e.is_not_found() && !e.message.contains("not found") => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes a launch template by name.
+pub async fn delete_template(c: &Clients, name: &str) -> Result<(), Error> {
+    match c
+        .ec2
+        .delete_launch_template()
+        .launch_template_name(name)
+        .send()
+        .await
+        .map_err(aws("ec2:DeleteLaunchTemplate"))
+    {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
