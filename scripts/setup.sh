@@ -117,6 +117,19 @@ fi
 "$SUSHY_VENV/bin/python" -c 'import libvirt, bcrypt, sushy_tools' \
   || { log "sushy-tools in $SUSHY_VENV cannot import libvirt or bcrypt"; exit 1; }
 
+# moto, the AWS stand-in of the AWS provider's tests (moto_server), from PyPI into a
+# venv under ~/.cache/shoal keyed by its version.
+MOTO_VERSION=5.2.1
+MOTO_VENV="$HOME/.cache/shoal/moto-$MOTO_VERSION"
+if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  log "installing moto $MOTO_VERSION into $MOTO_VENV"
+  rm -rf "$MOTO_VENV"
+  /usr/bin/python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+fi
+"$MOTO_VENV/bin/python" -c 'import moto.server' \
+  || { log "moto in $MOTO_VENV cannot be imported"; exit 1; }
+
 # The OIDC provider the identity tests sign in with (npm oidc-provider), cached
 # under ~/.cache/shoal/npm by a stamp of its package lock and server.
 command -v node >/dev/null && command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }

@@ -3,8 +3,8 @@
 //! ingress NodePorts, whose target groups the Auto Scaling Groups join).
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum, Tag,
-    TargetDescription, TargetTypeEnum,
+    Action, ActionTypeEnum, LoadBalancer, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
+    ProtocolEnum, Tag, TargetDescription, TargetGroup, TargetTypeEnum,
 };
 
 use crate::clients::Clients;
@@ -49,12 +49,40 @@ pub async fn ensure(
     control_planes: &[String],
     ports: crate::security::Ports,
 ) -> Result<Balancers, Error> {
-    let (api_arn, api_dns) = ensure_lb(c, s, "api", public_subnets).await?;
-    let api_tg = ensure_group(c, s, vpc, "api", ports.api).await?;
-    ensure_listener(c, &api_arn, 443, &api_tg).await?;
+    // One describe of each type; an account's balancers are few.
+    let lbs = c
+        .elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .map_err(aws("elasticloadbalancing:DescribeLoadBalancers"))?;
+    let lbs = lbs.load_balancers();
+    let tgs = c
+        .elb
+        .describe_target_groups()
+        .send()
+        .await
+        .map_err(aws("elasticloadbalancing:DescribeTargetGroups"))?;
+    let tgs = tgs.target_groups();
+    let (api_arn, api_dns) = ensure_lb(c, s, lbs, "api", public_subnets).await?;
+    let api_tg = ensure_group(c, s, tgs, vpc, "api", ports.api).await?;
+    ensure_listener(c, &api_arn, &[(443, &api_tg)]).await?;
     if !control_planes.is_empty() {
-        let targets = control_planes
+        let health = c
+            .elb
+            .describe_target_health()
+            .target_group_arn(&api_tg)
+            .send()
+            .await
+            .map_err(aws("elasticloadbalancing:DescribeTargetHealth"))?;
+        let registered: Vec<&str> = health
+            .target_health_descriptions()
             .iter()
+            .filter_map(|d| d.target()?.id())
+            .collect();
+        let targets: Vec<TargetDescription> = control_planes
+            .iter()
+            .filter(|id| !registered.contains(&id.as_str()))
             .map(|id| {
                 TargetDescription::builder()
                     .id(id)
@@ -62,19 +90,20 @@ pub async fn ensure(
                     .build()
             })
             .collect();
-        c.elb
-            .register_targets()
-            .target_group_arn(&api_tg)
-            .set_targets(Some(targets))
-            .send()
-            .await
-            .map_err(aws("elasticloadbalancing:RegisterTargets"))?;
+        if !targets.is_empty() {
+            c.elb
+                .register_targets()
+                .target_group_arn(&api_tg)
+                .set_targets(Some(targets))
+                .send()
+                .await
+                .map_err(aws("elasticloadbalancing:RegisterTargets"))?;
+        }
     }
-    let (ing_arn, ingress_dns) = ensure_lb(c, s, "ingress", public_subnets).await?;
-    let http = ensure_group(c, s, vpc, "http", ports.ingress_http).await?;
-    let https = ensure_group(c, s, vpc, "https", ports.ingress_https).await?;
-    ensure_listener(c, &ing_arn, 80, &http).await?;
-    ensure_listener(c, &ing_arn, 443, &https).await?;
+    let (ing_arn, ingress_dns) = ensure_lb(c, s, lbs, "ingress", public_subnets).await?;
+    let http = ensure_group(c, s, tgs, vpc, "http", ports.ingress_http).await?;
+    let https = ensure_group(c, s, tgs, vpc, "https", ports.ingress_https).await?;
+    ensure_listener(c, &ing_arn, &[(80, &http), (443, &https)]).await?;
     Ok(Balancers {
         api_dns,
         ingress_dns,
@@ -85,22 +114,15 @@ pub async fn ensure(
 async fn ensure_lb(
     c: &Clients,
     s: &mut Scope,
+    found: &[LoadBalancer],
     role: &str,
     subnets: &[String],
 ) -> Result<(String, String), Error> {
     let name = s.id.lb(role);
-    let found = match c
-        .elb
-        .describe_load_balancers()
-        .names(&name)
-        .send()
-        .await
-        .map_err(aws("elasticloadbalancing:DescribeLoadBalancers"))
-    {
-        Ok(out) => out.load_balancers().first().cloned(),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let found = found
+        .iter()
+        .find(|l| l.load_balancer_name() == Some(name.as_str()))
+        .cloned();
     let lb = match found {
         Some(lb) => lb,
         None => c
@@ -128,26 +150,16 @@ async fn ensure_lb(
 async fn ensure_group(
     c: &Clients,
     s: &mut Scope,
+    found: &[TargetGroup],
     vpc: &str,
     role: &str,
     port: u16,
 ) -> Result<String, Error> {
     let name = s.id.lb(role);
-    let found = match c
-        .elb
-        .describe_target_groups()
-        .names(&name)
-        .send()
-        .await
-        .map_err(aws("elasticloadbalancing:DescribeTargetGroups"))
-    {
-        Ok(out) => out
-            .target_groups()
-            .first()
-            .and_then(|g| g.target_group_arn().map(str::to_owned)),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let found = found
+        .iter()
+        .find(|g| g.target_group_name() == Some(name.as_str()))
+        .and_then(|g| g.target_group_arn().map(str::to_owned));
     let arn = match found {
         Some(arn) => arn,
         None => c
@@ -171,7 +183,9 @@ async fn ensure_group(
     Ok(arn)
 }
 
-async fn ensure_listener(c: &Clients, lb: &str, port: u16, group: &str) -> Result<(), Error> {
+/// Makes sure `lb` forwards each port to its target group (one describe per load
+/// balancer).
+async fn ensure_listener(c: &Clients, lb: &str, wanted: &[(u16, &str)]) -> Result<(), Error> {
     let found = c
         .elb
         .describe_listeners()
@@ -179,25 +193,27 @@ async fn ensure_listener(c: &Clients, lb: &str, port: u16, group: &str) -> Resul
         .send()
         .await
         .map_err(aws("elasticloadbalancing:DescribeListeners"))?;
-    if found
-        .listeners()
-        .iter()
-        .any(|l| l.port() == Some(i32::from(port)))
-    {
-        return Ok(());
+    for (port, group) in wanted {
+        if found
+            .listeners()
+            .iter()
+            .any(|l| l.port() == Some(i32::from(*port)))
+        {
+            continue;
+        }
+        let forward = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(*group)
+            .build();
+        c.elb
+            .create_listener()
+            .load_balancer_arn(lb)
+            .protocol(ProtocolEnum::Tcp)
+            .port(i32::from(*port))
+            .default_actions(forward)
+            .send()
+            .await
+            .map_err(aws("elasticloadbalancing:CreateListener"))?;
     }
-    let forward = Action::builder()
-        .r#type(ActionTypeEnum::Forward)
-        .target_group_arn(group)
-        .build();
-    c.elb
-        .create_listener()
-        .load_balancer_arn(lb)
-        .protocol(ProtocolEnum::Tcp)
-        .port(i32::from(port))
-        .default_actions(forward)
-        .send()
-        .await
-        .map_err(aws("elasticloadbalancing:CreateListener"))?;
     Ok(())
 }

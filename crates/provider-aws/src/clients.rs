@@ -17,6 +17,8 @@ pub struct AwsSettings {
 /// The service clients one cluster is reconciled with.
 #[derive(Clone, Debug)]
 pub struct Clients {
+    /// EC2 in us-east-1, which answers which regions exist whatever the cluster's is.
+    pub home: aws_sdk_ec2::Client,
     /// EC2: network, instances, launch templates.
     pub ec2: aws_sdk_ec2::Client,
     /// Elastic Load Balancing v2: the API's and the ingress's load balancers.
@@ -56,7 +58,11 @@ impl Clients {
                 )
                 .build();
         }
+        let home = aws_sdk_ec2::config::Builder::from(&config)
+            .region(Region::new("us-east-1"))
+            .build();
         Self {
+            home: aws_sdk_ec2::Client::from_conf(home),
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             asg: aws_sdk_autoscaling::Client::new(&config),

@@ -31,7 +31,9 @@ use crate::error::{kube_err, Error};
 use crate::names::ClusterId;
 use crate::security::Ports;
 use crate::tagging::Scope;
-use crate::{balancers, dns, iam, instances, network, security, teardown, userdata, workers};
+use crate::{
+    balancers, dns, iam, instances, network, preflight, security, teardown, userdata, workers,
+};
 
 /// The instance type when the spec names none.
 pub const DEFAULT_INSTANCE_TYPE: &str = "m6i.large";
@@ -39,6 +41,8 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "m6i.large";
 pub const BASTION_INSTANCE_TYPE: &str = "t3.micro";
 /// The guest API server's port on control-plane nodes.
 pub const API_PORT: u16 = 6443;
+/// How often a Ready cluster is checked against AWS when nothing changed here.
+pub const RESYNC: Duration = Duration::from_secs(120);
 /// The layers, in the order they are built; each is a condition type.
 pub const LAYERS: [&str; 7] = [
     "Network",
@@ -56,6 +60,18 @@ pub struct Context {
     settings: AwsSettings,
     recorder: Recorder,
     clients: Mutex<HashMap<(String, Option<String>), Clients>>,
+    /// Per cluster: what its last full pass that ended Ready saw, and when.
+    passes: Mutex<HashMap<String, (Fingerprint, std::time::Instant)>>,
+}
+
+/// What a pass depends on in the management API: the cluster's generation and its
+/// pools' sizes. A Ready cluster whose fingerprint is unchanged is not described
+/// again before [`RESYNC`]: its own status writes wake the controller, and would
+/// otherwise cost a full pass of AWS calls each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    generation: Option<i64>,
+    pools: Vec<(String, u32, Option<u32>, Option<u32>)>,
 }
 
 impl Context {
@@ -66,6 +82,7 @@ impl Context {
             client,
             settings,
             clients: Mutex::new(HashMap::new()),
+            passes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,6 +131,10 @@ fn error_policy(cluster: Arc<Cluster>, err: &Error, _: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(15))
 }
 
+fn ready_now(cluster: &Cluster) -> bool {
+    cluster.status.as_ref().and_then(|s| s.phase) == Some(ClusterPhase::Ready)
+}
+
 fn id_of(cluster: &Cluster) -> ClusterId {
     let ns = cluster.namespace().unwrap_or_default();
     ClusterId {
@@ -144,6 +165,27 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         Change::Unchanged => {}
         Change::Done | Change::Gone => return Ok(Action::await_change()),
         Change::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
+    }
+    let pools = pools_of(&ctx, &cluster).await?;
+    let fingerprint = Fingerprint {
+        generation: cluster.metadata.generation,
+        pools: pools
+            .iter()
+            .map(|p| {
+                (
+                    p.name_any(),
+                    p.spec.replicas,
+                    p.spec.min_replicas,
+                    p.spec.max_replicas,
+                )
+            })
+            .collect(),
+    };
+    let key = format!("{ns}/{name}");
+    if let Some((seen, at)) = ctx.passes.lock().await.get(&key) {
+        if *seen == fingerprint && at.elapsed() < RESYNC && ready_now(&cluster) {
+            return Ok(Action::requeue(RESYNC - at.elapsed()));
+        }
     }
     let c = ctx.clients(spec).await;
     let mut s = Scope::new(id_of(&cluster));
@@ -207,8 +249,15 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     status.observed_generation = cluster.metadata.generation;
     status.aws = Some(aws);
     write_status(&ctx, &cluster, status).await?;
+    let mut passes = ctx.passes.lock().await;
+    if ready {
+        passes.insert(key, (fingerprint, std::time::Instant::now()));
+    } else {
+        passes.remove(&key);
+    }
+    drop(passes);
     match outcome {
-        Ok(_) => Ok(Action::requeue(Duration::from_secs(120))),
+        Ok(_) => Ok(Action::requeue(RESYNC)),
         Err((_, Error::Waiting(_))) => Ok(Action::requeue(Duration::from_secs(5))),
         Err((_, Error::Kube { what, source })) => Err(Error::Kube { what, source }),
         Err(_) => Ok(Action::requeue(Duration::from_secs(30))),
@@ -251,7 +300,20 @@ async fn build(
         ingress_http: cluster.spec.ingress.http_port,
         ingress_https: cluster.spec.ingress.https_port,
     };
-    let net = network::ensure(c, s, spec).await.map_err(at("Network"))?;
+    let cp_type = spec
+        .control_plane_instance_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
+    let worker_type = spec
+        .worker_instance_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
+    let zones = preflight::check(c, spec, &[&cp_type, &worker_type, BASTION_INSTANCE_TYPE])
+        .await
+        .map_err(at("Network"))?;
+    let net = network::ensure(c, s, spec, &zones)
+        .await
+        .map_err(at("Network"))?;
     let groups = security::ensure(c, s, &net.vpc, ports)
         .await
         .map_err(at("Network"))?;
@@ -283,10 +345,12 @@ async fn build(
             ))
         })
         .map_err(at("Bastion"))?;
+    let live = instances::live(c, s).await.map_err(at("Bastion"))?;
     for z in &net.zones {
         instances::ensure(
             c,
             s,
+            &live,
             instances::Launch {
                 role: "bastion",
                 key: instances::zone_key(&z.zone),
@@ -319,10 +383,6 @@ async fn build(
         kubernetes_version: &release.spec.kubernetes_version,
         api_port: API_PORT,
     };
-    let cp_type = spec
-        .control_plane_instance_type
-        .clone()
-        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
     let mut control_planes = Vec::new();
     for slot in 0..u32::from(cluster.spec.control_plane.replicas) {
         let z = &net.zones[slot as usize % net.zones.len()];
@@ -340,6 +400,7 @@ async fn build(
         let id = instances::ensure(
             c,
             s,
+            &live,
             instances::Launch {
                 role: "control-plane",
                 key: instances::slot_key(&slot_text),
@@ -364,10 +425,6 @@ async fn build(
         .map_err(at("LoadBalancers"))?;
 
     let pools = pools_of(ctx, cluster).await.map_err(at("Workers"))?;
-    let worker_type = spec
-        .worker_instance_type
-        .clone()
-        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
     let private: Vec<String> = net.zones.iter().map(|z| z.private_subnet.clone()).collect();
     let shared = workers::Shared {
         image: &image,
@@ -377,16 +434,20 @@ async fn build(
         subnets: &private,
         target_groups: &lbs.ingress_groups,
     };
+    let existing = workers::existing(c, s).await.map_err(at("Workers"))?;
     let mut names = Vec::new();
     for pool in &pools {
         let pool_name = pool.name_any();
         let data = userdata::workers(&common, &secrets, &pool_name).map_err(at("Workers"))?;
-        workers::ensure(c, s, pool, &pool_name, &data, &shared)
+        workers::ensure(c, s, &existing, pool, &pool_name, &data, &shared)
             .await
             .map_err(at("Workers"))?;
         names.push(pool_name);
     }
-    for gone in workers::prune(c, s, &names).await.map_err(at("Workers"))? {
+    for gone in workers::prune(c, s, &existing, &names)
+        .await
+        .map_err(at("Workers"))?
+    {
         tracing::info!(group = %gone, "deleted the Auto Scaling Group of a removed node pool");
     }
 
@@ -427,7 +488,11 @@ async fn delete(
     let mut outcome = Ok(());
     if let Some(zone) = &spec.hosted_zone {
         outcome = async {
-            let zone = dns::zone_id(&c, zone).await?;
+            // A zone that does not exist holds none of the cluster's records.
+            let zone = match dns::zone_id(&c, zone).await {
+                Err(Error::Spec(_)) => return Ok(()),
+                other => other?,
+            };
             for name in dns::delete(&c, &s, &zone, &domain).await? {
                 s.record("dns-record", &name, "deleted");
             }

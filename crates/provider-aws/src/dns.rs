@@ -72,30 +72,46 @@ fn change(action: ChangeAction, name: &str, target: &str) -> Result<Change, Erro
         .map_err(built("a record change"))
 }
 
-/// Makes sure both records point at the load balancers.
+/// Makes sure both records point at the load balancers; writes only a change.
 pub async fn ensure(
     c: &Clients,
     s: &mut Scope,
     zone: &str,
     records: &[(String, String)],
 ) -> Result<(), Error> {
-    let changes = records
-        .iter()
-        .map(|(name, target)| change(ChangeAction::Upsert, name, target))
-        .collect::<Result<Vec<_>, _>>()?;
-    c.dns
-        .change_resource_record_sets()
+    let out = c
+        .dns
+        .list_resource_record_sets()
         .hosted_zone_id(zone)
-        .change_batch(
-            ChangeBatch::builder()
-                .set_changes(Some(changes))
-                .comment(format!("Shoal cluster {}", s.id.tag()))
-                .build()
-                .map_err(built("a change batch"))?,
-        )
         .send()
         .await
-        .map_err(aws("route53:ChangeResourceRecordSets"))?;
+        .map_err(aws("route53:ListResourceRecordSets"))?;
+    let current = |name: &str| {
+        out.resource_record_sets()
+            .iter()
+            .find(|set| set.r#type() == &RrType::Cname && set.name().replace("\\052", "*") == name)
+            .and_then(|set| set.resource_records().first().map(|r| r.value().to_owned()))
+    };
+    let changes = records
+        .iter()
+        .filter(|(name, target)| current(name).as_deref() != Some(target.as_str()))
+        .map(|(name, target)| change(ChangeAction::Upsert, name, target))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !changes.is_empty() {
+        c.dns
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .set_changes(Some(changes))
+                    .comment(format!("Shoal cluster {}", s.id.tag()))
+                    .build()
+                    .map_err(built("a change batch"))?,
+            )
+            .send()
+            .await
+            .map_err(aws("route53:ChangeResourceRecordSets"))?;
+    }
     for (name, target) in records {
         s.record("dns-record", name, format!("CNAME {target}"));
     }

@@ -44,24 +44,26 @@ fn tags(s: &Scope) -> Result<Vec<Tag>, Error> {
         .collect()
 }
 
-/// Makes sure every role and instance profile exists; returns the profile names
-/// by node role.
+/// Makes sure every role and instance profile exists: one list of each per pass,
+/// and writes only for what is missing.
 pub async fn ensure(c: &Clients, s: &mut Scope) -> Result<(), Error> {
+    let roles = c
+        .iam
+        .list_roles()
+        .path_prefix(IAM_PATH)
+        .send()
+        .await
+        .map_err(aws("iam:ListRoles"))?;
+    let profiles = c
+        .iam
+        .list_instance_profiles()
+        .path_prefix(IAM_PATH)
+        .send()
+        .await
+        .map_err(aws("iam:ListInstanceProfiles"))?;
     for role in ROLES {
         let name = s.id.iam(role);
-        let exists = match c
-            .iam
-            .get_role()
-            .role_name(&name)
-            .send()
-            .await
-            .map_err(aws("iam:GetRole"))
-        {
-            Ok(_) => true,
-            Err(e) if e.is_not_found() => false,
-            Err(e) => return Err(e.into()),
-        };
-        if !exists {
+        if !roles.roles().iter().any(|r| r.role_name() == name) {
             match c
                 .iam
                 .create_role()
@@ -77,29 +79,21 @@ pub async fn ensure(c: &Clients, s: &mut Scope) -> Result<(), Error> {
                 Err(e) if !e.is_duplicate() => return Err(e.into()),
                 _ => {}
             }
+            c.iam
+                .put_role_policy()
+                .role_name(&name)
+                .policy_name("shoal-node")
+                .policy_document(policy(role))
+                .send()
+                .await
+                .map_err(aws("iam:PutRolePolicy"))?;
         }
-        c.iam
-            .put_role_policy()
-            .role_name(&name)
-            .policy_name("shoal-node")
-            .policy_document(policy(role))
-            .send()
-            .await
-            .map_err(aws("iam:PutRolePolicy"))?;
         s.record("iam-role", &name, role);
-        let profile = match c
-            .iam
-            .get_instance_profile()
-            .instance_profile_name(&name)
-            .send()
-            .await
-            .map_err(aws("iam:GetInstanceProfile"))
-        {
-            Ok(p) => p.instance_profile().cloned(),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
-        };
-        let has_role = match &profile {
+        let profile = profiles
+            .instance_profiles()
+            .iter()
+            .find(|p| p.instance_profile_name() == name);
+        let has_role = match profile {
             Some(p) => p.roles().iter().any(|r| r.role_name() == name),
             None => {
                 match c

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use aws_sdk_ec2::types::{
-    IamInstanceProfileSpecification, InstanceNetworkInterfaceSpecification, InstanceType,
+    IamInstanceProfileSpecification, Instance, InstanceNetworkInterfaceSpecification, InstanceType,
     ResourceType,
 };
 use base64::Engine;
@@ -14,7 +14,7 @@ use base64::Engine;
 use crate::clients::Clients;
 use crate::error::{aws, Error};
 use crate::names::{ROLE_TAG, SLOT_TAG, ZONE_TAG};
-use crate::tagging::{by, Scope};
+use crate::tagging::{tag_value, Scope};
 
 /// One instance to launch.
 pub struct Launch<'a> {
@@ -47,19 +47,13 @@ pub fn control_plane_address(subnet_cidr: &str, slot: u32) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(u32::from(base) + 10 + slot))
 }
 
-/// The live instance of `role` with tag `key`, if any.
-async fn find(
-    c: &Clients,
-    s: &Scope,
-    role: &str,
-    key: (&str, &str),
-) -> Result<Option<String>, Error> {
+/// The cluster's pending and running instances: one describe for every
+/// [`ensure`] of a pass.
+pub async fn live(c: &Clients, s: &Scope) -> Result<Vec<Instance>, Error> {
     let out = c
         .ec2
         .describe_instances()
         .filters(s.owned())
-        .filters(by(&format!("tag:{ROLE_TAG}"), role))
-        .filters(by(&format!("tag:{}", key.0), key.1))
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("instance-state-name")
@@ -73,16 +67,30 @@ async fn find(
     Ok(out
         .reservations()
         .iter()
-        .flat_map(|r| r.instances())
-        .find_map(|i| i.instance_id().map(str::to_owned)))
+        .flat_map(|r| r.instances().to_vec())
+        .collect())
+}
+
+/// The instance of `role` with tag `key` among `live`.
+fn find<'a>(live: &'a [Instance], role: &str, key: (&str, &str)) -> Option<&'a str> {
+    live.iter()
+        .find(|i| {
+            tag_value(i.tags(), ROLE_TAG) == Some(role) && tag_value(i.tags(), key.0) == Some(key.1)
+        })
+        .and_then(|i| i.instance_id())
 }
 
 /// Makes sure the instance runs; returns its ID.
-pub async fn ensure(c: &Clients, s: &mut Scope, l: Launch<'_>) -> Result<String, Error> {
+pub async fn ensure(
+    c: &Clients,
+    s: &mut Scope,
+    live: &[Instance],
+    l: Launch<'_>,
+) -> Result<String, Error> {
     let purpose = format!("{} {}", l.role, l.key.1);
-    if let Some(id) = find(c, s, l.role, l.key).await? {
-        s.record("instance", &id, purpose);
-        return Ok(id);
+    if let Some(id) = find(live, l.role, l.key) {
+        s.record("instance", id, purpose);
+        return Ok(id.to_owned());
     }
     let mut nic = InstanceNetworkInterfaceSpecification::builder()
         .device_index(0)

@@ -2,7 +2,8 @@
 //! the official AWS SDK.
 //!
 //! For a Cluster with provider `aws`, [`controller`] builds, level-triggered and
-//! idempotently, layer by layer:
+//! idempotently, layer by layer, after [`preflight`] checked the region, the zones
+//! and the instance types:
 //! - [`network`]: the VPC, a private and a public subnet per zone ([`layout`]), the
 //!   internet gateway, a NAT gateway per zone, the route tables;
 //! - [`security`]: the bastion, control-plane and worker security groups;
@@ -31,6 +32,7 @@ pub mod instances;
 pub mod layout;
 pub mod names;
 pub mod network;
+pub mod preflight;
 pub mod security;
 pub mod tagging;
 pub mod teardown;

@@ -5,7 +5,10 @@
 //! Each step looks for the cluster's resource by tag first and makes it only when
 //! it is missing, so a reconcile interrupted anywhere resumes without duplicates.
 
-use aws_sdk_ec2::types::{AttributeBooleanValue, DomainType, NatGatewayState, ResourceType};
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, DomainType, NatGateway, NatGatewayState, ResourceType, RouteTable,
+    Subnet,
+};
 use shoal_api::AwsProviderSpec;
 
 use crate::clients::Clients;
@@ -38,48 +41,51 @@ pub struct Network {
     pub zones: Vec<ZoneNet>,
 }
 
-/// The zones the region offers.
-async fn offered_zones(c: &Clients) -> Result<Vec<String>, Error> {
-    let out = c
+/// Makes sure the whole network exists in `zones` and returns it.
+pub async fn ensure(
+    c: &Clients,
+    s: &mut Scope,
+    spec: &AwsProviderSpec,
+    zones: &[String],
+) -> Result<Network, Error> {
+    let (cidr, layout) = layout::subnets(spec, zones).map_err(|e| Error::Spec(e.to_string()))?;
+    let vpc = ensure_vpc(c, s, &cidr).await?;
+    // One describe per resource type; each step works from these lists.
+    let subnets = c
         .ec2
-        .describe_availability_zones()
-        .filters(by("state", "available"))
+        .describe_subnets()
+        .filters(by("vpc-id", &vpc))
         .send()
         .await
-        .map_err(aws("ec2:DescribeAvailabilityZones"))?;
-    Ok(out
-        .availability_zones()
-        .iter()
-        .filter_map(|z| z.zone_name().map(str::to_owned))
-        .collect())
-}
-
-/// Makes sure the whole network exists and returns it.
-pub async fn ensure(c: &Clients, s: &mut Scope, spec: &AwsProviderSpec) -> Result<Network, Error> {
-    let offered = offered_zones(c).await?;
-    let zones = layout::zones(spec, &offered).map_err(|e| Error::Spec(e.to_string()))?;
-    if let Some(z) = zones.iter().find(|z| !offered.contains(z)) {
-        return Err(Error::Spec(format!(
-            "availability zone {z} is not offered in {} (offered: {}): fix spec.provider.aws.availabilityZones",
-            spec.region,
-            offered.join(", ")
-        )));
-    }
-    let (cidr, layout) = layout::subnets(spec, &zones).map_err(|e| Error::Spec(e.to_string()))?;
-    let vpc = ensure_vpc(c, s, &cidr).await?;
+        .map_err(aws("ec2:DescribeSubnets"))?;
     let mut nets = Vec::new();
     for z in &layout {
-        nets.push(ensure_subnets(c, s, &vpc, z).await?);
+        nets.push(ensure_subnets(c, s, &vpc, z, subnets.subnets()).await?);
     }
     let igw = ensure_internet_gateway(c, s, &vpc).await?;
-    let public_rt = ensure_route_table(c, s, &vpc, "public", None).await?;
+    let tables = c
+        .ec2
+        .describe_route_tables()
+        .filters(by("vpc-id", &vpc))
+        .send()
+        .await
+        .map_err(aws("ec2:DescribeRouteTables"))?;
+    let tables = tables.route_tables();
+    let public_rt = ensure_route_table(c, s, &vpc, tables, "public", None).await?;
     ensure_default_route(c, &public_rt, Route::Gateway(&igw)).await?;
     for z in &nets {
         associate(c, &public_rt, &z.public_subnet).await?;
     }
+    let nats = c
+        .ec2
+        .describe_nat_gateways()
+        .filter(by("vpc-id", &vpc))
+        .send()
+        .await
+        .map_err(aws("ec2:DescribeNatGateways"))?;
     for z in &nets {
-        let nat = ensure_nat(c, s, z).await?;
-        let rt = ensure_route_table(c, s, &vpc, "private", Some(&z.zone)).await?;
+        let nat = ensure_nat(c, s, z, nats.nat_gateways()).await?;
+        let rt = ensure_route_table(c, s, &vpc, tables, "private", Some(&z.zone)).await?;
         ensure_default_route(c, &rt, Route::Nat(&nat)).await?;
         associate(c, &rt, &z.private_subnet).await?;
     }
@@ -134,18 +140,11 @@ async fn ensure_subnets(
     s: &mut Scope,
     vpc: &str,
     z: &ZoneLayout,
+    found: &[Subnet],
 ) -> Result<ZoneNet, Error> {
-    let found = c
-        .ec2
-        .describe_subnets()
-        .filters(by("vpc-id", vpc))
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeSubnets"))?;
     let mut ids = Vec::new();
     for (role, cidr) in [("private", &z.private_cidr), ("public", &z.public_cidr)] {
         let existing = found
-            .subnets()
             .iter()
             .find(|n| n.cidr_block() == Some(cidr.as_str()))
             .and_then(|n| n.subnet_id().map(str::to_owned));
@@ -226,16 +225,13 @@ async fn ensure_internet_gateway(c: &Clients, s: &mut Scope, vpc: &str) -> Resul
     Ok(id)
 }
 
-async fn ensure_nat(c: &Clients, s: &mut Scope, z: &ZoneNet) -> Result<String, Error> {
-    let found = c
-        .ec2
-        .describe_nat_gateways()
-        .filter(s.owned())
-        .filter(by(&format!("tag:{ZONE_TAG}"), &z.zone))
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeNatGateways"))?;
-    let live = found.nat_gateways().iter().find(|g| {
+async fn ensure_nat(
+    c: &Clients,
+    s: &mut Scope,
+    z: &ZoneNet,
+    found: &[NatGateway],
+) -> Result<String, Error> {
+    let live = found.iter().find(|g| {
         s.owns(g.tags())
             && tag_value(g.tags(), ZONE_TAG) == Some(z.zone.as_str())
             && matches!(
@@ -281,6 +277,13 @@ async fn ensure_nat(c: &Clients, s: &mut Scope, z: &ZoneNet) -> Result<String, E
         .ok_or_else(|| Error::Waiting("ec2:CreateNatGateway returned no ID".into()))?
         .to_owned();
     s.record("nat-gateway", &id, &z.zone);
+    // A new gateway is pending for a minute or two on AWS: the private routes wait.
+    if made.nat_gateway().and_then(|g| g.state()) != Some(&NatGatewayState::Available) {
+        return Err(Error::Waiting(format!(
+            "NAT gateway {id} in {} is pending",
+            z.zone
+        )));
+    }
     Ok(id)
 }
 
@@ -315,38 +318,47 @@ async fn ensure_eip(c: &Clients, s: &mut Scope, zone: &str) -> Result<String, Er
     Ok(id)
 }
 
+/// A route table with what this pass knows of its routes and subnets.
+struct Table {
+    id: String,
+    routes: Vec<aws_sdk_ec2::types::Route>,
+    subnets: Vec<String>,
+}
+
 async fn ensure_route_table(
     c: &Clients,
     s: &mut Scope,
     vpc: &str,
+    found: &[RouteTable],
     role: &str,
     zone: Option<&str>,
-) -> Result<String, Error> {
-    let found = c
-        .ec2
-        .describe_route_tables()
-        .filters(s.owned())
-        .filters(by(&format!("tag:{ROLE_TAG}"), role))
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeRouteTables"))?;
-    let existing = found
-        .route_tables()
-        .iter()
-        .find(|t| zone.is_none() || tag_value(t.tags(), ZONE_TAG) == zone)
-        .and_then(|t| t.route_table_id().map(str::to_owned));
+) -> Result<Table, Error> {
+    let existing = found.iter().find(|t| {
+        s.owns(t.tags())
+            && tag_value(t.tags(), ROLE_TAG) == Some(role)
+            && (zone.is_none() || tag_value(t.tags(), ZONE_TAG) == zone)
+    });
     let purpose = match zone {
         Some(z) => format!("{role}-{z}"),
         None => role.to_owned(),
     };
-    let id = match existing {
-        Some(id) => id,
+    let table = match existing {
+        Some(t) => Table {
+            id: t.route_table_id().unwrap_or_default().to_owned(),
+            routes: t.routes().to_vec(),
+            subnets: t
+                .associations()
+                .iter()
+                .filter_map(|a| a.subnet_id().map(str::to_owned))
+                .collect(),
+        },
         None => {
             let mut extra = vec![(ROLE_TAG, role)];
             if let Some(z) = zone {
                 extra.push((ZONE_TAG, z));
             }
-            c.ec2
+            let id = c
+                .ec2
                 .create_route_table()
                 .vpc_id(vpc)
                 .tag_specifications(s.spec(ResourceType::RouteTable, &purpose, &extra))
@@ -356,11 +368,16 @@ async fn ensure_route_table(
                 .route_table()
                 .and_then(|t| t.route_table_id())
                 .ok_or_else(|| Error::Waiting("ec2:CreateRouteTable returned no ID".into()))?
-                .to_owned()
+                .to_owned();
+            Table {
+                id,
+                routes: Vec::new(),
+                subnets: Vec::new(),
+            }
         }
     };
-    s.record("route-table", &id, purpose);
-    Ok(id)
+    s.record("route-table", &table.id, purpose);
+    Ok(table)
 }
 
 enum Route<'a> {
@@ -368,32 +385,21 @@ enum Route<'a> {
     Nat(&'a str),
 }
 
-async fn ensure_default_route(c: &Clients, table: &str, to: Route<'_>) -> Result<(), Error> {
-    let found = c
-        .ec2
-        .describe_route_tables()
-        .route_table_ids(table)
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeRouteTables"))?;
-    let has = found
-        .route_tables()
-        .iter()
-        .flat_map(|t| t.routes())
-        .any(|r| {
-            r.destination_cidr_block() == Some("0.0.0.0/0")
-                && match to {
-                    Route::Gateway(g) => r.gateway_id() == Some(g),
-                    Route::Nat(n) => r.nat_gateway_id() == Some(n),
-                }
-        });
+async fn ensure_default_route(c: &Clients, table: &Table, to: Route<'_>) -> Result<(), Error> {
+    let has = table.routes.iter().any(|r| {
+        r.destination_cidr_block() == Some("0.0.0.0/0")
+            && match to {
+                Route::Gateway(g) => r.gateway_id() == Some(g),
+                Route::Nat(n) => r.nat_gateway_id() == Some(n),
+            }
+    });
     if has {
         return Ok(());
     }
     let req = c
         .ec2
         .create_route()
-        .route_table_id(table)
+        .route_table_id(&table.id)
         .destination_cidr_block("0.0.0.0/0");
     let req = match to {
         Route::Gateway(g) => req.gateway_id(g),
@@ -405,24 +411,13 @@ async fn ensure_default_route(c: &Clients, table: &str, to: Route<'_>) -> Result
     }
 }
 
-async fn associate(c: &Clients, table: &str, subnet: &str) -> Result<(), Error> {
-    let found = c
-        .ec2
-        .describe_route_tables()
-        .filters(by("association.subnet-id", subnet))
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeRouteTables"))?;
-    if found
-        .route_tables()
-        .iter()
-        .any(|t| t.route_table_id() == Some(table))
-    {
+async fn associate(c: &Clients, table: &Table, subnet: &str) -> Result<(), Error> {
+    if table.subnets.iter().any(|s| s == subnet) {
         return Ok(());
     }
     c.ec2
         .associate_route_table()
-        .route_table_id(table)
+        .route_table_id(&table.id)
         .subnet_id(subnet)
         .send()
         .await

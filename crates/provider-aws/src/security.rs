@@ -3,7 +3,7 @@
 //! balancer keeps the client's address); workers take the ingress ports from
 //! anywhere; nodes talk to each other freely (etcd, kubelet, the CNI).
 
-use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
+use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, UserIdGroupPair};
 
 use crate::clients::Clients;
 use crate::error::{aws, Error};
@@ -40,10 +40,18 @@ enum From<'a> {
 
 /// Makes sure the groups and their rules exist.
 pub async fn ensure(c: &Clients, s: &mut Scope, vpc: &str, ports: Ports) -> Result<Groups, Error> {
-    let bastion = ensure_group(c, s, vpc, "bastion").await?;
-    let control_plane = ensure_group(c, s, vpc, "control-plane").await?;
-    let worker = ensure_group(c, s, vpc, "worker").await?;
-    let rules: [(&str, Option<(u16, u16)>, From<'_>); 9] = [
+    let found = c
+        .ec2
+        .describe_security_groups()
+        .filters(by("vpc-id", vpc))
+        .send()
+        .await
+        .map_err(aws("ec2:DescribeSecurityGroups"))?;
+    let found = found.security_groups();
+    let bastion = ensure_group(c, s, vpc, found, "bastion").await?;
+    let control_plane = ensure_group(c, s, vpc, found, "control-plane").await?;
+    let worker = ensure_group(c, s, vpc, found, "worker").await?;
+    let rules: [(&str, Option<(u16, u16)>, From<'_>); 10] = [
         (&bastion, Some((22, 22)), From::Anywhere),
         (&control_plane, Some((22, 22)), From::Group(&bastion)),
         (&worker, Some((22, 22)), From::Group(&bastion)),
@@ -61,11 +69,18 @@ pub async fn ensure(c: &Clients, s: &mut Scope, vpc: &str, ports: Ports) -> Resu
         (&control_plane, None, From::Group(&control_plane)),
         (&control_plane, None, From::Group(&worker)),
         (&worker, None, From::Group(&control_plane)),
+        (&worker, None, From::Group(&worker)),
     ];
     for (group, range, from) in rules {
-        allow(c, group, range, from).await?;
+        let present = found
+            .iter()
+            .filter(|g| g.group_id() == Some(group))
+            .flat_map(|g| g.ip_permissions())
+            .any(|p| covers(p, range, &from));
+        if !present {
+            allow(c, group, range, from).await?;
+        }
     }
-    allow(c, &worker, None, From::Group(&worker)).await?;
     Ok(Groups {
         bastion,
         control_plane,
@@ -73,17 +88,42 @@ pub async fn ensure(c: &Clients, s: &mut Scope, vpc: &str, ports: Ports) -> Resu
     })
 }
 
-async fn ensure_group(c: &Clients, s: &mut Scope, vpc: &str, role: &str) -> Result<String, Error> {
+/// Whether an existing rule is the one wanted.
+fn covers(p: &IpPermission, range: Option<(u16, u16)>, from: &From<'_>) -> bool {
+    let ports_match = match range {
+        Some((lo, hi)) => {
+            p.ip_protocol() == Some("tcp")
+                && p.from_port() == Some(i32::from(lo))
+                && p.to_port() == Some(i32::from(hi))
+        }
+        None => p.ip_protocol() == Some("-1"),
+    };
+    ports_match
+        && match from {
+            From::Anywhere => p
+                .ip_ranges()
+                .iter()
+                .any(|r| r.cidr_ip() == Some("0.0.0.0/0")),
+            From::Group(g) => p
+                .user_id_group_pairs()
+                .iter()
+                .any(|u| u.group_id() == Some(g)),
+        }
+}
+
+async fn ensure_group(
+    c: &Clients,
+    s: &mut Scope,
+    vpc: &str,
+    found: &[SecurityGroup],
+    role: &str,
+) -> Result<String, Error> {
     let name = s.id.display(role);
-    let found = c
-        .ec2
-        .describe_security_groups()
-        .filters(by("vpc-id", vpc))
-        .filters(by("group-name", &name))
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeSecurityGroups"))?;
-    let id = match found.security_groups().iter().find_map(|g| g.group_id()) {
+    let existing = found
+        .iter()
+        .find(|g| g.group_name() == Some(name.as_str()))
+        .and_then(|g| g.group_id());
+    let id = match existing {
         Some(id) => id.to_owned(),
         None => c
             .ec2

@@ -3,10 +3,10 @@
 //! The group's minimum and maximum are the pool's `minReplicas`/`maxReplicas`
 //! (its `replicas` when unset), its desired size the pool's `replicas`.
 
-use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
+use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag as AsgTag};
 use aws_sdk_ec2::types::{
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateTagSpecificationRequest,
-    RequestLaunchTemplateData, ResourceType,
+    LaunchTemplate, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData, ResourceType,
 };
 use base64::Engine;
 use shoal_api::NodePool;
@@ -41,26 +41,45 @@ pub fn bounds(pool: &NodePool) -> (i32, i32, i32) {
     (min, max, desired.clamp(min, max))
 }
 
+/// The cluster's groups and launch templates, described once per pass.
+pub struct Existing {
+    groups: Vec<AutoScalingGroup>,
+    templates: Vec<LaunchTemplate>,
+}
+
+/// Describes the cluster's groups and launch templates.
+pub async fn existing(c: &Clients, s: &Scope) -> Result<Existing, Error> {
+    let templates = c
+        .ec2
+        .describe_launch_templates()
+        .filters(s.owned())
+        .send()
+        .await
+        .map_err(aws("ec2:DescribeLaunchTemplates"))?;
+    Ok(Existing {
+        groups: owned_groups(c, s).await?,
+        templates: templates.launch_templates().to_vec(),
+    })
+}
+
 /// Makes sure pool `name`'s launch template and group exist with the pool's sizes.
 pub async fn ensure(
     c: &Clients,
     s: &mut Scope,
+    existing: &Existing,
     pool: &NodePool,
     pool_name: &str,
     user_data: &str,
     shared: &Shared<'_>,
 ) -> Result<(), Error> {
     let name = s.id.pool(pool_name);
-    let template = ensure_template(c, s, &name, pool_name, user_data, shared).await?;
+    let template = ensure_template(c, s, existing, &name, pool_name, user_data, shared).await?;
     let (min, max, desired) = bounds(pool);
-    let found = c
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&name)
-        .send()
-        .await
-        .map_err(aws("autoscaling:DescribeAutoScalingGroups"))?;
-    match found.auto_scaling_groups().first() {
+    let found = existing
+        .groups
+        .iter()
+        .find(|g| g.auto_scaling_group_name() == Some(name.as_str()));
+    match found {
         None => {
             let tag = |k: &str, v: &str| {
                 AsgTag::builder()
@@ -122,26 +141,17 @@ pub async fn ensure(
 async fn ensure_template(
     c: &Clients,
     s: &mut Scope,
+    existing: &Existing,
     name: &str,
     pool_name: &str,
     user_data: &str,
     shared: &Shared<'_>,
 ) -> Result<String, Error> {
-    let found = match c
-        .ec2
-        .describe_launch_templates()
-        .launch_template_names(name)
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeLaunchTemplates"))
-    {
-        Ok(out) => out
-            .launch_templates()
-            .first()
-            .and_then(|t| t.launch_template_id().map(str::to_owned)),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let found = existing
+        .templates
+        .iter()
+        .find(|t| t.launch_template_name() == Some(name))
+        .and_then(|t| t.launch_template_id().map(str::to_owned));
     let id = match found {
         Some(id) => id,
         None => {
@@ -186,14 +196,20 @@ async fn ensure_template(
 }
 
 /// Deletes the groups and templates of pools that are gone; returns what went.
-pub async fn prune(c: &Clients, s: &Scope, keep: &[String]) -> Result<Vec<String>, Error> {
+pub async fn prune(
+    c: &Clients,
+    s: &Scope,
+    existing: &Existing,
+    keep: &[String],
+) -> Result<Vec<String>, Error> {
     let keep: Vec<String> = keep.iter().map(|p| s.id.pool(p)).collect();
     let mut gone = Vec::new();
-    for name in groups(c, s).await? {
-        if !keep.contains(&name) {
-            delete_group(c, &name).await?;
-            delete_template(c, &name).await?;
-            gone.push(name);
+    for g in &existing.groups {
+        let name = g.auto_scaling_group_name().unwrap_or_default();
+        if !keep.iter().any(|k| k == name) {
+            delete_group(c, name).await?;
+            delete_template(c, name).await?;
+            gone.push(name.to_owned());
         }
     }
     Ok(gone)
@@ -201,21 +217,29 @@ pub async fn prune(c: &Clients, s: &Scope, keep: &[String]) -> Result<Vec<String
 
 /// The cluster's groups, by name.
 pub async fn groups(c: &Clients, s: &Scope) -> Result<Vec<String>, Error> {
-    let mut names = Vec::new();
+    Ok(owned_groups(c, s)
+        .await?
+        .iter()
+        .filter_map(|g| g.auto_scaling_group_name().map(str::to_owned))
+        .collect())
+}
+
+async fn owned_groups(c: &Clients, s: &Scope) -> Result<Vec<AutoScalingGroup>, Error> {
+    let mut ours = Vec::new();
     let mut pages = c.asg.describe_auto_scaling_groups().into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(aws("autoscaling:DescribeAutoScalingGroups"))?;
         for g in page.auto_scaling_groups() {
-            let ours = g
+            let mine = g
                 .tags()
                 .iter()
                 .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(s.id.tag().as_str()));
-            if ours {
-                names.push(g.auto_scaling_group_name().unwrap_or_default().to_owned());
+            if mine {
+                ours.push(g.clone());
             }
         }
     }
-    Ok(names)
+    Ok(ours)
 }
 
 /// Deletes a group and its instances.

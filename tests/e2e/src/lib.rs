@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod awslab;
 pub mod bench;
 pub mod bmclab;
 pub mod connect_proxy;
@@ -118,6 +119,7 @@ pub struct ServerProc {
     /// Its port on 127.0.0.1.
     pub port: u16,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -140,8 +142,22 @@ impl ServerProc {
         Ok(s)
     }
 
+    /// Starts a server with extra flags and environment variables on a fresh data
+    /// dir; restarts keep both.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data = tmp.path().join("data");
+        let mut s = Self::start_env(&data, free_port()?, args, envs)?;
+        s._tmp = Some(tmp);
+        Ok(s)
+    }
+
     /// Starts a server on a given data dir and port.
     pub fn start_at(data_dir: &Path, port: u16, args: &[&str]) -> Result<Self> {
+        Self::start_env(data_dir, port, args, &[])
+    }
+
+    fn start_env(data_dir: &Path, port: u16, args: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -171,6 +187,7 @@ impl ServerProc {
             } else {
                 &["--gateway=false"][..]
             })
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -180,6 +197,10 @@ impl ServerProc {
             data_dir: data_dir.to_owned(),
             port,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             _tmp: None,
         };
         s.wait_ready()?;
@@ -334,7 +355,12 @@ impl ServerProc {
             self.stop()?;
         }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let fresh = Self::start_at(&self.data_dir, self.port, &args)?;
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let fresh = Self::start_env(&self.data_dir, self.port, &args, &envs)?;
         let old = std::mem::replace(self, fresh);
         self._tmp = old.into_tmp();
         Ok(())
