@@ -32,6 +32,10 @@ pub struct Ports {
     pub ingress_https: u16,
 }
 
+/// One rule: into a group, TCP on a port range (every protocol when `None`), from
+/// a source.
+type Rule<'a> = (&'a str, Option<(u16, u16)>, From<'a>);
+
 /// Where a rule lets traffic come from.
 enum From<'a> {
     Anywhere,
@@ -51,7 +55,7 @@ pub async fn ensure(c: &Clients, s: &mut Scope, vpc: &str, ports: Ports) -> Resu
     let bastion = ensure_group(c, s, vpc, found, "bastion").await?;
     let control_plane = ensure_group(c, s, vpc, found, "control-plane").await?;
     let worker = ensure_group(c, s, vpc, found, "worker").await?;
-    let rules: [(&str, Option<(u16, u16)>, From<'_>); 10] = [
+    let rules: [Rule<'_>; 10] = [
         (&bastion, Some((22, 22)), From::Anywhere),
         (&control_plane, Some((22, 22)), From::Group(&bastion)),
         (&worker, Some((22, 22)), From::Group(&bastion)),

@@ -609,6 +609,7 @@ mod tests {
             node_pools: vec!["demo-default".into()],
             secrets: vec![],
             networks: vec!["vni 1000 (10.128.0.0/24)".into()],
+            ..Default::default()
         };
         assert_eq!(
             removed_report(&r),

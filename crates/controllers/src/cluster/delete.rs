@@ -222,6 +222,7 @@ mod tests {
             node_pools: vec!["a-w".into()],
             secrets: vec!["shoal-system/org-x.a.pki".into()],
             networks: vec!["vni 1000 (10.128.0.0/24)".into()],
+            ..Default::default()
         };
         assert_eq!(
             summary(&r),
