@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::free_port;
+use aws_credential_types::Credentials;
+use serde_json::json;
+
+use crate::{free_port, ServerProc};
 
 /// The version the setup script installs.
 pub const MOTO_VERSION: &str = "5.2.1";
@@ -24,6 +27,13 @@ pub const CREDENTIALS: [(&str, &str); 3] = [
     ("AWS_SECRET_ACCESS_KEY", "testing"),
     ("AWS_REGION", "eu-west-1"),
 ];
+
+/// The lab's region.
+pub const REGION: &str = "eu-west-1";
+/// The tag on every AWS resource of a cluster.
+pub const TAG: &str = "shoal.io/cluster";
+/// The lab's organization.
+pub const ORG: &str = "acme";
 
 /// The `moto_server` of the setup script's venv.
 pub fn moto_bin() -> Result<PathBuf> {
@@ -94,6 +104,91 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SDK clients straight to moto (not through the proxy), for checking what
+/// Shoal made.
+pub struct Aws {
+    /// Its client.
+    pub ec2: aws_sdk_ec2::Client,
+    /// Its client.
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// Its client.
+    pub asg: aws_sdk_autoscaling::Client,
+    /// Its client.
+    pub dns: aws_sdk_route53::Client,
+    /// Its client.
+    pub iam: aws_sdk_iam::Client,
+    /// Its client.
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+}
+
+/// The clients of `moto`.
+pub async fn aws(moto: &Moto) -> Aws {
+    aws_at(&moto.url()).await
+}
+
+/// Clients of the AWS endpoint at `url` (moto's, or the proxy's).
+pub async fn aws_at(url: &str) -> Aws {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(Credentials::from_keys("testing", "testing", None))
+        .http_client(http)
+        .load()
+        .await;
+    Aws {
+        ec2: aws_sdk_ec2::Client::new(&config),
+        elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+        asg: aws_sdk_autoscaling::Client::new(&config),
+        dns: aws_sdk_route53::Client::new(&config),
+        iam: aws_sdk_iam::Client::new(&config),
+        tagging: aws_sdk_resourcegroupstagging::Client::new(&config),
+    }
+}
+
+/// A server on `endpoint` with an org, a Release with one of moto's AMIs, and a
+/// hosted zone `example.com`.
+pub async fn lab(endpoint: &str, aws: &Aws) -> Result<ServerProc> {
+    let server = ServerProc::start_with_env(
+        &["--aws-endpoint-url", endpoint, "--lease-duration", "2"],
+        &CREDENTIALS,
+    )?;
+    server.shoal_ok(&["org", "create", ORG])?;
+    let images = aws.ec2.describe_images().owners("amazon").send().await?;
+    let ami = images
+        .images()
+        .iter()
+        .find_map(|i| i.image_id())
+        .context("moto lists no AMI")?;
+    let release = json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Release",
+        "metadata": {"name": "aws-1-35"},
+        "spec": {"kubernetesVersion": "1.35.4", "bootstrap": "kubeadm",
+                 "image": {"amis": {REGION: ami}}},
+    });
+    let file = server.data_dir.with_extension("release.json");
+    std::fs::write(&file, release.to_string())?;
+    server.kubectl_ok(&["apply", "-f", &file.display().to_string()])?;
+    let zones = aws.dns.list_hosted_zones().send().await?;
+    if !zones
+        .hosted_zones()
+        .iter()
+        .any(|z| z.name() == "example.com.")
+    {
+        aws.dns
+            .create_hosted_zone()
+            .name("example.com")
+            .caller_reference(format!("shoal-{}", server.port))
+            .send()
+            .await?;
+    }
+    Ok(server)
 }
 
 /// What the proxy shares with its threads.

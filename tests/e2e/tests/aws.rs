@@ -9,50 +9,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use aws_credential_types::Credentials;
 use base64::Engine;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use shoal_api::Cluster;
-use shoal_e2e::awslab::{Moto, Proxy, CREDENTIALS};
+use shoal_e2e::awslab::{aws, lab, Aws, Moto, Proxy, CREDENTIALS, ORG, REGION, TAG};
 use shoal_e2e::ServerProc;
-
-const REGION: &str = "eu-west-1";
-const TAG: &str = "shoal.io/cluster";
-const ORG: &str = "acme";
-
-/// SDK clients straight to moto (not through the proxy).
-struct Aws {
-    ec2: aws_sdk_ec2::Client,
-    elb: aws_sdk_elasticloadbalancingv2::Client,
-    asg: aws_sdk_autoscaling::Client,
-    dns: aws_sdk_route53::Client,
-    iam: aws_sdk_iam::Client,
-    tagging: aws_sdk_resourcegroupstagging::Client,
-}
-
-async fn aws(moto: &Moto) -> Aws {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.url())
-        .credentials_provider(Credentials::from_keys("testing", "testing", None))
-        .http_client(http)
-        .load()
-        .await;
-    Aws {
-        ec2: aws_sdk_ec2::Client::new(&config),
-        elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
-        asg: aws_sdk_autoscaling::Client::new(&config),
-        dns: aws_sdk_route53::Client::new(&config),
-        iam: aws_sdk_iam::Client::new(&config),
-        tagging: aws_sdk_resourcegroupstagging::Client::new(&config),
-    }
-}
 
 fn owned(cluster: &str) -> aws_sdk_ec2::types::Filter {
     aws_sdk_ec2::types::Filter::builder()
@@ -66,45 +28,6 @@ fn by(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
         .name(name)
         .values(value)
         .build()
-}
-
-/// A server on `endpoint` with an org, a Release with one of moto's AMIs, and a
-/// hosted zone `example.com`.
-async fn lab(endpoint: &str, aws: &Aws) -> Result<ServerProc> {
-    let server = ServerProc::start_with_env(
-        &["--aws-endpoint-url", endpoint, "--lease-duration", "2"],
-        &CREDENTIALS,
-    )?;
-    server.shoal_ok(&["org", "create", ORG])?;
-    let images = aws.ec2.describe_images().owners("amazon").send().await?;
-    let ami = images
-        .images()
-        .iter()
-        .find_map(|i| i.image_id())
-        .context("moto lists no AMI")?;
-    let release = json!({
-        "apiVersion": "shoal.io/v1alpha1", "kind": "Release",
-        "metadata": {"name": "aws-1-35"},
-        "spec": {"kubernetesVersion": "1.35.4", "bootstrap": "kubeadm",
-                 "image": {"amis": {REGION: ami}}},
-    });
-    let file = server.data_dir.with_extension("release.json");
-    std::fs::write(&file, release.to_string())?;
-    server.kubectl_ok(&["apply", "-f", &file.display().to_string()])?;
-    let zones = aws.dns.list_hosted_zones().send().await?;
-    if !zones
-        .hosted_zones()
-        .iter()
-        .any(|z| z.name() == "example.com.")
-    {
-        aws.dns
-            .create_hosted_zone()
-            .name("example.com")
-            .caller_reference(format!("shoal-{}", server.port))
-            .send()
-            .await?;
-    }
-    Ok(server)
 }
 
 /// `cluster create` of a 3 + 3 cluster; `extra` adds flags or replaces the
