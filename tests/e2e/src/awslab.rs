@@ -138,7 +138,13 @@ pub async fn aws_at(url: &str) -> Aws {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(url)
-        .credentials_provider(Credentials::from_keys("testing", "testing", None))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "shoal-e2e",
+        ))
         .http_client(http)
         .load()
         .await;
@@ -316,10 +322,17 @@ fn call_of(head: &str, body: &[u8]) -> String {
         .split('?')
         .next()
         .unwrap_or_default();
-    let shape: Vec<&str> = path
-        .split('/')
+    let segments: Vec<&str> = path.split('/').collect();
+    let shape: Vec<&str> = segments
+        .iter()
         .enumerate()
-        .map(|(i, seg)| if i == 4 { "{id}" } else { seg })
+        .map(|(i, seg)| {
+            if i > 0 && segments[i - 1] == "hostedzone" {
+                "{id}"
+            } else {
+                seg
+            }
+        })
         .collect();
     format!("{service}:{method} {}", shape.join("/"))
 }
