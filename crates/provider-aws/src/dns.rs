@@ -79,18 +79,11 @@ pub async fn ensure(
     zone: &str,
     records: &[(String, String)],
 ) -> Result<(), Error> {
-    let out = c
-        .dns
-        .list_resource_record_sets()
-        .hosted_zone_id(zone)
-        .send()
-        .await
-        .map_err(aws("route53:ListResourceRecordSets"))?;
+    let sets = cnames(c, zone).await?;
     let current = |name: &str| {
-        out.resource_record_sets()
-            .iter()
-            .find(|set| set.r#type() == &RrType::Cname && set.name().replace("\\052", "*") == name)
-            .and_then(|set| set.resource_records().first().map(|r| r.value().to_owned()))
+        sets.iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, set)| set.resource_records().first().map(|r| r.value().to_owned()))
     };
     let changes = records
         .iter()
@@ -118,6 +111,24 @@ pub async fn ensure(
     Ok(())
 }
 
+/// The zone's CNAME records with their names as written (Route 53 answers a
+/// wildcard's `*` as `\052`).
+async fn cnames(c: &Clients, zone: &str) -> Result<Vec<(String, ResourceRecordSet)>, Error> {
+    let out = c
+        .dns
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .send()
+        .await
+        .map_err(aws("route53:ListResourceRecordSets"))?;
+    Ok(out
+        .resource_record_sets()
+        .iter()
+        .filter(|set| set.r#type() == &RrType::Cname)
+        .map(|set| (set.name().replace("\\052", "*"), set.clone()))
+        .collect())
+}
+
 /// Deletes the cluster's records that exist; returns their names.
 pub async fn delete(
     c: &Clients,
@@ -127,20 +138,12 @@ pub async fn delete(
 ) -> Result<Vec<String>, Error> {
     let names = [
         format!("{}.", s.id.api_name(domain)),
-        format!("{}.", s.id.ingress_name(domain)).replace('*', "\\052"),
         format!("{}.", s.id.ingress_name(domain)),
     ];
-    let out = c
-        .dns
-        .list_resource_record_sets()
-        .hosted_zone_id(zone)
-        .send()
-        .await
-        .map_err(aws("route53:ListResourceRecordSets"))?;
     let mut changes = Vec::new();
     let mut deleted = Vec::new();
-    for set in out.resource_record_sets() {
-        if set.r#type() == &RrType::Cname && names.iter().any(|n| n == set.name()) {
+    for (name, set) in cnames(c, zone).await? {
+        if names.contains(&name) {
             changes.push(
                 Change::builder()
                     .action(ChangeAction::Delete)
@@ -148,7 +151,7 @@ pub async fn delete(
                     .build()
                     .map_err(built("a record change"))?,
             );
-            deleted.push(set.name().replace("\\052", "*"));
+            deleted.push(name);
         }
     }
     if !changes.is_empty() {

@@ -29,14 +29,7 @@ pub async fn pass(c: &Clients, s: &mut Scope) -> Result<(), Error> {
         workers::delete_group(c, &name).await?;
         s.record("auto-scaling-group", &name, "deleted");
     }
-    let templates = c
-        .ec2
-        .describe_launch_templates()
-        .filters(s.owned())
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeLaunchTemplates"))?;
-    for t in templates.launch_templates() {
+    for t in workers::templates(c, s).await? {
         if let Some(id) = t.launch_template_id() {
             gone(
                 c.ec2
@@ -687,14 +680,7 @@ pub async fn leftovers(c: &Clients, s: &Scope) -> Result<Vec<AwsResource>, Error
     {
         add("security-group", g.group_id().unwrap_or_default());
     }
-    for t in ec2
-        .describe_launch_templates()
-        .filters(s.owned())
-        .send()
-        .await
-        .map_err(aws("ec2:DescribeLaunchTemplates"))?
-        .launch_templates()
-    {
+    for t in workers::templates(c, s).await? {
         add(
             "launch-template",
             t.launch_template_id().unwrap_or_default(),

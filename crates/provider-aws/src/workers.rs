@@ -49,17 +49,22 @@ pub struct Existing {
 
 /// Describes the cluster's groups and launch templates.
 pub async fn existing(c: &Clients, s: &Scope) -> Result<Existing, Error> {
-    let templates = c
+    Ok(Existing {
+        groups: owned_groups(c, s).await?,
+        templates: templates(c, s).await?,
+    })
+}
+
+/// The cluster's launch templates, by tag.
+pub async fn templates(c: &Clients, s: &Scope) -> Result<Vec<LaunchTemplate>, Error> {
+    let out = c
         .ec2
         .describe_launch_templates()
         .filters(s.owned())
         .send()
         .await
         .map_err(aws("ec2:DescribeLaunchTemplates"))?;
-    Ok(Existing {
-        groups: owned_groups(c, s).await?,
-        templates: templates.launch_templates().to_vec(),
-    })
+    Ok(out.launch_templates().to_vec())
 }
 
 /// Makes sure pool `name`'s launch template and group exist with the pool's sizes.
