@@ -40,9 +40,13 @@ kubernetes-image: setup
 	bash images/build-kubernetes-image.sh >/dev/null
 
 # Every test: formatting, lints, unit, integration and end-to-end tests.
+# One build for the binary and the tests: the same targets as `cargo test
+# --workspace`, so dependencies compile once with one feature set (a plain
+# `cargo build --bin shoal` resolves features without the tests' and would build
+# most dependencies a second time).
 test: setup kubernetes-image fmt clippy machete
-	$(CARGO) build --bin shoal
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) build --workspace --bins --tests
+	SHOAL_BIN=$(CURDIR)/target/debug/shoal $(CARGO) test --workspace --no-fail-fast
 
 # Benchmarks on a release build; results go in BENCHMARKS.md.
 bench: setup kubernetes-image

@@ -310,6 +310,13 @@ pub struct ServerArgs {
     /// The VNI of the first guest network.
     #[arg(long, default_value_t = 1000)]
     pub vni_base: u32,
+    /// The pool AWS clusters' VPC networks are cut from, for clusters whose spec
+    /// names no `vpcCidr`.
+    #[arg(long, default_value = "10.0.0.0/10")]
+    pub aws_vpc_pool: shoal_api::validate::Cidr,
+    /// The prefix length of each AWS cluster's VPC network, /16 to /20.
+    #[arg(long, default_value_t = 16)]
+    pub aws_vpc_prefix: u8,
     /// The longest lifetime a KeyPair's certificate gets, e.g. 30d or 8h.
     #[arg(long, default_value = "30d")]
     pub keypair_max_ttl: String,
@@ -596,6 +603,13 @@ pub enum OrgCommand {
         /// A display name.
         #[arg(long)]
         display_name: Option<String>,
+        /// The default IAM role the organization's AWS clusters assume.
+        #[arg(long)]
+        aws_role_arn: Option<String>,
+        /// The default Secret (in org-NAME) with the AWS credentials of the
+        /// organization's clusters: keys accessKeyId and secretAccessKey.
+        #[arg(long)]
+        aws_credentials_secret: Option<String>,
     },
     /// List organizations.
     List {
@@ -660,7 +674,8 @@ pub struct ProviderArgs {
     /// With --provider aws: the EC2 instance type of every node (default m6i.large).
     #[arg(long, requires = "region")]
     pub instance_type: Option<String>,
-    /// With --provider aws: the VPC CIDR, a /16 to /20 (default 10.0.0.0/16).
+    /// With --provider aws: the VPC CIDR, a /16 to /20 (default: one of the
+    /// server's VPC pool).
     #[arg(long, requires = "region")]
     pub vpc_cidr: Option<String>,
     /// With --provider aws: the Route 53 hosted zone (ID or name) for the
@@ -674,6 +689,10 @@ pub struct ProviderArgs {
     /// With --provider aws: an IAM role to assume for every AWS call of this cluster.
     #[arg(long, requires = "region")]
     pub role_arn: Option<String>,
+    /// With --provider aws: a Secret in the organization's namespace with the AWS
+    /// credentials (keys accessKeyId, secretAccessKey) of this cluster.
+    #[arg(long, requires = "region")]
+    pub credentials_secret: Option<String>,
 }
 
 /// The guest API server's OIDC settings (the Cluster's `spec.oidc`).

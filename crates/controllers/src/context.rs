@@ -15,7 +15,7 @@ use shoal_api::{Cluster, Host, Machine, NodePool, Release};
 use crate::labels::IPAM_OWNER;
 use tokio::sync::Mutex;
 
-use crate::ipam::{Ipam, IpamConfig};
+use crate::ipam::{Ipam, IpamConfig, VpcIpam, VpcPool};
 use crate::labels::CLUSTER;
 use crate::scheduler::usage::HostUsage;
 use shoal_kube::{Index, Observer, Shared};
@@ -29,6 +29,8 @@ pub struct ControllerConfig {
     pub dns_domain: String,
     /// The VNI and node network pools.
     pub ipam: IpamConfig,
+    /// The pool of AWS clusters' VPC networks.
+    pub vpc_pool: VpcPool,
     /// How long a Host may stay NotReady before its Machines are marked Failed.
     pub host_grace_period: Duration,
     /// The longest lifetime a KeyPair's certificate may get.
@@ -76,6 +78,7 @@ impl Default for ControllerConfig {
             base_domain: "shoal.local".into(),
             dns_domain: "cluster.local".into(),
             ipam: IpamConfig::default(),
+            vpc_pool: VpcPool::default(),
             host_grace_period: Duration::from_secs(60),
             keypair_max_ttl: Duration::from_secs(30 * 24 * 3600),
             test_image_dir: None,
@@ -125,7 +128,8 @@ pub struct Indexes {
     pub unscheduled: Index<Machine>,
     /// What the Machines on each host take.
     pub usage: Arc<HostUsage>,
-    /// IPAM claims (Leases `ipam-<slot>`) by the UID of the cluster that owns them.
+    /// IPAM claims (Leases `ipam-<slot>` and `ipam-vpc-<slot>`) by the UID of the
+    /// cluster that owns them.
     pub claims_by_owner: Index<Lease>,
 }
 
@@ -150,7 +154,9 @@ fn pool_cluster(p: &NodePool) -> Option<String> {
 
 fn claim_owner(l: &Lease) -> Option<String> {
     let name = l.metadata.name.as_deref()?;
-    crate::ipam::slot_of_claim(name)?;
+    if !crate::ipam::is_claim(name) {
+        return None;
+    }
     l.metadata.labels.as_ref()?.get(IPAM_OWNER).cloned()
 }
 
@@ -355,6 +361,8 @@ pub struct Context {
     pub stores: Stores,
     /// The VNI/node network allocator.
     pub ipam: Ipam,
+    /// The AWS clusters' VPC network allocator.
+    pub vpcs: VpcIpam,
     /// Writes Events.
     pub recorder: Recorder,
     /// Per-cluster locks guarding Machine creation, each with the memory of that
@@ -373,6 +381,7 @@ impl Context {
     /// A context over started caches.
     pub fn new(client: Client, config: ControllerConfig, stores: Stores) -> Self {
         let ipam = Ipam::new(client.clone(), config.ipam.clone());
+        let vpcs = VpcIpam::new(client.clone(), config.vpc_pool.clone());
         let recorder = Recorder::new(client.clone(), Reporter::from("shoal-controllers"));
         let backoff = crate::backoff::Backoff::new(config.backoff_base, config.backoff_cap);
         Self {
@@ -381,6 +390,7 @@ impl Context {
             config,
             stores,
             ipam,
+            vpcs,
             recorder,
             recent: Default::default(),
             pki: Default::default(),

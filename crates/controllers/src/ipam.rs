@@ -1,8 +1,10 @@
-//! Address management for guest clusters: each cluster gets a VNI and a node CIDR,
-//! allocated together as one numbered slot of a pool.
+//! Address management for guest clusters: each on-premises cluster gets a VNI and
+//! a node CIDR, allocated together as one numbered slot of a pool; each AWS cluster
+//! gets its VPC's CIDR as a slot of a second pool, so that no two VPCs overlap and
+//! any of them can be peered or routed to the company's network.
 //!
 //! A slot is claimed by creating a `coordination.k8s.io/v1` Lease named
-//! `ipam-<slot>` in the system namespace. Creating an object of a given name is
+//! `ipam-<slot>` (`ipam-vpc-<slot>` for VPCs) in the system namespace. Creating an object of a given name is
 //! atomic in the API, so two controllers racing for the same slot cannot both win:
 //! the loser gets `409 AlreadyExists` and tries the next slot. The claim carries the
 //! owning cluster's UID as a label, so a controller that crashed between claiming
@@ -142,6 +144,78 @@ impl IpamConfig {
     }
 }
 
+/// The pool AWS clusters' VPC networks are cut from, one slot per cluster whose
+/// spec names no `vpcCidr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VpcPool {
+    /// The pool, e.g. 10.0.0.0/10.
+    pub pool: Ipv4Addr,
+    /// The pool's prefix length.
+    pub pool_prefix: u8,
+    /// Each VPC's prefix length, /16 to /20 (the AWS provider splits a VPC in eighths).
+    pub prefix: u8,
+}
+
+/// 64 /16s from 10.0.0.0/10: clear of the guests' default pod (10.244.0.0/16) and
+/// service (10.96.0.0/12) networks and of the on-premises node pool (10.128.0.0/9).
+impl Default for VpcPool {
+    fn default() -> Self {
+        Self {
+            pool: Ipv4Addr::new(10, 0, 0, 0),
+            pool_prefix: 10,
+            prefix: 16,
+        }
+    }
+}
+
+impl VpcPool {
+    /// A pool from its CIDR and each VPC's prefix length; refused unless it holds
+    /// at least one VPC of /16 to /20.
+    pub fn new(pool: Cidr, prefix: u8) -> Result<Self, IpamError> {
+        let IpAddr::V4(addr) = pool.addr() else {
+            return Err(IpamError::Config(format!(
+                "the VPC pool {pool} is not IPv4 (e.g. 10.0.0.0/8)"
+            )));
+        };
+        let config = Self {
+            pool: addr,
+            pool_prefix: pool.prefix(),
+            prefix,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that describe no VPC.
+    pub fn validate(&self) -> Result<(), IpamError> {
+        if !(16..=20).contains(&self.prefix) || self.pool_prefix > self.prefix {
+            return Err(IpamError::Config(format!(
+                "VPC prefix /{} must be between /16 and /20 and within the pool's /{}",
+                self.prefix, self.pool_prefix
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many VPCs the pool holds.
+    pub fn capacity(&self) -> u32 {
+        1u32.checked_shl(u32::from(self.prefix - self.pool_prefix))
+            .unwrap_or(u32::MAX)
+    }
+
+    /// The VPC CIDR of `slot`.
+    pub fn cidr(&self, slot: u32) -> String {
+        let base = u32::from(self.pool) & mask(self.pool_prefix);
+        let net = base | slot.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        format!("{}/{}", Ipv4Addr::from(net), self.prefix)
+    }
+
+    /// The pool as CIDR text.
+    pub fn pool_text(&self) -> String {
+        format!("{}/{}", self.pool, self.pool_prefix)
+    }
+}
+
 fn mask(prefix: u8) -> u32 {
     if prefix == 0 {
         0
@@ -150,20 +224,53 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
-/// The claim object's name for `slot`.
+/// Which pool a claim takes a slot of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// VNIs and node networks of on-premises clusters: claims `ipam-<slot>`.
+    Nodes,
+    /// VPC networks of AWS clusters: claims `ipam-vpc-<slot>`.
+    Vpcs,
+}
+
+impl PoolKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            PoolKind::Nodes => "ipam-",
+            PoolKind::Vpcs => "ipam-vpc-",
+        }
+    }
+
+    /// The claim object's name for `slot`.
+    pub fn claim_name(self, slot: u32) -> String {
+        format!("{}{slot}", self.prefix())
+    }
+
+    /// The slot of a claim object's name, when it is a claim of this pool.
+    pub fn slot_of(self, name: &str) -> Option<u32> {
+        name.strip_prefix(self.prefix())?.parse().ok()
+    }
+}
+
+/// The claim object's name for `slot` of the node pool.
 pub fn claim_name(slot: u32) -> String {
-    format!("ipam-{slot}")
+    PoolKind::Nodes.claim_name(slot)
 }
 
-/// The slot of a claim object's name.
+/// The slot of a node-pool claim object's name.
 pub fn slot_of_claim(name: &str) -> Option<u32> {
-    name.strip_prefix("ipam-")?.parse().ok()
+    PoolKind::Nodes.slot_of(name)
 }
 
-/// Claims slots through the API.
-pub struct Ipam {
+/// The slot of a claim of either pool.
+pub fn is_claim(name: &str) -> bool {
+    PoolKind::Nodes.slot_of(name).is_some() || PoolKind::Vpcs.slot_of(name).is_some()
+}
+
+/// Creates and deletes the claims of one pool through the API.
+struct Claims {
     api: Api<Lease>,
-    config: IpamConfig,
+    kind: PoolKind,
     /// The next slot this process tries (modulo the capacity).
     cursor: AtomicU32,
 }
@@ -179,30 +286,25 @@ pub struct Owner<'a> {
     pub uid: &'a str,
 }
 
-impl Ipam {
-    /// An allocator over `config`'s pools.
-    pub fn new(client: Client, config: IpamConfig) -> Self {
+impl Claims {
+    fn new(client: Client, kind: PoolKind) -> Self {
         Self {
             api: Api::namespaced(client, SYSTEM_NAMESPACE),
-            config,
+            kind,
             cursor: AtomicU32::new(0),
         }
     }
 
-    /// The pools.
-    pub fn config(&self) -> &IpamConfig {
-        &self.config
-    }
-
-    /// Claims a free slot for `owner`. `taken` says which slots are known to be in
-    /// use (from a cache); the API has the last word, so a stale cache costs only a
-    /// retry, never a double allocation.
-    pub async fn claim(
+    /// Claims a free slot of `capacity` for `owner`; `pool` names the pool in the
+    /// error when none is free.
+    async fn claim(
         &self,
         owner: Owner<'_>,
+        capacity: u32,
+        pool: impl FnOnce() -> String,
         taken: impl Fn(u32) -> bool,
-    ) -> Result<Allocation, IpamError> {
-        let capacity = self.config.capacity().max(1);
+    ) -> Result<u32, IpamError> {
+        let capacity = capacity.max(1);
         for _ in 0..capacity {
             // Each attempt takes the cursor's next slot for itself, so claims that
             // run at once in this process try different slots: they no longer all
@@ -211,7 +313,7 @@ impl Ipam {
             if taken(slot) {
                 continue;
             }
-            let name = claim_name(slot);
+            let name = self.kind.claim_name(slot);
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -232,25 +334,109 @@ impl Ipam {
                 }),
             };
             match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => return Ok(self.config.allocation(slot)),
+                Ok(_) => return Ok(slot),
                 Err(e) if crate::error::is_conflict(&e) => continue,
                 Err(source) => return Err(IpamError::Api { name, source }),
             }
         }
         Err(IpamError::Exhausted {
             capacity,
-            pool: self.config.pool_text(),
+            pool: pool(),
         })
     }
 
     /// Frees a slot; freeing a slot that is already free is not an error.
-    pub async fn release(&self, slot: u32) -> Result<(), IpamError> {
-        let name = claim_name(slot);
+    async fn release(&self, slot: u32) -> Result<(), IpamError> {
+        let name = self.kind.claim_name(slot);
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(e) if crate::error::is_not_found(&e) => Ok(()),
             Err(source) => Err(IpamError::Api { name, source }),
         }
+    }
+}
+
+/// Claims VNIs and node networks through the API.
+pub struct Ipam {
+    claims: Claims,
+    config: IpamConfig,
+}
+
+impl Ipam {
+    /// An allocator over `config`'s pools.
+    pub fn new(client: Client, config: IpamConfig) -> Self {
+        Self {
+            claims: Claims::new(client, PoolKind::Nodes),
+            config,
+        }
+    }
+
+    /// The pools.
+    pub fn config(&self) -> &IpamConfig {
+        &self.config
+    }
+
+    /// Claims a free slot for `owner`. `taken` says which slots are known to be in
+    /// use (from a cache); the API has the last word, so a stale cache costs only a
+    /// retry, never a double allocation.
+    pub async fn claim(
+        &self,
+        owner: Owner<'_>,
+        taken: impl Fn(u32) -> bool,
+    ) -> Result<Allocation, IpamError> {
+        let slot = self
+            .claims
+            .claim(
+                owner,
+                self.config.capacity(),
+                || self.config.pool_text(),
+                taken,
+            )
+            .await?;
+        Ok(self.config.allocation(slot))
+    }
+
+    /// Frees a slot; freeing a slot that is already free is not an error.
+    pub async fn release(&self, slot: u32) -> Result<(), IpamError> {
+        self.claims.release(slot).await
+    }
+}
+
+/// Claims AWS clusters' VPC networks through the API.
+pub struct VpcIpam {
+    claims: Claims,
+    pool: VpcPool,
+}
+
+impl VpcIpam {
+    /// An allocator over `pool`.
+    pub fn new(client: Client, pool: VpcPool) -> Self {
+        Self {
+            claims: Claims::new(client, PoolKind::Vpcs),
+            pool,
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &VpcPool {
+        &self.pool
+    }
+
+    /// Claims a free VPC network for `owner`; returns its slot. `taken` as for
+    /// [`Ipam::claim`].
+    pub async fn claim(
+        &self,
+        owner: Owner<'_>,
+        taken: impl Fn(u32) -> bool,
+    ) -> Result<u32, IpamError> {
+        self.claims
+            .claim(owner, self.pool.capacity(), || self.pool.pool_text(), taken)
+            .await
+    }
+
+    /// Frees a slot; freeing a slot that is already free is not an error.
+    pub async fn release(&self, slot: u32) -> Result<(), IpamError> {
+        self.claims.release(slot).await
     }
 }
 
@@ -337,6 +523,41 @@ mod tests {
             matches!(err, IpamError::Exhausted { capacity: 4, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn vpc_slots_map_to_disjoint_vpcs() {
+        let p = VpcPool::default();
+        p.validate().expect("the default VPC pool is valid");
+        assert_eq!(p.capacity(), 64);
+        assert_eq!(p.cidr(0), "10.0.0.0/16");
+        assert_eq!(p.cidr(63), "10.63.0.0/16");
+        let small = VpcPool::new("172.16.0.0/12".parse().expect("a CIDR"), 20).expect("valid");
+        assert_eq!(small.capacity(), 256);
+        assert_eq!(small.cidr(1), "172.16.16.0/20");
+        assert!(VpcPool::new("10.0.0.0/8".parse().expect("a CIDR"), 24).is_err());
+        assert!(VpcPool::new("10.0.0.0/20".parse().expect("a CIDR"), 16).is_err());
+        let vpc = PoolKind::Vpcs.claim_name(7);
+        assert_eq!(vpc, "ipam-vpc-7");
+        assert_eq!(PoolKind::Vpcs.slot_of(&vpc), Some(7));
+        assert_eq!(slot_of_claim(&vpc), None, "a VPC claim is not a node claim");
+        assert!(is_claim(&vpc) && is_claim(&claim_name(7)));
+    }
+
+    #[tokio::test]
+    async fn vpc_claims_are_their_own_leases() {
+        let (client, api) = crate::fake_api::FakeApi::client();
+        let vpcs = VpcIpam::new(client, VpcPool::default());
+        let slot = vpcs
+            .claim(owner("uid-a"), |slot| slot == 0)
+            .await
+            .expect("a free VPC");
+        assert_eq!(slot, 1);
+        let posts = api.calls_to(&http::Method::POST, "/apis/coordination.k8s.io");
+        assert_eq!(posts.len(), 1);
+        assert_eq!(posts[0].body["metadata"]["name"], "ipam-vpc-1");
+        vpcs.release(slot).await.expect("released");
+        vpcs.release(slot).await.expect("released twice is fine");
     }
 
     #[test]

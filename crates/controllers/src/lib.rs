@@ -109,6 +109,7 @@ pub async fn run_controllers(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     config.ipam.validate()?;
+    config.vpc_pool.validate()?;
     let concurrency = config.concurrency.max(1);
     release::seed(&client, &config).await?;
     let feeds = context::Feeds::start(&client, &config.metrics)

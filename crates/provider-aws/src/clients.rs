@@ -1,8 +1,10 @@
-//! The AWS clients of one cluster: the SDK's own credential chain (environment,
-//! profile, instance role), an optional role to assume, and an optional endpoint
-//! that points every service somewhere else (moto in tests).
+//! The AWS clients of one cluster: credentials from a Secret or else the SDK's own
+//! chain (environment, profile, instance role), an optional role to assume, and an
+//! optional endpoint that points every service somewhere else (moto in tests).
 
 use aws_config::{BehaviorVersion, Region};
+
+use crate::access::Access;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 /// How the server reaches AWS.
@@ -32,8 +34,8 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Clients for `region`, acting as `role_arn` when given.
-    pub async fn new(settings: &AwsSettings, region: &str, role_arn: Option<&str>) -> Self {
+    /// Clients for `region`, with `access`'s credentials and role.
+    pub async fn new(settings: &AwsSettings, region: &str, access: &Access) -> Self {
         // rustls on ring, as the rest of Shoal, rather than the SDK's default aws-lc.
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
@@ -44,8 +46,11 @@ impl Clients {
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        if let Some(secret) = &access.secret {
+            loader = loader.credentials_provider(secret.credentials.clone());
+        }
         let mut config = loader.load().await;
-        if let Some(role) = role_arn {
+        if let Some(role) = &access.role_arn {
             let provider = aws_config::sts::AssumeRoleProvider::builder(role)
                 .session_name("shoal-provider-aws")
                 .configure(&config)

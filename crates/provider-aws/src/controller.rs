@@ -16,11 +16,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use shoal_api::resources::organization::namespace_org;
+use shoal_api::resources::organization::{namespace_org, org_namespace};
 use shoal_api::wellknown::finalizer::AWS as AWS_FINALIZER;
 use shoal_api::{
-    AwsProviderSpec, AwsStatus, Cluster, ClusterPhase, ClusterStatus, NodePool, ProviderType,
-    Release,
+    AwsProviderSpec, AwsStatus, Cluster, ClusterPhase, ClusterStatus, NodePool, Organization,
+    ProviderType, Release,
 };
 use shoal_kube::conditions;
 use shoal_kube::finalizer::{self, Change};
@@ -32,7 +32,8 @@ use crate::names::ClusterId;
 use crate::security::Ports;
 use crate::tagging::Scope;
 use crate::{
-    balancers, dns, iam, instances, network, preflight, security, teardown, userdata, workers,
+    access, balancers, dns, iam, instances, layout, network, preflight, security, teardown,
+    userdata, workers,
 };
 
 /// The instance type when the spec names none.
@@ -54,24 +55,29 @@ pub const LAYERS: [&str; 7] = [
     "DNS",
 ];
 
+/// Clients are shared by the clusters of one region and identity (role, Secret version).
+type ClientsKey = (String, (Option<String>, Option<String>));
+
 /// What the controller shares between reconciles.
 pub struct Context {
     client: Client,
     settings: AwsSettings,
     recorder: Recorder,
-    clients: Mutex<HashMap<(String, Option<String>), Clients>>,
+    clients: Mutex<HashMap<ClientsKey, Clients>>,
     /// Per cluster: what its last full pass that ended Ready saw, and when.
     passes: Mutex<HashMap<String, (Fingerprint, std::time::Instant)>>,
 }
 
-/// What a pass depends on in the management API: the cluster's generation and its
-/// pools' sizes. A Ready cluster whose fingerprint is unchanged is not described
+/// What a pass depends on in the management API: the cluster's generation, its
+/// pools' sizes and its Release. A Ready cluster whose fingerprint is unchanged is not described
 /// again before [`RESYNC`]: its own status writes wake the controller, and would
 /// otherwise cost a full pass of AWS calls each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Fingerprint {
     generation: Option<i64>,
     pools: Vec<(String, u32, Option<u32>, Option<u32>)>,
+    /// The Release's resourceVersion: a new AMI makes new launch template versions.
+    release: Option<String>,
 }
 
 impl Context {
@@ -86,15 +92,17 @@ impl Context {
         }
     }
 
-    async fn clients(&self, spec: &AwsProviderSpec) -> Clients {
-        let key = (spec.region.clone(), spec.role_arn.clone());
+    /// The clients of `cluster`, in its region with its identity ([`access`]).
+    async fn clients(&self, cluster: &Cluster, spec: &AwsProviderSpec) -> Result<Clients, Error> {
+        let access = access::resolve(&self.client, cluster, spec).await?;
+        let key = (spec.region.clone(), access.cache_key());
         let mut cache = self.clients.lock().await;
         if let Some(c) = cache.get(&key) {
-            return c.clone();
+            return Ok(c.clone());
         }
-        let c = Clients::new(&self.settings, &spec.region, spec.role_arn.as_deref()).await;
+        let c = Clients::new(&self.settings, &spec.region, &access).await;
         cache.insert(key, c.clone());
-        c
+        Ok(c)
     }
 }
 
@@ -112,11 +120,27 @@ pub async fn run(
         let _ = stopped.send(());
     });
     let clusters: Api<Cluster> = Api::all(client.clone());
-    let pools: Api<NodePool> = Api::all(client);
-    Controller::new(clusters, watcher::Config::default())
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let orgs: Api<Organization> = Api::all(client.clone());
+    let releases: Api<Release> = Api::all(client);
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let known = controller.store();
+    let in_org = known.clone();
+    controller
         .watches(pools, watcher::Config::default(), |p: NodePool| {
             let ns = p.namespace()?;
             Some(ObjectRef::<Cluster>::new(&p.spec.cluster).within(&ns))
+        })
+        // An organization's AWS access is its clusters' default: a change retries
+        // them at once (a refused cluster need not wait for its next attempt).
+        .watches(orgs, watcher::Config::default(), move |o: Organization| {
+            let ns = org_namespace(&o.name_any());
+            aws_clusters(&in_org, |c| c.namespace().as_deref() == Some(ns.as_str()))
+        })
+        // A Release's new AMI reaches its clusters' launch templates at once.
+        .watches(releases, watcher::Config::default(), move |r: Release| {
+            let name = r.name_any();
+            aws_clusters(&known, |c| c.spec.release == name)
         })
         .graceful_shutdown_on(async move {
             let _ = on_stop.await;
@@ -124,6 +148,19 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// The AWS clusters of the controller's cache that `pick` selects.
+fn aws_clusters(
+    known: &kube::runtime::reflector::Store<Cluster>,
+    pick: impl Fn(&Cluster) -> bool,
+) -> Vec<ObjectRef<Cluster>> {
+    known
+        .state()
+        .iter()
+        .filter(|c| c.spec.provider.type_ == ProviderType::Aws && pick(c))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 fn error_policy(cluster: Arc<Cluster>, err: &Error, _: Arc<Context>) -> Action {
@@ -167,7 +204,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         Change::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
     }
     let pools = pools_of(&ctx, &cluster).await?;
+    let release = Api::<Release>::all(ctx.client.clone())
+        .get_opt(&cluster.spec.release)
+        .await
+        .map_err(kube_err("read the cluster's Release"))?;
     let fingerprint = Fingerprint {
+        release: release.as_ref().and_then(|r| r.resource_version()),
         generation: cluster.metadata.generation,
         pools: pools
             .iter()
@@ -187,11 +229,13 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
             return Ok(Action::requeue(RESYNC - at.elapsed()));
         }
     }
-    let c = ctx.clients(spec).await;
     let mut s = Scope::new(id_of(&cluster));
     let mut status = cluster.status.clone().unwrap_or_default();
     let domain = spec.base_domain(&ctx.settings.base_domain).to_owned();
-    let outcome = build(&c, &mut s, &cluster, spec, &ctx, &domain).await;
+    let outcome = match ctx.clients(&cluster, spec).await {
+        Ok(c) => build(&c, &mut s, &cluster, release.as_ref(), &ctx, &domain).await,
+        Err(e) => Err(("Network", e)),
+    };
     let mut aws = AwsStatus {
         resources: s.resources.clone(),
         ..status.aws.clone().unwrap_or_default()
@@ -290,10 +334,16 @@ async fn build(
     c: &Clients,
     s: &mut Scope,
     cluster: &Cluster,
-    spec: &AwsProviderSpec,
+    release: Option<&Release>,
     ctx: &Context,
     domain: &str,
 ) -> Result<Built, (&'static str, Error)> {
+    let Some(spec) = cluster.spec.provider.aws.as_ref() else {
+        return Err((
+            "Network",
+            Error::Spec("spec.provider.aws is missing".into()),
+        ));
+    };
     let at = |layer: &'static str| move |e: Error| (layer, e);
     let ports = Ports {
         api: API_PORT,
@@ -311,7 +361,20 @@ async fn build(
     let zones = preflight::check(c, spec, &[&cp_type, &worker_type, BASTION_INSTANCE_TYPE])
         .await
         .map_err(at("Network"))?;
-    let net = network::ensure(c, s, spec, &zones)
+    let allocated = cluster
+        .status
+        .as_ref()
+        .and_then(|st| st.node_cidr.as_deref());
+    let vpc_cidr = match layout::vpc_cidr(spec, allocated) {
+        Ok(cidr) => cidr,
+        Err(e @ layout::LayoutError::Unallocated) => {
+            return Err(("Network", Error::Waiting(e.to_string())))
+        }
+        Err(e) => return Err(("Network", Error::Spec(e.to_string()))),
+    };
+    layout::check_overlap(&vpc_cidr, &cluster.spec.network)
+        .map_err(|e| ("Network", Error::Spec(e.to_string())))?;
+    let net = network::ensure(c, s, &vpc_cidr, &zones)
         .await
         .map_err(at("Network"))?;
     let groups = security::ensure(c, s, &net.vpc, ports)
@@ -319,12 +382,7 @@ async fn build(
         .map_err(at("Network"))?;
     iam::ensure(c, s).await.map_err(at("Iam"))?;
 
-    let releases: Api<Release> = Api::all(ctx.client.clone());
-    let release = releases
-        .get_opt(&cluster.spec.release)
-        .await
-        .map_err(kube_err("read the cluster's Release"))
-        .map_err(at("Bastion"))?
+    let release = release
         .ok_or_else(|| {
             Error::Spec(format!(
                 "Release {} does not exist: fix spec.release",
@@ -475,7 +533,10 @@ async fn delete(
     if !finalizer::has(cluster, AWS_FINALIZER) {
         return Ok(Action::await_change());
     }
-    let c = ctx.clients(spec).await;
+    let (c, mut outcome) = match ctx.clients(cluster, spec).await {
+        Ok(c) => (Some(c), Ok(())),
+        Err(e) => (None, Err(e)),
+    };
     let mut s = Scope::new(id_of(cluster));
     let domain = spec.base_domain(&ctx.settings.base_domain).to_owned();
     let mut status = cluster.status.clone().unwrap_or_default();
@@ -485,32 +546,31 @@ async fn delete(
         .as_ref()
         .map(|r| r.aws.clone())
         .unwrap_or_default();
-    let mut outcome = Ok(());
-    if let Some(zone) = &spec.hosted_zone {
+    if let (Some(c), Some(zone)) = (&c, &spec.hosted_zone) {
         outcome = async {
             // A zone that does not exist holds none of the cluster's records.
-            let zone = match dns::zone_id(&c, zone).await {
+            let zone = match dns::zone_id(c, zone).await {
                 Err(Error::Spec(_)) => return Ok(()),
                 other => other?,
             };
-            for name in dns::delete(&c, &s, &zone, &domain).await? {
+            for name in dns::delete(c, &s, &zone, &domain).await? {
                 s.record("dns-record", &name, "deleted");
             }
             Ok::<_, Error>(())
         }
         .await;
     }
-    if outcome.is_ok() {
-        outcome = teardown::pass(&c, &mut s).await;
+    if let (Some(c), true) = (&c, outcome.is_ok()) {
+        outcome = teardown::pass(c, &mut s).await;
     }
     for r in s.resources.drain(..) {
         if !deleted.iter().any(|d| d.kind == r.kind && d.id == r.id) {
             deleted.push(r);
         }
     }
-    let left = match &outcome {
-        Ok(()) => teardown::leftovers(&c, &s).await?,
-        Err(_) => Vec::new(),
+    let left = match (&outcome, &c) {
+        (Ok(()), Some(c)) => teardown::leftovers(c, &s).await?,
+        _ => Vec::new(),
     };
     let message = match (&outcome, left.is_empty()) {
         (Err(e), _) => shoal_kube::chain(e),

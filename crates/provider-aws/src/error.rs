@@ -51,7 +51,7 @@ fn hint(code: Option<&str>) -> &'static str {
         Some(
             "AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken"
             | "UnrecognizedClientException",
-        ) => " (check the AWS credentials the server runs with, or the cluster's roleArn)",
+        ) => " (check the AWS credentials: the cluster's or its organization's credentialsSecret and roleArn, else the server's own)",
         Some(c) if c.contains("LimitExceeded") || c.contains("QuotaExceeded") => {
             " (raise the quota in the region, or delete what is unused)"
         }

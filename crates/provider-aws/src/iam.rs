@@ -70,7 +70,7 @@ pub async fn ensure(c: &Clients, s: &mut Scope) -> Result<(), Error> {
                 .role_name(&name)
                 .path(IAM_PATH)
                 .assume_role_policy_document(TRUST)
-                .description(format!("Shoal cluster {}: {role} nodes", s.id.tag()))
+                .description(format!("shoal.io/cluster={},role={role}", s.id.tag()))
                 .set_tags(Some(tags(s)?))
                 .send()
                 .await

@@ -1,12 +1,11 @@
-//! The cluster's network layout, computed from its spec alone: the VPC CIDR, the
-//! zones, and each zone's private and public subnet.
+//! The cluster's network layout, computed from its spec and its VPC network alone:
+//! the VPC CIDR (the spec's, else the one IPAM gave the cluster), the zones, and
+//! each zone's private and public subnet.
 
 use std::net::Ipv4Addr;
 
 use shoal_api::AwsProviderSpec;
 
-/// The VPC CIDR when the spec names none.
-pub const DEFAULT_VPC_CIDR: &str = "10.0.0.0/16";
 /// How many zones a cluster spreads over when the spec names none.
 pub const DEFAULT_ZONES: usize = 2;
 /// The most zones a layout has room for (eight subnets of the VPC).
@@ -27,8 +26,21 @@ pub struct ZoneLayout {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
     /// The VPC CIDR does not parse or is of the wrong size.
-    #[error("spec.provider.aws.vpcCidr {0:?} is not an IPv4 /16 to /20")]
+    #[error("the VPC network {0:?} is not an IPv4 /16 to /20: fix spec.provider.aws.vpcCidr, or the server's --aws-vpc-prefix")]
     Cidr(String),
+    /// The guest's pod or service network overlaps the VPC's.
+    #[error("spec.network.{field} {guest} overlaps the VPC network {vpc}: pick a {field} outside it, or another spec.provider.aws.vpcCidr")]
+    Overlap {
+        /// `podCidr` or `serviceCidr`.
+        field: &'static str,
+        /// The guest network.
+        guest: String,
+        /// The VPC network.
+        vpc: String,
+    },
+    /// Neither the spec nor IPAM gave the VPC a network yet.
+    #[error("waiting for the cluster controller to allocate the VPC network from IPAM (or set spec.provider.aws.vpcCidr)")]
+    Unallocated,
     /// More zones than the layout has room for.
     #[error("{0} availability zones: a cluster spreads over at most {MAX_ZONES}")]
     TooManyZones(usize),
@@ -53,22 +65,48 @@ pub fn zones(spec: &AwsProviderSpec, offered: &[String]) -> Result<Vec<String>, 
     }
 }
 
-/// The VPC CIDR and each zone's subnets: the VPC split in eighths, private subnets
-/// in the first four, public ones in the last four.
-pub fn subnets(
-    spec: &AwsProviderSpec,
-    zones: &[String],
-) -> Result<(String, Vec<ZoneLayout>), LayoutError> {
-    let cidr = spec
-        .vpc_cidr
+/// The VPC's network: the spec's `vpcCidr`, else the one IPAM allocated to the
+/// cluster (`status.nodeCidr`).
+pub fn vpc_cidr(spec: &AwsProviderSpec, allocated: Option<&str>) -> Result<String, LayoutError> {
+    spec.vpc_cidr
         .as_ref()
         .map(|c| c.to_string())
-        .unwrap_or_else(|| DEFAULT_VPC_CIDR.to_owned());
+        .or_else(|| allocated.map(str::to_owned))
+        .ok_or(LayoutError::Unallocated)
+}
+
+/// Refuses a VPC network that overlaps the guest's pod or service network: packets
+/// to those addresses would not leave the nodes.
+pub fn check_overlap(
+    vpc: &str,
+    guest: &shoal_api::resources::cluster::ClusterNetwork,
+) -> Result<(), LayoutError> {
+    let Ok(net) = vpc.parse::<shoal_api::validate::Cidr>() else {
+        return Err(LayoutError::Cidr(vpc.to_owned()));
+    };
+    for (field, cidr) in [
+        ("podCidr", &guest.pod_cidr),
+        ("serviceCidr", &guest.service_cidr),
+    ] {
+        if net.overlaps(cidr) {
+            return Err(LayoutError::Overlap {
+                field,
+                guest: cidr.to_string(),
+                vpc: vpc.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The VPC CIDR and each zone's subnets: the VPC `cidr` split in eighths, private
+/// subnets in the first four, public ones in the last four.
+pub fn subnets(cidr: &str, zones: &[String]) -> Result<(String, Vec<ZoneLayout>), LayoutError> {
     let (addr, len) = cidr
         .split_once('/')
         .and_then(|(a, l)| Some((a.parse::<Ipv4Addr>().ok()?, l.parse::<u32>().ok()?)))
         .filter(|(_, l)| (16..=20).contains(l))
-        .ok_or_else(|| LayoutError::Cidr(cidr.clone()))?;
+        .ok_or_else(|| LayoutError::Cidr(cidr.to_owned()))?;
     if zones.len() > MAX_ZONES {
         return Err(LayoutError::TooManyZones(zones.len()));
     }
@@ -101,24 +139,66 @@ mod tests {
         }
     }
 
+    fn zone_names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|z| z.to_string()).collect()
+    }
+
     #[test]
     fn two_zones_get_disjoint_private_and_public_subnets() {
-        let s = spec(None, &["eu-west-1a", "eu-west-1b"]);
-        let (vpc, l) = subnets(&s, &s.availability_zones).expect("a layout");
-        assert_eq!(vpc, "10.0.0.0/16");
-        assert_eq!(l[0].private_cidr, "10.0.0.0/19");
-        assert_eq!(l[1].private_cidr, "10.0.32.0/19");
-        assert_eq!(l[0].public_cidr, "10.0.128.0/19");
-        assert_eq!(l[1].public_cidr, "10.0.160.0/19");
+        let (vpc, l) =
+            subnets("10.3.0.0/16", &zone_names(&["eu-west-1a", "eu-west-1b"])).expect("a layout");
+        assert_eq!(vpc, "10.3.0.0/16");
+        assert_eq!(l[0].private_cidr, "10.3.0.0/19");
+        assert_eq!(l[1].private_cidr, "10.3.32.0/19");
+        assert_eq!(l[0].public_cidr, "10.3.128.0/19");
+        assert_eq!(l[1].public_cidr, "10.3.160.0/19");
     }
 
     #[test]
     fn a_small_vpc_is_split_the_same_way() {
-        let s = spec(Some("172.20.16.0/20"), &["eu-west-1a"]);
-        let (vpc, l) = subnets(&s, &s.availability_zones).expect("a layout");
+        let (vpc, l) = subnets("172.20.16.0/20", &zone_names(&["eu-west-1a"])).expect("a layout");
         assert_eq!(vpc, "172.20.16.0/20");
         assert_eq!(l[0].private_cidr, "172.20.16.0/23");
         assert_eq!(l[0].public_cidr, "172.20.24.0/23");
+        assert_eq!(
+            subnets("10.0.0.0/24", &zone_names(&["eu-west-1a"])),
+            Err(LayoutError::Cidr("10.0.0.0/24".into()))
+        );
+    }
+
+    #[test]
+    fn the_spec_s_network_wins_over_the_allocated_one() {
+        let named = spec(Some("172.20.16.0/20"), &[]);
+        assert_eq!(
+            vpc_cidr(&named, Some("10.1.0.0/16")).as_deref(),
+            Ok("172.20.16.0/20")
+        );
+        let unnamed = spec(None, &[]);
+        assert_eq!(
+            vpc_cidr(&unnamed, Some("10.1.0.0/16")).as_deref(),
+            Ok("10.1.0.0/16")
+        );
+        assert_eq!(vpc_cidr(&unnamed, None), Err(LayoutError::Unallocated));
+    }
+
+    #[test]
+    fn a_vpc_over_the_pod_or_service_network_is_refused() {
+        let guest = shoal_api::resources::cluster::ClusterNetwork::default();
+        assert_eq!(check_overlap("10.1.0.0/16", &guest), Ok(()));
+        assert!(matches!(
+            check_overlap("10.244.0.0/16", &guest),
+            Err(LayoutError::Overlap {
+                field: "podCidr",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_overlap("10.96.0.0/16", &guest),
+            Err(LayoutError::Overlap {
+                field: "serviceCidr",
+                ..
+            })
+        ));
     }
 
     #[test]

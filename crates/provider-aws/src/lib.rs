@@ -16,12 +16,14 @@
 //!
 //! Every resource carries the tags of [`names`]; the provider finds what exists by
 //! them, and [`teardown`] deletes by them, then sweeps until nothing is left.
-//! [`clients`] builds the SDK clients (credential chain, an optional role to
-//! assume, an optional endpoint override for tests with moto).
+//! [`clients`] builds the SDK clients with the identity [`access`] picks (a
+//! credentials Secret or the server's chain, an optional role to assume) and an
+//! optional endpoint override for tests with moto.
 //!
 //! Like the controllers, this crate reaches the management API with a kube-rs
 //! client only; it never uses the API server's or the store's crates.
 
+pub mod access;
 pub mod balancers;
 pub mod clients;
 pub mod controller;

@@ -21,6 +21,19 @@ pub const POOL_TAG: &str = "shoal.io/nodepool";
 /// The IAM path of every role and instance profile Shoal makes.
 pub const IAM_PATH: &str = "/shoal/";
 
+/// 10 hex digits of FNV-1a over `text`: short, stable, not a secret.
+pub fn fingerprint(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// On launch templates: the fingerprint of what their newest version launches.
+pub const TEMPLATE_TAG: &str = "shoal.io/template";
+
 /// One cluster's identity on AWS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterId {
@@ -39,12 +52,7 @@ impl ClusterId {
     /// A short stable ID (10 hex digits of FNV-1a over the tag), for names with
     /// length limits.
     pub fn short(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.tag().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{:010x}", h & 0xff_ffff_ffff)
+        fingerprint(&self.tag())
     }
 
     /// The `Name` tag of a resource for `purpose`.

@@ -9,7 +9,6 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, DomainType, NatGateway, NatGatewayState, ResourceType, RouteTable,
     Subnet,
 };
-use shoal_api::AwsProviderSpec;
 
 use crate::clients::Clients;
 use crate::error::{aws, Error};
@@ -45,10 +44,11 @@ pub struct Network {
 pub async fn ensure(
     c: &Clients,
     s: &mut Scope,
-    spec: &AwsProviderSpec,
+    vpc_cidr: &str,
     zones: &[String],
 ) -> Result<Network, Error> {
-    let (cidr, layout) = layout::subnets(spec, zones).map_err(|e| Error::Spec(e.to_string()))?;
+    let (cidr, layout) =
+        layout::subnets(vpc_cidr, zones).map_err(|e| Error::Spec(e.to_string()))?;
     let vpc = ensure_vpc(c, s, &cidr).await?;
     // One describe per resource type; each step works from these lists.
     let subnets = c

@@ -133,7 +133,7 @@ async fn ensure_group(
             .ec2
             .create_security_group()
             .group_name(&name)
-            .description(format!("Shoal cluster {}: {role} nodes", s.id.tag()))
+            .description(format!("shoal.io/cluster={},role={role}", s.id.tag()))
             .vpc_id(vpc)
             .tag_specifications(s.spec(ResourceType::SecurityGroup, role, &[(ROLE_TAG, role)]))
             .send()

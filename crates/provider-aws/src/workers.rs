@@ -2,6 +2,11 @@
 //! launch template with the pool's user-data, joined to the ingress target groups.
 //! The group's minimum and maximum are the pool's `minReplicas`/`maxReplicas`
 //! (its `replicas` when unset), its desired size the pool's `replicas`.
+//!
+//! When what a pool's nodes launch with changes (the Release's AMI, the instance
+//! type, the user-data), the template gets a new version, its default, and the
+//! group launches new nodes from it; the template's [`TEMPLATE_TAG`] holds the
+//! fingerprint of its newest version, so a pass compares without describing versions.
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag as AsgTag};
 use aws_sdk_ec2::types::{
@@ -13,7 +18,7 @@ use shoal_api::NodePool;
 
 use crate::clients::Clients;
 use crate::error::{aws, Error};
-use crate::names::{CLUSTER_TAG, MANAGED_TAG, POOL_TAG, ROLE_TAG};
+use crate::names::{fingerprint, CLUSTER_TAG, MANAGED_TAG, POOL_TAG, ROLE_TAG, TEMPLATE_TAG};
 use crate::tagging::Scope;
 
 /// What every worker group of the cluster shares.
@@ -78,7 +83,12 @@ pub async fn ensure(
     shared: &Shared<'_>,
 ) -> Result<(), Error> {
     let name = s.id.pool(pool_name);
-    let template = ensure_template(c, s, existing, &name, pool_name, user_data, shared).await?;
+    let (template, version) =
+        ensure_template(c, s, existing, &name, pool_name, user_data, shared).await?;
+    let launch = LaunchTemplateSpecification::builder()
+        .launch_template_id(&template)
+        .version(version.to_string())
+        .build();
     let (min, max, desired) = bounds(pool);
     let found = existing
         .groups
@@ -98,12 +108,7 @@ pub async fn ensure(
             c.asg
                 .create_auto_scaling_group()
                 .auto_scaling_group_name(&name)
-                .launch_template(
-                    LaunchTemplateSpecification::builder()
-                        .launch_template_id(&template)
-                        .version("$Latest")
-                        .build(),
-                )
+                .launch_template(launch)
                 .min_size(min)
                 .max_size(max)
                 .desired_capacity(desired)
@@ -122,13 +127,16 @@ pub async fn ensure(
             let same = g.min_size() == Some(min)
                 && g.max_size() == Some(max)
                 && g.desired_capacity() == Some(desired);
-            if !same {
+            let launches = g.launch_template().and_then(|t| t.version());
+            let current = launches == Some(version.to_string().as_str());
+            if !same || !current {
                 c.asg
                     .update_auto_scaling_group()
                     .auto_scaling_group_name(&name)
                     .min_size(min)
                     .max_size(max)
                     .desired_capacity(desired)
+                    .set_launch_template((!current).then_some(launch))
                     .send()
                     .await
                     .map_err(aws("autoscaling:UpdateAutoScalingGroup"))?;
@@ -138,11 +146,21 @@ pub async fn ensure(
     s.record(
         "auto-scaling-group",
         &name,
-        format!("{pool_name} {min}..{max}, {desired} wanted"),
+        format!("{pool_name} {min}..{max}, {desired} wanted, template version {version}"),
     );
     Ok(())
 }
 
+/// The fingerprint of what a pool's nodes launch with.
+fn template_fingerprint(user_data: &str, shared: &Shared<'_>) -> String {
+    fingerprint(&format!(
+        "{}\n{}\n{}\n{}\n{user_data}",
+        shared.image, shared.instance_type, shared.group, shared.profile
+    ))
+}
+
+/// Makes sure pool `name`'s launch template launches what `shared` and
+/// `user_data` say; returns its ID and the version to launch.
 async fn ensure_template(
     c: &Clients,
     s: &mut Scope,
@@ -151,34 +169,34 @@ async fn ensure_template(
     pool_name: &str,
     user_data: &str,
     shared: &Shared<'_>,
-) -> Result<String, Error> {
+) -> Result<(String, i64), Error> {
+    let wanted = template_fingerprint(user_data, shared);
+    let instance_tags = LaunchTemplateTagSpecificationRequest::builder()
+        .resource_type(ResourceType::Instance)
+        .set_tags(Some(
+            s.tags(pool_name, &[(ROLE_TAG, "worker"), (POOL_TAG, pool_name)]),
+        ))
+        .build();
+    let data = RequestLaunchTemplateData::builder()
+        .image_id(shared.image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::from(shared.instance_type))
+        .security_group_ids(shared.group)
+        .iam_instance_profile(
+            LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                .name(shared.profile)
+                .build(),
+        )
+        .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
+        .tag_specifications(instance_tags)
+        .build();
     let found = existing
         .templates
         .iter()
-        .find(|t| t.launch_template_name() == Some(name))
-        .and_then(|t| t.launch_template_id().map(str::to_owned));
-    let id = match found {
-        Some(id) => id,
+        .find(|t| t.launch_template_name() == Some(name));
+    let (id, version) = match found {
         None => {
-            let instance_tags = LaunchTemplateTagSpecificationRequest::builder()
-                .resource_type(ResourceType::Instance)
-                .set_tags(Some(
-                    s.tags(pool_name, &[(ROLE_TAG, "worker"), (POOL_TAG, pool_name)]),
-                ))
-                .build();
-            let data = RequestLaunchTemplateData::builder()
-                .image_id(shared.image)
-                .instance_type(aws_sdk_ec2::types::InstanceType::from(shared.instance_type))
-                .security_group_ids(shared.group)
-                .iam_instance_profile(
-                    LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
-                        .name(shared.profile)
-                        .build(),
-                )
-                .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
-                .tag_specifications(instance_tags)
-                .build();
-            c.ec2
+            let created = c
+                .ec2
                 .create_launch_template()
                 .launch_template_name(name)
                 .client_token(format!("{name}-lt"))
@@ -186,18 +204,88 @@ async fn ensure_template(
                 .tag_specifications(s.spec(
                     ResourceType::LaunchTemplate,
                     pool_name,
-                    &[(POOL_TAG, pool_name)],
+                    &[(POOL_TAG, pool_name), (TEMPLATE_TAG, &wanted)],
                 ))
                 .send()
                 .await
-                .map_err(aws("ec2:CreateLaunchTemplate"))?
-                .launch_template()
-                .and_then(|t| t.launch_template_id().map(str::to_owned))
-                .ok_or_else(|| Error::Waiting("ec2:CreateLaunchTemplate returned no ID".into()))?
+                .map_err(aws("ec2:CreateLaunchTemplate"))?;
+            let t = created.launch_template().ok_or_else(|| {
+                Error::Waiting("ec2:CreateLaunchTemplate returned no template".into())
+            })?;
+            (
+                t.launch_template_id().unwrap_or_default().to_owned(),
+                t.latest_version_number().unwrap_or(1),
+            )
+        }
+        Some(t) => {
+            let id = t.launch_template_id().unwrap_or_default().to_owned();
+            let has = t
+                .tags()
+                .iter()
+                .find(|tag| tag.key() == Some(TEMPLATE_TAG))
+                .and_then(|tag| tag.value());
+            if has == Some(wanted.as_str()) {
+                (id, t.latest_version_number().unwrap_or(1))
+            } else {
+                let version = new_version(c, &id, name, &wanted, data).await?;
+                tracing::info!(template = %name, version, "launch template has a new version");
+                (id, version)
+            }
         }
     };
-    s.record("launch-template", &id, pool_name);
-    Ok(id)
+    s.record(
+        "launch-template",
+        &id,
+        format!("{pool_name} version {version}"),
+    );
+    Ok((id, version))
+}
+
+/// Adds a version launching `data` to template `id`, makes it the default and
+/// tags the template with its fingerprint. A pass that crashed half-way repeats
+/// this with the same client token, which gives back the same version.
+async fn new_version(
+    c: &Clients,
+    id: &str,
+    name: &str,
+    wanted: &str,
+    data: RequestLaunchTemplateData,
+) -> Result<i64, Error> {
+    let out = c
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(id)
+        .client_token(format!("{name}-{wanted}"))
+        .launch_template_data(data)
+        .send()
+        .await
+        .map_err(aws("ec2:CreateLaunchTemplateVersion"))?;
+    let version = out
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .ok_or_else(|| {
+            Error::Waiting("ec2:CreateLaunchTemplateVersion returned no version".into())
+        })?;
+    c.ec2
+        .modify_launch_template()
+        .launch_template_id(id)
+        .default_version(version.to_string())
+        .send()
+        .await
+        .map_err(aws("ec2:ModifyLaunchTemplate"))?;
+    c.ec2
+        .create_tags()
+        .resources(id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(TEMPLATE_TAG)
+                .value(wanted)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws("ec2:CreateTags"))?;
+    Ok(version)
 }
 
 /// Deletes the groups and templates of pools that are gone; returns what went.

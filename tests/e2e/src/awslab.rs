@@ -59,6 +59,16 @@ impl Moto {
     /// Starts moto; with `auth`, it checks credentials as IAM does (and refuses
     /// unknown ones with 403).
     pub fn start(auth: bool) -> Result<Self> {
+        Self::spawn(auth.then_some(0))
+    }
+
+    /// Starts moto checking credentials as IAM does after its first `free` calls,
+    /// which may set up users and keys with any credentials.
+    pub fn start_auth_after(free: u32) -> Result<Self> {
+        Self::spawn(Some(free))
+    }
+
+    fn spawn(free_calls: Option<u32>) -> Result<Self> {
         let port = free_port()?;
         let mut cmd = Command::new(moto_bin()?);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -66,8 +76,8 @@ impl Moto {
             .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        if let Some(free) = free_calls {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string());
         }
         let child = cmd.spawn().context("starting moto_server")?;
         let moto = Self { child, port };
@@ -130,6 +140,15 @@ pub async fn aws(moto: &Moto) -> Aws {
 
 /// Clients of the AWS endpoint at `url` (moto's, or the proxy's).
 pub async fn aws_at(url: &str) -> Aws {
+    aws_as(
+        url,
+        Credentials::new("testing", "testing", None, None, "shoal-e2e"),
+    )
+    .await
+}
+
+/// Clients of the AWS endpoint at `url` signing with `credentials`.
+pub async fn aws_as(url: &str, credentials: Credentials) -> Aws {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -138,13 +157,7 @@ pub async fn aws_at(url: &str) -> Aws {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(url)
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "shoal-e2e",
-        ))
+        .credentials_provider(credentials)
         .http_client(http)
         .load()
         .await;

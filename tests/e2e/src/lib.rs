@@ -33,9 +33,9 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The `shoal` binary under test: `$SHOAL_BIN`, or else the workspace's debug build,
-/// which the first call in each test process brings up to date (`cargo build --bin
-/// shoal`, a no-op when nothing changed), so that `cargo test -p shoal-e2e` never
-/// tests a stale binary.
+/// which the first call in each test process brings up to date (`cargo build
+/// --workspace --bins --tests`, as `make test` builds it, a no-op when nothing
+/// changed), so that `cargo test -p shoal-e2e` never tests a stale binary.
 pub fn shoal_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("SHOAL_BIN").map(PathBuf::from) {
         if !path.exists() {
@@ -51,19 +51,20 @@ pub fn shoal_bin() -> Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-/// `cargo build --bin shoal` in the workspace, with the cargo that runs the tests.
+/// `cargo build --workspace --bins --tests`, with the cargo that runs the tests:
+/// the feature set of `cargo test --workspace`, so dependencies are not built twice.
 fn build_shoal() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = workspace_root();
     let out = Command::new(&cargo)
-        .args(["build", "--quiet", "--bin", "shoal"])
+        .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
         .current_dir(&root)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running {} build --bin shoal", cargo.to_string_lossy()))?;
+        .with_context(|| format!("running {} build --workspace", cargo.to_string_lossy()))?;
     if !out.status.success() {
         bail!(
-            "cargo build --bin shoal failed ({}):\n{}",
+            "cargo build --workspace --bins --tests failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );

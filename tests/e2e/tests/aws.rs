@@ -9,11 +9,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use aws_credential_types::Credentials;
 use base64::Engine;
 use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
 use serde_json::json;
 use shoal_api::Cluster;
-use shoal_e2e::awslab::{aws, lab, Aws, Moto, Proxy, CREDENTIALS, ORG, REGION, TAG};
+use shoal_e2e::awslab::{aws, aws_as, lab, Aws, Moto, Proxy, CREDENTIALS, ORG, REGION, TAG};
 use shoal_e2e::ServerProc;
 
 fn owned(cluster: &str) -> aws_sdk_ec2::types::Filter {
@@ -87,9 +89,12 @@ async fn wait_cluster(
             return Ok(c);
         }
         if Instant::now() > deadline {
+            let log = server.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
             bail!(
-                "cluster {name}: {what} not within {timeout:?}; last: {}",
-                serde_json::to_string_pretty(&c.map(|c| c.status)).unwrap_or_default()
+                "cluster {name}: {what} not within {timeout:?}; last status: {}\nthe server's last log lines:\n{}",
+                serde_json::to_string_pretty(&c.map(|c| c.status)).unwrap_or_default(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -110,6 +115,13 @@ fn ready(c: Option<&Cluster>) -> bool {
 
 /// Everything of cluster `name` that moto still has, by tag and by each describe.
 async fn leftovers(aws: &Aws, name: &str) -> Result<Vec<String>> {
+    leftovers_of(aws, name, true).await
+}
+
+/// [`leftovers`]; `records` says whether to look for Route 53 records too (a
+/// cluster without a hosted zone has none, and moto refuses the SDK's Route 53
+/// signatures when it checks credentials).
+async fn leftovers_of(aws: &Aws, name: &str, records: bool) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let tagged = aws
         .tagging
@@ -314,6 +326,9 @@ async fn leftovers(aws: &Aws, name: &str) -> Result<Vec<String>> {
             left.push(format!("role {}", r.role_name()));
         }
     }
+    if !records {
+        return Ok(left);
+    }
     let zone = aws
         .dns
         .list_hosted_zones_by_name()
@@ -334,6 +349,21 @@ async fn leftovers(aws: &Aws, name: &str) -> Result<Vec<String>> {
         }
     }
     Ok(left)
+}
+
+/// The IPAM claims (Leases `ipam-vpc-<slot>`) held for cluster `name`.
+async fn vpc_claims(server: &ServerProc, name: &str) -> Result<Vec<String>> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(server.client().await?, "shoal-system");
+    Ok(leases
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|l| l.labels().get("shoal.io/cluster").map(String::as_str) == Some(name))
+        .filter_map(|l| l.metadata.name)
+        .filter(|n| n.starts_with("ipam-vpc-"))
+        .collect())
 }
 
 async fn running(aws: &Aws, name: &str, role: &str) -> Result<Vec<aws_sdk_ec2::types::Instance>> {
@@ -371,6 +401,21 @@ async fn a_cluster_gets_its_own_vpc_scales_and_leaves_nothing_behind() -> Result
     let vpcs = aws.ec2.describe_vpcs().filters(owned("web")).send().await?;
     ensure!(vpcs.vpcs().len() == 1, "VPCs: {:?}", vpcs.vpcs());
     let vpc = vpcs.vpcs()[0].vpc_id().unwrap_or_default().to_owned();
+    // Its network came from the server's VPC pool (IPAM), claimed by a Lease.
+    let vpc_cidr = vpcs.vpcs()[0].cidr_block().unwrap_or_default().to_owned();
+    let c = cluster(&server, "web").await?.context("cluster gone")?;
+    let allocated = c.status.as_ref().and_then(|s| s.node_cidr.clone());
+    ensure!(
+        allocated.as_deref() == Some(vpc_cidr.as_str()) && vpc_cidr.ends_with("/16"),
+        "VPC {vpc_cidr}, status.nodeCidr {allocated:?}"
+    );
+    let pool: shoal_api::validate::Cidr = "10.0.0.0/10".parse()?;
+    ensure!(
+        pool.overlaps(&vpc_cidr.parse()?),
+        "{vpc_cidr} is not from the pool"
+    );
+    let claims = vpc_claims(&server, "web").await?;
+    ensure!(claims.len() == 1, "VPC claims of web: {claims:?}");
     let subnets = aws
         .ec2
         .describe_subnets()
@@ -651,6 +696,76 @@ async fn a_cluster_gets_its_own_vpc_scales_and_leaves_nothing_behind() -> Result
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // A new AMI in the Release: the pool's launch template gets a new version that
+    // launches it, its default, and the group launches from it.
+    let images = aws.ec2.describe_images().owners("amazon").send().await?;
+    let (old_ami, new_ami) = {
+        let first = version
+            .launch_template_versions()
+            .first()
+            .and_then(|v| v.launch_template_data()?.image_id())
+            .context("no AMI in the template")?
+            .to_owned();
+        let other = images
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id())
+            .find(|id| *id != first)
+            .context("moto lists one AMI only")?
+            .to_owned();
+        (first, other)
+    };
+    let releases: Api<shoal_api::Release> = Api::all(server.client().await?);
+    releases
+        .patch(
+            "aws-1-35",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": {"amis": {REGION: new_ami}}}})),
+        )
+        .await?;
+    let launches = |aws: &Aws| {
+        let (asg, ec2) = (aws.asg.clone(), aws.ec2.clone());
+        async move {
+            let g = asg.describe_auto_scaling_groups().send().await?;
+            let g = g.auto_scaling_groups().first().context("no ASG")?.clone();
+            let spec = g.launch_template().context("ASG without template")?;
+            let number = spec.version().unwrap_or_default().to_owned();
+            let v = ec2
+                .describe_launch_template_versions()
+                .launch_template_id(spec.launch_template_id().unwrap_or_default())
+                .versions(&number)
+                .send()
+                .await?;
+            let v = v
+                .launch_template_versions()
+                .first()
+                .context("no version")?
+                .clone();
+            let image = v
+                .launch_template_data()
+                .and_then(|d| d.image_id())
+                .unwrap_or_default()
+                .to_owned();
+            Ok::<_, anyhow::Error>((number, image, v.default_version()))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (number, image, default) = launches(&aws).await?;
+        if image == new_ami {
+            ensure!(
+                number == "2" && default == Some(true),
+                "the group launches version {number} (default: {default:?})"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline && image == old_ami,
+            "the group launches {image} (version {number}), not the Release's new {new_ami}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Delete: nothing is left, by tag or by any describe, and the final Event lists
     // what went.
     proxy.reset_counts();
@@ -681,6 +796,13 @@ async fn a_cluster_gets_its_own_vpc_scales_and_leaves_nothing_behind() -> Result
         events.contains("AwsResourcesDeleted") && events.contains("nat-gateway"),
         "no final Event listing the deletions"
     );
+    // The network went back to the pool once the VPC was gone.
+    let claims = vpc_claims(&server, "web").await?;
+    ensure!(claims.is_empty(), "VPC claims left: {claims:?}");
+    ensure!(
+        events.contains(&format!("vpc {vpc_cidr}")),
+        "no Event says the VPC network {vpc_cidr} was freed"
+    );
     Ok(())
 }
 
@@ -690,7 +812,7 @@ async fn bad_input_gets_a_clear_condition_and_nothing_is_left_halfway() -> Resul
     let aws = aws(&moto).await;
     let server = lab(&moto.url(), &aws).await?;
     // (name, extra flags, condition that must fail, words its message must hold)
-    let cases: [(&str, Vec<&str>, &str, &[&str]); 3] = [
+    let cases: [(&str, Vec<&str>, &str, &[&str]); 4] = [
         (
             "zone",
             vec!["--azs", "eu-west-1a,eu-west-1q"],
@@ -708,6 +830,12 @@ async fn bad_input_gets_a_clear_condition_and_nothing_is_left_halfway() -> Resul
             vec!["--hosted-zone", "nowhere.example"],
             "DNS",
             &["nowhere.example", "hosted zone"],
+        ),
+        (
+            "overlap",
+            vec!["--vpc-cidr", "10.244.0.0/16"],
+            "Network",
+            &["podCidr", "10.244.0.0/16", "overlaps"],
         ),
     ];
     for (name, extra, layer, words) in &cases {
@@ -782,14 +910,60 @@ async fn bad_input_gets_a_clear_condition_and_nothing_is_left_halfway() -> Resul
     Ok(())
 }
 
+/// An IAM policy that allows everything.
+const ALLOW_ALL: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_credentials_name_the_call_and_the_status() -> Result<()> {
-    let moto = Moto::start(true)?;
+async fn refused_credentials_are_named_and_an_organization_secret_fixes_them() -> Result<()> {
+    // moto checks every call's credentials after the three that make the
+    // organization's own IAM user and its key.
+    let moto = Moto::start_auth_after(3)?;
+    let setup = aws(&moto).await;
+    setup
+        .iam
+        .create_user()
+        .user_name("acme-shoal")
+        .send()
+        .await?;
+    setup
+        .iam
+        .put_user_policy()
+        .user_name("acme-shoal")
+        .policy_name("everything")
+        .policy_document(ALLOW_ALL)
+        .send()
+        .await?;
+    let key = setup
+        .iam
+        .create_access_key()
+        .user_name("acme-shoal")
+        .send()
+        .await?;
+    let key = key.access_key().context("no access key")?;
+    let (key_id, secret_key) = (
+        key.access_key_id().to_owned(),
+        key.secret_access_key().to_owned(),
+    );
+    let acme = aws_as(
+        &moto.url(),
+        Credentials::new(&key_id, &secret_key, None, None, "acme"),
+    )
+    .await;
+    let images = acme.ec2.describe_images().owners("amazon").send().await?;
+    let ami = images
+        .images()
+        .iter()
+        .find_map(|i| i.image_id())
+        .context("moto lists no AMI")?
+        .to_owned();
+
+    // The server's own credentials are refused.
     let server = ServerProc::start_with_env(&["--aws-endpoint-url", &moto.url()], &CREDENTIALS)?;
     server.shoal_ok(&["org", "create", ORG])?;
     let release = json!({
         "apiVersion": "shoal.io/v1alpha1", "kind": "Release", "metadata": {"name": "aws-1-35"},
-        "spec": {"kubernetesVersion": "1.35.4", "bootstrap": "kubeadm", "image": {"amis": {REGION: "ami-12345678"}}},
+        "spec": {"kubernetesVersion": "1.35.4", "bootstrap": "kubeadm", "image": {"amis": {REGION: ami}}},
     });
     let file = server.data_dir.with_extension("release.json");
     std::fs::write(&file, release.to_string())?;
@@ -812,6 +986,72 @@ async fn refused_credentials_name_the_call_and_the_status() -> Result<()> {
         cond.reason == "InvalidClientTokenId" || cond.reason == "AuthFailure",
         "{cond:?}"
     );
+
+    // A cluster naming a Secret that does not exist says which and what it needs.
+    server.shoal_ok(&create_args(
+        "keyed",
+        &["--hosted-zone", "", "--credentials-secret", "acme-aws"],
+    ))?;
+    let c = wait_cluster(
+        &server,
+        "keyed",
+        Duration::from_secs(60),
+        "Network False",
+        |c| condition(c, "Network").is_some_and(|x| x.status == "False"),
+    )
+    .await?;
+    let cond = condition(c.as_ref(), "Network").context("no condition")?;
+    ensure!(
+        cond.message.contains("org-acme/acme-aws")
+            && cond.message.contains("accessKeyId")
+            && cond.reason == "InvalidSpec",
+        "{cond:?}"
+    );
+
+    // The organization's Secret, named once on the Organization: both clusters
+    // converge with its keys, the refused one too.
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "acme-aws",
+        "-n",
+        "org-acme",
+        &format!("--from-literal=accessKeyId={key_id}"),
+        &format!("--from-literal=secretAccessKey={secret_key}"),
+    ])?;
+    server.kubectl_ok(&[
+        "patch",
+        "organization",
+        ORG,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"aws":{"credentialsSecret":"acme-aws"}}}"#,
+    ])?;
+    for name in ["denied", "keyed"] {
+        wait_cluster(&server, name, Duration::from_secs(120), "Ready", ready).await?;
+        let vpcs = acme.ec2.describe_vpcs().filters(owned(name)).send().await?;
+        ensure!(vpcs.vpcs().len() == 1, "{name}: {:?}", vpcs.vpcs());
+    }
+    for name in ["denied", "keyed"] {
+        server.shoal_ok(&[
+            "cluster",
+            "delete",
+            name,
+            "--org",
+            ORG,
+            "--wait",
+            "--timeout",
+            "120",
+        ])?;
+        wait_cluster(&server, name, Duration::from_secs(120), "gone", |c| {
+            c.is_none()
+        })
+        .await?;
+        let left = leftovers_of(&acme, name, false).await?;
+        ensure!(left.is_empty(), "{name} left {left:?}");
+    }
     Ok(())
 }
 

@@ -30,8 +30,10 @@ pub struct AwsProviderSpec {
     /// the region's first two.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub availability_zones: Vec<String>,
-    /// The VPC CIDR, a /16 to /20 (10.0.0.0/16 when unset). Each zone gets a
-    /// private and a public subnet of an eighth of it.
+    /// The VPC CIDR, a /16 to /20. Unset, the server allocates the cluster its own
+    /// from its VPC pool (`--aws-vpc-pool`, /16s of 10.0.0.0/10 by default) and
+    /// reports it in `status.nodeCidr`. Each zone gets a private and a public subnet
+    /// of an eighth of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc_cidr: Option<Cidr>,
     /// EC2 instance type for control-plane nodes (`m6i.large` by default).
@@ -50,9 +52,34 @@ pub struct AwsProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_domain: Option<String>,
     /// An IAM role to assume for every AWS call of this cluster (for example one
-    /// per organization, in the organization's own account).
+    /// per organization, in the organization's own account). Unset, the
+    /// Organization's `spec.aws.roleArn`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
+    /// A Secret in the cluster's namespace whose `accessKeyId` and
+    /// `secretAccessKey` (and optional `sessionToken`) are the credentials of every
+    /// AWS call of this cluster (the role, if any, is assumed with them). Unset,
+    /// the Organization's `spec.aws.credentialsSecret`, else the server's own
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// Checks an IAM role ARN at `path`.
+pub(crate) fn validate_role_arn(path: &str, arn: &str, errs: &mut FieldErrors) {
+    if !arn.starts_with("arn:") || !arn.contains(":role/") {
+        errs.check(
+            path,
+            Err(format!(
+                "{arn:?} is not a role ARN: use arn:aws:iam::<account>:role/<name>"
+            )),
+        );
+    }
+}
+
+/// Checks the name of a credentials Secret at `path`.
+pub(crate) fn validate_secret_name(path: &str, name: &str, errs: &mut FieldErrors) {
+    errs.check(path, crate::validate::validate_dns1123_subdomain(name));
 }
 
 impl AwsProviderSpec {
@@ -115,14 +142,10 @@ impl AwsProviderSpec {
             }
         }
         if let Some(arn) = &self.role_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                errs.check(
-                    "spec.provider.aws.roleArn",
-                    Err(format!(
-                        "{arn:?} is not a role ARN: use arn:aws:iam::<account>:role/<name>"
-                    )),
-                );
-            }
+            validate_role_arn("spec.provider.aws.roleArn", arn, errs);
+        }
+        if let Some(name) = &self.credentials_secret {
+            validate_secret_name("spec.provider.aws.credentialsSecret", name, errs);
         }
     }
 }
@@ -365,7 +388,7 @@ pub struct ClusterStatus {
     /// The cluster's VXLAN network identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
-    /// The node network.
+    /// The node network: on premises the guest's node network, on AWS the VPC's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_cidr: Option<String>,
     /// The generation the status describes.

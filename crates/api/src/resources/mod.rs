@@ -26,5 +26,5 @@ pub use machine::{
     MachineStatus, MigrationRequest, MigrationState, MigrationStatus,
 };
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
-pub use organization::{OrgRole, Organization, OrganizationSpec, OrganizationStatus};
+pub use organization::{OrgAwsAccess, OrgRole, Organization, OrganizationSpec, OrganizationStatus};
 pub use release::{BootstrapFormat, Release, ReleaseImage, ReleaseSpec, ReleaseState};

@@ -84,6 +84,23 @@ pub struct OrganizationSpec {
     /// Members and their roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<OrgMember>,
+    /// How the organization's AWS clusters reach AWS, unless a cluster says
+    /// otherwise: its own account's credentials, a role to assume, or both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<OrgAwsAccess>,
+}
+
+/// An organization's AWS access, the default of its AWS clusters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrgAwsAccess {
+    /// An IAM role to assume for every AWS call of the organization's clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// A Secret in the organization's namespace with `accessKeyId` and
+    /// `secretAccessKey` (and optional `sessionToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
 }
 
 /// What Shoal reports on an Organization.
@@ -101,6 +118,18 @@ pub struct OrganizationStatus {
 impl OrganizationSpec {
     /// Checks the spec's values.
     pub fn validate(&self, errs: &mut FieldErrors) {
+        if let Some(aws) = &self.aws {
+            if let Some(arn) = &aws.role_arn {
+                crate::resources::cluster::validate_role_arn("spec.aws.roleArn", arn, errs);
+            }
+            if let Some(name) = &aws.credentials_secret {
+                crate::resources::cluster::validate_secret_name(
+                    "spec.aws.credentialsSecret",
+                    name,
+                    errs,
+                );
+            }
+        }
         for (i, m) in self.members.iter().enumerate() {
             let blank = |v: &Option<String>| v.as_deref().is_some_and(|s| s.trim().is_empty());
             match (&m.name, &m.group) {

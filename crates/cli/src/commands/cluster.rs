@@ -99,6 +99,7 @@ fn provider(p: &ProviderArgs) -> Option<Value> {
         ("hostedZone", &p.hosted_zone),
         ("baseDomain", &p.dns_domain),
         ("roleArn", &p.role_arn),
+        ("credentialsSecret", &p.credentials_secret),
     ] {
         if let Some(v) = value {
             aws[key] = json!(v);

@@ -27,6 +27,9 @@ pub enum ServeError {
     /// The guest network pool flags do not make a pool.
     #[error("--node-cidr-pool/--node-prefix/--vni-base: {0}")]
     NodePool(#[source] shoal_controllers::ipam::IpamError),
+    /// The VPC pool flags do not make a pool.
+    #[error("--aws-vpc-pool/--aws-vpc-prefix: {0}")]
+    VpcPool(#[source] shoal_controllers::ipam::IpamError),
     /// `--keypair-max-ttl` is not a duration.
     #[error("--keypair-max-ttl: {0}")]
     KeypairMaxTtl(String),
@@ -174,6 +177,8 @@ fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerC
         args.node_prefix,
     )
     .map_err(ServeError::NodePool)?;
+    let vpc_pool = shoal_controllers::ipam::VpcPool::new(args.aws_vpc_pool, args.aws_vpc_prefix)
+        .map_err(ServeError::VpcPool)?;
     let test_image_dir = args.test_image_dir.clone().or_else(|| {
         let dir = std::env::current_dir().ok()?.join("images/out");
         dir.join("vmlinuz").exists().then_some(dir)
@@ -204,6 +209,7 @@ fn controller_config(args: &ServerArgs) -> Result<shoal_controllers::ControllerC
         keypair_max_ttl: Duration::from_secs(keypair_max_ttl),
         base_domain: args.base_domain.clone(),
         ipam,
+        vpc_pool,
         host_grace_period: Duration::from_secs(args.host_grace_period),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         concurrency: args.controller_concurrency,

@@ -16,7 +16,9 @@ use shoal_kube::finalizer::{self, Change};
 
 use crate::context::{cluster_selector, Context};
 use crate::error::{failed, Error};
+use crate::ipam::PoolKind;
 use crate::labels::{pki_secret_name, CLUSTER_FINALIZER, SYSTEM_NAMESPACE};
+use shoal_api::wellknown::finalizer::AWS as AWS_FINALIZER;
 
 fn merge(into: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
     for n in names {
@@ -85,6 +87,11 @@ async fn write_status(
 pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     if !finalizer::has(cluster, CLUSTER_FINALIZER) {
         return Ok(Action::await_change());
+    }
+    // An AWS cluster's VPC keeps its network until the AWS provider has deleted
+    // it: only then is the network free for another cluster.
+    if finalizer::has(cluster, AWS_FINALIZER) {
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
@@ -164,7 +171,7 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
     merge(&mut removed.secrets, gone);
 
     let uid = cluster.uid().unwrap_or_default();
-    let claims: Vec<u32> = ctx
+    let claims: Vec<String> = ctx
         .stores
         .leases
         .state()
@@ -175,9 +182,19 @@ pub async fn finalize(cluster: &Cluster, ctx: &Context) -> Result<Action, Error>
                 .map(String::as_str)
                 == Some(uid.as_str())
         })
-        .filter_map(|l| crate::ipam::slot_of_claim(&l.name_any()))
+        .map(|l| l.name_any())
         .collect();
-    let mut slots = claims;
+    for slot in claims.iter().filter_map(|c| PoolKind::Vpcs.slot_of(c)) {
+        ctx.vpcs.release(slot).await?;
+        merge(
+            &mut removed.networks,
+            [format!("vpc {}", ctx.vpcs.pool().cidr(slot))],
+        );
+    }
+    let mut slots: Vec<u32> = claims
+        .iter()
+        .filter_map(|c| PoolKind::Nodes.slot_of(c))
+        .collect();
     if let Some(vni) = cluster.status.as_ref().and_then(|s| s.vni) {
         if let Some(slot) = vni.checked_sub(ctx.ipam.config().vni_base) {
             if !slots.contains(&slot) {

@@ -24,7 +24,7 @@ use shoal_kube::finalizer::{self, Change};
 
 use crate::context::Context;
 use crate::error::{failed, Error};
-use crate::ipam::{claim_name, slot_of_claim, Owner};
+use crate::ipam::{claim_name, slot_of_claim, Owner, PoolKind};
 use crate::labels::{CLUSTER_FINALIZER, SYSTEM_NAMESPACE};
 use crate::machines::{self, member, NewMachine};
 use crate::rollout;
@@ -53,8 +53,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         Change::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
     }
     if cluster.spec.provider.type_ == ProviderType::Aws {
-        // Every cluster's PKI is made here; the AWS provider's controller renders
-        // its nodes' user-data from it and owns everything else, status included.
+        // Every cluster's PKI and network are made here; the AWS provider's
+        // controller renders its nodes' user-data from the PKI, builds its VPC on
+        // the network, and owns everything else, status included.
+        let Some(cluster) = ensure_vpc_network(&ctx, cluster).await? else {
+            return Ok(Action::await_change());
+        };
         pki::cached(&ctx, &cluster).await?;
         return Ok(Action::await_change());
     }
@@ -197,9 +201,89 @@ async fn ensure_network(
                 .await?
         }
     };
+    record_network(
+        ctx,
+        &cluster,
+        json!({"vni": alloc.vni, "nodeCidr": alloc.node_cidr}),
+        format!("VNI {} and node network {}", alloc.vni, alloc.node_cidr),
+    )
+    .await
+}
+
+/// Makes sure an AWS cluster whose spec names no `vpcCidr` has its VPC network,
+/// from the VPC pool, in `status.nodeCidr`; returns the cluster as updated, or
+/// `None` when the change has to come back through the watch.
+async fn ensure_vpc_network(
+    ctx: &Context,
+    cluster: Arc<Cluster>,
+) -> Result<Option<Arc<Cluster>>, Error> {
+    let named = cluster
+        .spec
+        .provider
+        .aws
+        .as_ref()
+        .is_some_and(|a| a.vpc_cidr.is_some());
+    let has = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| s.node_cidr.is_some());
+    if named || has {
+        return Ok(Some(cluster));
+    }
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let uid = cluster.uid().unwrap_or_default();
+    let mine = ctx
+        .stores
+        .indexes
+        .claims_by_owner
+        .refs(&uid)
+        .iter()
+        .find_map(|claim| PoolKind::Vpcs.slot_of(&claim.name));
+    let slot = match mine {
+        Some(slot) => slot,
+        None => {
+            let leases = &ctx.stores.leases;
+            let claimed = |slot: u32| {
+                let claim =
+                    ObjectRef::new(&PoolKind::Vpcs.claim_name(slot)).within(SYSTEM_NAMESPACE);
+                leases.get(&claim).is_some()
+            };
+            ctx.vpcs
+                .claim(
+                    Owner {
+                        namespace: &ns,
+                        name: &name,
+                        uid: &uid,
+                    },
+                    claimed,
+                )
+                .await?
+        }
+    };
+    let cidr = ctx.vpcs.pool().cidr(slot);
+    record_network(
+        ctx,
+        &cluster,
+        json!({ "nodeCidr": cidr }),
+        format!("VPC network {cidr}"),
+    )
+    .await
+}
+
+/// Writes an allocated network into the cluster's status (only over the version
+/// it was allocated for) and says so in an Event.
+async fn record_network(
+    ctx: &Context,
+    cluster: &Arc<Cluster>,
+    status: serde_json::Value,
+    what: String,
+) -> Result<Option<Arc<Cluster>>, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
     let patch = json!({
         "metadata": {"resourceVersion": cluster.resource_version()},
-        "status": {"vni": alloc.vni, "nodeCidr": alloc.node_cidr},
+        "status": status,
     });
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     match api
@@ -207,14 +291,9 @@ async fn ensure_network(
         .await
     {
         Ok(updated) => {
-            tracing::info!(cluster = %format!("{ns}/{name}"), vni = alloc.vni, node_cidr = %alloc.node_cidr, "allocated the network");
-            ctx.event(
-                cluster.as_ref(),
-                false,
-                "NetworkAllocated",
-                format!("VNI {} and node network {}", alloc.vni, alloc.node_cidr),
-            )
-            .await;
+            tracing::info!(cluster = %format!("{ns}/{name}"), network = %what, "allocated the network");
+            ctx.event(cluster.as_ref(), false, "NetworkAllocated", what)
+                .await;
             Ok(Some(Arc::new(updated)))
         }
         Err(e) if crate::error::is_conflict(&e) => Ok(None),
