@@ -351,6 +351,33 @@ async fn leftovers_of(aws: &Aws, name: &str, records: bool) -> Result<Vec<String
     Ok(left)
 }
 
+/// `cluster delete --wait`, then checks the cluster is gone and left nothing in
+/// AWS ([`leftovers_of`] with `records`).
+async fn delete_leaving_nothing(
+    server: &ServerProc,
+    aws: &Aws,
+    name: &str,
+    records: bool,
+) -> Result<()> {
+    server.shoal_ok(&[
+        "cluster",
+        "delete",
+        name,
+        "--org",
+        ORG,
+        "--wait",
+        "--timeout",
+        "120",
+    ])?;
+    wait_cluster(server, name, Duration::from_secs(120), "gone", |c| {
+        c.is_none()
+    })
+    .await?;
+    let left = leftovers_of(aws, name, records).await?;
+    ensure!(left.is_empty(), "{name} left {left:?}");
+    Ok(())
+}
+
 /// The IPAM claims (Leases `ipam-vpc-<slot>`) held for cluster `name`.
 async fn vpc_claims(server: &ServerProc, name: &str) -> Result<Vec<String>> {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -864,22 +891,7 @@ async fn bad_input_gets_a_clear_condition_and_nothing_is_left_halfway() -> Resul
             out.contains(&cond.message[..cond.message.len().min(40)]),
             "`cluster get` does not show why: {out}"
         );
-        server.shoal_ok(&[
-            "cluster",
-            "delete",
-            name,
-            "--org",
-            ORG,
-            "--wait",
-            "--timeout",
-            "120",
-        ])?;
-        wait_cluster(&server, name, Duration::from_secs(60), "gone", |c| {
-            c.is_none()
-        })
-        .await?;
-        let left = leftovers(&aws, name).await?;
-        ensure!(left.is_empty(), "{name} left {left:?}");
+        delete_leaving_nothing(&server, &aws, name, true).await?;
     }
     // A region AWS does not have is refused at the API (not a region code) or by
     // the preflight (a well-formed code no one serves).
@@ -1035,22 +1047,7 @@ async fn refused_credentials_are_named_and_an_organization_secret_fixes_them() -
         ensure!(vpcs.vpcs().len() == 1, "{name}: {:?}", vpcs.vpcs());
     }
     for name in ["denied", "keyed"] {
-        server.shoal_ok(&[
-            "cluster",
-            "delete",
-            name,
-            "--org",
-            ORG,
-            "--wait",
-            "--timeout",
-            "120",
-        ])?;
-        wait_cluster(&server, name, Duration::from_secs(120), "gone", |c| {
-            c.is_none()
-        })
-        .await?;
-        let left = leftovers_of(&acme, name, false).await?;
-        ensure!(left.is_empty(), "{name} left {left:?}");
+        delete_leaving_nothing(&server, &acme, name, false).await?;
     }
     Ok(())
 }

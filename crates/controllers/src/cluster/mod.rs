@@ -24,7 +24,7 @@ use shoal_kube::finalizer::{self, Change};
 
 use crate::context::Context;
 use crate::error::{failed, Error};
-use crate::ipam::{claim_name, slot_of_claim, Owner, PoolKind};
+use crate::ipam::{Owner, PoolKind};
 use crate::labels::{CLUSTER_FINALIZER, SYSTEM_NAMESPACE};
 use crate::machines::{self, member, NewMachine};
 use crate::rollout;
@@ -170,37 +170,10 @@ async fn ensure_network(
     if has {
         return Ok(Some(cluster));
     }
-    let ns = cluster.namespace().unwrap_or_default();
-    let name = cluster.name_any();
-    let uid = cluster.uid().unwrap_or_default();
-    // A claim of ours from a run that crashed before writing the status.
-    let mine = ctx
-        .stores
-        .indexes
-        .claims_by_owner
-        .refs(&uid)
-        .iter()
-        .find_map(|claim| slot_of_claim(&claim.name));
-    let alloc = match mine {
-        Some(slot) => ctx.ipam.config().allocation(slot),
-        None => {
-            let leases = &ctx.stores.leases;
-            let claimed = |slot: u32| {
-                let claim = ObjectRef::new(&claim_name(slot)).within(SYSTEM_NAMESPACE);
-                leases.get(&claim).is_some()
-            };
-            ctx.ipam
-                .claim(
-                    Owner {
-                        namespace: &ns,
-                        name: &name,
-                        uid: &uid,
-                    },
-                    claimed,
-                )
-                .await?
-        }
-    };
+    let alloc = ctx
+        .ipam
+        .config()
+        .allocation(slot_of(ctx, &cluster, PoolKind::Nodes).await?);
     record_network(
         ctx,
         &cluster,
@@ -230,6 +203,20 @@ async fn ensure_vpc_network(
     if named || has {
         return Ok(Some(cluster));
     }
+    let slot = slot_of(ctx, &cluster, PoolKind::Vpcs).await?;
+    let cidr = ctx.vpcs.pool().cidr(slot);
+    record_network(
+        ctx,
+        &cluster,
+        json!({ "nodeCidr": cidr }),
+        format!("VPC network {cidr}"),
+    )
+    .await
+}
+
+/// The cluster's slot of pool `kind`: its own claim, from a run that crashed
+/// before writing the status, else a new one.
+async fn slot_of(ctx: &Context, cluster: &Cluster, kind: PoolKind) -> Result<u32, Error> {
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let uid = cluster.uid().unwrap_or_default();
@@ -239,36 +226,24 @@ async fn ensure_vpc_network(
         .claims_by_owner
         .refs(&uid)
         .iter()
-        .find_map(|claim| PoolKind::Vpcs.slot_of(&claim.name));
-    let slot = match mine {
-        Some(slot) => slot,
-        None => {
-            let leases = &ctx.stores.leases;
-            let claimed = |slot: u32| {
-                let claim =
-                    ObjectRef::new(&PoolKind::Vpcs.claim_name(slot)).within(SYSTEM_NAMESPACE);
-                leases.get(&claim).is_some()
-            };
-            ctx.vpcs
-                .claim(
-                    Owner {
-                        namespace: &ns,
-                        name: &name,
-                        uid: &uid,
-                    },
-                    claimed,
-                )
-                .await?
-        }
+        .find_map(|claim| kind.slot_of(&claim.name));
+    if let Some(slot) = mine {
+        return Ok(slot);
+    }
+    let leases = &ctx.stores.leases;
+    let claimed = |slot: u32| {
+        let claim = ObjectRef::new(&kind.claim_name(slot)).within(SYSTEM_NAMESPACE);
+        leases.get(&claim).is_some()
     };
-    let cidr = ctx.vpcs.pool().cidr(slot);
-    record_network(
-        ctx,
-        &cluster,
-        json!({ "nodeCidr": cidr }),
-        format!("VPC network {cidr}"),
-    )
-    .await
+    let owner = Owner {
+        namespace: &ns,
+        name: &name,
+        uid: &uid,
+    };
+    Ok(match kind {
+        PoolKind::Nodes => ctx.ipam.claim(owner, claimed).await?.slot,
+        PoolKind::Vpcs => ctx.vpcs.claim(owner, claimed).await?,
+    })
 }
 
 /// Writes an allocated network into the cluster's status (only over the version
