@@ -101,6 +101,10 @@ pub struct Behavior {
     /// `stringData` is folded into `data` on every write, as Kubernetes does
     /// (Secret).
     pub folds_string_data: bool,
+    /// Fields that keep the value they were created with, as JSON pointers, with
+    /// what to do instead of changing one (a Cluster's AWS region and VPC network:
+    /// the VPC is built on them).
+    pub immutable_fields: &'static [(&'static str, &'static str)],
 }
 
 /// What an organization's token may do with a kind; cluster admins may do
@@ -153,6 +157,7 @@ impl Behavior {
         field_selectors: NAME_FIELDS,
         unique_field: None,
         folds_string_data: false,
+        immutable_fields: &[],
     };
 }
 
@@ -589,6 +594,16 @@ pub static KINDS: &[KindInfo] = &[
             references_release: true,
             endpoints: true,
             tenant: TenantAccess::NamespaceWrite,
+            immutable_fields: &[
+                (
+                    "/spec/provider/aws/region",
+                    "the cluster's VPC is in its region: create a new cluster in the other region",
+                ),
+                (
+                    "/spec/provider/aws/vpcCidr",
+                    "the cluster's VPC and subnets are built on its network: create a new cluster with the other network",
+                ),
+            ],
             ..Behavior::NONE
         },
     },

@@ -131,6 +131,18 @@ pub struct Oidc {
     pub ca_pem: Option<String>,
 }
 
+/// The pod network a cluster's nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodNetwork {
+    /// flannel (VXLAN) from the node image's preloaded container: needs no registry.
+    #[default]
+    Flannel,
+    /// Calico (VXLAN, no BGP) through the Tigera operator, whose containers the nodes
+    /// pull from Calico's registries: for nodes with a way out, such as a cloud's
+    /// behind NAT gateways.
+    Calico,
+}
+
 /// Everything needed to bootstrap one guest Kubernetes node.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NodeBootstrap {
@@ -158,6 +170,8 @@ pub struct NodeBootstrap {
     pub advertise_address: String,
     /// The pod network (`10.244.0.0/16`; two comma-separated CIDRs for dual-stack).
     pub pod_cidr: String,
+    /// What runs the pod network.
+    pub pod_network: PodNetwork,
     /// The service network (`10.96.0.0/12`; two comma-separated CIDRs for dual-stack).
     pub service_cidr: String,
     /// The cluster's DNS domain (`cluster.local`).
@@ -205,6 +219,7 @@ impl fmt::Debug for NodeBootstrap {
             .field("endpoint_address", &self.endpoint_address)
             .field("advertise_address", &self.advertise_address)
             .field("pod_cidr", &self.pod_cidr)
+            .field("pod_network", &self.pod_network)
             .field("service_cidr", &self.service_cidr)
             .field("dns_domain", &self.dns_domain)
             .field("files", &self.files)

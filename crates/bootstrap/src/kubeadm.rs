@@ -1,13 +1,15 @@
 //! User-data for Shoal's Kubernetes node image with kubeadm: the PKI, a kubeadm
 //! configuration (`kubeadm.k8s.io/v1beta4`) naming the image's preloaded containers,
 //! probe patches for the control plane and, on the first control-plane node, the pod
-//! network's manifest in `write_files`; then `kubeadm init` (and the pod network) or
-//! `kubeadm join` in `runcmd`, then `phone_home`.
+//! network (flannel's manifest, or Calico's `Installation` and its install script) in
+//! `write_files`; then `kubeadm init` (and the pod network) or `kubeadm join` in
+//! `runcmd`, then `phone_home`.
 
 use serde::Serialize;
 
+use crate::calico;
 use crate::cloudconfig::{to_yaml, CloudConfig, WriteFile};
-use crate::input::{NodeBootstrap, Role};
+use crate::input::{NodeBootstrap, PodNetwork, Role};
 use crate::nodeimage::{NodeImage, NODE_IMAGE};
 use crate::validate::{split_endpoint, version_digits};
 use crate::{BootstrapError, KUBEADM_CONFIG_PATH, OIDC_CA_PATH};
@@ -140,29 +142,57 @@ fn render(n: &NodeBootstrap, group: bool) -> Result<String, BootstrapError> {
     }
     if n.role == Role::ControlPlaneInit {
         let pod_cidr = n.pod_cidr.split(',').next().unwrap_or(&n.pod_cidr).trim();
-        // Validation made sure the endpoint is host:port.
-        let api =
-            split_endpoint(&n.control_plane_endpoint).ok_or_else(|| BootstrapError::Endpoint {
-                value: n.control_plane_endpoint.clone(),
-                why: "no port",
-            })?;
-        // flannel reaches the API by address: it starts before cluster DNS, and its
-        // pod's own /etc/hosts is not the node's on every runtime.
-        let api = match &n.endpoint_address {
-            Some(addr) => (addr.as_str(), api.1),
-            None => api,
-        };
-        doc.write_files.push(WriteFile::new(
-            FLANNEL_MANIFEST_PATH,
-            crate::flannel::manifest(pod_cidr, api, image)?,
-            PUBLIC_MODE,
-        ));
+        match n.pod_network {
+            PodNetwork::Flannel => {
+                // Validation made sure the endpoint is host:port.
+                let api = split_endpoint(&n.control_plane_endpoint).ok_or_else(|| {
+                    BootstrapError::Endpoint {
+                        value: n.control_plane_endpoint.clone(),
+                        why: "no port",
+                    }
+                })?;
+                // flannel reaches the API by address: it starts before cluster DNS,
+                // and its pod's own /etc/hosts is not the node's on every runtime.
+                let api = match &n.endpoint_address {
+                    Some(addr) => (addr.as_str(), api.1),
+                    None => api,
+                };
+                doc.write_files.push(WriteFile::new(
+                    FLANNEL_MANIFEST_PATH,
+                    crate::flannel::manifest(pod_cidr, api, image)?,
+                    PUBLIC_MODE,
+                ));
+            }
+            PodNetwork::Calico => {
+                doc.write_files.push(WriteFile::new(
+                    calico::CALICO_INSTALLATION_PATH,
+                    calico::installation(pod_cidr)?,
+                    PUBLIC_MODE,
+                ));
+                doc.write_files.push(WriteFile::new(
+                    calico::CALICO_INSTALL_PATH,
+                    calico::install_script(ADMIN_KUBECONFIG),
+                    RUN_MODE,
+                ));
+            }
+        }
     }
     doc.write_files.push(WriteFile::new(
         KUBEADM_RUN_PATH,
         kubeadm_run(image.cri_socket),
         RUN_MODE,
     ));
+    if n.pod_network == PodNetwork::Calico {
+        // Calico's plugins land where the node image's runtime looks for them.
+        doc.runcmd
+            .push(vec!["mkdir", "-p", calico::OPERATOR_CNI_PARENT]);
+        doc.runcmd.push(vec![
+            "ln",
+            "-sfn",
+            calico::IMAGE_CNI_DIR,
+            calico::OPERATOR_CNI_DIR,
+        ]);
+    }
     match n.role {
         Role::ControlPlaneInit => {
             doc.runcmd.push(vec![
@@ -172,14 +202,17 @@ fn render(n: &NodeBootstrap, group: bool) -> Result<String, BootstrapError> {
                 KUBEADM_CONFIG_PATH,
                 "--upload-certs",
             ]);
-            doc.runcmd.push(vec![
-                "kubectl",
-                "--kubeconfig",
-                ADMIN_KUBECONFIG,
-                "apply",
-                "-f",
-                FLANNEL_MANIFEST_PATH,
-            ]);
+            match n.pod_network {
+                PodNetwork::Flannel => doc.runcmd.push(vec![
+                    "kubectl",
+                    "--kubeconfig",
+                    ADMIN_KUBECONFIG,
+                    "apply",
+                    "-f",
+                    FLANNEL_MANIFEST_PATH,
+                ]),
+                PodNetwork::Calico => doc.runcmd.push(vec![calico::CALICO_INSTALL_PATH]),
+            }
         }
         Role::ControlPlaneJoin | Role::Worker => {
             doc.runcmd.push(vec![

@@ -6,9 +6,10 @@
 //! - [`render_kubeadm`] for Shoal's Kubernetes node image ([`NODE_IMAGE`]):
 //!   `write_files` for the PKI, a `kubeadm.k8s.io/v1beta4` configuration naming the
 //!   image's preloaded containers and its CRI socket, probe patches that survive a slow
-//!   (emulated) CPU and, on the first control-plane node, the pod network's manifest
-//!   (flannel); `kubeadm init` or `kubeadm join` in `runcmd`, OIDC flags on the API
-//!   server, and `phone_home`;
+//!   (emulated) CPU and, on the first control-plane node, the pod network (flannel's
+//!   manifest, or Calico's operator and `Installation`, see [`PodNetwork`]);
+//!   `kubeadm init` or `kubeadm join` in `runcmd`, OIDC flags on the API server, and
+//!   `phone_home`;
 //! - [`render_test_image`] for Shoal's test image, which honours only `hostname`,
 //!   `write_files` and `phone_home`: the same PKI plus a [`NodeFile`] at
 //!   [`NODE_FILE_PATH`] telling the image its role.
@@ -26,6 +27,7 @@
 //! - never echo secrets (the token, the certificate key, private keys) in errors or
 //!   `Debug` output.
 
+mod calico;
 mod cloudconfig;
 mod error;
 mod flannel;
@@ -36,8 +38,11 @@ mod testimage;
 mod validate;
 mod yaml11;
 
+pub use calico::{
+    operator_manifest_url, CALICO_INSTALLATION_PATH, CALICO_INSTALL_PATH, CALICO_VERSION,
+};
 pub use error::BootstrapError;
-pub use input::{BootstrapFile, NodeBootstrap, Oidc, Role};
+pub use input::{BootstrapFile, NodeBootstrap, Oidc, PodNetwork, Role};
 pub use kubeadm::{
     render_kubeadm, render_kubeadm_group, FLANNEL_MANIFEST_PATH, KUBEADM_PATCHES_DIR,
 };

@@ -20,6 +20,7 @@ fn worker() -> NodeBootstrap {
         endpoint_address: None,
         advertise_address: "10.10.0.11".into(),
         pod_cidr: "10.244.0.0/16".into(),
+        pod_network: shoal_bootstrap::PodNetwork::Flannel,
         service_cidr: "10.96.0.0/12".into(),
         dns_domain: "cluster.local".into(),
         files: Vec::<BootstrapFile>::new(),

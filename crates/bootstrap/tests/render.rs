@@ -6,9 +6,10 @@ mod common;
 use common::{node, oidc, variants};
 use serde_yaml::Value;
 use shoal_bootstrap::{
-    render_kubeadm, render_kubeadm_group, render_test_image, BootstrapError, BootstrapFile,
-    NodeFile, Role, FLANNEL_MANIFEST_PATH, KUBEADM_CONFIG_PATH, KUBEADM_PATCHES_DIR,
-    NODE_FILE_PATH, NODE_IMAGE, OIDC_CA_PATH,
+    operator_manifest_url, render_kubeadm, render_kubeadm_group, render_test_image, BootstrapError,
+    BootstrapFile, NodeFile, Role, CALICO_INSTALLATION_PATH, CALICO_INSTALL_PATH,
+    FLANNEL_MANIFEST_PATH, KUBEADM_CONFIG_PATH, KUBEADM_PATCHES_DIR, NODE_FILE_PATH, NODE_IMAGE,
+    OIDC_CA_PATH,
 };
 
 #[test]
@@ -698,4 +699,85 @@ fn a_group_of_workers_keeps_the_names_its_cloud_gives_them() {
     let err = render_kubeadm_group(&node(Role::ControlPlaneJoin)).expect_err("refused");
     assert_eq!(err.field().as_deref(), Some("role"));
     assert!(err.to_string().contains("only workers"), "{err}");
+}
+
+/// `runcmd` as lists of words.
+fn runcmd(doc: &Value) -> Vec<Vec<String>> {
+    doc["runcmd"]
+        .as_sequence()
+        .expect("runcmd")
+        .iter()
+        .map(|c| {
+            c.as_sequence()
+                .expect("exec form")
+                .iter()
+                .map(|w| w.as_str().expect("a word").to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn calico_is_installed_by_its_operator_after_init_instead_of_flannel() {
+    let doc = parse(&render_kubeadm(&common::calico(Role::ControlPlaneInit)).expect("renders"));
+    assert!(
+        write_file(&doc, FLANNEL_MANIFEST_PATH).is_none(),
+        "no flannel with Calico"
+    );
+    let installation = file(&doc, CALICO_INSTALLATION_PATH)["content"]
+        .as_str()
+        .expect("text");
+    let installation: Value = serde_yaml::from_str(installation).expect("YAML");
+    assert_eq!(installation["kind"], "Installation");
+    assert_eq!(
+        installation["spec"]["calicoNetwork"]["ipPools"][0]["cidr"],
+        "10.244.0.0/16"
+    );
+    let script = file(&doc, CALICO_INSTALL_PATH);
+    assert_eq!(script["permissions"], "0755");
+    assert!(script["content"]
+        .as_str()
+        .expect("text")
+        .contains(&operator_manifest_url()));
+    let cmds = runcmd(&doc);
+    let init = cmds
+        .iter()
+        .position(|c| c.get(1).map(String::as_str) == Some("init"))
+        .expect("kubeadm init");
+    let calico = cmds
+        .iter()
+        .position(|c| c == &vec![CALICO_INSTALL_PATH.to_owned()])
+        .expect("the Calico script runs");
+    assert!(init < calico, "Calico after init: {cmds:?}");
+    assert!(
+        !cmds.iter().flatten().any(|w| w.contains("flannel")),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn every_calico_node_links_the_operators_cni_directory_before_kubeadm() {
+    for role in [Role::ControlPlaneInit, Role::ControlPlaneJoin, Role::Worker] {
+        let doc = parse(&render_kubeadm(&common::calico(role)).expect("renders"));
+        let cmds = runcmd(&doc);
+        let link = vec!["ln", "-sfn", "/usr/lib/cni", "/opt/cni/bin"];
+        let at = cmds
+            .iter()
+            .position(|c| c == &link)
+            .unwrap_or_else(|| panic!("{role:?}: no link in {cmds:?}"));
+        let kubeadm = cmds
+            .iter()
+            .position(|c| c[0] == "/usr/local/sbin/shoal-kubeadm")
+            .expect("kubeadm runs");
+        assert!(at < kubeadm, "{role:?}: {cmds:?}");
+        if role != Role::ControlPlaneInit {
+            assert!(
+                write_file(&doc, CALICO_INSTALL_PATH).is_none(),
+                "{role:?} installs nothing"
+            );
+        }
+    }
+    // A flannel node links nothing.
+    let doc = parse(&render_kubeadm(&node(Role::Worker)).expect("renders"));
+    assert!(!runcmd(&doc).iter().flatten().any(|w| w == "/opt/cni/bin"));
 }

@@ -167,6 +167,7 @@ pub async fn render(
             .then(|| endpoint_address.to_string()),
         advertise_address: ip.to_string(),
         pod_cidr: cluster.spec.network.pod_cidr.to_string(),
+        pod_network: shoal_bootstrap::PodNetwork::Flannel,
         service_cidr: cluster.spec.network.service_cidr.to_string(),
         dns_domain: ctx.config.dns_domain.clone(),
         files: files(format, new.role)

@@ -44,6 +44,8 @@ pub const BASTION_INSTANCE_TYPE: &str = "t3.micro";
 pub const API_PORT: u16 = 6443;
 /// How often a Ready cluster is checked against AWS when nothing changed here.
 pub const RESYNC: Duration = Duration::from_secs(120);
+/// How soon a pass follows one that found worker nodes being replaced.
+pub const ROLL_PASS: Duration = Duration::from_secs(10);
 /// The layers, in the order they are built; each is a condition type.
 pub const LAYERS: [&str; 7] = [
     "Network",
@@ -277,6 +279,18 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         };
         conditions::set(&mut status.conditions, cond);
     }
+    // A roll keeps the cluster usable: the Workers layer says what it is doing,
+    // and the next pass comes soon instead of at the resync.
+    let rolling = match &outcome {
+        Ok(built) if !built.rolling.is_empty() => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::condition("Workers", false, "Rolling", built.rolling.join("; ")),
+            );
+            true
+        }
+        _ => false,
+    };
     let ready = outcome.is_ok();
     status.phase = Some(if ready {
         ClusterPhase::Ready
@@ -294,13 +308,14 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     status.aws = Some(aws);
     write_status(&ctx, &cluster, status).await?;
     let mut passes = ctx.passes.lock().await;
-    if ready {
+    if ready && !rolling {
         passes.insert(key, (fingerprint, std::time::Instant::now()));
     } else {
         passes.remove(&key);
     }
     drop(passes);
     match outcome {
+        Ok(_) if rolling => Ok(Action::requeue(ROLL_PASS)),
         Ok(_) => Ok(Action::requeue(RESYNC)),
         Err((_, Error::Waiting(_))) => Ok(Action::requeue(Duration::from_secs(5))),
         Err((_, Error::Kube { what, source })) => Err(Error::Kube { what, source }),
@@ -314,6 +329,8 @@ struct Built {
     zones: Vec<String>,
     api_dns: String,
     ingress_dns: String,
+    /// Worker groups whose nodes are being replaced, with what is happening.
+    rolling: Vec<String>,
 }
 
 async fn pools_of(ctx: &Context, cluster: &Cluster) -> Result<Vec<NodePool>, Error> {
@@ -492,14 +509,19 @@ async fn build(
         subnets: &private,
         target_groups: &lbs.ingress_groups,
     };
-    let existing = workers::existing(c, s).await.map_err(at("Workers"))?;
+    let existing = workers::existing(c, s, &live)
+        .await
+        .map_err(at("Workers"))?;
     let mut names = Vec::new();
+    let mut rolling = Vec::new();
     for pool in &pools {
         let pool_name = pool.name_any();
         let data = userdata::workers(&common, &secrets, &pool_name).map_err(at("Workers"))?;
-        workers::ensure(c, s, &existing, pool, &pool_name, &data, &shared)
-            .await
-            .map_err(at("Workers"))?;
+        rolling.extend(
+            workers::ensure(c, s, &existing, pool, &pool_name, &data, &shared)
+                .await
+                .map_err(at("Workers"))?,
+        );
         names.push(pool_name);
     }
     for gone in workers::prune(c, s, &existing, &names)
@@ -521,6 +543,7 @@ async fn build(
         zones: net.zones.iter().map(|z| z.zone.clone()).collect(),
         api_dns: lbs.api_dns,
         ingress_dns: lbs.ingress_dns,
+        rolling,
     })
 }
 

@@ -11,7 +11,8 @@
 //! - [`instances`]: a bastion per zone, the control-plane nodes (1 or 3, spread
 //!   over the zones) with kubeadm user-data from [`userdata`];
 //! - [`balancers`]: the API's and the ingress's network load balancers;
-//! - [`workers`]: one Auto Scaling Group per NodePool;
+//! - [`workers`]: one Auto Scaling Group per NodePool, whose nodes [`roll`] replaces
+//!   one at a time when its launch template gets a new version;
 //! - [`dns`]: the cluster's Route 53 records.
 //!
 //! Every resource carries the tags of [`names`]; the provider finds what exists by
@@ -35,6 +36,7 @@ pub mod layout;
 pub mod names;
 pub mod network;
 pub mod preflight;
+pub mod roll;
 pub mod security;
 pub mod tagging;
 pub mod teardown;

@@ -31,7 +31,8 @@ pub fn fingerprint(text: &str) -> String {
     format!("{:010x}", h & 0xff_ffff_ffff)
 }
 
-/// On launch templates: the fingerprint of what their newest version launches.
+/// On worker groups: the fingerprint of what the template version they launch was
+/// made from (and on a launch template, of its first version).
 pub const TEMPLATE_TAG: &str = "shoal.io/template";
 
 /// One cluster's identity on AWS.

@@ -113,6 +113,7 @@ fn node(
         endpoint_address: None,
         advertise_address: address.to_string(),
         pod_cidr: c.spec.network.pod_cidr.to_string(),
+        pod_network: shoal_bootstrap::PodNetwork::Calico,
         service_cidr: c.spec.network.service_cidr.to_string(),
         dns_domain: "cluster.local".into(),
         files,

@@ -5,12 +5,15 @@
 //!
 //! When what a pool's nodes launch with changes (the Release's AMI, the instance
 //! type, the user-data), the template gets a new version, its default, and the
-//! group launches new nodes from it; the template's [`TEMPLATE_TAG`] holds the
-//! fingerprint of its newest version, so a pass compares without describing versions.
+//! group launches new nodes from it; the group's [`TEMPLATE_TAG`] holds the
+//! fingerprint of the version it launches, so a pass compares without describing
+//! versions.
+//! The nodes launched from older versions are then replaced one at a time
+//! ([`crate::roll`]).
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag as AsgTag};
 use aws_sdk_ec2::types::{
-    LaunchTemplate, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    Instance, LaunchTemplate, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData, ResourceType,
 };
 use base64::Engine;
@@ -46,17 +49,24 @@ pub fn bounds(pool: &NodePool) -> (i32, i32, i32) {
     (min, max, desired.clamp(min, max))
 }
 
-/// The cluster's groups and launch templates, described once per pass.
-pub struct Existing {
+/// The cluster's groups and launch templates, described once per pass, and its
+/// pending and running instances.
+pub struct Existing<'a> {
     groups: Vec<AutoScalingGroup>,
     templates: Vec<LaunchTemplate>,
+    live: &'a [Instance],
 }
 
 /// Describes the cluster's groups and launch templates.
-pub async fn existing(c: &Clients, s: &Scope) -> Result<Existing, Error> {
+pub async fn existing<'a>(
+    c: &Clients,
+    s: &Scope,
+    live: &'a [Instance],
+) -> Result<Existing<'a>, Error> {
     Ok(Existing {
         groups: owned_groups(c, s).await?,
         templates: templates(c, s).await?,
+        live,
     })
 }
 
@@ -72,28 +82,42 @@ pub async fn templates(c: &Clients, s: &Scope) -> Result<Vec<LaunchTemplate>, Er
     Ok(out.launch_templates().to_vec())
 }
 
-/// Makes sure pool `name`'s launch template and group exist with the pool's sizes.
+/// Makes sure pool `name`'s launch template and group exist with the pool's sizes,
+/// and replaces a node launched from an older template version once the group is
+/// whole; returns what the roll is doing while older nodes remain.
 pub async fn ensure(
     c: &Clients,
     s: &mut Scope,
-    existing: &Existing,
+    existing: &Existing<'_>,
     pool: &NodePool,
     pool_name: &str,
     user_data: &str,
     shared: &Shared<'_>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let name = s.id.pool(pool_name);
-    let (template, version) =
-        ensure_template(c, s, existing, &name, pool_name, user_data, shared).await?;
+    let wanted = template_fingerprint(user_data, shared);
+    let found = existing
+        .groups
+        .iter()
+        .find(|g| g.auto_scaling_group_name() == Some(name.as_str()));
+    // The group's tag says what the version it launches was made from.
+    let (template, version) = match found.and_then(|g| launching(g, &wanted)) {
+        Some(launches) => launches,
+        None => {
+            ensure_template(c, s, existing, &name, pool_name, user_data, &wanted, shared).await?
+        }
+    };
+    s.record(
+        "launch-template",
+        &template,
+        format!("{pool_name} version {version}"),
+    );
     let launch = LaunchTemplateSpecification::builder()
         .launch_template_id(&template)
         .version(version.to_string())
         .build();
     let (min, max, desired) = bounds(pool);
-    let found = existing
-        .groups
-        .iter()
-        .find(|g| g.auto_scaling_group_name() == Some(name.as_str()));
+    let mut rolling = None;
     match found {
         None => {
             let tag = |k: &str, v: &str| {
@@ -119,6 +143,7 @@ pub async fn ensure(
                 .tags(tag(ROLE_TAG, "worker"))
                 .tags(tag(POOL_TAG, pool_name))
                 .tags(tag("Name", &s.id.display(pool_name)))
+                .tags(group_tag(&name, TEMPLATE_TAG, &wanted))
                 .send()
                 .await
                 .map_err(aws("autoscaling:CreateAutoScalingGroup"))?;
@@ -141,6 +166,23 @@ pub async fn ensure(
                     .await
                     .map_err(aws("autoscaling:UpdateAutoScalingGroup"))?;
             }
+            if launching(g, &wanted).is_none() {
+                c.asg
+                    .create_or_update_tags()
+                    .tags(group_tag(&name, TEMPLATE_TAG, &wanted))
+                    .send()
+                    .await
+                    .map_err(aws("autoscaling:CreateOrUpdateTags"))?;
+            }
+            // Roll once the group launches the current version at its size.
+            if same && current {
+                let plan = crate::roll::plan(g, &name, version, existing.live);
+                rolling = crate::roll::step(c, plan).await?;
+            } else if !current {
+                rolling = Some(format!(
+                    "{name} now launches template version {version}; its older nodes are replaced one at a time"
+                ));
+            }
         }
     }
     s.record(
@@ -148,7 +190,7 @@ pub async fn ensure(
         &name,
         format!("{pool_name} {min}..{max}, {desired} wanted, template version {version}"),
     );
-    Ok(())
+    Ok(rolling)
 }
 
 /// The fingerprint of what a pool's nodes launch with.
@@ -159,18 +201,48 @@ fn template_fingerprint(user_data: &str, shared: &Shared<'_>) -> String {
     ))
 }
 
-/// Makes sure pool `name`'s launch template launches what `shared` and
-/// `user_data` say; returns its ID and the version to launch.
+/// The template and version group `g` launches, when its tag says they were made
+/// from `wanted`.
+fn launching(g: &AutoScalingGroup, wanted: &str) -> Option<(String, i64)> {
+    let tagged = g
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(TEMPLATE_TAG) && t.value() == Some(wanted));
+    let t = g.launch_template()?;
+    let version = t.version()?.parse().ok()?;
+    tagged.then(|| {
+        (
+            t.launch_template_id().unwrap_or_default().to_owned(),
+            version,
+        )
+    })
+}
+
+/// A tag on group `name` that its instances do not get.
+fn group_tag(name: &str, key: &str, value: &str) -> AsgTag {
+    AsgTag::builder()
+        .key(key)
+        .value(value)
+        .propagate_at_launch(false)
+        .resource_id(name)
+        .resource_type("auto-scaling-group")
+        .build()
+}
+
+/// Makes sure pool `name`'s launch template has a version that launches what
+/// `shared` and `user_data` say (fingerprint `wanted`); returns the template's ID
+/// and that version.
+#[allow(clippy::too_many_arguments)]
 async fn ensure_template(
     c: &Clients,
     s: &mut Scope,
-    existing: &Existing,
+    existing: &Existing<'_>,
     name: &str,
     pool_name: &str,
     user_data: &str,
+    wanted: &str,
     shared: &Shared<'_>,
 ) -> Result<(String, i64), Error> {
-    let wanted = template_fingerprint(user_data, shared);
     let instance_tags = LaunchTemplateTagSpecificationRequest::builder()
         .resource_type(ResourceType::Instance)
         .set_tags(Some(
@@ -204,7 +276,7 @@ async fn ensure_template(
                 .tag_specifications(s.spec(
                     ResourceType::LaunchTemplate,
                     pool_name,
-                    &[(POOL_TAG, pool_name), (TEMPLATE_TAG, &wanted)],
+                    &[(POOL_TAG, pool_name), (TEMPLATE_TAG, wanted)],
                 ))
                 .send()
                 .await
@@ -224,25 +296,22 @@ async fn ensure_template(
                 .iter()
                 .find(|tag| tag.key() == Some(TEMPLATE_TAG))
                 .and_then(|tag| tag.value());
-            if has == Some(wanted.as_str()) {
-                (id, t.latest_version_number().unwrap_or(1))
+            // The template's own tag is the version it was created with: a group
+            // that crashed before it was made can start from it.
+            if has == Some(wanted) && t.latest_version_number() == Some(1) {
+                (id, 1)
             } else {
-                let version = new_version(c, &id, name, &wanted, data).await?;
+                let version = new_version(c, &id, name, wanted, data).await?;
                 tracing::info!(template = %name, version, "launch template has a new version");
                 (id, version)
             }
         }
     };
-    s.record(
-        "launch-template",
-        &id,
-        format!("{pool_name} version {version}"),
-    );
     Ok((id, version))
 }
 
-/// Adds a version launching `data` to template `id`, makes it the default and
-/// tags the template with its fingerprint. A pass that crashed half-way repeats
+/// Adds a version launching `data` to template `id` and makes it the default (the
+/// group's tag then records its fingerprint). A pass that crashed half-way repeats
 /// this with the same client token, which gives back the same version.
 async fn new_version(
     c: &Clients,
@@ -273,18 +342,6 @@ async fn new_version(
         .send()
         .await
         .map_err(aws("ec2:ModifyLaunchTemplate"))?;
-    c.ec2
-        .create_tags()
-        .resources(id)
-        .tags(
-            aws_sdk_ec2::types::Tag::builder()
-                .key(TEMPLATE_TAG)
-                .value(wanted)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(aws("ec2:CreateTags"))?;
     Ok(version)
 }
 
@@ -292,7 +349,7 @@ async fn new_version(
 pub async fn prune(
     c: &Clients,
     s: &Scope,
-    existing: &Existing,
+    existing: &Existing<'_>,
     keep: &[String],
 ) -> Result<Vec<String>, Error> {
     let keep: Vec<String> = keep.iter().map(|p| s.id.pool(p)).collect();

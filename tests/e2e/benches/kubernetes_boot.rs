@@ -99,6 +99,7 @@ impl Cluster {
             endpoint_address: None,
             advertise_address: ip.to_string(),
             pod_cidr: "10.244.0.0/16".into(),
+            pod_network: shoal_bootstrap::PodNetwork::Flannel,
             service_cidr: "10.96.0.0/12".into(),
             dns_domain: "cluster.local".into(),
             files: files

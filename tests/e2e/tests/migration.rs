@@ -87,6 +87,7 @@ async fn control_plane(
         endpoint_address: None,
         advertise_address: ip.to_string(),
         pod_cidr: "10.244.0.0/16".into(),
+        pod_network: shoal_bootstrap::PodNetwork::Flannel,
         service_cidr: "10.96.0.0/12".into(),
         dns_domain: "cluster.local".into(),
         files: [

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use shoal_api::registry::kinds;
+use shoal_api::validate::FieldCause;
 use shoal_api::KindInfo;
 use shoal_store::StoreError;
 
@@ -52,6 +53,32 @@ impl Resources {
         (kind.validate)(obj).map_err(|causes| ApiError::Invalid {
             kind: kind.kind.to_owned(),
             name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+            causes,
+        })
+    }
+
+    /// Refuses a change to a field the kind keeps as created (422, naming the
+    /// field, its value and what to do instead).
+    fn check_immutable(kind: &KindInfo, current: &Value, next: &Value) -> Result<(), ApiError> {
+        let causes: Vec<FieldCause> = kind
+            .behavior
+            .immutable_fields
+            .iter()
+            .filter(|(pointer, _)| current.pointer(pointer) != next.pointer(pointer))
+            .map(|(pointer, instead)| {
+                let field = pointer.trim_start_matches('/').replace('/', ".");
+                let was = current
+                    .pointer(pointer)
+                    .map_or_else(|| "unset".to_owned(), Value::to_string);
+                FieldCause::forbidden(field, format!("is immutable (it was {was}); {instead}"))
+            })
+            .collect();
+        if causes.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::Invalid {
+            kind: kind.kind.to_owned(),
+            name: meta_str(next, "name").unwrap_or_default().to_owned(),
             causes,
         })
     }
@@ -352,6 +379,7 @@ impl Resources {
     ) -> Result<Value, ApiError> {
         let incoming = change(current)?;
         let mut next = merge::merge_for_update(kind, current, incoming, sub)?;
+        Self::check_immutable(kind, current, &next)?;
         Self::validate(kind, &view::from_storage(kind, next.clone()))?;
         if kind.behavior.folds_string_data {
             super::secretdata::fold_string_data(&mut next);
@@ -633,6 +661,70 @@ mod tests {
             .update(cl, Some(NS), "demo", main, Subresource::Main)
             .await?;
         assert_eq!(after["status"]["phase"], "Ready");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_aws_clusters_region_and_vpc_network_keep_their_created_values() -> anyhow::Result<()>
+    {
+        let f = fixture().await?;
+        let cl = kinds::CLUSTER.info();
+        let mut body = cluster("web");
+        body["spec"]["provider"] = json!({"type": "aws", "aws": {
+            "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"]
+        }});
+        f.res.create(cl, Some(NS), body).await?;
+        for (patch, field, was) in [
+            (
+                json!({"spec": {"provider": {"aws": {"vpcCidr": "10.9.0.0/16"}}}}),
+                "spec.provider.aws.vpcCidr",
+                "it was unset",
+            ),
+            (
+                json!({"spec": {"provider": {"aws": {"region": "us-east-1"}}}}),
+                "spec.provider.aws.region",
+                "it was \"eu-west-1\"",
+            ),
+        ] {
+            let err = f
+                .res
+                .patch(
+                    cl,
+                    Some(NS),
+                    "web",
+                    PatchKind::Merge,
+                    patch,
+                    Subresource::Main,
+                )
+                .await
+                .expect_err("an immutable field");
+            let ApiError::Invalid { causes, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(causes.len(), 1, "{causes:?}");
+            assert_eq!(causes[0].field, field);
+            assert_eq!(causes[0].reason, "FieldValueForbidden");
+            assert!(causes[0].message.contains(was), "{causes:?}");
+            assert!(
+                causes[0].message.contains("create a new cluster"),
+                "{causes:?}"
+            );
+        }
+        // Everything else still changes, and the stored object is untouched by the
+        // refusals.
+        let after = f
+            .res
+            .patch(
+                cl,
+                Some(NS),
+                "web",
+                PatchKind::Merge,
+                json!({"spec": {"provider": {"aws": {"workerInstanceType": "m6i.xlarge"}}}}),
+                Subresource::Main,
+            )
+            .await?;
+        assert_eq!(after["spec"]["provider"]["aws"]["region"], "eu-west-1");
+        assert!(after.pointer("/spec/provider/aws/vpcCidr").is_none());
         Ok(())
     }
 

@@ -56,6 +56,7 @@ pub fn node(role: Role) -> NodeBootstrap {
         endpoint_address: Some("10.10.0.10".into()),
         advertise_address: address.into(),
         pod_cidr: "10.244.0.0/16".into(),
+        pod_network: shoal_bootstrap::PodNetwork::Flannel,
         service_cidr: "10.96.0.0/12".into(),
         dns_domain: "cluster.local".into(),
         files: if role.is_control_plane() {
@@ -70,6 +71,14 @@ pub fn node(role: Role) -> NodeBootstrap {
             .then(|| "fedcba9876543210".repeat(4)),
         oidc: None,
         phone_home_url: Some(format!("http://10.10.0.1/{hostname}/phone-home")),
+    }
+}
+
+/// A node of `role` whose cluster runs Calico.
+pub fn calico(role: Role) -> NodeBootstrap {
+    NodeBootstrap {
+        pod_network: shoal_bootstrap::PodNetwork::Calico,
+        ..node(role)
     }
 }
 
@@ -96,6 +105,14 @@ pub fn variants() -> Vec<(&'static str, Result<String, BootstrapError>)> {
     let mut join_oidc = node(Role::ControlPlaneJoin);
     join_oidc.oidc = Some(oidc());
     vec![
+        (
+            "kubeadm-control-plane-init-calico.yaml",
+            render_kubeadm(&calico(Role::ControlPlaneInit)),
+        ),
+        (
+            "kubeadm-worker-join-calico.yaml",
+            render_kubeadm(&calico(Role::Worker)),
+        ),
         (
             "kubeadm-control-plane-init.yaml",
             render_kubeadm(&node(Role::ControlPlaneInit)),
