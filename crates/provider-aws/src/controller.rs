@@ -375,9 +375,8 @@ async fn build(
         .worker_instance_type
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
-    let zones = preflight::check(c, spec, &[&cp_type, &worker_type, BASTION_INSTANCE_TYPE])
-        .await
-        .map_err(at("Network"))?;
+    // The network first: a cluster still waiting for its IPAM network costs no
+    // AWS call.
     let allocated = cluster
         .status
         .as_ref()
@@ -391,6 +390,9 @@ async fn build(
     };
     layout::check_overlap(&vpc_cidr, &cluster.spec.network)
         .map_err(|e| ("Network", Error::Spec(e.to_string())))?;
+    let zones = preflight::check(c, spec, &[&cp_type, &worker_type, BASTION_INSTANCE_TYPE])
+        .await
+        .map_err(at("Network"))?;
     let net = network::ensure(c, s, &vpc_cidr, &zones)
         .await
         .map_err(at("Network"))?;
