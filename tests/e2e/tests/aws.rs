@@ -109,6 +109,14 @@ fn condition<'a>(c: Option<&'a Cluster>, type_: &str) -> Option<&'a shoal_api::C
         .find(|x| x.type_ == type_)
 }
 
+/// Whether `layer` is False for a reason other than waiting (for another layer,
+/// for the IPAM network, for AWS to finish something): the error the test expects.
+fn failed(c: Option<&Cluster>, layer: &str) -> bool {
+    condition(c, layer).is_some_and(|x| {
+        x.status == "False" && x.reason != "WaitingForLayer" && x.reason != "Waiting"
+    })
+}
+
 fn ready(c: Option<&Cluster>) -> bool {
     c.and_then(|c| c.status.as_ref()?.phase) == Some(shoal_api::ClusterPhase::Ready)
 }
@@ -436,7 +444,31 @@ async fn a_cluster_gets_its_own_vpc_scales_and_leaves_nothing_behind() -> Result
     let server = lab(&proxy.url(), &aws).await?;
     let started = Instant::now();
     let out = server.shoal_ok(&create_args("web", &["--wait", "--timeout", "180"]))?;
-    ensure!(out.contains("is Ready"), "{out}");
+    // `--wait` shows the layers come up, each once ready, in build order, then
+    // the endpoint.
+    ensure!(
+        out.contains("is Ready on AWS: https://api.web.acme.example.com"),
+        "{out}"
+    );
+    let ready_at = |layer: &str| out.find(&format!("{layer}: ready\n"));
+    let mut last = 0;
+    for layer in [
+        "Network",
+        "Iam",
+        "Bastion",
+        "ControlPlane",
+        "LoadBalancers",
+        "Workers",
+        "DNS",
+    ] {
+        let at = ready_at(layer).with_context(|| format!("no `{layer}: ready` in {out}"))?;
+        ensure!(at >= last, "{layer} ready out of order: {out}");
+        last = at;
+    }
+    ensure!(
+        !out.contains("scheduled 0/"),
+        "machine bars for an AWS cluster: {out}"
+    );
     eprintln!(
         "create converged in {:?} with {} AWS calls",
         started.elapsed(),
@@ -1007,10 +1039,7 @@ async fn bad_input_gets_a_clear_condition_and_nothing_is_left_halfway() -> Resul
             name,
             Duration::from_secs(60),
             &format!("{layer} False"),
-            |c| {
-                condition(c, layer)
-                    .is_some_and(|x| x.status == "False" && x.reason != "WaitingForLayer")
-            },
+            |c| failed(c, layer),
         )
         .await?;
         let cond = condition(c.as_ref(), layer).context("no condition")?;
@@ -1044,7 +1073,7 @@ async fn bad_input_gets_a_clear_condition_and_nothing_is_left_halfway() -> Resul
         "region2",
         Duration::from_secs(60),
         "Network False",
-        |c| condition(c, "Network").is_some_and(|x| x.status == "False"),
+        |c| failed(c, "Network"),
     )
     .await?;
     let msg = &condition(c.as_ref(), "Network")
@@ -1154,7 +1183,7 @@ async fn refused_credentials_are_named_and_an_organization_secret_fixes_them() -
         "denied",
         Duration::from_secs(60),
         "Network False",
-        |c| condition(c, "Network").is_some_and(|x| x.status == "False"),
+        |c| failed(c, "Network"),
     )
     .await?;
     let cond = condition(c.as_ref(), "Network").context("no condition")?;
@@ -1177,7 +1206,7 @@ async fn refused_credentials_are_named_and_an_organization_secret_fixes_them() -
         "keyed",
         Duration::from_secs(60),
         "Network False",
-        |c| condition(c, "Network").is_some_and(|x| x.status == "False"),
+        |c| failed(c, "Network"),
     )
     .await?;
     let cond = condition(c.as_ref(), "Network").context("no condition")?;

@@ -17,6 +17,7 @@ use shoal_api::{Cluster, ClusterPhase, Machine, NodePool, Release, RemovedResour
 
 use crate::args::{ClusterCommand, ClusterCreateArgs, GuestOidcArgs, ProviderArgs, WaitArgs};
 use crate::client::{dynamic_api, find_kind, CliError};
+use crate::commands::aws_progress::LayerProgress;
 use crate::commands::cluster_view::{
     count_machines, describe, pool_done, pool_line, ready_condition, removed_report, standing,
     upgrade_done, upgrade_line, upgrade_progress, EVENTS_SHOWN,
@@ -253,8 +254,12 @@ async fn create(client: &Client, a: &ClusterCreateArgs) -> Result<(), CliError> 
         ))?;
     }
     if a.wait.wait {
-        let desired = u32::from(a.control_plane) + a.workers;
-        wait_ready(client, &a.org, &a.name, desired, a.wait.timeout).await?;
+        if a.provider.provider == "aws" {
+            wait_aws(client, &a.org, &a.name, a.wait.timeout).await?;
+        } else {
+            let desired = u32::from(a.control_plane) + a.workers;
+            wait_ready(client, &a.org, &a.name, desired, a.wait.timeout).await?;
+        }
     }
     Ok(())
 }
@@ -305,6 +310,34 @@ async fn wait_ready(
         "cluster {org}/{name} is Ready: {} ({} nodes Ready)",
         status.api_endpoint.as_deref().unwrap_or("<no endpoint>"),
         status.nodes.as_deref().unwrap_or("?"),
+    ))
+}
+
+/// Shows an AWS cluster's layers come up until the cluster is Ready (its
+/// infrastructure is in place).
+async fn wait_aws(client: &Client, org: &str, name: &str, timeout: u64) -> Result<(), CliError> {
+    let apis = OrgApis::new(client, org);
+    let deadline = Deadline::after(timeout);
+    let mut layers = LayerProgress::default();
+    let cluster = loop {
+        let cluster = apis.cluster(name).await?;
+        for line in layers.changes(&cluster) {
+            emit_line(format_args!("{line}"))?;
+        }
+        if cluster.status.as_ref().and_then(|s| s.phase) == Some(ClusterPhase::Ready) {
+            break cluster;
+        }
+        if !deadline.tick().await {
+            return Err(deadline.timeout(
+                format!("cluster {org}/{name} to be Ready"),
+                standing(&cluster),
+            ));
+        }
+    };
+    let status = cluster.status.unwrap_or_default();
+    emit_line(format_args!(
+        "cluster {org}/{name} is Ready on AWS: {} (every layer is in place; `shoal cluster get` lists the resources)",
+        status.api_endpoint.as_deref().unwrap_or("<no endpoint>"),
     ))
 }
 

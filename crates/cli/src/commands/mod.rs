@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod aws_progress;
 pub mod baremetal;
 pub mod cluster;
 pub mod cluster_view;
