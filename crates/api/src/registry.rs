@@ -679,6 +679,12 @@ pub static KINDS: &[KindInfo] = &[
         storage: "hosts",
         columns: &[
             col(
+                "READY",
+                "string",
+                r#".status.conditions[?(@.type=="Ready")].status"#,
+                "Whether its agent is running and heartbeating",
+            ),
+            col(
                 "UNDERLAY",
                 "string",
                 ".status.underlayIp",
@@ -914,11 +920,44 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-/// Reads a dotted path such as `.status.phase` from an object.
+/// Reads a dotted path such as `.status.phase` from an object. A step may pick the
+/// element of a list whose field has a value, as printer columns do:
+/// `.status.conditions[?(@.type=="Ready")].status`.
 pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.trim_start_matches('.')
-        .split('.')
-        .try_fold(obj, |v, part| v.get(part))
+    let mut v = obj;
+    let mut rest = path.trim_start_matches('.');
+    while !rest.is_empty() {
+        let (step, filter, tail) = match (rest.find('['), rest.find('.')) {
+            (Some(b), dot) if dot.is_none_or(|d| b < d) => {
+                let end = rest[b..].find(")]")? + b;
+                (&rest[..b], Some(&rest[b + 1..end + 1]), &rest[end + 2..])
+            }
+            (_, Some(d)) => (&rest[..d], None, &rest[d..]),
+            (_, None) => (rest, None, ""),
+        };
+        v = v.get(step)?;
+        if let Some(filter) = filter {
+            let (field, want) = parse_filter(filter)?;
+            v = v
+                .as_array()?
+                .iter()
+                .find(|e| e.get(field).and_then(Value::as_str) == Some(want))?;
+        }
+        rest = tail.trim_start_matches('.');
+    }
+    Some(v)
+}
+
+/// `?(@.FIELD=="VALUE")` as (FIELD, VALUE).
+fn parse_filter(filter: &str) -> Option<(&str, &str)> {
+    let inner = filter.strip_prefix("?(@.")?.strip_suffix(')')?;
+    let (field, value) = inner.split_once("==")?;
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))?;
+    Some((field.trim(), value))
 }
 
 #[cfg(test)]
@@ -939,6 +978,35 @@ mod tests {
             .iter()
             .find(|k| k.kind == name && k.group == GROUP)
             .expect("known kind")
+    }
+
+    #[test]
+    fn a_json_path_may_pick_a_list_element_by_a_field() {
+        let host = json!({"status": {"underlayIp": "10.79.0.11", "conditions": [
+            {"type": "Drained", "status": "False"},
+            {"type": "Ready", "status": "True"},
+        ]}});
+        assert_eq!(
+            json_path(&host, ".status.underlayIp"),
+            Some(&json!("10.79.0.11"))
+        );
+        assert_eq!(
+            json_path(&host, r#".status.conditions[?(@.type=="Ready")].status"#),
+            Some(&json!("True"))
+        );
+        assert_eq!(
+            json_path(&host, ".status.conditions[?(@.type=='Drained')].status"),
+            Some(&json!("False"))
+        );
+        assert_eq!(
+            json_path(&host, r#".status.conditions[?(@.type=="Gone")].status"#),
+            None
+        );
+        assert_eq!(json_path(&host, ".status.conditions[?(@.type=="), None);
+        assert_eq!(
+            json_path(&json!({}), r#".status.conditions[?(@.type=="Ready")]"#),
+            None
+        );
     }
 
     #[test]

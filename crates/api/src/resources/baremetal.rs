@@ -32,6 +32,24 @@ pub struct BareMetalMachineSpec {
     /// Its BMC: with one, Shoal sets the next boot to PXE and powers it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<BmcSpec>,
+    /// Its production network, on a NIC of its own: the installed system brings
+    /// it up and its `shoal agent` uses it (the underlay and the way to the API).
+    /// Without it everything stays on the provisioning NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ProductionNetwork>,
+}
+
+/// A machine's production network: a second NIC with a static address.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductionNetwork {
+    /// The MAC of the NIC on the production network.
+    pub mac: String,
+    /// Its address with the prefix length, e.g. `10.79.0.11/24`.
+    pub address: String,
+    /// The default gateway on that network, if the machine routes through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// How Shoal reaches a machine's BMC over Redfish (ILO, iDRAC and most current
@@ -94,6 +112,9 @@ pub struct BareMetalMachineStatus {
     /// The host name it phoned home with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// What its boot firmware reported of the hardware at its last network boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<HardwareFacts>,
     /// Every change of state, oldest first, each with its time and what caused it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<BareMetalTransition>,
@@ -106,6 +127,37 @@ pub struct BareMetalMachineStatus {
     /// `BmcReady`: whether Shoal can drive its BMC, and why not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A machine's hardware as its boot firmware (iPXE) reports it: SMBIOS, platform.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HardwareFacts {
+    /// The system's serial number (SMBIOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The system's UUID (SMBIOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The manufacturer (SMBIOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// The product name (SMBIOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// The firmware's platform: `pcbios` or `efi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The boot loader's architecture, e.g. `x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+}
+
+impl HardwareFacts {
+    /// Whether nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One change of a bare-metal machine's state.
@@ -121,24 +173,78 @@ pub struct BareMetalTransition {
 }
 
 impl BareMetalMachineSpec {
-    /// Checks the MAC address.
+    /// Checks the MAC address, the BMC and the production network.
     pub fn validate(&self, errs: &mut FieldErrors) {
-        let parts: Vec<&str> = self.mac.split(':').collect();
-        let ok = parts.len() == 6
-            && parts
-                .iter()
-                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
-        if !ok {
+        check_mac(errs, "spec.mac", &self.mac);
+        if let Some(bmc) = &self.bmc {
+            bmc.validate(errs);
+        }
+        if let Some(net) = &self.network {
+            net.validate(errs, &self.mac);
+        }
+    }
+}
+
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn check_mac(errs: &mut FieldErrors, field: &str, mac: &str) {
+    if !is_mac(mac) {
+        errs.check(
+            field,
+            Err(format!(
+                "{mac:?} is not a MAC address: use e.g. '52:54:00:12:34:56'"
+            )),
+        );
+    }
+}
+
+impl ProductionNetwork {
+    /// The address without its prefix length, if `address` is valid.
+    pub fn ip(&self) -> Option<std::net::Ipv4Addr> {
+        let (ip, prefix) = self.address.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok()?;
+        (1..=32).contains(&prefix).then_some(())?;
+        ip.parse().ok()
+    }
+
+    /// Checks the NIC's MAC (not the provisioning NIC's), the address and the
+    /// gateway.
+    pub fn validate(&self, errs: &mut FieldErrors, pxe_mac: &str) {
+        check_mac(errs, "spec.network.mac", &self.mac);
+        if is_mac(&self.mac) && self.mac.eq_ignore_ascii_case(pxe_mac) {
             errs.check(
-                "spec.mac",
+                "spec.network.mac",
                 Err(format!(
-                    "{:?} is not a MAC address: use e.g. '52:54:00:12:34:56'",
+                    "{} is spec.mac, the provisioning NIC: name the production NIC's MAC, \
+                     or leave spec.network out to stay on the provisioning network",
                     self.mac
                 )),
             );
         }
-        if let Some(bmc) = &self.bmc {
-            bmc.validate(errs);
+        if self.ip().is_none() {
+            errs.check(
+                "spec.network.address",
+                Err(format!(
+                    "{:?} is not an IPv4 address with a prefix length: use e.g. '10.79.0.11/24'",
+                    self.address
+                )),
+            );
+        }
+        if let Some(gw) = &self.gateway {
+            if gw.parse::<std::net::Ipv4Addr>().is_err() {
+                errs.check(
+                    "spec.network.gateway",
+                    Err(format!(
+                        "{gw:?} is not an IPv4 address: use e.g. '10.79.0.1', or leave it out"
+                    )),
+                );
+            }
         }
     }
 }
@@ -185,6 +291,7 @@ mod tests {
                 insecure_skip_verify: false,
                 console_log: None,
             }),
+            network: None,
         }
     }
 
@@ -207,5 +314,41 @@ mod tests {
             fields(&spec("ftp://10.0.0.5", "Bad_Name")),
             ["spec.bmc.address", "spec.bmc.credentialsSecret"]
         );
+    }
+
+    #[test]
+    fn a_production_network_needs_its_own_nic_and_an_address_with_a_prefix() {
+        let with = |mac: &str, address: &str, gateway: Option<&str>| {
+            let mut s = spec("https://10.0.0.5", "bmc-rack1");
+            s.network = Some(ProductionNetwork {
+                mac: mac.into(),
+                address: address.into(),
+                gateway: gateway.map(Into::into),
+            });
+            fields(&s)
+        };
+        assert!(with("52:54:00:79:01:01", "10.79.0.11/24", Some("10.79.0.1")).is_empty());
+        assert_eq!(
+            with("52:54:00:78:01:01", "10.79.0.11/24", None),
+            ["spec.network.mac"]
+        );
+        assert_eq!(
+            with("52:54:00:79:01", "10.79.0.11", Some("gw")),
+            [
+                "spec.network.mac",
+                "spec.network.address",
+                "spec.network.gateway"
+            ]
+        );
+        assert_eq!(
+            with("52:54:00:79:01:01", "10.79.0.11/33", None),
+            ["spec.network.address"]
+        );
+        let net = ProductionNetwork {
+            mac: "52:54:00:79:01:01".into(),
+            address: "10.79.0.11/24".into(),
+            gateway: None,
+        };
+        assert_eq!(net.ip(), Some(std::net::Ipv4Addr::new(10, 79, 0, 11)));
     }
 }

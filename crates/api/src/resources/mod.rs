@@ -12,7 +12,7 @@ pub mod release;
 
 pub use baremetal::{
     BareMetalMachine, BareMetalMachineSpec, BareMetalMachineStatus, BareMetalState,
-    BareMetalTransition, BmcSpec,
+    BareMetalTransition, BmcSpec, HardwareFacts, ProductionNetwork,
 };
 pub use cluster::{
     AwsProviderSpec, AwsResource, AwsStatus, Cluster, ClusterPhase, ClusterSpec, ClusterStatus,
