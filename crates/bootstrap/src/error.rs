@@ -159,6 +159,16 @@ pub enum BootstrapError {
         /// What is wrong and what to do.
         why: &'static str,
     },
+    /// A bare-metal machine's production network is malformed.
+    #[error("{field} {value:?}: {hint}")]
+    HostNetwork {
+        /// The field, e.g. `network.address`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What to give.
+        hint: &'static str,
+    },
     /// `phone_home_url` is unusable.
     #[error("phone_home_url {value:?}: {why}")]
     PhoneHomeUrl {
@@ -208,7 +218,8 @@ impl BootstrapError {
             | Self::NotDnsLabel { field, .. }
             | Self::NotDnsName { field, .. }
             | Self::Yaml11Ambiguous { field, .. }
-            | Self::Cidr { field, .. } => Some((*field).to_string()),
+            | Self::Cidr { field, .. }
+            | Self::HostNetwork { field, .. } => Some((*field).to_string()),
             Self::KubernetesVersion { .. } | Self::NoNodeImage { .. } => {
                 Some("kubernetes_version".into())
             }

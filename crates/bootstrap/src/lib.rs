@@ -10,6 +10,9 @@
 //!   manifest, or Calico's operator and `Installation`, see [`PodNetwork`]);
 //!   `kubeadm init` or `kubeadm join` in `runcmd`, OIDC flags on the API server, and
 //!   `phone_home`;
+//! - [`render_host_join`] for a bare-metal machine of the host cluster: its name,
+//!   the kubeconfig and settings its `shoal agent` starts with, and its production
+//!   NIC ([`HostJoin`]);
 //! - [`render_test_image`] for Shoal's test image, which honours only `hostname`,
 //!   `write_files` and `phone_home`: the same PKI plus a [`NodeFile`] at
 //!   [`NODE_FILE_PATH`] telling the image its role.
@@ -31,6 +34,7 @@ mod calico;
 mod cloudconfig;
 mod error;
 mod flannel;
+mod host;
 mod input;
 mod kubeadm;
 mod nodeimage;
@@ -42,6 +46,9 @@ pub use calico::{
     operator_manifest_url, CALICO_INSTALLATION_PATH, CALICO_INSTALL_PATH, CALICO_VERSION,
 };
 pub use error::BootstrapError;
+pub use host::{
+    render_host_join, HostJoin, HostNetwork, HostRole, AGENT_ENV_PATH, AGENT_KUBECONFIG_PATH,
+};
 pub use input::{BootstrapFile, NodeBootstrap, Oidc, PodNetwork, Role};
 pub use kubeadm::{
     render_kubeadm, render_kubeadm_group, FLANNEL_MANIFEST_PATH, KUBEADM_PATCHES_DIR,

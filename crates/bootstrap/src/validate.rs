@@ -80,7 +80,11 @@ pub(crate) fn node(n: &NodeBootstrap) -> Result<(), BootstrapError> {
     Ok(())
 }
 
-fn empty(field: &'static str, value: &str, hint: &'static str) -> Result<(), BootstrapError> {
+pub(crate) fn empty(
+    field: &'static str,
+    value: &str,
+    hint: &'static str,
+) -> Result<(), BootstrapError> {
     if value.is_empty() {
         Err(BootstrapError::Empty { field, hint })
     } else {
@@ -102,7 +106,11 @@ fn is_dns_name(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label)
 }
 
-fn dns_label(field: &'static str, value: &str, hint: &'static str) -> Result<(), BootstrapError> {
+pub(crate) fn dns_label(
+    field: &'static str,
+    value: &str,
+    hint: &'static str,
+) -> Result<(), BootstrapError> {
     empty(field, value, hint)?;
     if !is_label(value) {
         return Err(BootstrapError::NotDnsLabel {
@@ -404,7 +412,7 @@ fn check_oidc(oidc: &Oidc) -> Result<(), BootstrapError> {
     Ok(())
 }
 
-fn phone_home_url(value: &str) -> Result<(), BootstrapError> {
+pub(crate) fn phone_home_url(value: &str) -> Result<(), BootstrapError> {
     let err = |why| BootstrapError::PhoneHomeUrl {
         value: value.to_string(),
         why,

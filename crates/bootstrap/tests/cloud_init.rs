@@ -50,7 +50,7 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 fn every_variant_passes_cloud_init_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let all = common::variants();
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 11);
     for (name, rendered) in all {
         let rendered = rendered.unwrap_or_else(|e| panic!("{name}: {e}"));
         let path = write(dir.path(), name, &rendered);

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use shoal_bootstrap::{
-    render_kubeadm, render_test_image, BootstrapError, BootstrapFile, NodeBootstrap, Oidc, Role,
+    render_host_join, render_kubeadm, render_test_image, BootstrapError, BootstrapFile, HostJoin,
+    HostNetwork, HostRole, NodeBootstrap, Oidc, Role,
 };
 
 /// A PEM-shaped block whose body says it is a fixture: not a real key or certificate.
@@ -98,13 +99,39 @@ pub fn oidc() -> Oidc {
 /// The issuer CA of the OIDC variant (a syntactically complete PEM block).
 pub const OIDC_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBeDCCAR+gAwIBAgIUSm9pbnQgdGVzdCBDQQ==\n-----END CERTIFICATE-----\n";
 
+/// A bare-metal worker with a production NIC joining the host cluster.
+pub fn host_worker() -> HostJoin {
+    HostJoin {
+        hostname: "rack1-u1".into(),
+        role: HostRole::Worker,
+        kubeconfig: "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n    \
+                     server: https://10.79.0.2:6443\n# FAKE fixture credentials, not real\n"
+            .into(),
+        network: Some(HostNetwork {
+            mac: "52:54:00:79:01:01".into(),
+            address: "10.79.0.11/24".into(),
+            gateway: Some("10.79.0.1".into()),
+        }),
+        phone_home_url: Some("http://10.78.0.2:8080/seed/52-54-00-78-01-01/phone-home".into()),
+    }
+}
+
 /// Every rendered variant: (golden file name, rendered document).
 pub fn variants() -> Vec<(&'static str, Result<String, BootstrapError>)> {
     let mut with_oidc = node(Role::ControlPlaneInit);
     with_oidc.oidc = Some(oidc());
     let mut join_oidc = node(Role::ControlPlaneJoin);
     join_oidc.oidc = Some(oidc());
+    let host_control = HostJoin {
+        hostname: "rack1-u0".into(),
+        role: HostRole::ControlPlane,
+        network: None,
+        phone_home_url: None,
+        ..host_worker()
+    };
     vec![
+        ("host-worker.yaml", render_host_join(&host_worker())),
+        ("host-control-plane.yaml", render_host_join(&host_control)),
         (
             "kubeadm-control-plane-init-calico.yaml",
             render_kubeadm(&calico(Role::ControlPlaneInit)),
