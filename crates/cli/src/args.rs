@@ -409,9 +409,11 @@ pub struct PxeArgs {
     /// The kernel machines boot.
     #[arg(long)]
     pub kernel: PathBuf,
-    /// Its initrd.
-    #[arg(long)]
-    pub initrd: PathBuf,
+    /// Its initrd; given more than once, the machines load them all, in order
+    /// (the kernel unpacks each cpio archive over the previous ones), e.g. the
+    /// test image and the host agent's layer.
+    #[arg(long, required = true)]
+    pub initrd: Vec<PathBuf>,
     /// The kernel command line; the NoCloud seed address is appended.
     #[arg(long, default_value = "console=ttyS0")]
     pub cmdline: String,
@@ -424,6 +426,20 @@ pub struct PxeArgs {
     /// change's time.
     #[arg(long)]
     pub inventory: bool,
+    /// With --inventory: the kubeconfig the machines' `shoal agent` uses to join
+    /// the host cluster (the API's address as the machines reach it, and a
+    /// token). Each BareMetalMachine then gets user-data that names it, writes this
+    /// kubeconfig and its production NIC; its installed system runs the agent.
+    /// Anything on the provisioning network can read it, as with any bootstrap
+    /// credential served there: give it a token for agents only, and revoke it when
+    /// the rack is in.
+    #[arg(long, requires = "inventory")]
+    pub join_kubeconfig: Option<PathBuf>,
+    /// Answer IPv6 router solicitations on the interface with an advertisement of
+    /// no router (lifetime 0, no prefix). iPXE waits about 13 s for a router on
+    /// every boot otherwise; use it where nothing else advertises IPv6 routers.
+    #[arg(long)]
+    pub answer_router_solicitations: bool,
     /// The role of machines the inventory discovers (when no --profile applies).
     #[arg(long, value_enum, default_value_t = BareMetalRole::Worker)]
     pub role: BareMetalRole,

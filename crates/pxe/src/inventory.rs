@@ -25,6 +25,7 @@ use crate::journal::{Event, Journal, MachineRecord, Stage};
 use crate::mac::Mac;
 use crate::profile::{assign, Profile};
 use crate::provision::Provisioner;
+use crate::seeds::{self, JoinSettings, Seeds};
 
 /// How long to wait before syncing a machine again after the API failed.
 const RETRY: Duration = Duration::from_secs(2);
@@ -83,6 +84,8 @@ pub struct Inventory {
     /// Per machine, the number of the last journal event written to the API.
     synced: BTreeMap<Mac, u64>,
     provisioner: Provisioner,
+    /// Where machines' join seeds go, and what they carry; `None`: no seeds.
+    join: Option<(Seeds, JoinSettings)>,
 }
 
 impl Inventory {
@@ -101,6 +104,21 @@ impl Inventory {
             profiles,
             synced: BTreeMap::new(),
             provisioner: Provisioner::new(client, provision_timeout),
+            join: None,
+        }
+    }
+
+    /// Renders a join seed into `seeds` for each machine as it syncs it, so that
+    /// its installed system runs `shoal agent` with `join`'s kubeconfig.
+    pub fn with_join(mut self, seeds: Seeds, join: JoinSettings) -> Self {
+        self.provisioner = self.provisioner.with_join(seeds.clone(), join.clone());
+        self.join = Some((seeds, join));
+        self
+    }
+
+    fn render_seed(&self, mac: Mac, machine: &BareMetalMachine) {
+        if let Some((seeds, join)) = &self.join {
+            seeds::refresh(seeds, join, mac, machine);
         }
     }
 
@@ -182,6 +200,7 @@ impl Inventory {
                         role: profile.map_or(self.role, |p| p.role),
                         profile: profile.map(|p| p.name.clone()),
                         bmc: None,
+                        network: None,
                     },
                 );
                 match self.api.create(&PostParams::default(), &bmm).await {
@@ -196,6 +215,7 @@ impl Inventory {
                 }
             }
         };
+        self.render_seed(mac, &machine);
         let status: BareMetalMachineStatus = machine.status.clone().unwrap_or_default();
         let added = transitions(status.state, &fresh);
         let mut history = status.history.clone();
@@ -203,11 +223,17 @@ impl Inventory {
         let state = history.last().map(|t| t.state).or(status.state);
         let ip = record.ip.clone().or(status.ip.clone());
         let hostname = record.hostname.clone().or(status.hostname.clone());
-        if !added.is_empty() || ip != status.ip || hostname != status.hostname {
+        let facts = record.facts.clone().or(status.facts.clone());
+        if !added.is_empty()
+            || ip != status.ip
+            || hostname != status.hostname
+            || facts != status.facts
+        {
             let patch = json!({"status": {
                 "state": state,
                 "ip": ip,
                 "hostname": hostname,
+                "facts": facts,
                 "history": history,
             }});
             self.api

@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use shoal_api::HardwareFacts;
+
 use crate::mac::Mac;
 
 /// The events kept per machine; older ones are dropped first.
@@ -59,6 +61,8 @@ pub struct MachineRecord {
     pub ip: Option<String>,
     /// The host name it phoned home with.
     pub hostname: Option<String>,
+    /// What its firmware last reported of its hardware.
+    pub facts: Option<HardwareFacts>,
     /// Its events, oldest first.
     pub events: Vec<Event>,
 }
@@ -67,6 +71,7 @@ pub struct MachineRecord {
 struct Entry {
     ip: Option<String>,
     hostname: Option<String>,
+    facts: Option<HardwareFacts>,
     events: VecDeque<Event>,
 }
 
@@ -106,6 +111,11 @@ impl Journal {
     /// Notes the address `mac` was seen at.
     pub fn saw_ip(&self, mac: Mac, ip: String) {
         self.update(mac, |e, _| e.ip = Some(ip));
+    }
+
+    /// Notes what `mac`'s firmware reported of its hardware.
+    pub fn reported(&self, mac: Mac, facts: HardwareFacts) {
+        self.update(mac, |e, _| e.facts = Some(facts));
     }
 
     /// Notes the host name `mac` phoned home with.
@@ -171,6 +181,7 @@ fn record(mac: Mac, e: &Entry) -> MachineRecord {
         mac: mac.to_string(),
         ip: e.ip.clone(),
         hostname: e.hostname.clone(),
+        facts: e.facts.clone(),
         events: e.events.iter().cloned().collect(),
     }
 }

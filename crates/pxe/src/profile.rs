@@ -95,6 +95,7 @@ mod tests {
                 role: MachineRole::Worker,
                 profile: Some(name.into()),
                 bmc: None,
+                network: None,
             },
         )
     }

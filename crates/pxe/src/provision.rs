@@ -26,7 +26,9 @@ use shoal_api::wellknown::{annotation, SYSTEM_NAMESPACE};
 use shoal_api::{BareMetalMachine, BareMetalState, BareMetalTransition, BmcSpec, Condition, Host};
 use shoal_kube::conditions;
 
+use crate::mac::Mac;
 use crate::redfish::{Bmc, RedfishError, Reset};
+use crate::seeds::{self, JoinSettings, Seeds};
 
 /// The condition on a BareMetalMachine that says whether its BMC can be driven.
 pub const BMC_READY: &str = "BmcReady";
@@ -64,21 +66,39 @@ pub enum Step {
 }
 
 /// Whether `m`, Provisioned, has joined: a Host named as it phoned home (its
-/// installed system's `shoal agent`) whose `Ready` condition is True.
+/// installed system's `shoal agent`) whose `Ready` condition is True and whose
+/// agent reported since the machine was provisioned, so that a Host left Ready by
+/// the system a reprovision wiped does not count.
 pub fn joined(m: &BareMetalMachine, hosts: &[Host]) -> Option<String> {
     let status = m.status.as_ref()?;
     if status.state != Some(BareMetalState::Provisioned) {
         return None;
     }
     let hostname = status.hostname.as_deref()?;
+    let provisioned = status
+        .history
+        .iter()
+        .rev()
+        .find(|t| t.state == BareMetalState::Provisioned)
+        .and_then(|t| DateTime::parse_from_rfc3339(&t.at).ok());
     hosts
         .iter()
         .filter(|h| h.name_any() == hostname)
         .find(|h| {
-            h.status
-                .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, "Ready"))
-                .is_some_and(|c| c.status == "True")
+            let Some(s) = h.status.as_ref() else {
+                return false;
+            };
+            let ready = conditions::get(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
+            let beat = s
+                .last_heartbeat_time
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+            let fresh = match (provisioned, beat) {
+                (Some(p), Some(b)) => b >= p,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            ready && fresh
         })
         .map(|h| h.name_any())
 }
@@ -211,6 +231,8 @@ pub struct Provisioner {
     timeout: Duration,
     /// When a machine's BMC last failed, to space out the next try.
     failed: BTreeMap<String, Instant>,
+    /// Where each machine's join seed is kept fresh, if machines join.
+    join: Option<(Seeds, JoinSettings)>,
 }
 
 impl Provisioner {
@@ -222,7 +244,14 @@ impl Provisioner {
             secrets: Api::namespaced(client, SYSTEM_NAMESPACE),
             timeout,
             failed: BTreeMap::new(),
+            join: None,
         }
+    }
+
+    /// Keeps every machine's join seed in `seeds` up to date with its spec.
+    pub fn with_join(mut self, seeds: Seeds, join: JoinSettings) -> Self {
+        self.join = Some((seeds, join));
+        self
     }
 
     /// One pass over every machine. BMCs are driven at once, so a slow or
@@ -240,6 +269,13 @@ impl Provisioner {
             Vec::new()
         };
         let mut powers = Vec::new();
+        if let Some((seeds, join)) = &self.join {
+            for m in &list.items {
+                if let Ok(mac) = m.spec.mac.parse::<Mac>() {
+                    seeds::refresh(seeds, join, mac, m);
+                }
+            }
+        }
         for m in list.items {
             let next = match joined(&m, &hosts) {
                 Some(host) => Step::Join { host },
@@ -477,6 +513,7 @@ mod tests {
                     insecure_skip_verify: false,
                     console_log: None,
                 }),
+                network: None,
             },
         );
         m.status = Some(BareMetalMachineStatus {
@@ -595,19 +632,38 @@ mod tests {
         if let Some(s) = m.status.as_mut() {
             s.hostname = Some("pxe-525400780101".into());
         }
-        let host = |name: &str, ready: &str| -> Host {
+        let host_at = |name: &str, ready: &str, beat: &str| -> Host {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "shoal.io/v1alpha1", "kind": "Host",
                 "metadata": {"name": name},
                 "spec": {},
-                "status": {"conditions": [{"type": "Ready", "status": ready}]},
+                "status": {"conditions": [{"type": "Ready", "status": ready}],
+                           "lastHeartbeatTime": beat},
             }))
             .expect("a host")
         };
+        let host = |name: &str, ready: &str| host_at(name, ready, "2026-12-07T10:00:00Z");
         assert_eq!(joined(&m, &[host("other", "True")]), None);
         assert_eq!(joined(&m, &[host("pxe-525400780101", "False")]), None);
         assert_eq!(
             joined(&m, &[host("pxe-525400780101", "True")]),
+            Some("pxe-525400780101".into())
+        );
+        // Once provisioned at a time, only a heartbeat since then counts: a Host
+        // left Ready by the system a reprovision wiped is not this install's.
+        if let Some(s) = m.status.as_mut() {
+            s.history.push(BareMetalTransition {
+                state: BareMetalState::Provisioned,
+                at: "2026-12-07T10:00:05Z".into(),
+                reason: "phoned home as pxe-525400780101".into(),
+            });
+        }
+        assert_eq!(joined(&m, &[host("pxe-525400780101", "True")]), None);
+        assert_eq!(
+            joined(
+                &m,
+                &[host_at("pxe-525400780101", "True", "2026-12-07T10:00:09Z")]
+            ),
             Some("pxe-525400780101".into())
         );
         // Only a Provisioned machine joins (not one already Joined, or still booting).

@@ -9,6 +9,7 @@ use tokio::net::UdpSocket;
 use crate::dhcp::{self, ProxyConfig, PXE_PORT};
 use crate::http::{self, BootSite};
 use crate::journal::{Journal, Stage};
+use crate::seeds::Seeds;
 use crate::tftpd::{self, Files};
 
 /// The iPXE binary for BIOS firmware, from Debian's `ipxe` package.
@@ -29,12 +30,14 @@ pub struct PxeConfig {
     pub firmware_dir: PathBuf,
     /// The kernel machines boot.
     pub kernel: PathBuf,
-    /// Its initrd.
-    pub initrd: PathBuf,
+    /// Its initrds, loaded in order.
+    pub initrds: Vec<PathBuf>,
     /// The kernel command line (the seed address is appended).
     pub cmdline: String,
     /// Per-machine NoCloud seed files, if any.
     pub seed_dir: Option<PathBuf>,
+    /// Answer IPv6 router solicitations with "no router here" ([`crate::ra`]).
+    pub answer_router_solicitations: bool,
 }
 
 /// Why the boot services cannot run.
@@ -83,12 +86,22 @@ pub struct Bound {
     pxe: UdpSocket,
     tftp: UdpSocket,
     http: tokio::net::TcpListener,
+    ra: Option<(socket2::Socket, u32)>,
     proxy: ProxyConfig,
     files: Files,
     site: BootSite,
     address: Ipv4Addr,
     /// The journal the services write.
     pub journal: Journal,
+    /// The rendered seeds the HTTP side serves (the inventory writes them).
+    pub seeds: Seeds,
+}
+
+impl Bound {
+    /// The base URL machines reach the HTTP side at.
+    pub fn base_url(&self) -> &str {
+        &self.site.base_url
+    }
 }
 
 fn udp(interface: &str, port: u16, what: &'static str) -> Result<UdpSocket, PxeError> {
@@ -141,7 +154,11 @@ pub async fn bind(cfg: &PxeConfig) -> Result<Bound, PxeError> {
     let bios = check("iPXE for BIOS", cfg.firmware_dir.join(BIOS_FILE), ipxe_hint)?;
     let uefi = check("iPXE for UEFI", cfg.firmware_dir.join(UEFI_FILE), ipxe_hint)?;
     let kernel = check("the kernel", cfg.kernel.clone(), "")?;
-    let initrd = check("the initrd", cfg.initrd.clone(), "")?;
+    let initrds = cfg
+        .initrds
+        .iter()
+        .map(|p| check("the initrd", p.clone(), ""))
+        .collect::<Result<Vec<_>, _>>()?;
     let interface = cfg.interface.as_str();
     let dhcp = udp(interface, 67, "proxy DHCP")?;
     let pxe = udp(interface, PXE_PORT, "proxy DHCP")?;
@@ -155,13 +172,26 @@ pub async fn bind(cfg: &PxeConfig) -> Result<Bound, PxeError> {
             op: format!("bind {http_addr} (is {} this host's address?)", cfg.address),
             source,
         })?;
+    let ra = if cfg.answer_router_solicitations {
+        let bound = crate::ra::bind(interface).map_err(|(op, source)| PxeError::Socket {
+            what: "router advertisements",
+            interface: interface.to_owned(),
+            op,
+            source,
+        })?;
+        Some(bound)
+    } else {
+        None
+    };
     let base_url = format!("http://{http_addr}");
     let journal = Journal::default();
+    let seeds = Seeds::default();
     Ok(Bound {
         dhcp,
         pxe,
         tftp,
         http,
+        ra,
         proxy: ProxyConfig {
             server: cfg.address,
             script_url: format!("{base_url}/boot.ipxe"),
@@ -172,13 +202,15 @@ pub async fn bind(cfg: &PxeConfig) -> Result<Bound, PxeError> {
         site: BootSite {
             base_url,
             kernel,
-            initrd,
+            initrds,
             cmdline: cfg.cmdline.clone(),
             seed_dir: cfg.seed_dir.clone(),
             journal: journal.clone(),
+            seeds: seeds.clone(),
         },
         address: cfg.address,
         journal,
+        seeds,
     })
 }
 
@@ -187,7 +219,24 @@ impl Bound {
     pub async fn run(self) -> Result<(), PxeError> {
         let app = http::router(self.site).into_make_service_with_connect_info::<SocketAddr>();
         let stopped = |what| move |source| PxeError::Stopped { what, source };
+        let ra = async move {
+            match self.ra {
+                Some((socket, ifindex)) => {
+                    // A plain thread (not spawn_blocking, which a runtime's shutdown
+                    // waits for): it blocks in recv for as long as the process runs.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    std::thread::Builder::new()
+                        .name("shoal-pxe-ra".into())
+                        .spawn(move || {
+                            let _ = tx.send(crate::ra::serve(socket, ifindex));
+                        })?;
+                    rx.await.map_err(std::io::Error::other)?
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            r = ra => r.map_err(stopped("router advertisements")),
             r = proxy(self.dhcp, 67, &self.proxy, &self.journal) => r.map_err(stopped("proxy DHCP on 67")),
             r = proxy(self.pxe, PXE_PORT, &self.proxy, &self.journal) => r.map_err(stopped("proxy DHCP on 4011")),
             r = tftpd::serve(self.tftp, self.address, self.files) => r.map_err(stopped("TFTP")),

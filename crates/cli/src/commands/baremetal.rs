@@ -72,6 +72,43 @@ pub fn describe(m: &BareMetalMachine) -> String {
             ),
         );
     }
+    if let Some(f) = &status.facts {
+        let mut line = [f.manufacturer.as_deref(), f.product.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (label, value) in [
+            ("serial", f.serial.as_deref()),
+            ("uuid", f.uuid.as_deref()),
+            ("firmware", f.platform.as_deref()),
+            ("arch", f.arch.as_deref()),
+        ] {
+            if let Some(v) = value {
+                if !line.is_empty() {
+                    line.push_str(", ");
+                }
+                line.push_str(&format!("{label} {v}"));
+            }
+        }
+        out.insert_str(
+            out.find("History:").unwrap_or(out.len()),
+            &format!("Hardware:  {line}\n"),
+        );
+    }
+    if let Some(net) = &m.spec.network {
+        out.insert_str(
+            out.find("History:").unwrap_or(out.len()),
+            &format!(
+                "Network:   {} on NIC {}{}\n",
+                net.address,
+                net.mac,
+                net.gateway
+                    .as_deref()
+                    .map_or(String::new(), |gw| format!(", gateway {gw}")),
+            ),
+        );
+    }
     if !status.conditions.is_empty() {
         let at = out.find("History:").unwrap_or(out.len());
         let lines: String = status

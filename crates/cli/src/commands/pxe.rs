@@ -2,6 +2,7 @@
 
 use shoal_api::MachineRole;
 use shoal_pxe::inventory::Inventory;
+use shoal_pxe::seeds::JoinSettings;
 use shoal_pxe::PxeConfig;
 
 use crate::args::{BareMetalRole, Cli, PxeArgs};
@@ -16,9 +17,10 @@ pub async fn run(cli: &Cli, args: &PxeArgs) -> Result<(), CliError> {
         http_port: args.http_port,
         firmware_dir: args.firmware_dir.clone(),
         kernel: args.kernel.clone(),
-        initrd: args.initrd.clone(),
+        initrds: args.initrd.clone(),
         cmdline: args.cmdline.clone(),
         seed_dir: args.seed_dir.clone(),
+        answer_router_solicitations: args.answer_router_solicitations,
     };
     let bound = shoal_pxe::bind(&cfg)
         .await
@@ -31,7 +33,22 @@ pub async fn run(cli: &Cli, args: &PxeArgs) -> Result<(), CliError> {
             BareMetalRole::Worker => MachineRole::Worker,
         };
         let timeout = std::time::Duration::from_secs(args.provision_timeout);
-        let inventory = Inventory::new(client, role, args.profiles.clone(), timeout);
+        let mut inventory = Inventory::new(client, role, args.profiles.clone(), timeout);
+        if let Some(path) = &args.join_kubeconfig {
+            let kubeconfig = std::fs::read_to_string(path).map_err(|e| {
+                CliError::Config(format!(
+                    "--join-kubeconfig {}: {e}: give the kubeconfig the machines' agents use",
+                    path.display()
+                ))
+            })?;
+            inventory = inventory.with_join(
+                bound.seeds.clone(),
+                JoinSettings {
+                    kubeconfig,
+                    base_url: bound.base_url().to_owned(),
+                },
+            );
+        }
         Some(tokio::spawn(inventory.follow(bound.journal.clone())))
     } else {
         None
