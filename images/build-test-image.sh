@@ -8,6 +8,10 @@
 # second run with unchanged inputs does nothing. Downloaded .deb files are kept in
 # images/out/cache. The kernel package is unpacked with dpkg-deb -x, never installed.
 #
+# /init runs every executable in /etc/shoal/boot.d/ in the background before `shoal
+# guest`: a second initrd loaded after this one can bring services that way
+# (images/build-host-layer.sh).
+#
 # Hook for the guest agent: set SHOAL_GUEST_BIN to a static `shoal` binary and it is
 # copied to /bin/shoal in the initramfs; /init then runs `shoal guest` after the boot
 # markers and powers off when it exits.
@@ -152,6 +156,11 @@ while read -r m; do
 done </lib/modules/load-order
 echo "SHOAL-SERIAL: $(cat /sys/class/dmi/id/product_serial 2>/dev/null)"
 echo "SHOAL-BOOTED"
+# Services a later initrd layer brings (images/build-host-layer.sh's host agent),
+# each in the background: they wait for what `shoal guest` writes.
+for svc in /etc/shoal/boot.d/*; do
+  [ -x "$svc" ] && "$svc" &
+done
 if [ -x /bin/shoal ]; then
   /bin/shoal guest || echo "SHOAL-GUEST-EXITED: $?"
 fi

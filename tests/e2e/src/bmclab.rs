@@ -218,19 +218,39 @@ impl BmcLab {
     /// bridge, whose iPXE ROM is QEMU's default, and its serial console in a file;
     /// returns the console's path.
     pub fn define(&mut self, name: &str, mac: &str) -> Result<PathBuf> {
+        self.define_with(name, mac, None)
+    }
+
+    /// As [`BmcLab::define`], with a second virtio NIC of `production` on the
+    /// production bridge `br1` (a joining lab's), when given. Machines get 768 MiB:
+    /// room for the host agent's initrd layer, unpacked.
+    pub fn define_with(
+        &mut self,
+        name: &str,
+        mac: &str,
+        production: Option<&str>,
+    ) -> Result<PathBuf> {
         let domain = self.domain(name);
+        let second = production.map_or(String::new(), |p| {
+            format!(
+                "<interface type='bridge'><mac address='{p}'/><source bridge='br1'/>\
+                 <model type='virtio'/><rom enabled='no'/></interface>"
+            )
+        });
         let console = self.dir.join(format!("{name}.console"));
         // A domain left by a run that was killed.
         let _ = self.virsh(&["destroy", &domain]);
         let _ = self.virsh(&["undefine", &domain]);
         let xml = format!(
-            "<domain type='qemu'><name>{domain}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='pc'>hvm</type></os>\
+            "<domain type='qemu'><name>{domain}</name><memory unit='MiB'>768</memory><vcpu>1</vcpu>\
+             <sysinfo type='smbios'><system><entry name='manufacturer'>Shoal lab</entry>\
+             <entry name='serial'>SHOAL-BMC-{name}</entry></system></sysinfo>\
+             <os><type arch='x86_64' machine='pc'>hvm</type><smbios mode='sysinfo'/></os>\
              <on_reboot>restart</on_reboot>\
              <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
              <serial type='file'><source path='{}'/><target port='0'/></serial>\
              <interface type='bridge'><mac address='{mac}'/><source bridge='br0'/><model type='virtio'/></interface>\
-             </devices></domain>",
+             {second}</devices></domain>",
             console.display()
         );
         let file = self.dir.join(format!("{name}.xml"));

@@ -7,6 +7,11 @@
 //!   `shoal server` on its loopback (no controllers, agent or gateway) and
 //!   `shoal pxe --inventory` on the veth, keeping the inventory in that server.
 //!
+//! A joining lab ([`PxeLab::joining`]) adds a production network, bridge `br1` at
+//! `10.79.0.1/24` with the boot server's API on it at [`PRODUCTION_SERVER`], and
+//! serves the host agent's initrd layer (`images/build-host-layer.sh`) after the
+//! image's, with `--join-kubeconfig`: machines then come up running `shoal agent`.
+//!
 //! Machines are TCG VMs on taps of the bridge whose virtio NIC carries the iPXE
 //! option ROM of Debian's `ipxe-qemu`, booted with `-boot n`: the real PXE client
 //! firmware asks the network. Every process is stopped by the PID recorded at
@@ -27,6 +32,9 @@ use crate::shoal_bin;
 
 /// The boot server's address.
 pub const PXE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+/// The boot server's address on the production network (a joining lab's), where
+/// the machines' agents reach the API.
+pub const PRODUCTION_SERVER: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 2);
 /// Its HTTP port.
 pub const PXE_HTTP_PORT: u16 = 8080;
 /// `shoal pxe --profile`s: the first machine discovered is a control plane, the
@@ -82,6 +90,37 @@ impl PxeLab {
     /// seed directory ([`PxeLab::seed_dir`]) starts empty: every machine gets the
     /// default seed until a test writes one for its MAC.
     pub fn with_timeout(prefix: &str, image: &GuestImage, provision_timeout: u64) -> Result<Self> {
+        Self::start(prefix, image, provision_timeout, None, true)
+    }
+
+    /// As [`PxeLab::with_timeout`], for machines that join the host cluster: the
+    /// production network, the API listening on it, and `shoal pxe` serving the
+    /// host agent's layer ([`host_layer`]) and rendering every BareMetalMachine's
+    /// join seed with a kubeconfig for [`PRODUCTION_SERVER`].
+    pub fn joining(prefix: &str, image: &GuestImage, provision_timeout: u64) -> Result<Self> {
+        let layer = host_layer()?;
+        Self::start(prefix, image, provision_timeout, Some(layer), true)
+    }
+
+    /// As [`PxeLab::joining`], with `shoal pxe` leaving IPv6 router solicitations
+    /// unanswered (every lab answers them otherwise, as this network has no
+    /// router): the benchmark's comparison.
+    pub fn joining_without_router_answers(
+        prefix: &str,
+        image: &GuestImage,
+        provision_timeout: u64,
+    ) -> Result<Self> {
+        let layer = host_layer()?;
+        Self::start(prefix, image, provision_timeout, Some(layer), false)
+    }
+
+    fn start(
+        prefix: &str,
+        image: &GuestImage,
+        provision_timeout: u64,
+        layer: Option<PathBuf>,
+        answer_router_solicitations: bool,
+    ) -> Result<Self> {
         if !rustix::process::geteuid().is_root() {
             bail!("the PXE lab needs root (namespaces, taps): run the e2e tests as root (CI does)");
         }
@@ -129,6 +168,19 @@ impl PxeLab {
             "pxe0",
         ])?;
         ip(&["-n", &srv, "link", "set", "pxe0", "up"])?;
+        if layer.is_some() {
+            ip(&["-n", &net, "link", "add", "br1", "type", "bridge"])?;
+            ip(&["-n", &net, "addr", "add", "10.79.0.1/24", "dev", "br1"])?;
+            ip(&["-n", &net, "link", "set", "br1", "up"])?;
+            ip(&[
+                "-n", &net, "link", "add", "produp", "type", "veth", "peer", "name", "prod0",
+                "netns", &srv,
+            ])?;
+            ip(&["-n", &net, "link", "set", "produp", "master", "br1", "up"])?;
+            let addr = format!("{PRODUCTION_SERVER}/24");
+            ip(&["-n", &srv, "addr", "add", &addr, "dev", "prod0"])?;
+            ip(&["-n", &srv, "link", "set", "prod0", "up"])?;
+        }
 
         let log = fs::File::create(lab.dir.path().join("dnsmasq.log"))?;
         lab.dnsmasq = Some(
@@ -160,9 +212,17 @@ impl PxeLab {
                 .arg("server")
                 .arg("--data-dir")
                 .arg(lab.data_dir())
+                .args(match layer {
+                    // The admin kubeconfig still names loopback.
+                    Some(_) => vec![
+                        "--listen".to_owned(),
+                        "0.0.0.0:6443".to_owned(),
+                        "--tls-san".to_owned(),
+                        PRODUCTION_SERVER.to_string(),
+                    ],
+                    None => vec!["--listen".to_owned(), "127.0.0.1:6443".to_owned()],
+                })
                 .args([
-                    "--listen",
-                    "127.0.0.1:6443",
                     "--local-agent=false",
                     "--gateway=false",
                     "--controllers=false",
@@ -189,6 +249,24 @@ impl PxeLab {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
         fs::create_dir_all(lab.seed_dir())?;
+        let mut join_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(layer) = &layer {
+            // The agents' kubeconfig: the admin's, at the API's production address.
+            let admin = fs::read_to_string(lab.kubeconfig())?;
+            let join = lab.dir.path().join("join.kubeconfig");
+            fs::write(
+                &join,
+                admin.replace(
+                    "https://127.0.0.1:6443",
+                    &format!("https://{PRODUCTION_SERVER}:6443"),
+                ),
+            )?;
+            join_args.extend(["--initrd".into(), layer.clone().into_os_string()]);
+            join_args.extend(["--join-kubeconfig".into(), join.into_os_string()]);
+        }
+        if answer_router_solicitations {
+            join_args.push("--answer-router-solicitations".into());
+        }
         let log = fs::File::create(lab.dir.path().join("pxe.log"))?;
         lab.pxe = Some(
             in_ns(&srv, &shoal_bin()?.display().to_string())
@@ -218,6 +296,7 @@ impl PxeLab {
                 .arg(&image.kernel)
                 .arg("--initrd")
                 .arg(&image.initrd)
+                .args(join_args)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -318,12 +397,29 @@ impl PxeLab {
     /// (`kernel` is `None`), or, for the baseline, the same image booted from local
     /// files with `append` as its command line.
     pub fn launch(&mut self, mac: &str, direct: Option<(&GuestImage, &str)>) -> Result<()> {
+        self.launch_with(mac, direct, None)
+    }
+
+    /// As [`PxeLab::launch`], with a second NIC of `production` (no boot ROM) on a
+    /// joining lab's production bridge when given, and then 768 MiB: room for the
+    /// host agent's layer, unpacked.
+    pub fn launch_with(
+        &mut self,
+        mac: &str,
+        direct: Option<(&GuestImage, &str)>,
+        production: Option<&str>,
+    ) -> Result<()> {
         let tap = format!("tap{}", self.vms.len());
         ip(&["-n", &self.net, "tuntap", "add", &tap, "mode", "tap"])?;
         ip(&["-n", &self.net, "link", "set", &tap, "master", "br0", "up"])?;
         let console = self.dir.path().join(format!("{tap}.console"));
         let mut cmd = in_ns(&self.net, "qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", "256", "-nographic", "-nodefaults"])
+        let memory = if production.is_some() { "768" } else { "256" };
+        cmd.args(["-accel", "tcg", "-m", memory, "-nographic", "-nodefaults"])
+            .args([
+                "-smbios",
+                &format!("type=1,serial=SHOAL-LAB-{:02}", self.vms.len()),
+            ])
             .args(["-no-reboot", "-serial"])
             .arg(format!("file:{}", console.display()))
             .args([
@@ -335,6 +431,19 @@ impl PxeLab {
                     if direct.is_none() { ",bootindex=1" } else { "" }
                 ),
             ]);
+        if let Some(p) = production {
+            let prod_tap = format!("ptap{}", self.vms.len());
+            ip(&["-n", &self.net, "tuntap", "add", &prod_tap, "mode", "tap"])?;
+            ip(&[
+                "-n", &self.net, "link", "set", &prod_tap, "master", "br1", "up",
+            ])?;
+            cmd.args([
+                "-netdev",
+                &format!("tap,id=n1,ifname={prod_tap},script=no,downscript=no"),
+                "-device",
+                &format!("virtio-net-pci,netdev=n1,mac={p},romfile="),
+            ]);
+        }
         match direct {
             None => {}
             Some((image, append)) => {
@@ -437,6 +546,25 @@ impl Drop for PxeLab {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// The host agent's initrd layer for the `shoal` under test, built (or found up
+/// to date) by `images/build-host-layer.sh` at `images/out/host-layer.img`.
+pub fn host_layer() -> Result<PathBuf> {
+    let root = crate::workspace_root();
+    let out = root.join("images/out/host-layer.img");
+    let built = Command::new(root.join("images/build-host-layer.sh"))
+        .arg(shoal_bin()?)
+        .arg(&out)
+        .output()
+        .context("running images/build-host-layer.sh")?;
+    if !built.status.success() {
+        bail!(
+            "images/build-host-layer.sh failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+    Ok(out)
 }
 
 /// Checks that a BareMetalMachine's `status.history` is in time order.

@@ -2,7 +2,10 @@
 //! with a Redfish BMC (sushy-tools' emulator in front of libvirt-run QEMU, whose
 //! virtio NIC carries the real iPXE ROM) are set to boot from PXE and powered on
 //! by `shoal pxe --inventory`, boot the test image over the network and phone
-//! home: PoweringOn, Discovered, Provisioning, Provisioned, each with its time.
+//! home: PoweringOn, Discovered, Provisioning, Provisioned, each with its time;
+//! the installed system (the test image plus the host agent's initrd layer) brings
+//! up its production NIC from the machine's `spec.network` and runs `shoal agent`,
+//! whose Host turns Ready: Joined.
 //! `shoal baremetal reprovision` power-cycles one into PXE again, `deprovision`
 //! powers it off. A machine whose
 //! installer never reports ends ProvisioningTimeout, quoting its console log; a
@@ -21,6 +24,9 @@ use shoal_e2e::rawboot::GuestImage;
 const GOOD_MAC: &str = "52:54:00:78:01:01";
 const SILENT_MAC: &str = "52:54:00:78:01:02";
 const LOCKED_MAC: &str = "52:54:00:78:01:03";
+/// The good machine's production NIC, and its address there.
+const PRODUCTION_MAC: &str = "52:54:00:79:01:01";
+const PRODUCTION_ADDRESS: &str = "10.79.0.11";
 /// Seconds a machine has to phone home in this lab.
 const PROVISION_TIMEOUT: u64 = 75;
 
@@ -103,9 +109,9 @@ fn bmc_ready(m: &Value) -> Option<&Value> {
 fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
     let image = GuestImage::find()?;
     let prefix = format!("sbm{}", std::process::id());
-    let lab = PxeLab::with_timeout(&prefix, &image, PROVISION_TIMEOUT)?;
+    let lab = PxeLab::joining(&prefix, &image, PROVISION_TIMEOUT)?;
     let mut bmc = BmcLab::start(&lab.net, lab.dir(), &prefix)?;
-    let good_console = bmc.define("good", GOOD_MAC)?;
+    let good_console = bmc.define_with("good", GOOD_MAC, Some(PRODUCTION_MAC))?;
     let silent_console = bmc.define("silent", SILENT_MAC)?;
     ensure!(bmc.state("good")? == "shut off", "{}", bmc.state("good")?);
 
@@ -126,17 +132,33 @@ fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
     };
     apply(&lab, &secret("bmc-lab", BMC_PASSWORD))?;
     apply(&lab, &secret("bmc-stale", "an-old-password"))?;
+    // A production network that is not one: refused, naming the fields.
+    let mut bad = machine("rack9-u9", "52:54:00:78:09:09", json!(null));
+    bad["spec"].as_object_mut().context("spec")?.remove("bmc");
+    bad["spec"]["network"] = json!({"mac": "52:54:00:78:09:09", "address": "10.79.0.99"});
+    let file = lab.dir().join("bad-network.json");
+    std::fs::write(&file, serde_json::to_vec(&bad)?)?;
+    let out = lab.kubectl(&["apply", "-f", &file.display().to_string()])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && said.contains("spec.network.mac")
+            && said.contains("spec.network.address")
+            && said.contains("10.79.0.11/24"),
+        "a bad production network: {said}"
+    );
+
     let started = Instant::now();
-    apply(
-        &lab,
-        &machine(
-            "rack1-u1",
-            GOOD_MAC,
-            json!({"address": bmc.address(), "system": bmc.domain("good"),
-                   "credentialsSecret": "bmc-lab",
-                   "consoleLog": good_console.display().to_string()}),
-        ),
-    )?;
+    let mut good_spec = machine(
+        "rack1-u1",
+        GOOD_MAC,
+        json!({"address": bmc.address(), "system": bmc.domain("good"),
+               "credentialsSecret": "bmc-lab",
+               "consoleLog": good_console.display().to_string()}),
+    );
+    good_spec["spec"]["network"] =
+        json!({"mac": PRODUCTION_MAC, "address": format!("{PRODUCTION_ADDRESS}/24")});
+    apply(&lab, &good_spec)?;
     apply(
         &lab,
         &machine(
@@ -202,12 +224,72 @@ fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
     assert_eq!(good["status"]["power"], "On", "{good:#}");
     let cond = bmc_ready(&good).context("BmcReady")?;
     assert_eq!(cond["status"], "True", "{cond}");
-    assert_eq!(good["status"]["hostname"], "pxe-525400780101", "{good:#}");
+    // What its firmware reported: the BMC lab's SMBIOS, BIOS.
+    let facts = &good["status"]["facts"];
+    assert_eq!(facts["serial"], "SHOAL-BMC-good", "{good:#}");
+    assert_eq!(facts["manufacturer"], "Shoal lab", "{good:#}");
+    assert_eq!(facts["platform"], "pcbios", "{good:#}");
+    // Named after its BareMetalMachine by the seed `shoal pxe` rendered for it.
+    assert_eq!(good["status"]["hostname"], "rack1-u1", "{good:#}");
     assert_eq!(bmc.state("good")?, "running");
     let console = std::fs::read_to_string(&good_console)?;
     ensure!(
         console.contains("SHOAL-GUEST-READY"),
         "the console shows no ready guest: {console}"
+    );
+
+    // Its installed system runs `shoal agent` on the production network: Joined.
+    let joined = wait_for(
+        &lab,
+        &bmc,
+        "rack1-u1",
+        "Joined",
+        Duration::from_secs(300),
+        |m| m["status"]["state"] == "Joined",
+    )
+    .with_context(|| format!("console:\n{}", shoal_e2e::kubelab::tail(&good_console, 40)))?;
+    let to_joined = started.elapsed();
+    assert_eq!(
+        states(&joined),
+        [
+            "PoweringOn",
+            "Discovered",
+            "Provisioning",
+            "Provisioned",
+            "Joined"
+        ],
+        "{joined:#}"
+    );
+    history_in_time_order(&joined)?;
+    let out = lab.kubectl(&["get", "host", "rack1-u1", "-o", "json"])?;
+    ensure!(
+        out.status.success(),
+        "kubectl get host rack1-u1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(host["status"]["underlayIp"], PRODUCTION_ADDRESS, "{host:#}");
+    let ready = host["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .context("the Host has no Ready condition")?;
+    assert_eq!(ready["status"], "True", "{host:#}");
+    // As `kubectl get hosts` shows it: NAME READY UNDERLAY …
+    let listed = lab.kubectl(&["get", "hosts"])?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    ensure!(
+        listed.lines().any(|l| l.split_whitespace().take(3).eq([
+            "rack1-u1",
+            "True",
+            PRODUCTION_ADDRESS
+        ])),
+        "kubectl get hosts: {listed}"
+    );
+    let console = std::fs::read_to_string(&good_console)?;
+    ensure!(
+        console.contains(&format!("production network up: {PRODUCTION_ADDRESS}/24")),
+        "the console shows no production network: {}",
+        shoal_e2e::kubelab::tail(&good_console, 40)
     );
 
     // The CLI shows the BMC, the condition and every change.
@@ -219,11 +301,16 @@ fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
         "BmcReady=True",
         "PoweringOn",
         "Provisioned",
+        "Joined",
+        "Network:   10.79.0.11/24 on NIC 52:54:00:79:01:01",
+        "Hardware:  Shoal lab",
+        "serial SHOAL-BMC-good",
     ] {
         ensure!(shown.contains(want), "baremetal show lacks {want}: {shown}");
     }
 
-    // Reprovision: the BMC power-cycles it into PXE and it is provisioned again.
+    // Reprovision: the BMC power-cycles it into PXE and it joins again (its Host's
+    // old heartbeats do not count: only the new install's agent's).
     let out = lab.shoal(&["baremetal", "reprovision", "rack1-u1"])?;
     ensure!(
         out.status.success(),
@@ -234,16 +321,22 @@ fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
         &lab,
         &bmc,
         "rack1-u1",
-        "provisioned again",
+        "joined again",
         Duration::from_secs(300),
-        |m| states(m).len() >= 8 && m["status"]["state"] == "Provisioned",
+        |m| states(m).len() >= 10 && m["status"]["state"] == "Joined",
     )?;
     assert_eq!(
-        states(&again)[4..],
-        ["PoweringOn", "Discovered", "Provisioning", "Provisioned"],
+        states(&again)[5..],
+        [
+            "PoweringOn",
+            "Discovered",
+            "Provisioning",
+            "Provisioned",
+            "Joined"
+        ],
         "{again:#}"
     );
-    let cycled = &again["status"]["history"][4]["reason"];
+    let cycled = &again["status"]["history"][5]["reason"];
     ensure!(
         cycled.as_str().is_some_and(|r| r.contains("power-cycled")),
         "{cycled}"
@@ -320,8 +413,9 @@ fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
     history_in_time_order(&silent)?;
 
     println!(
-        "bench: registration to Provisioned through the BMC and PXE {:.1} s",
-        to_provisioned.as_secs_f64()
+        "bench: registration to Provisioned through the BMC and PXE {:.1} s, to Joined {:.1} s",
+        to_provisioned.as_secs_f64(),
+        to_joined.as_secs_f64()
     );
     drop(bmc);
     Ok(())

@@ -122,7 +122,34 @@ fn a_bare_vm_boots_over_the_network_to_a_phone_home() -> Result<()> {
         at += found + 1;
     }
     assert_eq!(record["ip"], guest_ip.as_str(), "{record}");
+    // iPXE configures IPv4 and IPv6 together; `--answer-router-solicitations` tells
+    // it at once that there is no IPv6 router, so it does not wait out its
+    // solicitations (about 13 s) between the offer and the boot script.
+    let at = |stage: &str| -> Result<chrono::DateTime<chrono::FixedOffset>> {
+        let e = record["events"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["stage"] == stage))
+            .with_context(|| format!("no {stage} event: {record}"))?;
+        Ok(chrono::DateTime::parse_from_rfc3339(
+            e["at"].as_str().unwrap_or_default(),
+        )?)
+    };
+    let configuring = (at("script")? - at("offered")?).num_milliseconds();
+    ensure!(
+        configuring < 9_000,
+        "iPXE took {configuring} ms from the offer to the boot script: {record}"
+    );
     assert_eq!(record["hostname"], hostname, "{record}");
+    // The firmware's hardware facts, from the boot script's query: the VM's
+    // SMBIOS (`-smbios` serial in the lab, QEMU's product name), BIOS.
+    let facts = &record["facts"];
+    assert_eq!(facts["serial"], "SHOAL-LAB-00", "{record}");
+    assert_eq!(facts["manufacturer"], "QEMU", "{record}");
+    assert_eq!(
+        facts["product"], "Standard PC (i440FX + PIIX, 1996)",
+        "{record}"
+    );
+    assert_eq!(facts["platform"], "pcbios", "{record}");
     let offered = record["events"]
         .as_array()
         .and_then(|e| e.iter().find(|e| e["stage"] == "offered"))
