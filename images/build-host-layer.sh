@@ -9,7 +9,8 @@
 # which the test image's /init starts in the background. The service waits for
 # /etc/shoal/agent/agent.env and /etc/shoal/agent/kubeconfig (written from the
 # machine's seed, rendered by `shoal pxe --join-kubeconfig`), brings the production
-# NIC up with its address (SHOAL_PRODUCTION_*), and runs `shoal agent` with that
+# NIC up with its address (SHOAL_PRODUCTION_*; with SHOAL_PRODUCTION_VLAN, on an
+# 802.1Q link of that NIC), and runs `shoal agent` with that
 # address as the underlay, restarting it if it exits. This installed system is a
 # minimal one: it registers the machine as a Host and keeps its heartbeat, but has
 # no QEMU and no nftables modules, so it cannot run guest VMs.
@@ -84,6 +85,17 @@ if [ -n "${SHOAL_PRODUCTION_MAC:-}" ]; then
     exit 1
   fi
   ip link set "$dev" up
+  if [ -n "${SHOAL_PRODUCTION_VLAN:-}" ]; then
+    # Production is a VLAN of this NIC: an 802.1Q link on it carries the address.
+    vlan_dev="$dev.$SHOAL_PRODUCTION_VLAN"
+    if ! ip link add link "$dev" name "$vlan_dev" type vlan id "$SHOAL_PRODUCTION_VLAN"; then
+      say "cannot add VLAN $SHOAL_PRODUCTION_VLAN on $dev (is the 8021q module loaded?): not starting"
+      echo "SHOAL-AGENT-FAILED: no VLAN $SHOAL_PRODUCTION_VLAN on $dev"
+      exit 1
+    fi
+    dev=$vlan_dev
+    ip link set "$dev" up
+  fi
   ip addr add "$SHOAL_PRODUCTION_ADDRESS" dev "$dev"
   if [ -n "${SHOAL_PRODUCTION_GATEWAY:-}" ]; then
     ip route replace default via "$SHOAL_PRODUCTION_GATEWAY" dev "$dev"

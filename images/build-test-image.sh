@@ -26,9 +26,10 @@ out="$here/out"
 cache="$out/cache"
 work="$out/work"
 # The virtio drivers the guest needs, and the ACPI power button with its evdev
-# device (`shoal guest` powers off on a press: QEMU's system_powerdown); their
+# device (`shoal guest` powers off on a press: QEMU's system_powerdown), and 802.1Q
+# VLANs (a bare-metal host's production network may be a VLAN of its NIC); their
 # dependencies are resolved below.
-modules=(virtio_pci virtio_net virtio_blk virtio_console button evdev)
+modules=(virtio_pci virtio_net virtio_blk virtio_console button evdev 8021q)
 
 for tool in apt-get apt-cache dpkg-deb cpio gzip modinfo sha256sum; do
   command -v "$tool" >/dev/null || { log "$tool is missing: run scripts/setup.sh"; exit 1; }

@@ -55,6 +55,9 @@ impl HostRole {
 pub struct HostNetwork {
     /// The NIC's MAC, `52:54:00:79:01:01`.
     pub mac: String,
+    /// The production VLAN's id on that NIC (1–4094); `None`, its untagged
+    /// network.
+    pub vlan: Option<u16>,
     /// Its address with the prefix length, `10.79.0.11/24`.
     pub address: String,
     /// The default gateway on that network, if any.
@@ -116,6 +119,15 @@ impl HostNetwork {
         if !mac_ok(&self.mac) {
             return bad("network.mac", &self.mac, "use e.g. 52:54:00:79:01:01");
         }
+        if let Some(vlan) = self.vlan {
+            if !(1..=4094).contains(&vlan) {
+                return bad(
+                    "network.vlan",
+                    &vlan.to_string(),
+                    "use a VLAN id from 1 to 4094, or none for the untagged network",
+                );
+            }
+        }
         if !cidr_ok(&self.address) {
             return bad(
                 "network.address",
@@ -166,6 +178,9 @@ impl HostJoin {
                 "SHOAL_PRODUCTION_MAC={}",
                 net.mac.to_ascii_lowercase()
             ));
+            if let Some(vlan) = net.vlan {
+                lines.push(format!("SHOAL_PRODUCTION_VLAN={vlan}"));
+            }
             lines.push(format!("SHOAL_PRODUCTION_ADDRESS={}", net.address));
             if let Some(gw) = &net.gateway {
                 lines.push(format!("SHOAL_PRODUCTION_GATEWAY={gw}"));
@@ -205,6 +220,7 @@ mod tests {
             kubeconfig: "apiVersion: v1\nkind: Config\n# secret-token\n".into(),
             network: Some(HostNetwork {
                 mac: "52:54:00:79:01:01".into(),
+                vlan: None,
                 address: "10.79.0.11/24".into(),
                 gateway: None,
             }),
@@ -228,6 +244,21 @@ mod tests {
             plain.agent_env(),
             "SHOAL_HOST_NAME=rack1-u1\nSHOAL_HOST_ROLE=control-plane\n"
         );
+        let tagged = HostJoin {
+            network: Some(HostNetwork {
+                mac: "52:54:00:78:01:01".into(),
+                vlan: Some(80),
+                address: "10.80.0.11/24".into(),
+                gateway: Some("10.80.0.2".into()),
+            }),
+            ..join()
+        };
+        assert_eq!(
+            tagged.agent_env(),
+            "SHOAL_HOST_NAME=rack1-u1\nSHOAL_HOST_ROLE=worker\n\
+             SHOAL_PRODUCTION_MAC=52:54:00:78:01:01\nSHOAL_PRODUCTION_VLAN=80\n\
+             SHOAL_PRODUCTION_ADDRESS=10.80.0.11/24\nSHOAL_PRODUCTION_GATEWAY=10.80.0.2\n"
+        );
     }
 
     #[test]
@@ -249,6 +280,7 @@ mod tests {
                 "network.mac",
                 HostNetwork {
                     mac: "52:54:00:79:01".into(),
+                    vlan: None,
                     address: "10.79.0.11/24".into(),
                     gateway: None,
                 },
@@ -257,7 +289,17 @@ mod tests {
                 "network.address",
                 HostNetwork {
                     mac: "52:54:00:79:01:01".into(),
+                    vlan: None,
                     address: "10.79.0.11; reboot".into(),
+                    gateway: None,
+                },
+            ),
+            (
+                "network.vlan",
+                HostNetwork {
+                    mac: "52:54:00:79:01:01".into(),
+                    vlan: Some(4095),
+                    address: "10.79.0.11/24".into(),
                     gateway: None,
                 },
             ),
@@ -265,6 +307,7 @@ mod tests {
                 "network.gateway",
                 HostNetwork {
                     mac: "52:54:00:79:01:01".into(),
+                    vlan: None,
                     address: "10.79.0.11/24".into(),
                     gateway: Some("$(reboot)".into()),
                 },

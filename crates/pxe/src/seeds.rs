@@ -101,6 +101,7 @@ pub fn render(m: &BareMetalMachine, join: &JoinSettings) -> Result<Seed, Bootstr
         kubeconfig: join.kubeconfig.clone(),
         network: m.spec.network.as_ref().map(|n| HostNetwork {
             mac: n.mac.clone(),
+            vlan: n.vlan,
             address: n.address.clone(),
             gateway: n.gateway.clone(),
         }),
@@ -142,6 +143,7 @@ mod tests {
         let seed = render(
             &machine(Some(ProductionNetwork {
                 mac: "52:54:00:79:01:01".into(),
+                vlan: Some(79),
                 address: "10.79.0.11/24".into(),
                 gateway: None,
             })),
@@ -156,6 +158,7 @@ mod tests {
             "hostname: rack1-u1\n",
             "SHOAL_HOST_NAME=rack1-u1\n",
             "SHOAL_HOST_ROLE=worker\n",
+            "SHOAL_PRODUCTION_VLAN=79\n",
             "SHOAL_PRODUCTION_ADDRESS=10.79.0.11/24\n",
             "# token-xyz\n",
             "url: http://10.78.0.2:8080/seed/52-54-00-78-01-01/phone-home\n",

@@ -26,6 +26,7 @@ pub mod oidc;
 pub mod prom;
 pub mod pxelab;
 pub mod rawboot;
+pub mod vlanport;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

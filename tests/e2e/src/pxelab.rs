@@ -8,8 +8,10 @@
 //!   `shoal pxe --inventory` on the veth, keeping the inventory in that server.
 //!
 //! A joining lab ([`PxeLab::joining`]) adds a production network, bridge `br1` at
-//! `10.79.0.1/24` with the boot server's API on it at [`PRODUCTION_SERVER`], and
-//! serves the host agent's initrd layer (`images/build-host-layer.sh`) after the
+//! `10.79.0.1/24` with the boot server's API on it at [`PRODUCTION_SERVER`], a
+//! production VLAN ([`PRODUCTION_VLAN`]) on the provisioning bridge, whose frames
+//! reach the boot server at [`VLAN_SERVER`] through an access port
+//! ([`crate::vlanport`]) and are routed to the API's address, and serves the host agent's initrd layer (`images/build-host-layer.sh`) after the
 //! image's, with `--join-kubeconfig`: machines then come up running `shoal agent`.
 //!
 //! Machines are TCG VMs on taps of the bridge whose virtio NIC carries the iPXE
@@ -29,12 +31,17 @@ use crate::hosts::ip;
 use crate::kubelab::tail;
 use crate::rawboot::GuestImage;
 use crate::shoal_bin;
+use crate::vlanport::VlanPort;
 
 /// The boot server's address.
 pub const PXE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
 /// The boot server's address on the production network (a joining lab's), where
 /// the machines' agents reach the API.
 pub const PRODUCTION_SERVER: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 2);
+/// The production VLAN's id on the provisioning network (a joining lab's).
+pub const PRODUCTION_VLAN: u16 = 80;
+/// The boot server's address on that VLAN: the gateway of the machines on it.
+pub const VLAN_SERVER: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 2);
 /// Its HTTP port.
 pub const PXE_HTTP_PORT: u16 = 8080;
 /// `shoal pxe --profile`s: the first machine discovered is a control plane, the
@@ -66,6 +73,10 @@ pub struct PxeLab {
     pxe: Option<Child>,
     /// The machines, in launch order.
     pub vms: Vec<PxeVm>,
+    /// Whether machines boot the host agent's layer (and so need more memory).
+    joining: bool,
+    /// A joining lab's production VLAN port.
+    vlan: Option<VlanPort>,
 }
 
 pub(crate) fn in_ns(ns: &str, program: &str) -> Command {
@@ -147,6 +158,8 @@ impl PxeLab {
             server: None,
             pxe: None,
             vms: Vec::new(),
+            joining: layer.is_some(),
+            vlan: None,
         };
         ip(&["-n", &net, "link", "set", "lo", "up"])?;
         ip(&["-n", &srv, "link", "set", "lo", "up"])?;
@@ -180,6 +193,16 @@ impl PxeLab {
             let addr = format!("{PRODUCTION_SERVER}/24");
             ip(&["-n", &srv, "addr", "add", &addr, "dev", "prod0"])?;
             ip(&["-n", &srv, "link", "set", "prod0", "up"])?;
+            // The production VLAN: tagged frames on br0 reach the boot server through
+            // an access port on that VLAN (in user space: this kernel has no 8021q).
+            lab.vlan = Some(VlanPort::start(
+                &net,
+                "br0",
+                PRODUCTION_VLAN,
+                &srv,
+                &format!("vlan{PRODUCTION_VLAN}"),
+                &format!("{VLAN_SERVER}/24"),
+            )?);
         }
 
         let log = fs::File::create(lab.dir.path().join("dnsmasq.log"))?;
@@ -388,6 +411,12 @@ impl PxeLab {
         )
     }
 
+    /// How many frames tagged with [`PRODUCTION_VLAN`] reached the boot server (a
+    /// joining lab's; 0 otherwise).
+    pub fn vlan_frames(&self) -> u64 {
+        self.vlan.as_ref().map_or(0, VlanPort::tagged_frames_in)
+    }
+
     /// dnsmasq's lease file: `<expiry> <mac> <ip> <name> <client id>` per lease.
     pub fn leases(&self) -> String {
         fs::read_to_string(self.dir.path().join("leases")).unwrap_or_default()
@@ -401,8 +430,8 @@ impl PxeLab {
     }
 
     /// As [`PxeLab::launch`], with a second NIC of `production` (no boot ROM) on a
-    /// joining lab's production bridge when given, and then 768 MiB: room for the
-    /// host agent's layer, unpacked.
+    /// joining lab's production bridge when given. In a joining lab, 768 MiB: room
+    /// for the host agent's layer, unpacked.
     pub fn launch_with(
         &mut self,
         mac: &str,
@@ -414,7 +443,11 @@ impl PxeLab {
         ip(&["-n", &self.net, "link", "set", &tap, "master", "br0", "up"])?;
         let console = self.dir.path().join(format!("{tap}.console"));
         let mut cmd = in_ns(&self.net, "qemu-system-x86_64");
-        let memory = if production.is_some() { "768" } else { "256" };
+        let memory = if production.is_some() || self.joining {
+            "768"
+        } else {
+            "256"
+        };
         cmd.args(["-accel", "tcg", "-m", memory, "-nographic", "-nodefaults"])
             .args([
                 "-smbios",
@@ -542,6 +575,7 @@ impl Drop for PxeLab {
         {
             stop(child);
         }
+        self.vlan = None;
         for ns in [&self.net, &self.srv] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }

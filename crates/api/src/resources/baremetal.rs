@@ -32,19 +32,26 @@ pub struct BareMetalMachineSpec {
     /// Its BMC: with one, Shoal sets the next boot to PXE and powers it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<BmcSpec>,
-    /// Its production network, on a NIC of its own: the installed system brings
+    /// Its production network, on a NIC of its own or a VLAN: the installed system brings
     /// it up and its `shoal agent` uses it (the underlay and the way to the API).
     /// Without it everything stays on the provisioning NIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<ProductionNetwork>,
 }
 
-/// A machine's production network: a second NIC with a static address.
+/// A machine's production network: a second NIC, or a VLAN (an 802.1Q tag) on
+/// either NIC, with a static address.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProductionNetwork {
-    /// The MAC of the NIC on the production network.
+    /// The MAC of the NIC on the production network. With `vlan`, it may be the
+    /// provisioning NIC's (`spec.mac`): PXE on its untagged network, production
+    /// on the tagged one.
     pub mac: String,
+    /// The production network's VLAN id (1–4094) on that NIC; unset, the NIC's
+    /// untagged network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     /// Its address with the prefix length, e.g. `10.79.0.11/24`.
     pub address: String,
     /// The default gateway on that network, if the machine routes through it.
@@ -217,15 +224,27 @@ impl ProductionNetwork {
     /// gateway.
     pub fn validate(&self, errs: &mut FieldErrors, pxe_mac: &str) {
         check_mac(errs, "spec.network.mac", &self.mac);
-        if is_mac(&self.mac) && self.mac.eq_ignore_ascii_case(pxe_mac) {
+        if self.vlan.is_none() && is_mac(&self.mac) && self.mac.eq_ignore_ascii_case(pxe_mac) {
             errs.check(
                 "spec.network.mac",
                 Err(format!(
                     "{} is spec.mac, the provisioning NIC: name the production NIC's MAC, \
+                     set spec.network.vlan to put production on a VLAN of this NIC, \
                      or leave spec.network out to stay on the provisioning network",
                     self.mac
                 )),
             );
+        }
+        if let Some(vlan) = self.vlan {
+            if !(1..=4094).contains(&vlan) {
+                errs.check(
+                    "spec.network.vlan",
+                    Err(format!(
+                        "{vlan} is not a VLAN id: use 1 to 4094, or leave it out for the \
+                         NIC's untagged network"
+                    )),
+                );
+            }
         }
         if self.ip().is_none() {
             errs.check(
@@ -318,15 +337,18 @@ mod tests {
 
     #[test]
     fn a_production_network_needs_its_own_nic_and_an_address_with_a_prefix() {
-        let with = |mac: &str, address: &str, gateway: Option<&str>| {
+        let tagged = |mac: &str, vlan: Option<u16>, address: &str, gateway: Option<&str>| {
             let mut s = spec("https://10.0.0.5", "bmc-rack1");
             s.network = Some(ProductionNetwork {
                 mac: mac.into(),
+                vlan,
                 address: address.into(),
                 gateway: gateway.map(Into::into),
             });
             fields(&s)
         };
+        let with =
+            |mac: &str, address: &str, gateway: Option<&str>| tagged(mac, None, address, gateway);
         assert!(with("52:54:00:79:01:01", "10.79.0.11/24", Some("10.79.0.1")).is_empty());
         assert_eq!(
             with("52:54:00:78:01:01", "10.79.0.11/24", None),
@@ -344,8 +366,18 @@ mod tests {
             with("52:54:00:79:01:01", "10.79.0.11/33", None),
             ["spec.network.address"]
         );
+        // A VLAN of the provisioning NIC is a production network of its own.
+        assert!(tagged("52:54:00:78:01:01", Some(80), "10.80.0.11/24", None).is_empty());
+        assert!(tagged("52:54:00:79:01:01", Some(4094), "10.80.0.11/24", None).is_empty());
+        for vlan in [0, 4095] {
+            assert_eq!(
+                tagged("52:54:00:78:01:01", Some(vlan), "10.80.0.11/24", None),
+                ["spec.network.vlan"]
+            );
+        }
         let net = ProductionNetwork {
             mac: "52:54:00:79:01:01".into(),
+            vlan: None,
             address: "10.79.0.11/24".into(),
             gateway: None,
         };

@@ -109,6 +109,7 @@ pub fn host_worker() -> HostJoin {
             .into(),
         network: Some(HostNetwork {
             mac: "52:54:00:79:01:01".into(),
+            vlan: None,
             address: "10.79.0.11/24".into(),
             gateway: Some("10.79.0.1".into()),
         }),

@@ -100,8 +100,9 @@ pub fn describe(m: &BareMetalMachine) -> String {
         out.insert_str(
             out.find("History:").unwrap_or(out.len()),
             &format!(
-                "Network:   {} on NIC {}{}\n",
+                "Network:   {} on {}NIC {}{}\n",
                 net.address,
+                net.vlan.map_or(String::new(), |v| format!("VLAN {v} of ")),
                 net.mac,
                 net.gateway
                     .as_deref()
