@@ -413,8 +413,8 @@ impl PxeLab {
 
     /// How many frames tagged with [`PRODUCTION_VLAN`] reached the boot server (a
     /// joining lab's; 0 otherwise).
-    pub fn vlan_frames(&self) -> u64 {
-        self.vlan.as_ref().map_or(0, VlanPort::tagged_frames_in)
+    pub fn vlan_frames(&self) -> Result<u64> {
+        self.vlan.as_ref().map_or(Ok(0), VlanPort::tagged_frames_in)
     }
 
     /// dnsmasq's lease file: `<expiry> <mac> <ip> <name> <client id>` per lease.

@@ -81,7 +81,7 @@ fn a_machine_joins_over_a_production_vlan_of_its_provisioning_nic() -> Result<()
         "kubectl apply rack3-u1: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let frames_before = lab.vlan_frames();
+    let frames_before = lab.vlan_frames()?;
     let started = Instant::now();
     lab.launch_with(MAC, None, None)?;
     let console = lab.vms[0].console.clone();
@@ -131,7 +131,7 @@ fn a_machine_joins_over_a_production_vlan_of_its_provisioning_nic() -> Result<()
     );
     // The agent's traffic crossed the provisioning bridge tagged: the lab's access
     // port on the VLAN passed it to the boot server.
-    let rx = lab.vlan_frames() - frames_before;
+    let rx = lab.vlan_frames()? - frames_before;
     ensure!(rx >= 20, "only {rx} packets on VLAN {PRODUCTION_VLAN}");
 
     let shown = lab.shoal(&["baremetal", "show", "rack3-u1"])?;
