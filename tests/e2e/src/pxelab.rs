@@ -417,6 +417,30 @@ impl PxeLab {
         self.vlan.as_ref().map_or(Ok(0), VlanPort::tagged_frames_in)
     }
 
+    /// Host `name` from the lab's API, after checking that it is Ready; its
+    /// underlay address.
+    pub fn ready_host_underlay(&self, name: &str) -> Result<String> {
+        let out = self.kubectl(&["get", "host", name, "-o", "json"])?;
+        if !out.status.success() {
+            bail!(
+                "kubectl get host {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let host: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let ready = host["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .with_context(|| format!("Host {name} has no Ready condition: {host:#}"))?;
+        if ready["status"] != "True" {
+            bail!("Host {name} is not Ready: {host:#}");
+        }
+        host["status"]["underlayIp"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("Host {name} has no underlay address: {host:#}"))
+    }
+
     /// dnsmasq's lease file: `<expiry> <mac> <ip> <name> <client id>` per lease.
     pub fn leases(&self) -> String {
         fs::read_to_string(self.dir.path().join("leases")).unwrap_or_default()

@@ -261,19 +261,7 @@ fn machines_are_powered_on_through_their_bmc_and_provisioned() -> Result<()> {
         "{joined:#}"
     );
     history_in_time_order(&joined)?;
-    let out = lab.kubectl(&["get", "host", "rack1-u1", "-o", "json"])?;
-    ensure!(
-        out.status.success(),
-        "kubectl get host rack1-u1: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let host: Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(host["status"]["underlayIp"], PRODUCTION_ADDRESS, "{host:#}");
-    let ready = host["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .context("the Host has no Ready condition")?;
-    assert_eq!(ready["status"], "True", "{host:#}");
+    assert_eq!(lab.ready_host_underlay("rack1-u1")?, PRODUCTION_ADDRESS);
     // As `kubectl get hosts` shows it: NAME READY UNDERLAY …
     let listed = lab.kubectl(&["get", "hosts"])?;
     let listed = String::from_utf8_lossy(&listed.stdout);

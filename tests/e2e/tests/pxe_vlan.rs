@@ -109,19 +109,7 @@ fn a_machine_joins_over_a_production_vlan_of_its_provisioning_nic() -> Result<()
     let joined = started.elapsed();
 
     // Its Host's underlay is the VLAN address, and it is Ready.
-    let out = lab.kubectl(&["get", "host", "rack3-u1", "-o", "json"])?;
-    ensure!(
-        out.status.success(),
-        "kubectl get host rack3-u1: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let host: Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(host["status"]["underlayIp"], ADDRESS, "{host:#}");
-    let ready = host["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .context("the Host has no Ready condition")?;
-    assert_eq!(ready["status"], "True", "{host:#}");
+    assert_eq!(lab.ready_host_underlay("rack3-u1")?, ADDRESS);
     let shown = std::fs::read_to_string(&console)?;
     let want = format!("production network up: {ADDRESS}/24 on eth0.{PRODUCTION_VLAN}");
     ensure!(
