@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use serde_json::{json, Value};
 use shoal_e2e::kubelab::tail;
 use shoal_e2e::pxelab::{PxeLab, PRODUCTION_VLAN, VLAN_SERVER};
